@@ -1,0 +1,1 @@
+"""Torch autograd turned on functions: derivatives, extrema, level crossings and gradient ascent."""

@@ -1,0 +1,72 @@
+"""Whole batches sliced from in-memory tensors: a tabular loader that never waits on Python per row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+
+
+class TensorBatches:
+    """Yields tuples of batch tensors cut from `tensors` (all with the same first dimension).
+
+    Training (`shuffle=True`): each epoch draws one permutation from `seed + epoch`, identical on every
+    process, and process `rank` of `world_size` takes every `world_size`-th row of it; all processes get
+    the same number of batches, as DDP needs. Lightning calls `sampler.set_epoch`, also after a resume, so
+    the order of a resumed epoch is the order of the uninterrupted one.
+
+    Evaluation (`shuffle=False`): rows are split into `world_size` contiguous shards with no padding or
+    repetition, so metrics reduced across processes see every row exactly once.
+    """
+
+    def __init__(
+        self,
+        tensors: tuple[torch.Tensor, ...],
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> None:
+        self.tensors = tensors
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.epoch = 0
+        # Lightning looks for `sampler.set_epoch` and `batch_sampler` on every loader it is given.
+        self.sampler = self
+        self.batch_sampler = None
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    @property
+    def n_rows(self) -> int:
+        """Rows this process sees in one pass."""
+        total = len(self.tensors[0])
+        if self.shuffle:
+            return total // self.world_size
+        return self._shard()[1]
+
+    def _shard(self) -> tuple[int, int]:
+        """(start, size) of this process's contiguous evaluation shard; sizes differ by at most one row."""
+        base, extra = divmod(len(self.tensors[0]), self.world_size)
+        return self.rank * base + min(self.rank, extra), base + (self.rank < extra)
+
+    def __len__(self) -> int:
+        return -(-self.n_rows // self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        total = len(self.tensors[0])
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(total, generator=generator)[self.rank :: self.world_size][: self.n_rows]
+            # One gather per epoch, then every batch is a free view.
+            tensors = tuple(tensor[order.to(tensor.device)] for tensor in self.tensors)
+        else:
+            start, size = self._shard()
+            tensors = tuple(tensor[start : start + size] for tensor in self.tensors)
+        for begin in range(0, self.n_rows, self.batch_size):
+            yield tuple(tensor[begin : begin + self.batch_size] for tensor in tensors)

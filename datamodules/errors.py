@@ -1,0 +1,26 @@
+"""The package's own error type: a message a user can act on, shown as one line."""
+
+import os
+import sys
+from collections.abc import Callable
+
+
+class HousePriceError(Exception):
+    """A problem with the user's input (data, config, checkpoint or path), with the fix in its message.
+
+    The scripts print it as one line and exit with code 2; anything else is a bug and keeps its traceback.
+    """
+
+
+def exit_cleanly_on_error(main: Callable[[], None]) -> None:
+    """Run a script's `main`; a `HousePriceError` becomes one line on stderr and exit code 2.
+
+    Set HOUSE_PRICE_DEBUG=1 to see the full traceback instead.
+    """
+    try:
+        main()
+    except HousePriceError as error:
+        if os.environ.get("HOUSE_PRICE_DEBUG") == "1":
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

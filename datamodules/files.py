@@ -1,0 +1,43 @@
+"""Writing user-facing files safely: whole or not at all, and never over an existing file by accident."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from datamodules.errors import HousePriceError
+
+
+def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
+    """`path` as a Path, after checking its folder exists and is writable and that it may be (over)written."""
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise HousePriceError(f"output folder '{folder}' does not exist; create it or choose another path")
+    if not os.access(folder, os.W_OK):
+        raise HousePriceError(f"output folder '{folder}' is not writable; choose another path")
+    if path.is_dir():
+        raise HousePriceError(f"output path '{path}' is a directory; give a file name")
+    if path.exists() and not overwrite:
+        raise HousePriceError(f"output file '{path}' already exists; pass --overwrite to replace it or choose another path")
+    return path
+
+
+def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
+    """Call `write(temporary_path)` beside `path`, then rename it onto `path`: readers never see half a file."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+    return path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    return write_atomic(path, lambda temporary: Path(temporary).write_text(text))

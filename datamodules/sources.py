@@ -1,0 +1,194 @@
+"""Where raw housing tables come from: the California set, a user's CSV, and the checks every table passes.
+
+Everything here returns or checks a pandas DataFrame of raw values (dollars stay dollars); nothing is
+fitted or scaled. Problems a user can fix raise `HousePriceError` with one line saying what and how.
+"""
+
+from __future__ import annotations
+
+import csv
+import difflib
+import io
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from datamodules.errors import HousePriceError
+
+CALIFORNIA_TARGET = "MedHouseVal"
+CALIFORNIA_UNIT = "$100,000"  # as scikit-learn ships the target, so RMSE compares with published results
+
+# Spellings of "missing" seen in real exports, on top of pandas' defaults ("NA", "N/A", "NaN", "null", "").
+MISSING_MARKERS = ["?", "-", "--", "missing", "Missing", "MISSING", "none", "None", "NONE", "na", "nan"]
+
+_DELIMITERS = ",;\t|"
+_NUMBER_WITH_DECORATION = re.compile(r"^\s*[-+]?[$€£]?\s*[-+]?[\d.,]+\s*%?\s*$")
+
+
+def load_california() -> pd.DataFrame:
+    """The California housing set (20,640 rows) with target `MedHouseVal` in $100,000.
+
+    Reads scikit-learn's cache (honours SCIKIT_LEARN_DATA); downloads only if the cache is missing,
+    which is exactly what `fetch_california_housing` does on a user's machine.
+    """
+    from sklearn.datasets import fetch_california_housing
+
+    try:
+        bunch = fetch_california_housing(as_frame=True)
+    except OSError as error:  # no cache and no network
+        raise HousePriceError(
+            f"cannot load the California housing set ({error}); set SCIKIT_LEARN_DATA to a folder holding "
+            "scikit-learn's cal_housing_py3.pkz, or connect once to let scikit-learn download it"
+        ) from None
+    return bunch.frame
+
+
+def read_csv(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a user's CSV as raw values: any delimiter of , ; tab |, a byte-order mark, common NA spellings.
+
+    Column names keep inner spaces and lose surrounding whitespace. Duplicate names, binary files, empty
+    files and header-only files are refused with a message naming the file.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise HousePriceError(f"data file '{path}' does not exist; check the path (--data.path / --data)")
+    if path.is_dir():
+        raise HousePriceError(f"data path '{path}' is a directory; give the CSV file inside it")
+    raw = path.read_bytes()
+    if not raw.strip():
+        raise HousePriceError(f"data file '{path}' is empty; give a CSV with a header row and data rows")
+    if b"\x00" in raw[:65536]:
+        raise HousePriceError(f"data file '{path}' is binary, not a CSV text file; export it as CSV first")
+    text = _decode(raw)
+    header = _header(text, path)
+    delimiter = _delimiter(text)
+    names = [name.strip() for name in next(csv.reader([header], delimiter=delimiter))]
+    duplicated = sorted({name for name in names if names.count(name) > 1})
+    if duplicated:
+        raise HousePriceError(f"data file '{path}' has duplicate column names {duplicated}; rename them so each is unique")
+    if any(name == "" for name in names):
+        raise HousePriceError(f"data file '{path}' has a column with an empty name (position {names.index('') + 1}); name it")
+    try:
+        frame = pd.read_csv(
+            io.StringIO(text),
+            sep=delimiter,
+            header=0,
+            names=names,
+            na_values=MISSING_MARKERS,
+            skipinitialspace=True,
+            low_memory=False,
+        )
+    except (pd.errors.ParserError, ValueError) as error:
+        message = " ".join(str(error).split())
+        raise HousePriceError(f"data file '{path}' is not a well-formed CSV ({message}); fix the rows it names") from None
+    if frame.empty:
+        raise HousePriceError(f"data file '{path}' has a header but no data rows; add rows")
+    return frame
+
+
+def _decode(raw: bytes) -> str:
+    """UTF-8 (with or without a byte-order mark), else Windows-1252, which every spreadsheet writes."""
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        return raw.decode("cp1252", errors="replace")
+
+
+def _header(text: str, path: Path) -> str:
+    for line in text.splitlines():
+        if line.strip():
+            return line
+    raise HousePriceError(f"data file '{path}' is empty; give a CSV with a header row and data rows")
+
+
+def _delimiter(text: str) -> str:
+    sample = "\n".join(text.splitlines()[:50])
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
+def find_column(frame: pd.DataFrame, name: str, role: str) -> str:
+    """`name` if `frame` has it, else an error listing the near misses and the columns there are."""
+    if name in frame.columns:
+        return name
+    columns = [str(column) for column in frame.columns]
+    close = difflib.get_close_matches(name, columns, n=3, cutoff=0.6)
+    hint = f"did you mean {close}? " if close else ""
+    raise HousePriceError(f"{role} column '{name}' is not in the data; {hint}columns are {columns}")
+
+
+def check_numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Columns stored as text because of decorations ("$1,200", "n/a", "12%") are refused, naming an example.
+
+    A text column counts as meant-to-be-numeric when most of its values look like numbers; those are errors
+    rather than silently becoming a category with thousands of levels.
+    """
+    for column in columns:
+        values = frame[column]
+        if pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+            continue
+        text = values.dropna().astype(str)
+        if text.empty:
+            continue
+        numeric_looking = text.str.match(_NUMBER_WITH_DECORATION)
+        if numeric_looking.mean() >= 0.9:
+            parsed = pd.to_numeric(text, errors="coerce")
+            bad = text[parsed.isna()]
+            example = bad.iloc[0] if len(bad) else text.iloc[0]
+            row = bad.index[0] if len(bad) else text.index[0]
+            raise HousePriceError(
+                f"column '{column}' looks numeric but holds text such as '{example}' (data row {row + 1}); "
+                "remove currency signs and thousands separators, or list it in drop_columns"
+            )
+    return frame
+
+
+def numeric_and_categorical(frame: pd.DataFrame, target: str) -> tuple[list[str], list[str]]:
+    """Feature columns split by kind, in file order: numbers (and booleans) vs. everything else."""
+    numeric, categorical = [], []
+    for column in frame.columns:
+        if column == target:
+            continue
+        kind = frame[column].dtype
+        is_number = pd.api.types.is_numeric_dtype(kind) or pd.api.types.is_bool_dtype(kind)
+        (numeric if is_number else categorical).append(column)
+    return numeric, categorical
+
+
+def check_table(frame: pd.DataFrame, target: str, log_target: bool = False) -> None:
+    """Refuse tables no model can learn from: decorated numbers, a bad target, empty features, infinities."""
+    check_numeric_columns(frame, list(frame.columns))
+    target_values = frame[target]
+    if not pd.api.types.is_numeric_dtype(target_values):
+        example = target_values.dropna().astype(str).iloc[0] if target_values.notna().any() else "(empty)"
+        raise HousePriceError(f"target column '{target}' is not numeric (e.g. '{example}'); choose a numeric target")
+    missing = int(target_values.isna().sum())
+    if missing:
+        first = int(np.flatnonzero(target_values.isna().to_numpy())[0])
+        raise HousePriceError(
+            f"target column '{target}' has {missing} missing values (first at data row {first + 1}); "
+            "drop or fill those rows"
+        )
+    if not np.isfinite(target_values.to_numpy(dtype=float)).all():
+        raise HousePriceError(f"target column '{target}' holds infinite values; drop or fix those rows")
+    if target_values.nunique() < 2:
+        raise HousePriceError(f"target column '{target}' is constant ({target_values.iloc[0]}); there is nothing to learn")
+    if log_target and (target_values <= 0).any():
+        raise HousePriceError(f"target column '{target}' has values <= 0, so log_target cannot be used; turn it off")
+    features = [column for column in frame.columns if column != target]
+    if not features:
+        raise HousePriceError(f"the data has no feature columns besides the target '{target}'; add features")
+    empty = [column for column in features if frame[column].isna().all()]
+    if empty:
+        raise HousePriceError(f"feature columns {empty} are entirely empty; remove them or list them in drop_columns")
+    numeric, _ = numeric_and_categorical(frame, target)
+    for column in numeric:
+        values = frame[column].to_numpy(dtype=float)
+        if np.isinf(values).any():
+            row = int(np.flatnonzero(np.isinf(values))[0])
+            raise HousePriceError(f"column '{column}' holds an infinite value (data row {row + 1}); replace it or leave it empty")

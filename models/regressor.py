@@ -1,0 +1,182 @@
+"""`HousePriceRegressor`: the LightningModule that trains `TabularMLP` and reports metrics in target units."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import pandas as pd
+import torch
+from torch import nn
+from torchmetrics import MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredError, MetricCollection, R2Score, SumMetric
+
+from datamodules.errors import HousePriceError
+from datamodules.preprocessing import Preprocessor
+from models.network import Activation, Normalization, NumericEmbedding, TabularMLP
+
+Scheduler = Literal["onecycle", "cosine", "none"]
+STAGES = ("train", "val", "test")
+
+
+def regression_metrics() -> MetricCollection:
+    """RMSE, MAE, R², MAPE and the row count n, accumulated in float64 and summed across processes."""
+    metrics = MetricCollection(
+        {
+            "rmse": MeanSquaredError(squared=False),
+            "mae": MeanAbsoluteError(),
+            "r2": R2Score(),
+            "mape": MeanAbsolutePercentageError(),
+            "n": SumMetric(),
+        }
+    )
+    return metrics.set_dtype(torch.float64)
+
+
+class HousePriceRegressor(L.LightningModule):
+    """An MLP house-price regressor that carries its own preprocessing.
+
+    The loss is MSE on the standardized target; metrics are in the target's own units ($100,000 for
+    California, dollars for the Hands-On-ML CSV). `preprocessing` is the data module's fitted state (the
+    training CLI links it in), so a checkpoint alone rebuilds the model and can `predict` on raw frames.
+
+    Args:
+        preprocessing: fitted state from `HousingDataModule.preprocessing`.
+        hidden_sizes: widths of the hidden layers.
+        activation / dropout / normalization: of each hidden layer.
+        numeric_embedding: "periodic" embeds each numeric feature before the MLP; "none" feeds it raw.
+        embedding_dim / n_frequencies / frequency_scale: shape of the periodic embedding.
+        category_dim: embedding width of each categorical column.
+        learning_rate: AdamW peak learning rate.
+        weight_decay: AdamW decoupled weight decay.
+        scheduler: "onecycle" (warm-up then anneal), "cosine" (anneal from the start) or "none", stepped per batch.
+    """
+
+    def __init__(
+        self,
+        preprocessing: dict[str, Any] | None = None,
+        hidden_sizes: list[int] = [256, 256, 256],  # noqa: B006 - jsonargparse shows list defaults
+        activation: Activation = "relu",
+        dropout: float = 0.0,
+        normalization: Normalization = "none",
+        numeric_embedding: NumericEmbedding = "none",
+        embedding_dim: int = 16,
+        n_frequencies: int = 16,
+        frequency_scale: float = 0.1,
+        category_dim: int = 8,
+        learning_rate: float = 1e-3,
+        weight_decay: float = 1e-4,
+        scheduler: Scheduler = "onecycle",
+    ) -> None:
+        super().__init__()
+        if preprocessing is None:
+            raise HousePriceError(
+                "HousePriceRegressor needs the fitted preprocessing: HousePriceRegressor(preprocessing=datamodule.preprocessing)"
+            )
+        if not hidden_sizes or min(hidden_sizes) < 1:
+            raise HousePriceError(f"model.hidden_sizes is {hidden_sizes}; give one or more positive layer widths")
+        if not 0 <= dropout < 1:
+            raise HousePriceError(f"model.dropout is {dropout}; it must lie in [0, 1)")
+        if learning_rate <= 0 or weight_decay < 0:
+            raise HousePriceError("model.learning_rate must be > 0 and model.weight_decay >= 0")
+        self.save_hyperparameters()
+        self.preprocessor = Preprocessor(preprocessing)
+        self.network = TabularMLP(
+            self.preprocessor.n_numeric_inputs,
+            self.preprocessor.cardinalities,
+            list(hidden_sizes),
+            activation,
+            dropout,
+            normalization,
+            numeric_embedding,
+            embedding_dim,
+            n_frequencies,
+            frequency_scale,
+            category_dim,
+        )
+        self.loss = nn.MSELoss()
+        # Keys get a suffix because ModuleDict refuses "train", the name of Module.train.
+        self.metrics = nn.ModuleDict({f"{stage}_metrics": regression_metrics() for stage in STAGES})
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {stage: [] for stage in STAGES}
+
+    @property
+    def target(self) -> str:
+        return self.preprocessor.target
+
+    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Standardized features -> standardized prediction [B]."""
+        return self.network(numeric, codes)
+
+    def predict_price(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Standardized features -> prediction in the target's own units [B]."""
+        return self.preprocessor.decode_target(self(numeric, codes))
+
+    def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
+        numeric, codes, target = batch
+        output = self(numeric, codes)
+        loss = self.loss(output, target)
+        # Metrics are updated once per epoch from these: per-step metric updates cost more than the step.
+        self._outputs[stage].append((output.detach(), target))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(target))
+        return loss
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        if not self._outputs[stage]:
+            return
+        output, target = (torch.cat(parts).double() for parts in zip(*self._outputs[stage]))
+        self._outputs[stage].clear()
+        decode = self.preprocessor.decode_target
+        metrics = self.metrics[f"{stage}_metrics"]
+        metrics["n"].update(torch.tensor(float(len(target)), dtype=torch.float64, device=target.device))
+        for name in ("rmse", "mae", "r2", "mape"):
+            metrics[name].update(decode(output), decode(target))
+        self.log_dict({f"{stage}/{name}": value for name, value in metrics.compute().items()}, sync_dist=False)
+        metrics.reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        return self._step(batch, "train")
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self._step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
+        self._step(batch, "test")
+
+    def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        return self.predict_price(batch[0], batch[1])
+
+    def configure_optimizers(self) -> Any:
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
+            return optimizer
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        if hp.scheduler == "onecycle":
+            schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.learning_rate, total_steps=steps)
+        else:
+            schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    @torch.no_grad()
+    def predict(self, frame: pd.DataFrame) -> pd.Series:
+        """Predictions for a raw frame, in the target's own units, named `<target>_prediction`, same index.
+
+        Columns are matched by name (any order, extras ignored); unseen categories and missing numbers are
+        handled as in training.
+        """
+        numeric, codes = self.preprocessor.transform(frame)
+        was_training = self.training
+        self.eval()
+        try:
+            prices = self.predict_price(numeric.to(self.device), codes.to(self.device))
+        finally:
+            self.train(was_training)
+        return pd.Series(prices.double().cpu().numpy(), index=frame.index, name=f"{self.target}_prediction")

@@ -1,0 +1,74 @@
+"""Train, validate, test or predict with the house-price model through LightningCLI.
+
+    python scripts/train.py fit --config configs/california.yaml
+    python scripts/train.py fit --config configs/housing_csv.yaml --trainer.max_epochs=5
+    python scripts/train.py test --config runs/california/version_0/config.yaml --ckpt_path runs/.../best.ckpt
+
+After `fit`, the best checkpoint (by validation RMSE) is evaluated on the test split and the run folder gets
+test_metrics.json and learning_curve.png beside config.yaml, metrics.csv and checkpoints/{best,last}.ckpt.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
+
+from datamodules import HousingDataModule  # noqa: E402
+from datamodules.errors import exit_cleanly_on_error  # noqa: E402
+from models import HousePriceRegressor  # noqa: E402
+from models.callbacks import EpochTimer  # noqa: E402
+from models.reports import metrics_table, plot_learning_curve, stage_metrics, write_metrics  # noqa: E402
+
+MONITOR = "val/rmse"
+
+
+class HousePriceCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The model is built around the data's fitted preprocessing, which then travels in its checkpoints.
+        parser.link_arguments("data.preprocessing", "model.preprocessing", apply_on="instantiate")
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {"checkpoint.monitor": MONITOR, "checkpoint.mode": "min", "checkpoint.filename": "best", "checkpoint.save_last": True}
+        )
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": MONITOR, "early_stopping.mode": "min", "early_stopping.patience": 20})
+
+    def after_fit(self) -> None:
+        """Test the best checkpoint, then write test_metrics.json and the learning curve (rank 0 only)."""
+        trainer = self.trainer
+        checkpoint = trainer.checkpoint_callback
+        best = checkpoint.best_model_path or checkpoint.last_model_path
+        logged = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)[0]
+        if not trainer.is_global_zero:
+            return
+        run = Path(trainer.log_dir)
+        unit = self.model.preprocessor.state["target_unit"]
+        metrics = stage_metrics(logged, "test")
+        write_metrics(run / "test_metrics.json", metrics)
+        curve = plot_learning_curve(run / "metrics.csv", run / "learning_curve.png", unit)
+        print(f"\nTest metrics of {best} ({self.model.target}, {unit}):\n{metrics_table(metrics, unit)}")
+        print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {checkpoint.last_model_path}")
+        print(f"  metrics: {run / 'test_metrics.json'}, {run / 'metrics.csv'}\n  learning curve: {curve}")
+
+
+def main(args: list[str] | None = None) -> None:
+    HousePriceCLI(
+        HousePriceRegressor,
+        HousingDataModule,
+        seed_everything_default=0,
+        trainer_defaults={
+            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "house_price"}},
+            "callbacks": [EpochTimer()],
+        },
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    exit_cleanly_on_error(main)
