@@ -63,11 +63,11 @@ class HousingDataModule(L.LightningDataModule):
         for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("n_quantiles", n_quantiles)):
             if size < 1:
                 raise HousePriceError(f"data.{name} is {size}; it must be a positive integer")
-        if path is not None:
-            if target is None:
-                raise HousePriceError("a CSV needs its target column: pass --data.target NAME (or target: in the config)")
-            path = str(Path(path).expanduser().resolve())  # checkpoints remember where the data came from
+        if path is not None and target is None:
+            raise HousePriceError("a CSV needs its target column: pass --data.target NAME (or target: in the config)")
         self.save_hyperparameters()
+        if path is not None:  # checkpoints remember where the data came from, whatever the working folder
+            self.hparams.path = str(Path(path).expanduser().resolve())
         self._frame: pd.DataFrame | None = None
         self._splits: dict[str, pd.DataFrame] | None = None
         self._state: dict[str, Any] | None = None

@@ -31,13 +31,14 @@ _NUMBER_WITH_DECORATION = re.compile(r"^\s*[-+]?[$€£]?\s*[-+]?[\d.,]+\s*%?\s*
 def load_california() -> pd.DataFrame:
     """The California housing set (20,640 rows) with target `MedHouseVal` in $100,000.
 
-    Reads scikit-learn's cache (honours SCIKIT_LEARN_DATA); downloads only if the cache is missing,
-    which is exactly what `fetch_california_housing` does on a user's machine.
+    Reads scikit-learn's cache (honours SCIKIT_LEARN_DATA); downloads only if the cache is missing, which
+    is exactly what `fetch_california_housing` does on a user's machine. HOUSE_PRICE_NO_DOWNLOAD=1 forbids
+    the download (the test suite sets it).
     """
     from sklearn.datasets import fetch_california_housing
 
     try:
-        bunch = fetch_california_housing(as_frame=True)
+        bunch = fetch_california_housing(as_frame=True, download_if_missing=os.environ.get("HOUSE_PRICE_NO_DOWNLOAD") != "1")
     except OSError as error:  # no cache and no network
         raise HousePriceError(
             f"cannot load the California housing set ({error}); set SCIKIT_LEARN_DATA to a folder holding "

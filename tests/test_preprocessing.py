@@ -1,0 +1,101 @@
+"""Preprocessing follows scikit-learn's fit/transform contract and survives as plain state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.preprocessing import QuantileTransformer
+
+from datamodules import HousingDataModule, Preprocessor, fit_statistics
+from datamodules.preprocessing import UNKNOWN
+
+
+def small_frame(n: int = 200, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(
+        {
+            "area sq ft": rng.gamma(3.0, 500.0, n),
+            "rooms": rng.integers(1, 8, n).astype(float),
+            "city": rng.choice(["Oslo", "Bergen", "Tromsø"], n),
+            "price": rng.normal(300_000, 50_000, n),
+        }
+    )
+    frame.loc[::10, "rooms"] = np.nan
+    return frame
+
+
+def test_statistics_come_from_the_training_split_only(housing_csv):
+    datamodule = HousingDataModule(path=str(housing_csv), target="median_house_value", scaling="quantile")
+    before = datamodule.preprocessing
+    # Wreck every validation and test row: the fitted statistics must not move.
+    splits = datamodule.splits
+    for split in ("val", "test"):
+        splits[split].loc[:, "median_income"] = 1e6
+        splits[split].loc[:, "ocean_proximity"] = "ATLANTIS"
+    refit = fit_statistics(splits["train"], "median_house_value", scaling="quantile", target_unit="target units")
+    assert refit == before
+    changed = splits["train"].copy()
+    changed.loc[:, "median_income"] *= 2
+    assert fit_statistics(changed, "median_house_value", scaling="quantile")["quantiles"] != before["quantiles"]
+
+
+@pytest.mark.parametrize("scaling", ["standard", "quantile"])
+def test_transform_from_plain_state_matches_scikit_learn(scaling):
+    frame = small_frame()
+    state = fit_statistics(frame, "price", scaling=scaling)
+    numeric, _ = Preprocessor(state).transform(frame)
+    filled = frame[["area sq ft", "rooms"]].fillna(frame[["area sq ft", "rooms"]].median())
+    if scaling == "standard":
+        expected = (filled - filled.mean()) / filled.std(ddof=0)
+    else:
+        expected = QuantileTransformer(n_quantiles=200, output_distribution="normal").fit_transform(filled)
+    np.testing.assert_allclose(numeric[:, :2].numpy(), np.asarray(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_missing_numbers_get_the_training_median_and_an_indicator():
+    frame = small_frame()
+    state = fit_statistics(frame, "price")
+    assert state["indicators"] == ["rooms"]
+    assert state["medians"][1] == frame["rooms"].median()
+    new = pd.DataFrame({"rooms": [np.nan, 3.0], "area sq ft": [1000.0, 1000.0], "city": ["Oslo", "Oslo"]})
+    numeric, _ = Preprocessor(state).transform(new)
+    assert numeric.shape == (2, 3)
+    assert numeric[:, 2].tolist() == [1.0, 0.0]  # the missing-indicator column
+    expected = (state["medians"][1] - state["mean"][1]) / state["scale"][1]
+    assert numeric[0, 1].item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_unseen_and_missing_categories_go_to_the_unknown_slot():
+    state = fit_statistics(small_frame(), "price")
+    preprocessor = Preprocessor(state)
+    assert state["vocabularies"] == [["Bergen", "Oslo", "Tromsø"]]
+    assert preprocessor.cardinalities == [4]
+    new = pd.DataFrame({"city": ["Oslo", "Stavanger", None], "rooms": 2.0, "area sq ft": 900.0})
+    _, codes = preprocessor.transform(new)
+    assert codes[:, 0].tolist() == [2, UNKNOWN, UNKNOWN]
+
+
+def test_columns_are_matched_by_name_not_position():
+    frame = small_frame()
+    preprocessor = Preprocessor(fit_statistics(frame, "price"))
+    shuffled = frame[["city", "price", "rooms", "area sq ft"]].assign(extra="ignored")
+    for a, b in zip(preprocessor.transform(frame), preprocessor.transform(shuffled)):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("log_target", [False, True])
+def test_target_round_trips(log_target):
+    frame = small_frame()
+    preprocessor = Preprocessor(fit_statistics(frame, "price", log_target=log_target))
+    encoded = preprocessor.encode_target(frame["price"])
+    assert abs(encoded.mean().item()) < 1e-4 and encoded.std(unbiased=False).item() == pytest.approx(1.0, rel=1e-4)
+    decoded = preprocessor.decode_target(encoded.double())
+    np.testing.assert_allclose(decoded.numpy(), frame["price"].to_numpy(), rtol=1e-6)
+
+
+def test_state_is_plain_data_that_torch_loads_safely(tmp_path):
+    state = fit_statistics(small_frame(), "price", scaling="quantile")
+    torch.save({"state": state}, tmp_path / "state.pt")
+    assert torch.load(tmp_path / "state.pt", weights_only=True)["state"] == state

@@ -1,0 +1,74 @@
+"""Real training through the CLI on CPU, as a user runs it."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT, run_script
+from datamodules import HousingDataModule
+
+RUN_FILES = {"config.yaml", "metrics.csv", "hparams.yaml", "learning_curve.png", "test_metrics.json"}
+
+
+def train(config: str, save_dir: Path, *extra: str) -> Path:
+    result = run_script(
+        "train.py",
+        "fit",
+        f"--config=configs/{config}",
+        "--trainer.max_epochs=2",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={save_dir}",
+        *extra,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = [path.parent for path in save_dir.rglob("test_metrics.json")]
+    assert "Test metrics of" in result.stdout and str(run) in result.stdout
+    return run
+
+
+def mean_predictor_rmse(datamodule: HousingDataModule) -> float:
+    splits = datamodule.splits
+    test = splits["test"][datamodule.target].to_numpy()
+    return float(np.sqrt(np.mean((test - splits["train"][datamodule.target].mean()) ** 2)))
+
+
+@pytest.mark.parametrize(
+    ("config", "datamodule"),
+    [
+        ("california.yaml", lambda csv: HousingDataModule()),
+        ("housing_csv.yaml", lambda csv: HousingDataModule(path=str(csv), target="median_house_value")),
+    ],
+    ids=["california", "housing_csv"],
+)
+def test_fit_writes_a_complete_run_that_beats_the_mean(config, datamodule, tmp_path, housing_csv):
+    run = train(config, tmp_path)
+    assert RUN_FILES <= {path.name for path in run.iterdir()}
+    assert {path.name for path in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
+    metrics = json.loads((run / "test_metrics.json").read_text())
+    assert set(metrics) == {"rmse", "mae", "r2", "mape", "n"}
+    assert math.isfinite(metrics["rmse"]) and metrics["rmse"] < mean_predictor_rmse(datamodule(housing_csv))
+    assert metrics["n"] == 4128 and 0 < metrics["r2"] < 1
+
+
+def test_checkpoint_carries_preprocessing_and_loads_weights_only(tmp_path, housing_csv):
+    run = train("housing_csv.yaml", tmp_path)
+    checkpoint = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    state = checkpoint["hyper_parameters"]["preprocessing"]
+    assert state["target"] == "median_house_value" and state["categorical"] == ["ocean_proximity"]
+    assert state["indicators"] == ["total_bedrooms"]
+    assert checkpoint["HousingDataModule"]["preprocessing"] == state
+    assert checkpoint["datamodule_hyper_parameters"]["path"] == str(housing_csv)
+
+
+def test_print_config_shows_the_options():
+    result = run_script("train.py", "fit", "--config=configs/california.yaml", "--print_config", cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    for key in ("hidden_sizes:", "scaling: quantile", "monitor: val/rmse", "seed_everything: 0"):
+        assert key in result.stdout
