@@ -159,9 +159,7 @@ class HousingDataModule(L.LightningDataModule):
     def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(numeric features, category codes, standardized target) of one split, built once."""
         if split not in self._tensors:
-            preprocessor, frame = self.preprocessor, self.splits[split]
-            numeric, codes = preprocessor.transform(frame)
-            self._tensors[split] = (numeric, codes, preprocessor.encode_target(frame[self.target]))
+            self._tensors[split] = self.preprocessor.tensors(self.splits[split])
         return self._tensors[split]
 
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:

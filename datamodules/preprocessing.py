@@ -16,7 +16,7 @@ import torch
 from scipy.special import ndtri
 
 from datamodules.errors import HousePriceError
-from datamodules.sources import check_numeric_columns, numeric_and_categorical
+from datamodules.sources import check_numeric_columns, check_target_values, find_column, numeric_and_categorical
 
 Scaling = Literal["standard", "quantile"]
 STATE_VERSION = 1
@@ -113,7 +113,7 @@ class Preprocessor:
         if missing:
             raise HousePriceError(
                 f"the data lacks feature columns {missing} that the model was trained on; add them "
-                f"(expected {self.features})"
+                f"(the data has {[str(column) for column in frame.columns]})"
             )
 
     def transform(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,6 +140,11 @@ class Preprocessor:
         references = np.asarray(self.state["references"])
         columns = [_quantile_normal(filled[:, j], np.asarray(q), references) for j, q in enumerate(self.state["quantiles"])]
         return np.stack(columns, axis=1) if columns else filled
+
+    def tensors(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(numeric features, category codes, standardized target) of a frame that has the target column."""
+        check_target_values(frame, find_column(frame, self.target, "target"))
+        return (*self.transform(frame), self.encode_target(frame[self.target]))
 
     def encode_target(self, values: np.ndarray | pd.Series) -> torch.Tensor:
         """Target in its own units -> standardized float32 (after log if `log_target`)."""

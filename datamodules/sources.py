@@ -161,11 +161,11 @@ def numeric_and_categorical(frame: pd.DataFrame, target: str) -> tuple[list[str]
     return numeric, categorical
 
 
-def check_table(frame: pd.DataFrame, target: str, log_target: bool = False) -> None:
-    """Refuse tables no model can learn from: decorated numbers, a bad target, empty features, infinities."""
-    check_numeric_columns(frame, list(frame.columns))
+def check_target_values(frame: pd.DataFrame, target: str) -> None:
+    """The target must be numeric, complete and finite, in training data and in evaluation data alike."""
     target_values = frame[target]
     if not pd.api.types.is_numeric_dtype(target_values):
+        check_numeric_columns(frame, [target])
         example = target_values.dropna().astype(str).iloc[0] if target_values.notna().any() else "(empty)"
         raise HousePriceError(f"target column '{target}' is not numeric (e.g. '{example}'); choose a numeric target")
     missing = int(target_values.isna().sum())
@@ -177,6 +177,13 @@ def check_table(frame: pd.DataFrame, target: str, log_target: bool = False) -> N
         )
     if not np.isfinite(target_values.to_numpy(dtype=float)).all():
         raise HousePriceError(f"target column '{target}' holds infinite values; drop or fix those rows")
+
+
+def check_table(frame: pd.DataFrame, target: str, log_target: bool = False) -> None:
+    """Refuse tables no model can learn from: decorated numbers, a bad target, empty features, infinities."""
+    check_numeric_columns(frame, list(frame.columns))
+    check_target_values(frame, target)
+    target_values = frame[target]
     if target_values.nunique() < 2:
         raise HousePriceError(f"target column '{target}' is constant ({target_values.iloc[0]}); there is nothing to learn")
     if log_target and (target_values <= 0).any():

@@ -36,3 +36,27 @@ def run_script(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] 
         timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
+
+
+def train(config: str, save_dir: Path, *extra: str) -> Path:
+    """`scripts/train.py fit` for 2 epochs with run files under `save_dir`; returns the run folder."""
+    result = run_script(
+        "train.py",
+        "fit",
+        f"--config=configs/{config}",
+        "--trainer.max_epochs=2",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={save_dir}",
+        *extra,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = [path.parent for path in save_dir.rglob("test_metrics.json")]
+    assert "Test metrics of" in result.stdout and str(run) in result.stdout
+    return run
+
+
+@pytest.fixture(scope="session")
+def housing_run(tmp_path_factory, housing_csv) -> Path:
+    """One short training run on housing.csv, shared by the tests that only read its outputs."""
+    return train("housing_csv.yaml", tmp_path_factory.mktemp("housing_run"))

@@ -4,33 +4,14 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, run_script
+from conftest import ROOT, run_script, train
 from datamodules import HousingDataModule
 
 RUN_FILES = {"config.yaml", "metrics.csv", "hparams.yaml", "learning_curve.png", "test_metrics.json"}
-
-
-def train(config: str, save_dir: Path, *extra: str) -> Path:
-    result = run_script(
-        "train.py",
-        "fit",
-        f"--config=configs/{config}",
-        "--trainer.max_epochs=2",
-        "--trainer.enable_progress_bar=false",
-        f"--trainer.logger.init_args.save_dir={save_dir}",
-        *extra,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (run,) = [path.parent for path in save_dir.rglob("test_metrics.json")]
-    assert "Test metrics of" in result.stdout and str(run) in result.stdout
-    return run
 
 
 def mean_predictor_rmse(datamodule: HousingDataModule) -> float:
@@ -57,9 +38,8 @@ def test_fit_writes_a_complete_run_that_beats_the_mean(config, datamodule, tmp_p
     assert metrics["n"] == 4128 and 0 < metrics["r2"] < 1
 
 
-def test_checkpoint_carries_preprocessing_and_loads_weights_only(tmp_path, housing_csv):
-    run = train("housing_csv.yaml", tmp_path)
-    checkpoint = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+def test_checkpoint_carries_preprocessing_and_loads_weights_only(housing_run, housing_csv):
+    checkpoint = torch.load(housing_run / "checkpoints" / "best.ckpt", weights_only=True)
     state = checkpoint["hyper_parameters"]["preprocessing"]
     assert state["target"] == "median_house_value" and state["categorical"] == ["ocean_proximity"]
     assert state["indicators"] == ["total_bedrooms"]

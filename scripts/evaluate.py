@@ -1,0 +1,79 @@
+"""Evaluate a saved checkpoint: on the test split it was trained with, or on every row of a CSV.
+
+    python scripts/evaluate.py runs/california/version_0/checkpoints/best.ckpt
+    python scripts/evaluate.py best.ckpt --data new_sales.csv --output reports/new_sales
+
+Prints RMSE, MAE, R², MAPE (target units) and n; writes metrics.json, predicted_vs_actual.png and
+residuals.png to the output folder (default: <checkpoint>_evaluation beside the checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+import lightning as L  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from datamodules import HousingDataModule  # noqa: E402
+from datamodules.batches import TensorBatches  # noqa: E402
+from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
+from datamodules.sources import read_csv  # noqa: E402
+from models.checkpoint import model_from_checkpoint, read_checkpoint  # noqa: E402
+from models.regressor import HousePriceRegressor  # noqa: E402
+from models.reports import METRIC_KEYS, metrics_table, plot_predictions, stage_metrics, write_metrics  # noqa: E402
+
+
+def training_test_split(checkpoint: dict) -> pd.DataFrame:
+    """The test split of the checkpoint's training run: same source, seed and fractions."""
+    arguments = {key: value for key, value in checkpoint.get("datamodule_hyper_parameters", {}).items() if not key.startswith("_")}
+    target = checkpoint["hyper_parameters"]["preprocessing"]["target"]
+    if not arguments or (arguments.get("path") is None and arguments.get("target") not in (None, target)):
+        raise HousePriceError("this checkpoint was trained on an in-memory DataFrame; pass --data CSV to evaluate it")
+    return HousingDataModule(**arguments).splits["test"]
+
+
+def evaluate(model: HousePriceRegressor, frame: pd.DataFrame, batch_size: int = 4096) -> dict[str, float]:
+    """Metrics of `model` on every row of `frame`, through the same test step that training reports with."""
+    batches = TensorBatches(model.preprocessor.tensors(frame), batch_size=batch_size)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    return stage_metrics(trainer.test(model, dataloaders=batches, verbose=False)[0], "test")
+
+
+def output_folder(checkpoint: Path, output: str | None, overwrite: bool) -> Path:
+    folder = Path(output) if output else checkpoint.with_name(f"{checkpoint.stem}_evaluation")
+    if (folder / "metrics.json").exists() and not overwrite:
+        raise HousePriceError(f"'{folder}' already holds an evaluation report; pass --overwrite or choose --output")
+    if not folder.parent.is_dir():
+        raise HousePriceError(f"output folder '{folder.parent}' does not exist; create it or choose another --output")
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a .ckpt written by scripts/train.py")
+    parser.add_argument("--data", help="a CSV with the target column; default: the checkpoint's own test split")
+    parser.add_argument("--output", help="report folder; default: <checkpoint>_evaluation beside the checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    arguments = parser.parse_args(argv)
+
+    checkpoint = read_checkpoint(arguments.checkpoint)
+    model = model_from_checkpoint(checkpoint)
+    frame = read_csv(arguments.data) if arguments.data else training_test_split(checkpoint)
+    folder = output_folder(arguments.checkpoint, arguments.output, arguments.overwrite)
+    metrics = evaluate(model, frame)
+    unit = model.preprocessor.state["target_unit"]
+    predictions = model.predict(frame).to_numpy()
+    write_metrics(folder / "metrics.json", metrics)
+    plots = plot_predictions(frame[model.target].to_numpy(dtype=float), predictions, folder, unit)
+    source = arguments.data or "the training run's test split"
+    print(f"{arguments.checkpoint} on {source} ({model.target}, {unit}):\n{metrics_table(metrics, unit)}")
+    print(f"Report: {folder / 'metrics.json'} ({', '.join(METRIC_KEYS)}), {plots[0].name}, {plots[1].name}")
+
+
+if __name__ == "__main__":
+    exit_cleanly_on_error(main)

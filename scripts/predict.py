@@ -1,0 +1,44 @@
+"""Predict prices for a CSV with a saved checkpoint alone.
+
+    python scripts/predict.py best.ckpt --input new_houses.csv --output priced.csv --keep-columns id
+
+Writes one row per input row, in input order: the kept columns, then `<target>_prediction` in the target's
+own units. Columns may come in any order and extras are ignored; the target column may be absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from datamodules.errors import exit_cleanly_on_error  # noqa: E402
+from datamodules.files import check_output, write_atomic  # noqa: E402
+from datamodules.sources import find_column, read_csv  # noqa: E402
+from models.checkpoint import load_model  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a .ckpt written by scripts/train.py")
+    parser.add_argument("--input", required=True, help="CSV of houses to price")
+    parser.add_argument("--output", required=True, help="CSV to write")
+    parser.add_argument("--keep-columns", nargs="*", default=[], metavar="COLUMN", help="input columns to copy, e.g. ids")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    arguments = parser.parse_args(argv)
+
+    output = check_output(arguments.output, arguments.overwrite)
+    model = load_model(arguments.checkpoint)
+    frame = read_csv(arguments.input)
+    kept = [find_column(frame, column, "--keep-columns") for column in arguments.keep_columns]
+    result = frame[kept].copy()
+    predictions = model.predict(frame)
+    result[predictions.name] = predictions
+    write_atomic(output, lambda temporary: result.to_csv(temporary, index=False))
+    print(f"Wrote {len(result)} predictions ({predictions.name}) to {output}")
+
+
+if __name__ == "__main__":
+    exit_cleanly_on_error(main)

@@ -1,0 +1,122 @@
+"""A checkpoint file alone evaluates and predicts, agrees with training, and is loaded safely."""
+
+from __future__ import annotations
+
+import json
+import pickle
+import zipfile
+
+import lightning as L
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, run_script
+from datamodules import HousePriceError, HousingDataModule
+from models import HousePriceRegressor, load_model
+
+
+def test_evaluate_reproduces_the_training_test_metrics(housing_run, tmp_path):
+    report = tmp_path / "report"
+    result = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(report), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    trained = json.loads((housing_run / "test_metrics.json").read_text())
+    evaluated = json.loads((report / "metrics.json").read_text())
+    assert evaluated.keys() == trained.keys()
+    for key in trained:
+        assert evaluated[key] == pytest.approx(trained[key], rel=1e-6)
+    assert (report / "predicted_vs_actual.png").stat().st_size > 0 and (report / "residuals.png").stat().st_size > 0
+    assert "RMSE" in result.stdout and "dollars" in result.stdout
+    again = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(report), cwd=tmp_path)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_evaluate_on_a_csv_uses_the_checkpoint_preprocessing(housing_run, housing_csv, tmp_path):
+    # A file of only expensive houses: refitted statistics would differ wildly from the checkpoint's.
+    frame = pd.read_csv(housing_csv)
+    rich = frame[frame["median_income"] > 8]
+    rich.to_csv(tmp_path / "rich.csv", index=False)
+    result = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--data", str(tmp_path / "rich.csv"),
+                        "--output", str(tmp_path / "report"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    model = load_model(housing_run / "checkpoints" / "best.ckpt")
+    predictions = model.predict(rich).to_numpy()
+    rmse = float(np.sqrt(np.mean((rich["median_house_value"].to_numpy() - predictions) ** 2)))
+    assert metrics["n"] == len(rich) and metrics["rmse"] == pytest.approx(rmse, rel=1e-5)
+
+
+def test_save_load_predict_is_exact(tmp_path, housing_csv):
+    datamodule = HousingDataModule(path=str(housing_csv), target="median_house_value", scaling="quantile")
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, numeric_embedding="periodic", dropout=0.1)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0)
+    trainer.fit(model, datamodule=datamodule)
+    frame = datamodule.splits["test"]
+    before = model.predict(frame)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    for loaded in (load_model(tmp_path / "model.ckpt"), HousePriceRegressor.load_from_checkpoint(tmp_path / "model.ckpt")):
+        after = loaded.predict(frame)
+        assert after.name == "median_house_value_prediction" and after.index.equals(frame.index)
+        assert np.array_equal(after.to_numpy(), before.to_numpy())
+
+
+def test_predict_script_on_a_messy_csv_keeps_row_order(housing_run, housing_csv, tmp_path):
+    frame = pd.read_csv(housing_csv).head(500)
+    frame["house id"] = [f"h{i}" for i in range(len(frame))]
+    frame.loc[3, "ocean_proximity"] = "ON THE MOON"
+    frame.loc[7, "total_bedrooms"] = np.nan
+    messy = frame.drop(columns="median_house_value").sample(frac=1.0, axis=1, random_state=0)
+    messy.to_csv(tmp_path / "in.csv", index=False)
+    output = tmp_path / "out.csv"
+    result = run_script("predict.py", str(housing_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "in.csv"),
+                        "--output", str(output), "--keep-columns", "house id", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = pd.read_csv(output)
+    assert list(written.columns) == ["house id", "median_house_value_prediction"]
+    assert written["house id"].tolist() == frame["house id"].tolist()
+    expected = load_model(housing_run / "checkpoints" / "best.ckpt").predict(frame)
+    np.testing.assert_allclose(written["median_house_value_prediction"], expected, rtol=1e-6)
+    assert written["median_house_value_prediction"].notna().all()
+
+
+def test_predict_names_missing_feature_columns(housing_run, housing_csv, tmp_path):
+    pd.read_csv(housing_csv).head(20).drop(columns=["median_income", "households"]).to_csv(tmp_path / "in.csv", index=False)
+    result = run_script("predict.py", str(housing_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "in.csv"),
+                        "--output", str(tmp_path / "out.csv"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "['households', 'median_income']" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out.csv").exists()
+
+
+class CreatesAFile:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (str(self.path), "w"))
+
+
+def test_a_checkpoint_carrying_pickled_code_is_refused_and_never_runs(tmp_path, housing_run):
+    marker = tmp_path / "pwned"
+    checkpoint = torch.load(housing_run / "checkpoints" / "best.ckpt", weights_only=True)
+    checkpoint["payload"] = CreatesAFile(marker)
+    with open(tmp_path / "evil.ckpt", "wb") as handle:
+        torch.save(checkpoint, handle)
+    assert not marker.exists()
+    with pytest.raises(HousePriceError, match="pickled"):
+        load_model(tmp_path / "evil.ckpt")
+    for script in (["evaluate.py", str(tmp_path / "evil.ckpt")],
+                   ["predict.py", str(tmp_path / "evil.ckpt"), "--input", str(ROOT / "README.md"), "--output", str(tmp_path / "o.csv")]):
+        result = run_script(*script, cwd=tmp_path)
+        assert result.returncode == 2 and "pickled" in result.stderr
+    assert not marker.exists()
+
+
+def test_pickled_payload_in_a_plain_pickle_file_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    (tmp_path / "evil.ckpt").write_bytes(pickle.dumps(CreatesAFile(marker)))
+    with pytest.raises(HousePriceError):
+        load_model(tmp_path / "evil.ckpt")
+    assert not marker.exists()
+    assert zipfile.is_zipfile(tmp_path / "evil.ckpt") is False
