@@ -13,7 +13,6 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from scipy.special import ndtri
 
 from datamodules.errors import HousePriceError
 from datamodules.sources import check_numeric_columns, check_target_values, find_column, numeric_and_categorical
@@ -58,6 +57,9 @@ def fit_statistics(
     imputed = SimpleImputer(strategy="median", keep_empty_features=True).fit(values) if numeric else None
     state["medians"] = imputed.statistics_.tolist() if imputed else []
     state["indicators"] = [name for name, gap in zip(numeric, has_gaps) if gap]
+    # The training range bounds the model's "what if" analyses (analysis.sensitivity).
+    state["minimum"] = np.nanmin(values, axis=0).tolist() if numeric else []
+    state["maximum"] = np.nanmax(values, axis=0).tolist() if numeric else []
     filled = imputed.transform(values) if imputed else values
 
     if scaling == "standard":
@@ -122,24 +124,41 @@ class Preprocessor:
         Columns are matched by name, so their order does not matter and extra columns are ignored.
         """
         self.check_columns(frame)
+        return self.scale_numeric(self.raw_numeric(frame)).float(), self.encode_categories(frame)
+
+    def raw_numeric(self, frame: pd.DataFrame) -> torch.Tensor:
+        """The numeric feature columns in their own units, float64 [n, n_numeric], NaN where missing."""
         check_numeric_columns(frame, self.numeric)
-        values = frame[self.numeric].to_numpy(dtype=np.float64, na_value=np.nan) if self.numeric else np.empty((len(frame), 0))
-        gaps = np.isnan(values)
-        indicator_columns = [self.numeric.index(name) for name in self.state["indicators"]]
-        filled = np.where(gaps, np.asarray(self.state["medians"]), values)
-        scaled = self._scale(filled)
-        numeric = np.concatenate([scaled, gaps[:, indicator_columns].astype(np.float64)], axis=1)
+        if not self.numeric:
+            return torch.empty((len(frame), 0), dtype=torch.float64)
+        return torch.from_numpy(frame[self.numeric].to_numpy(dtype=np.float64, na_value=np.nan, copy=True))
+
+    def scale_numeric(self, raw: torch.Tensor) -> torch.Tensor:
+        """Raw numeric features -> imputed, scaled features plus missing-indicators, float64.
+
+        Pure torch, so gradients flow from the model's output back to the raw features (see analysis).
+        """
+        def numbers(key: str) -> torch.Tensor:
+            return torch.tensor(self.state[key], dtype=torch.float64)
+
+        raw = raw.double()
+        gaps = torch.isnan(raw)
+        filled = torch.where(gaps, numbers("medians"), raw)
+        if self.state["scaling"] == "standard":
+            scaled = (filled - numbers("mean")) / numbers("scale")
+        else:
+            quantiles, references = numbers("quantiles"), numbers("references")
+            columns = [_quantile_normal(filled[:, j], quantiles[j], references) for j in range(len(quantiles))]
+            scaled = torch.stack(columns, dim=1) if columns else filled
+        indicators = [self.numeric.index(name) for name in self.state["indicators"]]
+        return torch.cat([scaled, gaps[:, indicators].double()], dim=1)
+
+    def encode_categories(self, frame: pd.DataFrame) -> torch.Tensor:
+        """Category codes int64 [n, n_categorical]: 1.. for training values, UNKNOWN (0) for anything else."""
         codes = np.zeros((len(frame), len(self.categorical)), dtype=np.int64)
         for j, (column, lookup) in enumerate(zip(self.categorical, self._codes)):
             codes[:, j] = frame[column].map(lambda value: lookup.get(str(value), UNKNOWN) if pd.notna(value) else UNKNOWN)
-        return torch.from_numpy(numeric.astype(np.float32)), torch.from_numpy(codes)
-
-    def _scale(self, filled: np.ndarray) -> np.ndarray:
-        if self.state["scaling"] == "standard":
-            return (filled - np.asarray(self.state["mean"])) / np.asarray(self.state["scale"])
-        references = np.asarray(self.state["references"])
-        columns = [_quantile_normal(filled[:, j], np.asarray(q), references) for j, q in enumerate(self.state["quantiles"])]
-        return np.stack(columns, axis=1) if columns else filled
+        return torch.from_numpy(codes)
 
     def tensors(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(numeric features, category codes, standardized target) of a frame that has the target column."""
@@ -161,14 +180,20 @@ def _target_space(values: np.ndarray, log_target: bool) -> np.ndarray:
     return np.log(values) if log_target else values
 
 
-def _quantile_normal(column: np.ndarray, quantiles: np.ndarray, references: np.ndarray) -> np.ndarray:
+def _interp(x: torch.Tensor, knots: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """numpy.interp inside [knots[0], knots[-1]] (ties resolved like numpy), differentiable in x."""
+    right = torch.searchsorted(knots, x.contiguous(), right=True).clamp(1, len(knots) - 1)
+    x0, x1, y0, y1 = knots[right - 1], knots[right], values[right - 1], values[right]
+    weight = (x - x0) / (x1 - x0).clamp_min(torch.finfo(x.dtype).tiny)
+    return y0 + weight * (y1 - y0)
+
+
+def _quantile_normal(column: torch.Tensor, quantiles: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
     """scikit-learn's QuantileTransformer(output_distribution="normal") for one column, from its numbers."""
-    lower = column - _BOUNDS_THRESHOLD < quantiles[0]
-    upper = column + _BOUNDS_THRESHOLD > quantiles[-1]
     # Interpolating up and down and averaging gives repeated quantiles (ties) their middle rank.
-    uniform = 0.5 * (
-        np.interp(column, quantiles, references) - np.interp(-column, -quantiles[::-1], -references[::-1])
-    )
-    uniform[upper] = 1.0
-    uniform[lower] = 0.0
-    return np.clip(ndtri(uniform), ndtri(_BOUNDS_THRESHOLD - np.spacing(1)), ndtri(1 - (_BOUNDS_THRESHOLD - np.spacing(1))))
+    uniform = 0.5 * (_interp(column, quantiles, references) - _interp(-column, -quantiles.flip(0), -references.flip(0)))
+    uniform = torch.where(column + _BOUNDS_THRESHOLD > quantiles[-1], 1.0, uniform)
+    uniform = torch.where(column - _BOUNDS_THRESHOLD < quantiles[0], 0.0, uniform)
+    # Clamping before the normal quantile (not after, as scikit-learn does) gives the same values and finite gradients.
+    margin = _BOUNDS_THRESHOLD - float(np.spacing(1))
+    return torch.special.ndtri(uniform.clamp(margin, 1 - margin))

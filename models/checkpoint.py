@@ -8,9 +8,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import torch
 
 from datamodules.errors import HousePriceError
+from datamodules.housing import HousingDataModule
 from models.regressor import HousePriceRegressor
 
 
@@ -52,6 +54,15 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> HousePriceRegressor:
     except RuntimeError as error:
         raise HousePriceError(f"checkpoint weights do not fit the model they describe ({str(error).splitlines()[0]}); the file is damaged") from None
     return model.eval()
+
+
+def training_split(checkpoint: dict[str, Any], split: str = "test") -> pd.DataFrame:
+    """A split of the checkpoint's own training data: same source, seed and fractions, raw values."""
+    arguments = {key: value for key, value in checkpoint.get("datamodule_hyper_parameters", {}).items() if not key.startswith("_")}
+    target = checkpoint["hyper_parameters"]["preprocessing"]["target"]
+    if not arguments or (arguments.get("path") is None and arguments.get("target") not in (None, target)):
+        raise HousePriceError("this checkpoint was trained on an in-memory DataFrame; pass --data CSV")
+    return HousingDataModule(**arguments).splits[split]
 
 
 def load_model(path: str | os.PathLike) -> HousePriceRegressor:

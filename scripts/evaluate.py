@@ -18,22 +18,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import lightning as L  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from datamodules import HousingDataModule  # noqa: E402
 from datamodules.batches import TensorBatches  # noqa: E402
 from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
 from datamodules.sources import read_csv  # noqa: E402
-from models.checkpoint import model_from_checkpoint, read_checkpoint  # noqa: E402
+from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split  # noqa: E402
 from models.regressor import HousePriceRegressor  # noqa: E402
 from models.reports import METRIC_KEYS, metrics_table, plot_predictions, stage_metrics, write_metrics  # noqa: E402
-
-
-def training_test_split(checkpoint: dict) -> pd.DataFrame:
-    """The test split of the checkpoint's training run: same source, seed and fractions."""
-    arguments = {key: value for key, value in checkpoint.get("datamodule_hyper_parameters", {}).items() if not key.startswith("_")}
-    target = checkpoint["hyper_parameters"]["preprocessing"]["target"]
-    if not arguments or (arguments.get("path") is None and arguments.get("target") not in (None, target)):
-        raise HousePriceError("this checkpoint was trained on an in-memory DataFrame; pass --data CSV to evaluate it")
-    return HousingDataModule(**arguments).splits["test"]
 
 
 def evaluate(model: HousePriceRegressor, frame: pd.DataFrame, batch_size: int = 4096) -> dict[str, float]:
@@ -63,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
 
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
-    frame = read_csv(arguments.data) if arguments.data else training_test_split(checkpoint)
+    frame = read_csv(arguments.data) if arguments.data else training_split(checkpoint)
     folder = output_folder(arguments.checkpoint, arguments.output, arguments.overwrite)
     metrics = evaluate(model, frame)
     unit = model.preprocessor.state["target_unit"]

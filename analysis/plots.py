@@ -1,0 +1,62 @@
+"""Pictures of a function's analysis: the curve with its special points, and an ascent trajectory."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+from analysis.ascent import Trajectory  # noqa: E402
+from analysis.derivatives import ScalarFunction  # noqa: E402
+
+
+def _curve(axis: plt.Axes, f: ScalarFunction, a: float, b: float) -> None:
+    x = torch.linspace(a, b, 800, dtype=torch.float64)
+    axis.plot(x.numpy(), f(x).detach().numpy(), color="black", linewidth=1.3, label="f(x)")
+    axis.axhline(0, color="grey", linewidth=0.6)
+    axis.grid(alpha=0.3)
+
+
+def plot_analysis(f: ScalarFunction, report: dict[str, Any], path: str | os.PathLike) -> Path:
+    """f on its interval with minima, maxima, global extrema, zeros and level crossings marked."""
+    a, b = report["interval"]
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    _curve(axis, f, a, b)
+    for kind, marker, color in (("minimum", "v", "tab:blue"), ("maximum", "^", "tab:red"), ("flat", "s", "tab:grey")):
+        points = [p for p in report["critical_points"] if p["kind"] == kind]
+        if points:
+            axis.scatter([p["x"] for p in points], [p["f"] for p in points], marker=marker, s=60, color=color, label=f"local {kind}", zorder=3)
+    for key, label in (("global_min", "global min"), ("global_max", "global max")):
+        point = report[key]
+        axis.scatter([point["x"]], [point["f"]], s=160, facecolors="none", edgecolors="black", zorder=4)
+        axis.annotate(label, (point["x"], point["f"]), textcoords="offset points", xytext=(6, 6))
+    axis.scatter(report["zeros"], [0] * len(report["zeros"]), marker="o", color="tab:green", label="zeros", zorder=3)
+    for level, crossings in report["level_crossings"].items():
+        axis.axhline(float(level), color="tab:purple", linewidth=0.6, linestyle="--")
+        axis.scatter(crossings, [float(level)] * len(crossings), marker="x", color="tab:purple", label=f"f = {level}", zorder=3)
+    axis.set(xlabel="x", ylabel="f(x)", title="Critical points, zeros and level crossings")
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return Path(path)
+
+
+def plot_trajectory(f: ScalarFunction, trajectory: Trajectory, a: float, b: float, path: str | os.PathLike) -> Path:
+    """A one-dimensional ascent run drawn over the curve, step by step."""
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    _curve(axis, f, a, b)
+    x, values = trajectory.x[:, 0].numpy(), trajectory.f.numpy()
+    axis.plot(x, values, color="tab:orange", marker=".", linewidth=0.8, label=f"ascent ({trajectory.steps} steps, {trajectory.reason})")
+    axis.scatter([x[0]], [values[0]], color="tab:orange", s=60, marker="o", label="start", zorder=4)
+    axis.scatter([x[-1]], [values[-1]], color="tab:red", s=90, marker="*", label="end", zorder=4)
+    axis.set(xlabel="x", ylabel="f(x)", title="Gradient ascent trajectory")
+    axis.legend(fontsize=8)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(figure)
+    return Path(path)

@@ -1,0 +1,84 @@
+"""How a trained model's predicted price moves with each raw feature, by the same autograd.
+
+Gradients run from the price (target units) back through the network *and* the preprocessing, so they are
+per unit of each raw feature (dollars per extra room, $100k per degree of latitude), not per standardized unit.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import pandas as pd
+import torch
+
+from analysis.ascent import Trajectory, gradient_ascent
+from models.regressor import HousePriceRegressor
+
+
+def _float64(model: HousePriceRegressor) -> HousePriceRegressor:
+    """A float64 copy in eval mode: gradients exact enough to compare with finite differences."""
+    return copy.deepcopy(model).double().eval()
+
+
+def price_function(model: HousePriceRegressor, frame: pd.DataFrame):
+    """price(raw numeric [n, n_numeric] float64) -> predicted prices [n], with the frame's categories fixed."""
+    model = _float64(model)
+    preprocessor = model.preprocessor
+    codes = preprocessor.encode_categories(frame)
+    return lambda raw: model.predict_price(preprocessor.scale_numeric(raw), codes)
+
+
+def price_gradients(model: HousePriceRegressor, frame: pd.DataFrame) -> pd.DataFrame:
+    """d(predicted price)/d(feature) per row and numeric feature, in target units per feature unit.
+
+    NaN where the feature is missing in that row (the model sees the training median there instead).
+    """
+    raw = model.preprocessor.raw_numeric(frame).requires_grad_(True)
+    prices = price_function(model, frame)(raw)
+    (gradients,) = torch.autograd.grad(prices.sum(), raw)  # rows are independent in eval mode
+    gradients = torch.where(torch.isnan(raw.detach()), torch.nan, gradients)
+    return pd.DataFrame(gradients.numpy(), index=frame.index, columns=model.preprocessor.numeric)
+
+
+def sensitivity_table(model: HousePriceRegressor, frame: pd.DataFrame) -> pd.DataFrame:
+    """Per feature: mean gradient, mean |gradient| and the mean price change for +1 standard deviation."""
+    gradients = price_gradients(model, frame)
+    spread = frame[gradients.columns].std()
+    table = pd.DataFrame(
+        {
+            "mean_gradient": gradients.mean(),
+            "mean_abs_gradient": gradients.abs().mean(),
+            "feature_std": spread,
+            "effect_of_plus_one_std": gradients.mean() * spread,
+        }
+    )
+    return table.sort_values("effect_of_plus_one_std", key=np.abs, ascending=False)
+
+
+def price_ascent(
+    model: HousePriceRegressor, house: pd.DataFrame, step: float = 0.05, max_steps: int = 200
+) -> tuple[pd.DataFrame, Trajectory]:
+    """Gradient ascent of one house's predicted price over its numeric features, kept inside the training range.
+
+    The search runs in range units u = (x - min) / (max - min) in [0, 1] on the standardized price, so one
+    step size suits every feature. Returns each step's raw features with its predicted price, and the run.
+    """
+    if len(house) != 1:
+        raise ValueError("price_ascent takes a frame of exactly one house")
+    state = model.preprocessor.state
+    low, high = (torch.tensor(state[key], dtype=torch.float64) for key in ("minimum", "maximum"))
+    width = (high - low).clamp_min(1e-12)
+    start = model.preprocessor.raw_numeric(house)[0]
+    start = torch.where(torch.isnan(start), torch.tensor(state["medians"], dtype=torch.float64), start)
+    price = price_function(model, house)
+
+    def standardized_price(u: torch.Tensor) -> torch.Tensor:
+        return price((low + u * width).unsqueeze(0))[0] / state["target_std"]
+
+    u0 = ((start - low) / width).clamp(0, 1)
+    trajectory = gradient_ascent(standardized_price, u0, step, max_steps=max_steps, lower=0.0, upper=1.0)
+    raw = low + trajectory.x * width
+    steps = pd.DataFrame(raw.numpy(), columns=model.preprocessor.numeric)
+    steps[f"{model.target}_prediction"] = trajectory.f.numpy() * state["target_std"]
+    return steps, trajectory

@@ -1,0 +1,62 @@
+"""Extrema, zeros, level crossings and a gradient-ascent run of the "peaks" polynomial, by autograd.
+
+    python scripts/peaks.py                     # table + plots in ./peaks_plots
+    python scripts/peaks.py --json --output out # one JSON object on stdout
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from analysis.peaks import INTERVAL, LESSON_START, LESSON_STEP, analyze, peaks  # noqa: E402
+from analysis.plots import plot_analysis, plot_trajectory  # noqa: E402
+from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
+
+
+def table(report: dict) -> str:
+    rows = [(f"local {p['kind']}", p["x"], p["f"]) for p in report["critical_points"]]
+    rows += [("global minimum", report["global_min"]["x"], report["global_min"]["f"])]
+    rows += [("global maximum", report["global_max"]["x"], report["global_max"]["f"])]
+    rows += [("zero", x, 0.0) for x in report["zeros"]]
+    rows += [(f"crossing f = {level}", x, float(level)) for level, xs in report["level_crossings"].items() for x in xs]
+    ascent = report["ascent"]
+    rows += [(f"ascent end ({ascent['steps']} steps, {ascent['reason']})", ascent["x"], ascent["f"])]
+    lines = [f"{'kind':<36} {'x':>20} {'f(x)':>20}"] + [f"{kind:<36} {x:>20.15f} {fx:>20.15f}" for kind, x, fx in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", default="peaks_plots", help="folder for the plots (created)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--interval", nargs=2, type=float, default=list(INTERVAL), metavar=("A", "B"))
+    parser.add_argument("--levels", nargs="*", type=float, default=[0.5], help="levels c to solve f(x) = c for")
+    parser.add_argument("--start", type=float, default=LESSON_START, help="ascent start x0")
+    parser.add_argument("--step", type=float, default=LESSON_STEP, help="ascent step size")
+    parser.add_argument("--max-steps", type=int, default=10_000)
+    arguments = parser.parse_args(argv)
+    a, b = arguments.interval
+    if not a < b:
+        raise HousePriceError(f"--interval {a} {b} is empty; give A < B")
+    if arguments.step <= 0 or arguments.max_steps < 1:
+        raise HousePriceError("--step must be > 0 and --max-steps >= 1")
+    output = Path(arguments.output)
+    if not output.parent.is_dir():
+        raise HousePriceError(f"output folder '{output.parent}' does not exist; create it or choose another --output")
+
+    report, trajectory = analyze(peaks, a, b, arguments.levels, arguments.start, arguments.step, arguments.max_steps)
+    output.mkdir(exist_ok=True)
+    plots = [plot_analysis(peaks, report, output / "peaks.png"), plot_trajectory(peaks, trajectory, a, b, output / "ascent.png")]
+    if arguments.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(f"f(x) = x^4 - 0.7x^3 - 2x^2 + x + 1 on [{a}, {b}]\n{table(report)}\nPlots: {', '.join(map(str, plots))}")
+
+
+if __name__ == "__main__":
+    exit_cleanly_on_error(main)
