@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -19,9 +20,10 @@ from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint  # noqa: 
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
 from datamodules import HousingDataModule  # noqa: E402
-from datamodules.errors import exit_cleanly_on_error  # noqa: E402
+from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
 from models import HousePriceRegressor  # noqa: E402
 from models.callbacks import EpochTimer  # noqa: E402
+from models.safety import AtomicCheckpointIO, CheckpointOnInterrupt, RandomState, StopOnNonFiniteLoss  # noqa: E402
 from models.reports import metrics_table, plot_learning_curve, stage_metrics, write_metrics  # noqa: E402
 
 MONITOR = "val/rmse"
@@ -37,6 +39,11 @@ class HousePriceCLI(LightningCLI):
         )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
         parser.set_defaults({"early_stopping.monitor": MONITOR, "early_stopping.mode": "min", "early_stopping.patience": 20})
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+            resume_in_latest_run(config.trainer.logger)
 
     def after_fit(self) -> None:
         """Test the best checkpoint, then write test_metrics.json and the learning curve (rank 0 only)."""
@@ -56,14 +63,28 @@ class HousePriceCLI(LightningCLI):
         print(f"  metrics: {run / 'test_metrics.json'}, {run / 'metrics.csv'}\n  learning curve: {curve}")
 
 
+def resume_in_latest_run(logger: Any) -> None:
+    """Point the CSV logger at the newest run folder holding checkpoints/last.ckpt, so `--ckpt_path last`
+    finds it and the resumed run keeps writing its metrics, checkpoints and report there."""
+    arguments = logger.init_args if hasattr(logger, "init_args") else None
+    if arguments is None or arguments.get("version") is not None:
+        return
+    runs = Path(arguments.save_dir) / arguments.name
+    candidates = sorted(runs.glob("version_*/checkpoints/last.ckpt"), key=lambda path: int(path.parents[1].name.split("_")[1]))
+    if not candidates:
+        raise HousePriceError(f"--ckpt_path last: no {runs}/version_*/checkpoints/last.ckpt to resume; train first or give a checkpoint path")
+    arguments.version = int(candidates[-1].parents[1].name.split("_")[1])
+
+
 def main(args: list[str] | None = None) -> None:
     HousePriceCLI(
         HousePriceRegressor,
         HousingDataModule,
         seed_everything_default=0,
         trainer_defaults={
-            "logger": {"class_path": "lightning.pytorch.loggers.CSVLogger", "init_args": {"save_dir": "runs", "name": "house_price"}},
-            "callbacks": [EpochTimer()],
+            "logger": {"class_path": "models.safety.ResumableCSVLogger", "init_args": {"save_dir": "runs", "name": "house_price"}},
+            "callbacks": [EpochTimer(), RandomState(), CheckpointOnInterrupt(), StopOnNonFiniteLoss()],
+            "plugins": [AtomicCheckpointIO()],
         },
         save_config_kwargs={"overwrite": True},
         args=args,

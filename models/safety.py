@@ -1,0 +1,97 @@
+"""Training that survives crashes: atomic checkpoints, resumable randomness and logs, interrupts, diverging losses."""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from datamodules.errors import HousePriceError
+from datamodules.files import write_atomic
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Checkpoints are written beside their target and renamed onto it: a crash never leaves half a file."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda temporary: super(AtomicCheckpointIO, self).save_checkpoint(checkpoint, temporary, storage_options))
+
+
+class RandomState(L.Callback):
+    """Keeps torch's random-number state in every checkpoint, as tensors, and restores it on resume.
+
+    Lightning does not, so dropout after a resume would differ from the uninterrupted run. Shuffling needs no
+    help: `TensorBatches` draws each epoch's order from the seed and the epoch number.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            state["cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        torch.set_rng_state(state_dict["torch"])
+        if "cuda" in state_dict and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state_dict["cuda"])
+
+
+class CheckpointOnInterrupt(L.Callback):
+    """Ctrl-C (SIGINT) or SIGTERM during `fit` writes `last.ckpt`, so `--ckpt_path last` resumes from there."""
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        checkpoint = trainer.checkpoint_callback
+        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or checkpoint is None or not trainer.training:
+            return
+        path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
+        trainer.save_checkpoint(path)
+        if trainer.is_global_zero:
+            print(f"\nInterrupted: saved {path}; resume with the same command plus --ckpt_path last", flush=True)
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    """Stops at the first NaN or infinite training loss, before any checkpoint can hold the broken weights."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        value = float(loss)
+        if math.isfinite(value):
+            return
+        checkpoint = trainer.checkpoint_callback
+        kept = checkpoint.last_model_path if checkpoint is not None and checkpoint.last_model_path else "none written yet"
+        raise HousePriceError(
+            f"training loss became {value} at epoch {trainer.current_epoch}, step {trainer.global_step}; stopped. "
+            f"Last good checkpoint: {kept}. Lower model.learning_rate or look for extreme values in the data"
+        )
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv on start; this one appends to it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if os.path.isfile(self.metrics_file_path):
+            with open(self.metrics_file_path, newline="") as file:
+                self.metrics_keys = sorted(csv.DictReader(file).fieldnames or [])
+
+
+class ResumableCSVLogger(CSVLogger):
+    """`CSVLogger` that keeps the earlier epochs' rows when a run resumes in its own folder (`--ckpt_path last`)."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _AppendingWriter:
+        if self._experiment is None:
+            os.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment
