@@ -13,14 +13,15 @@ class HousePriceError(Exception):
 
 
 def exit_cleanly_on_error(main: Callable[[], None]) -> None:
-    """Run a script's `main`; a `HousePriceError` becomes one line on stderr and exit code 2.
-
-    Set HOUSE_PRICE_DEBUG=1 to see the full traceback instead.
+    """Run a script's `main`; a `HousePriceError` (or Lightning's misconfiguration error) becomes one line on
+    stderr and exit code 2. Set HOUSE_PRICE_DEBUG=1 to see the full traceback instead.
     """
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     try:
         main()
-    except HousePriceError as error:
+    except (HousePriceError, MisconfigurationException) as error:
         if os.environ.get("HOUSE_PRICE_DEBUG") == "1":
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {' '.join(str(error).split())}", file=sys.stderr)
         sys.exit(2)

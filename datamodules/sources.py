@@ -61,7 +61,7 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     raw = path.read_bytes()
     if not raw.strip():
         raise HousePriceError(f"data file '{path}' is empty; give a CSV with a header row and data rows")
-    if b"\x00" in raw[:65536]:
+    if _looks_binary(raw[:65536]):
         raise HousePriceError(f"data file '{path}' is binary, not a CSV text file; export it as CSV first")
     text = _decode(raw)
     header = _header(text, path)
@@ -88,6 +88,12 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     if frame.empty:
         raise HousePriceError(f"data file '{path}' has a header but no data rows; add rows")
     return frame
+
+
+def _looks_binary(head: bytes) -> bool:
+    """NUL bytes, or more than 1% control bytes other than tab, newline, carriage return and form feed."""
+    controls = sum(1 for byte in head if byte < 32 and byte not in b"\t\n\r\f")
+    return b"\x00" in head or controls > 0.01 * len(head)
 
 
 def _decode(raw: bytes) -> str:

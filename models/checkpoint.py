@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
-import zipfile
+import re
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +25,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         raise HousePriceError(f"checkpoint path '{path}' is a directory; give a .ckpt file inside it")
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as error:
-        reason = str(error).splitlines()[0]
+    except Exception as error:  # noqa: BLE001 - a damaged file can fail anywhere inside the unpickler
+        message = " ".join(str(error).split())
+        code = re.search(r"Unsupported (global|operand)[^.]*", message) if isinstance(error, pickle.UnpicklingError) else None
+        if code:
+            raise HousePriceError(
+                f"checkpoint '{path}' holds pickled objects or code, not plain data ({code.group(0)}); refused without "
+                "running it. Use a checkpoint written by this package"
+            ) from None
         raise HousePriceError(
-            f"checkpoint '{path}' holds pickled objects or code, not plain data ({reason}); refused without running it. "
-            "Use a checkpoint written by this package"
-        ) from None
-    except (RuntimeError, EOFError, OSError, zipfile.BadZipFile, ValueError) as error:
-        reason = " ".join(str(error).split())[:200]
-        raise HousePriceError(
-            f"checkpoint '{path}' is truncated or corrupted ({reason}); use another one, such as last.ckpt"
+            f"checkpoint '{path}' is truncated or corrupted ({type(error).__name__}: {message[:160]}); "
+            "use another one, such as last.ckpt"
         ) from None
     hyper_parameters = checkpoint.get("hyper_parameters") if isinstance(checkpoint, dict) else None
     if not isinstance(hyper_parameters, dict) or "preprocessing" not in hyper_parameters or "state_dict" not in checkpoint:

@@ -1,0 +1,234 @@
+"""Bad input and faults: one-line errors with exit code 2, no half-written output, nothing lost."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from conftest import ROOT, run_script
+from datamodules import HousePriceError, HousingDataModule
+from datamodules.sources import read_csv
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def numbers_csv(path: Path, rows: int = 60, **columns: list) -> Path:
+    frame = pd.DataFrame({"size": np.arange(rows, dtype=float), "price": np.arange(rows, dtype=float) * 3 + 1})
+    for name, values in columns.items():
+        frame[name] = values
+    frame.to_csv(path, index=False)
+    return path
+
+
+def write(path: Path, text: str | bytes) -> Path:
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    return path
+
+
+def bad_data_cases(tmp: Path) -> list[tuple[list[str], list[str]]]:
+    n = 60
+    dollars = [f"${i},{i % 10}00" for i in range(n)]
+    return [
+        (["--data.path", str(tmp / "missing.csv")], ["does not exist", "missing.csv"]),
+        (["--data.path", str(tmp)], ["is a directory"]),
+        (["--data.path", str(write(tmp / "empty.csv", ""))], ["is empty"]),
+        (["--data.path", str(write(tmp / "binary.csv", bytes(range(256)) * 8))], ["binary"]),
+        (["--data.path", str(write(tmp / "header.csv", "size,price\n"))], ["no data rows"]),
+        (["--data.path", str(write(tmp / "few.csv", "size,price\n1,2\n2,3\n3,5\n"))], ["too few", "3 rows"]),
+        (["--data.path", str(write(tmp / "dup.csv", "size,size,price\n1,2,3\n4,5,6\n"))], ["duplicate column names", "'size'"]),
+        (["--data.path", str(numbers_csv(tmp / "t.csv")), "--data.target", "cost"], ["'cost' is not in the data"]),
+        (["--data.path", str(numbers_csv(tmp / "s.csv", kind=["a"] * n)), "--data.target", "kind"], ["'kind' is not numeric"]),
+        (["--data.path", str(numbers_csv(tmp / "c.csv", flat=[5.0] * n)), "--data.target", "flat"], ["'flat' is constant"]),
+        (["--data.path", str(numbers_csv(tmp / "m.csv", gap=[1.0] * 10 + [None] + [2.0] * (n - 11))), "--data.target", "gap"],
+         ["'gap' has 1 missing", "row 11"]),
+        (["--data.path", str(numbers_csv(tmp / "e.csv", void=[None] * n))], ["['void'] are entirely empty"]),
+        (["--data.path", str(numbers_csv(tmp / "d.csv", cost=dollars))], ["'cost' looks numeric", "'$0,000'"]),
+        (["--data.path", str(numbers_csv(tmp / "i.csv", area=[1.0] * 5 + [float("inf")] + [1.0] * (n - 6)))], ["'area' holds an infinite", "row 6"]),
+        (["--trainer.max_epochs=-5"], ["max_epochs"]),
+        (["--data.test_fraction=1.5"], ["test_fraction is 1.5"]),
+        (["--model.hidden_sizes=[64,0]"], ["hidden_sizes is [64, 0]"]),
+    ]
+
+
+def test_training_refuses_bad_input_cleanly(tmp_path):
+    runs = tmp_path / "runs"
+    for arguments, fragments in bad_data_cases(tmp_path):
+        if arguments[0] == "--data.path" and "--data.target" not in arguments:
+            arguments = [*arguments, "--data.target", "price"]
+        result = run_script("train.py", "fit", "--config=configs/housing_csv.yaml", "--trainer.max_epochs=1",
+                            f"--trainer.logger.init_args.save_dir={runs}", *arguments, cwd=ROOT)
+        assert_clean_failure(result, *fragments)
+    assert not runs.exists(), "a failed start must leave no run folder behind"
+
+
+def test_unknown_config_keys_are_refused_by_lightning_cli():
+    result = run_script("train.py", "fit", "--config=configs/california.yaml", "--model.hidden_size=3", cwd=ROOT)
+    assert result.returncode == 2 and "hidden_size" in result.stderr
+
+
+def test_debug_mode_shows_the_traceback(tmp_path):
+    result = run_script("predict.py", str(tmp_path / "none.ckpt"), "--input", "x.csv", "--output", str(tmp_path / "o.csv"),
+                        cwd=tmp_path, env={"HOUSE_PRICE_DEBUG": "1"})
+    assert result.returncode == 1 and "Traceback" in result.stderr and "HousePriceError" in result.stderr
+
+
+def test_bad_checkpoints_are_refused(housing_run, tmp_path):
+    best = housing_run / "checkpoints" / "best.ckpt"
+    truncated = write(tmp_path / "truncated.ckpt", best.read_bytes()[: best.stat().st_size // 2])
+    corrupted = write(tmp_path / "corrupted.ckpt", b"this is not a checkpoint at all\n" * 10)
+    other = tmp_path / "other.ckpt"
+    torch.save({"state_dict": {"weight": torch.zeros(2)}, "hyper_parameters": {"lr": 0.1}, "epoch": 3}, other)
+    cases = [
+        (tmp_path / "absent.ckpt", "does not exist"),
+        (tmp_path, "is a directory"),
+        (truncated, "truncated or corrupted"),
+        (corrupted, "truncated or corrupted"),
+        (other, "not a house-price model checkpoint"),
+    ]
+    for path, fragment in cases:
+        assert_clean_failure(run_script("evaluate.py", str(path), cwd=tmp_path), fragment)
+        result = run_script("predict.py", str(path), "--input", str(ROOT / "README.md"), "--output", str(tmp_path / "o.csv"), cwd=tmp_path)
+        assert_clean_failure(result, fragment)
+    assert not (tmp_path / "o.csv").exists()
+
+
+def test_prediction_output_paths(housing_run, housing_csv, tmp_path):
+    best = str(housing_run / "checkpoints" / "best.ckpt")
+    small = tmp_path / "in.csv"
+    pd.read_csv(housing_csv).head(10).to_csv(small, index=False)
+    assert_clean_failure(run_script("predict.py", best, "--input", str(small), "--output", str(tmp_path / "no" / "o.csv"), cwd=tmp_path),
+                         "does not exist")
+    existing = write(tmp_path / "keep.csv", "precious user data\n")
+    assert_clean_failure(run_script("predict.py", best, "--input", str(small), "--output", str(existing), cwd=tmp_path), "--overwrite")
+    assert existing.read_text() == "precious user data\n"
+    result = run_script("predict.py", best, "--input", str(small), "--output", str(existing), "--overwrite", cwd=tmp_path)
+    assert result.returncode == 0 and len(pd.read_csv(existing)) == 10
+    assert_clean_failure(run_script("predict.py", best, "--input", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "n.csv"),
+                                    cwd=tmp_path), "does not exist")
+    assert not (tmp_path / "n.csv").exists()
+    leftovers = [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")]
+    assert leftovers == []
+
+
+TRAIN = ["fit", "--config=configs/california.yaml", "--trainer.max_epochs=4", "--trainer.enable_progress_bar=false",
+         "--data.batch_size=32", "--model.dropout=0.1"]
+
+
+def train_command(save_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "scripts" / "train.py"), *TRAIN, f"--trainer.logger.init_args.save_dir={save_dir}", *extra]
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.05)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
+    whole = subprocess.run(train_command(tmp_path / "whole"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+
+    run = tmp_path / "killed" / "california" / "version_0"
+    process = subprocess.Popen(train_command(tmp_path / "killed"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    wait_for(run / "checkpoints" / "last.ckpt", process)  # epoch 0 is done
+    time.sleep(0.4)  # well inside epoch 1 (about a second long at batch 32)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert process.returncode == -signal.SIGKILL and not (run / "test_metrics.json").exists()
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] < 3
+
+    resumed = subprocess.run(train_command(tmp_path / "killed", "--ckpt_path", "last"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    expected_run = tmp_path / "whole" / "california" / "version_0"
+    a = torch.load(expected_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    assert json.loads((run / "test_metrics.json").read_text()) == json.loads((expected_run / "test_metrics.json").read_text())
+    epochs = pd.read_csv(run / "metrics.csv")["epoch"].dropna().unique()
+    assert set(range(4)) <= set(epochs), "the resumed run keeps the epochs logged before the kill"
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_interrupt_leaves_a_valid_last_checkpoint(tmp_path, sig):
+    run = tmp_path / "california" / "version_0"
+    process = subprocess.Popen(train_command(tmp_path, "--trainer.max_epochs=50", "--checkpoint.save_last=false"),
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(run / "checkpoints" / "best.ckpt", process)
+    time.sleep(0.3)
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=60)
+    last = run / "checkpoints" / "last.ckpt"
+    assert last.exists(), stderr[-2000:]
+    checkpoint = torch.load(last, weights_only=True)
+    assert "RandomState" in checkpoint["callbacks"] and checkpoint["state_dict"]
+    assert "--ckpt_path last" in stdout
+
+
+def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    # A learning rate of 1e4 makes the weights overflow within the first epochs.
+    result = run_script("train.py", *TRAIN, f"--trainer.logger.init_args.save_dir={tmp_path}", "--model.learning_rate=1e4",
+                        "--model.scheduler=none", "--trainer.max_epochs=3", cwd=ROOT)
+    assert_clean_failure(result, "training loss became", "at epoch", "step")
+    last = tmp_path / "california" / "version_0" / "checkpoints" / "last.ckpt"
+    if last.exists():
+        weights = torch.load(last, weights_only=True)["state_dict"]
+        assert all(torch.isfinite(value).all() for value in weights.values())
+    assert not (tmp_path / "california" / "version_0" / "test_metrics.json").exists()
+
+
+def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
+    from models.safety import AtomicCheckpointIO
+
+    target = tmp_path / "model.ckpt"
+    target.write_bytes(b"previous good checkpoint")
+
+    def crash(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError):
+        AtomicCheckpointIO().save_checkpoint({"x": torch.zeros(1)}, target)
+    assert target.read_bytes() == b"previous good checkpoint"
+    assert [path.name for path in tmp_path.iterdir()] == ["model.ckpt"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    st.lists(
+        st.lists(st.one_of(st.integers(-5, 5).map(str), st.sampled_from(["", "NA", "n/a", "$1,2", "inf", "x", '"', "a,b", "1e400", "\ufeff"]),
+                           st.text(max_size=4)), min_size=1, max_size=4),
+        min_size=0, max_size=8,
+    ),
+    st.sampled_from([",", ";", "\t"]),
+)
+def test_random_malformed_csvs_load_or_raise_our_error(tmp_path, rows, separator):
+    text = "\n".join(separator.join(row) for row in rows)
+    path = tmp_path / "fuzz.csv"
+    path.write_bytes(text.encode("utf-8", "replace"))
+    try:
+        frame = read_csv(path)
+        target = str(frame.columns[-1])
+        datamodule = HousingDataModule.from_frame(frame, target=target, test_fraction=0.3, val_fraction=0.3)
+        datamodule.tensors("train")
+    except HousePriceError:
+        pass
