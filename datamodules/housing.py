@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -147,7 +149,14 @@ class HousingDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         # Only loading and fitting here: tensors are built in the *_dataloader hooks, which Lightning calls
         # after a checkpoint's `load_state_dict`, so a resumed or tested checkpoint uses its own statistics.
-        self.preprocessing  # noqa: B018
+        fingerprint = hashlib.sha256(json.dumps(self.preprocessing, sort_keys=True).encode()).hexdigest()
+        if self.trainer is not None and self.trainer.world_size > 1:
+            # Every process fits the same statistics deterministically; prove it rather than assume it.
+            if self.trainer.strategy.broadcast(fingerprint, src=0) != fingerprint:
+                raise HousePriceError(
+                    f"process {self.trainer.global_rank} fitted different preprocessing statistics than process 0; "
+                    "make sure every process reads the same data file"
+                )
 
     def state_dict(self) -> dict[str, Any]:
         return {"preprocessing": self.preprocessing}

@@ -116,7 +116,8 @@ class HousePriceRegressor(L.LightningModule):
         loss = self.loss(output, target)
         # Metrics are updated once per epoch from these: per-step metric updates cost more than the step.
         self._outputs[stage].append((output.detach(), target))
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(target))
+        # sync_dist reduces once at epoch end (on_step=False), not per step.
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(target), sync_dist=True)
         return loss
 
     def _log_epoch_metrics(self, stage: str) -> None:
@@ -129,6 +130,7 @@ class HousePriceRegressor(L.LightningModule):
         metrics["n"].update(torch.tensor(float(len(target)), dtype=torch.float64, device=target.device))
         for name in ("rmse", "mae", "r2", "mape"):
             metrics[name].update(decode(output), decode(target))
+        # compute() already reduces the metric states across processes: every row counted once.
         self.log_dict({f"{stage}/{name}": value for name, value in metrics.compute().items()}, sync_dist=False)
         metrics.reset()
 

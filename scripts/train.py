@@ -17,6 +17,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 import lightning as L  # noqa: E402
+import torch  # noqa: E402
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 
@@ -83,6 +84,15 @@ def resume_in_latest_run(logger: Any) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
+    try:
+        run_cli(args)
+    finally:
+        # With gloo, a process that exits with its group alive can abort ("terminate called without an active exception").
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def run_cli(args: list[str] | None = None) -> None:
     HousePriceCLI(
         HousePriceRegressor,
         HousingDataModule,

@@ -171,8 +171,10 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_interrupt_leaves_a_valid_last_checkpoint(tmp_path, sig):
     run = tmp_path / "california" / "version_0"
+    # A child of a background job inherits SIGINT = ignored; a terminal's Ctrl-C reaches a default handler.
     process = subprocess.Popen(train_command(tmp_path, "--trainer.max_epochs=50", "--checkpoint.save_last=false"),
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     wait_for(run / "checkpoints" / "best.ckpt", process)
     time.sleep(0.3)
     process.send_signal(sig)
