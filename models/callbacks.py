@@ -14,4 +14,4 @@ class EpochTimer(L.Callback):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log("epoch_seconds", time.perf_counter() - self._start)
+        pl_module.log("epoch_seconds", time.perf_counter() - self._start, sync_dist=True)

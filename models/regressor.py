@@ -130,8 +130,9 @@ class HousePriceRegressor(L.LightningModule):
         metrics["n"].update(torch.tensor(float(len(target)), dtype=torch.float64, device=target.device))
         for name in ("rmse", "mae", "r2", "mape"):
             metrics[name].update(decode(output), decode(target))
-        # compute() already reduces the metric states across processes: every row counted once.
-        self.log_dict({f"{stage}/{name}": value for name, value in metrics.compute().items()}, sync_dist=False)
+        # compute() already reduces the metric states across processes (every row counted once), so the
+        # sync below averages identical numbers: exact, and it tells Lightning the values are global.
+        self.log_dict({f"{stage}/{name}": value for name, value in metrics.compute().items()}, sync_dist=True)
         metrics.reset()
 
     def on_train_epoch_end(self) -> None:

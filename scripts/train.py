@@ -56,17 +56,17 @@ class HousePriceCLI(LightningCLI):
         """Test the best checkpoint, then write test_metrics.json and the learning curve (rank 0 only)."""
         trainer = self.trainer
         checkpoint = trainer.checkpoint_callback
-        best = checkpoint.best_model_path or checkpoint.last_model_path
+        best, last = checkpoint.best_model_path or checkpoint.last_model_path, checkpoint.last_model_path
         logged = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)[0]
+        run = Path(trainer.log_dir)  # a collective under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
-        run = Path(trainer.log_dir)
         unit = self.model.preprocessor.state["target_unit"]
         metrics = stage_metrics(logged, "test")
         write_metrics(run / "test_metrics.json", metrics)
         curve = plot_learning_curve(run / "metrics.csv", run / "learning_curve.png", unit)
         print(f"\nTest metrics of {best} ({self.model.target}, {unit}):\n{metrics_table(metrics, unit)}")
-        print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {checkpoint.last_model_path}")
+        print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
         print(f"  metrics: {run / 'test_metrics.json'}, {run / 'metrics.csv'}\n  learning curve: {curve}")
 
 

@@ -1,0 +1,41 @@
+"""Two CPU processes (gloo DDP) give the single-process answers and write every output once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT, run_script
+
+
+@pytest.mark.slow
+def test_two_process_ddp_fit_and_test_match_single_process_evaluation(tmp_path):
+    # Through the script in a subprocess: DDP relaunches the current command for rank 1, which must not be pytest.
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), "fit", "--config=configs/california.yaml", "--config=configs/ddp.yaml",
+         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+         f"--trainer.logger.init_args.save_dir={tmp_path}"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "terminate called" not in result.stderr and "Starting with 2 processes" in result.stderr
+    assert result.stdout.count("Test metrics of") == 1, "only rank 0 prints the report"
+
+    runs = list((tmp_path / "california").iterdir())
+    assert [run.name for run in runs] == ["version_0"], "one run folder, not one per process"
+    run = runs[0]
+    assert sorted(path.relative_to(run).as_posix() for path in run.rglob("*") if path.is_file()) == [
+        "checkpoints/best.ckpt", "checkpoints/last.ckpt", "config.yaml", "hparams.yaml",
+        "learning_curve.png", "metrics.csv", "test_metrics.json",
+    ]
+    distributed = json.loads((run / "test_metrics.json").read_text())
+    assert distributed["n"] == 4128, "every test row exactly once: no padding, no repeats"
+
+    single = run_script("evaluate.py", str(run / "checkpoints" / "best.ckpt"), "--output", str(tmp_path / "eval"), cwd=tmp_path)
+    assert single.returncode == 0, single.stderr[-2000:]
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    for key in distributed:
+        assert evaluated[key] == pytest.approx(distributed[key], rel=1e-6)
