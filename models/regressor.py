@@ -114,10 +114,9 @@ class HousePriceRegressor(L.LightningModule):
         numeric, codes, target = batch
         output = self(numeric, codes)
         loss = self.loss(output, target)
-        # Metrics are updated once per epoch from these: per-step metric updates cost more than the step.
+        # Loss and metrics are computed once per epoch from these outputs: per-step metric updates and
+        # self.log calls cost more than the step itself on a network this small.
         self._outputs[stage].append((output.detach(), target))
-        # sync_dist reduces once at epoch end (on_step=False), not per step.
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=stage != "test", batch_size=len(target), sync_dist=True)
         return loss
 
     def _log_epoch_metrics(self, stage: str) -> None:
@@ -125,6 +124,8 @@ class HousePriceRegressor(L.LightningModule):
             return
         output, target = (torch.cat(parts).double() for parts in zip(*self._outputs[stage]))
         self._outputs[stage].clear()
+        # The batch-size-weighted mean of the step losses (on standardized targets), averaged over processes.
+        self.log(f"{stage}/loss", self.loss(output, target), prog_bar=stage != "test", sync_dist=True)
         decode = self.preprocessor.decode_target
         metrics = self.metrics[f"{stage}_metrics"]
         metrics["n"].update(torch.tensor(float(len(target)), dtype=torch.float64, device=target.device))

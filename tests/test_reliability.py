@@ -127,7 +127,7 @@ def test_prediction_output_paths(housing_run, housing_csv, tmp_path):
     assert leftovers == []
 
 
-TRAIN = ["fit", "--config=configs/california.yaml", "--trainer.max_epochs=4", "--trainer.enable_progress_bar=false",
+TRAIN = ["fit", "--config=configs/california.yaml", "--trainer.max_epochs=4", "--trainer.deterministic=true", "--trainer.enable_progress_bar=false",
          "--data.batch_size=32", "--model.dropout=0.1"]
 
 
