@@ -38,8 +38,38 @@ class PeriodicEmbedding(nn.Module):
         return torch.relu(torch.einsum("bfk,fkd->bfd", periodic, self.weight) + self.bias).flatten(1)
 
 
+class GroupedLinear(nn.Module):
+    """k independent linear layers in one batched matmul: [B, k, d_in] -> [B, k, d_out]."""
+
+    def __init__(self, members: int, d_in: int, d_out: int) -> None:
+        super().__init__()
+        bound = 1 / math.sqrt(d_in)  # nn.Linear's default initialisation, per member
+        self.weight = nn.Parameter(torch.empty(members, d_in, d_out).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(members, 1, d_out).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.baddbmm(self.bias, x.transpose(0, 1), self.weight).transpose(0, 1)
+
+
+class MemberNorm(nn.Module):
+    """Batch or layer normalization of each member's features, for [B, k, d] activations."""
+
+    def __init__(self, kind: Normalization, members: int, width: int) -> None:
+        super().__init__()
+        self.kind = kind
+        self.norm = {"none": nn.Identity(), "batch": nn.BatchNorm1d(members * width), "layer": nn.LayerNorm(width)}[kind]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x.flatten(1)).view_as(x) if self.kind == "batch" else self.norm(x)
+
+
 class TabularMLP(nn.Module):
-    """Numeric features (optionally embedded) and categorical embeddings -> MLP -> one standardized output."""
+    """Numeric features (optionally embedded) and categorical embeddings -> `members` MLPs -> standardized outputs.
+
+    With members > 1 this is a packed ensemble (as in TabM, Gorishniy et al. 2024): the feature embeddings are
+    shared, each member has its own hidden layers and head, all members run in the same batched matmuls and
+    their predictions are averaged. members = 1 is a plain MLP.
+    """
 
     def __init__(
         self,
@@ -54,6 +84,7 @@ class TabularMLP(nn.Module):
         n_frequencies: int = 16,
         frequency_scale: float = 0.1,
         category_dim: int = 8,
+        members: int = 1,
     ) -> None:
         super().__init__()
         if numeric_embedding == "periodic" and n_numeric:
@@ -64,16 +95,22 @@ class TabularMLP(nn.Module):
             width = n_numeric
         self.categories = nn.ModuleList(nn.Embedding(cardinality, category_dim) for cardinality in cardinalities)
         width += category_dim * len(cardinalities)
+        self.members = members
         layers: list[nn.Module] = []
         for size in hidden_sizes:
-            layers += [nn.Linear(width, size), _NORMALIZATIONS[normalization](size), _ACTIVATIONS[activation]()]
+            layers += [GroupedLinear(members, width, size), MemberNorm(normalization, members, size), _ACTIVATIONS[activation]()]
             if dropout:
                 layers.append(nn.Dropout(dropout))
             width = size
-        layers.append(nn.Linear(width, 1))
+        layers.append(GroupedLinear(members, width, 1))
         self.mlp = nn.Sequential(*layers)
 
-    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """(numeric [B, n_numeric] standardized, codes [B, n_cat] int64) -> standardized prediction [B]."""
+    def member_outputs(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """(numeric [B, n_numeric] standardized, codes [B, n_cat] int64) -> each member's prediction [B, members]."""
         parts = [self.numeric(numeric)] + [embed(codes[:, j]) for j, embed in enumerate(self.categories)]
-        return self.mlp(torch.cat(parts, dim=1)).squeeze(-1)
+        features = torch.cat(parts, dim=1)
+        return self.mlp(features.unsqueeze(1).expand(-1, self.members, -1)).squeeze(-1)
+
+    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The ensemble's standardized prediction [B]: the mean over members."""
+        return self.member_outputs(numeric, codes).mean(dim=1)

@@ -49,6 +49,7 @@ class HousePriceRegressor(L.LightningModule):
         learning_rate: AdamW peak learning rate.
         weight_decay: AdamW decoupled weight decay.
         scheduler: "onecycle" (warm-up then anneal), "cosine" (anneal from the start) or "none", stepped per batch.
+        ensemble_size: MLP members trained side by side on the same batches, predictions averaged (1: one MLP).
     """
 
     def __init__(
@@ -66,6 +67,7 @@ class HousePriceRegressor(L.LightningModule):
         learning_rate: float = 1e-3,
         weight_decay: float = 1e-4,
         scheduler: Scheduler = "onecycle",
+        ensemble_size: int = 1,
     ) -> None:
         super().__init__()
         if preprocessing is None:
@@ -76,6 +78,8 @@ class HousePriceRegressor(L.LightningModule):
             raise HousePriceError(f"model.hidden_sizes is {hidden_sizes}; give one or more positive layer widths")
         if not 0 <= dropout < 1:
             raise HousePriceError(f"model.dropout is {dropout}; it must lie in [0, 1)")
+        if ensemble_size < 1:
+            raise HousePriceError(f"model.ensemble_size is {ensemble_size}; it must be 1 or more")
         if learning_rate <= 0 or weight_decay < 0:
             raise HousePriceError("model.learning_rate must be > 0 and model.weight_decay >= 0")
         self.save_hyperparameters()
@@ -92,6 +96,7 @@ class HousePriceRegressor(L.LightningModule):
             n_frequencies,
             frequency_scale,
             category_dim,
+            ensemble_size,
         )
         self.loss = nn.MSELoss()
         # Keys get a suffix because ModuleDict refuses "train", the name of Module.train.
@@ -112,8 +117,10 @@ class HousePriceRegressor(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
         numeric, codes, target = batch
-        output = self(numeric, codes)
-        loss = self.loss(output, target)
+        members = self.network.member_outputs(numeric, codes)
+        # Each member learns on its own (mean of their losses); the ensemble predicts their mean.
+        loss = self.loss(members, target.unsqueeze(1).expand_as(members))
+        output = members.mean(dim=1)
         # Loss and metrics are computed once per epoch from these outputs: per-step metric updates and
         # self.log calls cost more than the step itself on a network this small.
         self._outputs[stage].append((output.detach(), target))

@@ -1,0 +1,34 @@
+"""The packed ensemble is k ordinary MLPs computed together."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from models.network import GroupedLinear, TabularMLP
+
+
+def test_grouped_linear_is_k_independent_linear_layers():
+    layer = GroupedLinear(3, 5, 4)
+    x = torch.randn(7, 3, 5)
+    for member in range(3):
+        reference = nn.functional.linear(x[:, member], layer.weight[member].T, layer.bias[member, 0])
+        torch.testing.assert_close(layer(x)[:, member], reference)
+
+
+def test_ensemble_prediction_is_the_mean_of_members_that_differ():
+    torch.manual_seed(0)
+    network = TabularMLP(4, [3, 5], [16, 16], numeric_embedding="periodic", members=4, dropout=0.0)
+    numeric, codes = torch.randn(10, 4), torch.stack([torch.randint(0, 3, (10,)), torch.randint(0, 5, (10,))], dim=1)
+    members = network.member_outputs(numeric, codes)
+    assert members.shape == (10, 4) and not torch.allclose(members[:, 0], members[:, 1])
+    torch.testing.assert_close(network(numeric, codes), members.mean(dim=1))
+
+
+def test_members_learn_independently():
+    network = TabularMLP(2, [], [8], members=3)
+    numeric = torch.randn(6, 2)
+    members = network.member_outputs(numeric, torch.zeros(6, 0, dtype=torch.long))
+    members[:, 1].sum().backward()
+    gradients = network.mlp[0].weight.grad
+    assert gradients[1].abs().sum() > 0 and gradients[0].abs().sum() == 0 and gradients[2].abs().sum() == 0
