@@ -131,7 +131,7 @@ class HousePriceRegressor(L.LightningModule):
             return
         output, target = (torch.cat(parts).double() for parts in zip(*self._outputs[stage]))
         self._outputs[stage].clear()
-        # The batch-size-weighted mean of the step losses (on standardized targets), averaged over processes.
+        # MSE of the (ensemble) prediction over the epoch, on the standardized target, averaged over processes.
         self.log(f"{stage}/loss", self.loss(output, target), prog_bar=stage != "test", sync_dist=True)
         decode = self.preprocessor.decode_target
         metrics = self.metrics[f"{stage}_metrics"]
