@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -234,3 +235,12 @@ def test_random_malformed_csvs_load_or_raise_our_error(tmp_path, rows, separator
         datamodule.tensors("train")
     except HousePriceError:
         pass
+
+
+def test_unwritable_output_folder_is_refused(tmp_path, monkeypatch):
+    # Tests run as root here, where every folder is writable: simulate the permission answer instead.
+    from datamodules.files import check_output
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    with pytest.raises(HousePriceError, match="not writable"):
+        check_output(tmp_path / "out.csv")
