@@ -113,8 +113,8 @@ class HousingDataModule(L.LightningDataModule):
         n_val = int(-(-(len(rows) - n_test) * hp.val_fraction // 1))
         if len(rows) - n_test - n_val < 2 or n_test < 1 or n_val < 1:
             raise HousePriceError(
-                f"the data has {len(rows)} rows, too few for train/val/test splits of "
-                f"{1 - hp.test_fraction:.0%} x {1 - hp.val_fraction:.0%}; add rows or lower the fractions"
+                f"the data has {len(rows)} rows, too few for a {hp.test_fraction:.0%} test split, a {hp.val_fraction:.0%} "
+                "validation split and at least 2 training rows; add rows or change the fractions"
             )
         rest, test = train_test_split(rows, test_size=hp.test_fraction, random_state=hp.split_seed)
         train, val = train_test_split(rest, test_size=hp.val_fraction, random_state=hp.split_seed + 1)
