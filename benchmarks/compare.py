@@ -128,7 +128,6 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="5 epochs instead of the config's, to try the script")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "RESULTS.md")
     arguments = parser.parse_args()
-    torch.set_num_threads(torch.get_num_threads())  # the same count the training subprocess uses by default
 
     config = yaml.safe_load(CONFIG.read_text())
     epochs = 5 if arguments.quick else config["trainer"]["max_epochs"]

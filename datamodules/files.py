@@ -10,12 +10,24 @@ from pathlib import Path
 from datamodules.errors import HousePriceError
 
 
+def _require_folder(folder: Path) -> None:
+    if not folder.is_dir():
+        raise HousePriceError(f"output folder '{folder}' does not exist; create it or choose another path")
+
+
+def output_folder(path: str | os.PathLike) -> Path:
+    """`path` as a report folder, created if needed inside a folder that must already exist."""
+    folder = Path(path)
+    _require_folder(folder.parent)
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
     """`path` as a Path, after checking its folder exists and is writable and that it may be (over)written."""
     path = Path(path)
     folder = path.parent
-    if not folder.is_dir():
-        raise HousePriceError(f"output folder '{folder}' does not exist; create it or choose another path")
+    _require_folder(folder)
     if not os.access(folder, os.W_OK):
         raise HousePriceError(f"output folder '{folder}' is not writable; choose another path")
     if path.is_dir():

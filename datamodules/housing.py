@@ -149,9 +149,10 @@ class HousingDataModule(L.LightningDataModule):
     def setup(self, stage: str) -> None:
         # Only loading and fitting here: tensors are built in the *_dataloader hooks, which Lightning calls
         # after a checkpoint's `load_state_dict`, so a resumed or tested checkpoint uses its own statistics.
-        fingerprint = hashlib.sha256(json.dumps(self.preprocessing, sort_keys=True).encode()).hexdigest()
+        state = self.preprocessing
         if self.trainer is not None and self.trainer.world_size > 1:
             # Every process fits the same statistics deterministically; prove it rather than assume it.
+            fingerprint = hashlib.sha256(json.dumps(state, sort_keys=True).encode()).hexdigest()
             if self.trainer.strategy.broadcast(fingerprint, src=0) != fingerprint:
                 raise HousePriceError(
                     f"process {self.trainer.global_rank} fitted different preprocessing statistics than process 0; "

@@ -13,7 +13,6 @@ Normalization = Literal["none", "batch", "layer"]
 NumericEmbedding = Literal["none", "periodic"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
-_NORMALIZATIONS = {"none": lambda width: nn.Identity(), "batch": nn.BatchNorm1d, "layer": nn.LayerNorm}
 
 
 class PeriodicEmbedding(nn.Module):

@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 
 from datamodules.batches import TensorBatches  # noqa: E402
 from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
+from datamodules.files import output_folder  # noqa: E402
 from datamodules.sources import read_csv  # noqa: E402
 from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split  # noqa: E402
 from models.regressor import HousePriceRegressor  # noqa: E402
@@ -33,14 +34,11 @@ def evaluate(model: HousePriceRegressor, frame: pd.DataFrame, batch_size: int = 
     return stage_metrics(trainer.test(model, dataloaders=batches, verbose=False)[0], "test")
 
 
-def output_folder(checkpoint: Path, output: str | None, overwrite: bool) -> Path:
+def report_folder(checkpoint: Path, output: str | None, overwrite: bool) -> Path:
     folder = Path(output) if output else checkpoint.with_name(f"{checkpoint.stem}_evaluation")
     if (folder / "metrics.json").exists() and not overwrite:
         raise HousePriceError(f"'{folder}' already holds an evaluation report; pass --overwrite or choose --output")
-    if not folder.parent.is_dir():
-        raise HousePriceError(f"output folder '{folder.parent}' does not exist; create it or choose another --output")
-    folder.mkdir(exist_ok=True)
-    return folder
+    return output_folder(folder)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
     frame = read_csv(arguments.data) if arguments.data else training_split(checkpoint)
-    folder = output_folder(arguments.checkpoint, arguments.output, arguments.overwrite)
+    folder = report_folder(arguments.checkpoint, arguments.output, arguments.overwrite)
     metrics = evaluate(model, frame)
     unit = model.preprocessor.state["target_unit"]
     predictions = model.predict(frame).to_numpy()

@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from analysis.peaks import INTERVAL, LESSON_START, LESSON_STEP, analyze, peaks  # noqa: E402
 from analysis.plots import plot_analysis, plot_trajectory  # noqa: E402
 from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
+from datamodules.files import output_folder  # noqa: E402
 
 
 def table(report: dict) -> str:
@@ -45,12 +46,9 @@ def main(argv: list[str] | None = None) -> None:
         raise HousePriceError(f"--interval {a} {b} is empty; give A < B")
     if arguments.step <= 0 or arguments.max_steps < 1:
         raise HousePriceError("--step must be > 0 and --max-steps >= 1")
-    output = Path(arguments.output)
-    if not output.parent.is_dir():
-        raise HousePriceError(f"output folder '{output.parent}' does not exist; create it or choose another --output")
+    output = output_folder(arguments.output)
 
     report, trajectory = analyze(peaks, a, b, arguments.levels, arguments.start, arguments.step, arguments.max_steps)
-    output.mkdir(exist_ok=True)
     plots = [plot_analysis(peaks, report, output / "peaks.png"), plot_trajectory(peaks, trajectory, a, b, output / "ascent.png")]
     if arguments.json:
         print(json.dumps(report, indent=2))

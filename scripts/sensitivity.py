@@ -24,6 +24,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.sensitivity import price_ascent, sensitivity_table  # noqa: E402
 from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
+from datamodules.files import output_folder  # noqa: E402
 from datamodules.sources import read_csv  # noqa: E402
 from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split  # noqa: E402
 
@@ -55,10 +56,7 @@ def main(argv: list[str] | None = None) -> None:
     model.preprocessor.check_columns(frame)
     if not 0 <= arguments.row < len(frame):
         raise HousePriceError(f"--row {arguments.row} is outside the data's {len(frame)} rows; give 0..{len(frame) - 1}")
-    output = Path(arguments.output)
-    if not output.parent.is_dir():
-        raise HousePriceError(f"output folder '{output.parent}' does not exist; create it or choose another --output")
-    output.mkdir(exist_ok=True)
+    output = output_folder(arguments.output)
 
     unit = model.preprocessor.state["target_unit"]
     table = sensitivity_table(model, frame)

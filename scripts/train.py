@@ -77,10 +77,10 @@ def resume_in_latest_run(logger: Any) -> None:
     if arguments is None or arguments.get("version") is not None:
         return
     runs = Path(arguments.save_dir) / arguments.name
-    candidates = sorted(runs.glob("version_*/checkpoints/last.ckpt"), key=lambda path: int(path.parents[1].name.split("_")[1]))
-    if not candidates:
+    versions = [int(path.parents[1].name.removeprefix("version_")) for path in runs.glob("version_*/checkpoints/last.ckpt")]
+    if not versions:
         raise HousePriceError(f"--ckpt_path last: no {runs}/version_*/checkpoints/last.ckpt to resume; train first or give a checkpoint path")
-    arguments.version = int(candidates[-1].parents[1].name.split("_")[1])
+    arguments.version = max(versions)
 
 
 def main(args: list[str] | None = None) -> None:
