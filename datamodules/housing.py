@@ -32,6 +32,7 @@ class HousingDataModule(L.LightningDataModule):
         scaling: numeric feature scaling, "standard" or "quantile" (quantile-to-normal).
         log_target: model log(target) instead of the target (it is standardized either way).
         n_quantiles: quantiles kept per feature with quantile scaling.
+        n_bins: most bins per numeric input for piecewise-linear embeddings (`model.numeric_embedding: piecewise`).
         test_fraction: share of all rows held out for the test split.
         val_fraction: share of the remaining rows held out for validation.
         split_seed: random state of the test split; the validation split uses `split_seed + 1`. The defaults
@@ -51,6 +52,7 @@ class HousingDataModule(L.LightningDataModule):
         scaling: Scaling = "standard",
         log_target: bool = False,
         n_quantiles: int = 1000,
+        n_bins: int = 48,
         test_fraction: float = 0.2,
         val_fraction: float = 0.2,
         split_seed: int = 0,
@@ -62,7 +64,7 @@ class HousingDataModule(L.LightningDataModule):
         for name, fraction in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
             if not 0 < fraction < 1:
                 raise HousePriceError(f"data.{name} is {fraction}; it must lie strictly between 0 and 1")
-        for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("n_quantiles", n_quantiles)):
+        for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("n_quantiles", n_quantiles), ("n_bins", n_bins)):
             if size < 1:
                 raise HousePriceError(f"data.{name} is {size}; it must be a positive integer")
         if path is not None and target is None:
@@ -139,6 +141,7 @@ class HousingDataModule(L.LightningDataModule):
                 hp.n_quantiles,
                 seed=hp.split_seed,
                 target_unit=self.target_unit,
+                n_bins=hp.n_bins,
             )
         return self._state
 

@@ -1,6 +1,7 @@
 """Turn raw housing tables into model inputs, with statistics learned from the training split only.
 
-scikit-learn does the fitting (SimpleImputer, StandardScaler, QuantileTransformer); the fitted numbers are
+scikit-learn does the fitting (SimpleImputer, StandardScaler, QuantileTransformer, and one small
+DecisionTreeRegressor per feature for the bins of piecewise-linear embeddings); the fitted numbers are
 then kept as a plain dict of lists, strings and floats (`state`), and `transform` works from that dict alone.
 The same dict rides inside every checkpoint, so a checkpoint can preprocess a raw CSV with no scikit-learn
 objects and loads with `torch.load(..., weights_only=True)`.
@@ -18,7 +19,7 @@ from datamodules.errors import HousePriceError
 from datamodules.sources import check_numeric_columns, check_target_values, find_column, numeric_and_categorical
 
 Scaling = Literal["standard", "quantile"]
-STATE_VERSION = 1
+STATE_VERSION = 2
 UNKNOWN = 0  # category code for values never seen in training (and for missing categories)
 
 # scikit-learn's QuantileTransformer clips probabilities to [1e-7, 1 - 1e-7] before the normal quantile.
@@ -33,10 +34,12 @@ def fit_statistics(
     n_quantiles: int = 1000,
     seed: int = 0,
     target_unit: str = "target units",
+    n_bins: int = 48,
 ) -> dict[str, Any]:
     """Learn every preprocessing statistic from the training rows; returns the plain `state` dict.
 
-    `target_unit` only labels reports ("dollars", "$100,000").
+    `target_unit` only labels reports ("dollars", "$100,000"). `n_bins` caps the bins per numeric input
+    that `tree_bin_edges` finds for piecewise-linear embeddings.
     """
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import QuantileTransformer, StandardScaler
@@ -80,7 +83,34 @@ def fit_statistics(
     target_values = _target_space(train[target].to_numpy(dtype=np.float64), log_target)
     state["target_mean"] = float(target_values.mean())
     state["target_std"] = float(target_values.std()) or 1.0
+
+    preprocessor = Preprocessor(state | {"bin_edges": []})
+    inputs = preprocessor.scale_numeric(preprocessor.raw_numeric(train)).numpy()
+    state["bin_edges"] = tree_bin_edges(inputs, preprocessor.encode_target(train[target]).numpy(), n_bins, seed)
     return state
+
+
+def tree_bin_edges(inputs: np.ndarray, target: np.ndarray, n_bins: int, seed: int = 0) -> list[list[float]]:
+    """Bin edges per column of `inputs` (scaled features, standardized target), from a regression tree on that column.
+
+    The tree puts edges where the target changes with the feature (Gorishniy et al. 2022, "tree-based
+    piecewise-linear encoding"): at most `n_bins` bins, each with at least 64 training rows. Edges span the
+    column's training range, so every input has at least one bin.
+    """
+    from sklearn.tree import DecisionTreeRegressor
+
+    edges = []
+    for column in inputs.T:
+        low, high = float(column.min()), float(column.max())
+        inner: list[float] = []
+        if n_bins > 1:
+            tree = DecisionTreeRegressor(
+                max_leaf_nodes=n_bins, min_samples_leaf=min(64, max(1, len(column) // 2)), min_impurity_decrease=1e-4, random_state=seed
+            ).fit(column[:, None], target)
+            thresholds = tree.tree_.threshold[tree.tree_.children_left != -1]  # split points of the inner nodes
+            inner = np.unique(thresholds[(thresholds > low) & (thresholds < high)]).tolist()
+        edges.append([low, *inner, high if high > low else low + 1.0])
+    return edges
 
 
 class Preprocessor:

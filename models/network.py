@@ -10,7 +10,7 @@ from torch import nn
 
 Activation = Literal["relu", "gelu", "silu"]
 Normalization = Literal["none", "batch", "layer"]
-NumericEmbedding = Literal["none", "periodic"]
+NumericEmbedding = Literal["none", "periodic", "piecewise"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
 
@@ -35,6 +35,39 @@ class PeriodicEmbedding(nn.Module):
         angles = 2 * math.pi * self.frequencies * x.unsqueeze(-1)
         periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
         return torch.relu(torch.einsum("bfk,fkd->bfd", periodic, self.weight) + self.bias).flatten(1)
+
+
+class PiecewiseLinearEmbedding(nn.Module):
+    """Each numeric feature x -> ReLU(W_f ramps_f(x) + b_f): "T-LR" of Gorishniy et al. 2022.
+
+    ramps_f(x)[t] is 0 below bin t of feature f, 1 above it and rises linearly across it (the first and last
+    bins extend beyond the training range). With tree-fitted bins (`preprocessing.tree_bin_edges`) the edges sit
+    where the price changes with the feature, which lets the MLP draw sharp local shapes cheaply.
+    """
+
+    def __init__(self, bin_edges: list[list[float]], dim: int) -> None:
+        super().__init__()
+        n_features, n_bins = len(bin_edges), max(len(edges) - 1 for edges in bin_edges)
+        left, width = torch.zeros(n_features, n_bins), torch.ones(n_features, n_bins)
+        lower, upper = torch.zeros(n_features, n_bins), torch.ones(n_features, n_bins)
+        used = torch.zeros(n_features, n_bins)
+        for f, edges in enumerate(bin_edges):
+            edges_f = torch.tensor(edges, dtype=torch.float64)
+            bins = len(edges) - 1
+            left[f, :bins], width[f, :bins], used[f, :bins] = edges_f[:-1], edges_f.diff(), 1.0
+            lower[f, 0], upper[f, bins - 1] = -math.inf, math.inf  # the outer bins extrapolate
+        # Rebuilt from the preprocessing state, so kept out of the state_dict.
+        for name, value in (("left", left), ("width", width), ("lower", lower), ("upper", upper), ("used", used)):
+            self.register_buffer(name, value, persistent=False)
+        self.weight = nn.Parameter(torch.empty(n_features, n_bins, dim))
+        self.bias = nn.Parameter(torch.empty(n_features, dim))
+        bound = 1 / math.sqrt(n_bins)
+        nn.init.uniform_(self.weight, -bound, bound)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        ramps = torch.clamp((x.unsqueeze(-1) - self.left) / self.width, self.lower, self.upper) * self.used
+        return torch.relu(torch.einsum("bft,ftd->bfd", ramps, self.weight) + self.bias).flatten(1)
 
 
 class GroupedLinear(nn.Module):
@@ -84,10 +117,16 @@ class TabularMLP(nn.Module):
         frequency_scale: float = 0.1,
         category_dim: int = 8,
         members: int = 1,
+        bin_edges: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
         if numeric_embedding == "periodic" and n_numeric:
             self.numeric = PeriodicEmbedding(n_numeric, n_frequencies, embedding_dim, frequency_scale)
+            width = n_numeric * embedding_dim
+        elif numeric_embedding == "piecewise" and n_numeric:
+            if bin_edges is None or len(bin_edges) != n_numeric:
+                raise ValueError(f"piecewise embeddings need bin edges for each of the {n_numeric} numeric inputs")
+            self.numeric = PiecewiseLinearEmbedding(bin_edges, embedding_dim)
             width = n_numeric * embedding_dim
         else:
             self.numeric = nn.Identity()

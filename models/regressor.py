@@ -43,8 +43,9 @@ class HousePriceRegressor(L.LightningModule):
         preprocessing: fitted state from `HousingDataModule.preprocessing`.
         hidden_sizes: widths of the hidden layers.
         activation / dropout / normalization: of each hidden layer.
-        numeric_embedding: "periodic" embeds each numeric feature before the MLP; "none" feeds it raw.
-        embedding_dim / n_frequencies / frequency_scale: shape of the periodic embedding.
+        numeric_embedding: how each numeric feature enters the MLP: "periodic" (sines and cosines), "piecewise"
+            (ramps over tree-fitted bins, `data.n_bins`) or "none" (the scaled number itself).
+        embedding_dim: width of each numeric feature's embedding; n_frequencies / frequency_scale: of "periodic".
         category_dim: embedding width of each categorical column.
         learning_rate: AdamW peak learning rate.
         weight_decay: AdamW decoupled weight decay.
@@ -97,6 +98,7 @@ class HousePriceRegressor(L.LightningModule):
             frequency_scale,
             category_dim,
             ensemble_size,
+            self.preprocessor.state["bin_edges"],
         )
         self.loss = nn.MSELoss()
         # Keys get a suffix because ModuleDict refuses "train", the name of Module.train.

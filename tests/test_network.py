@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from models.network import GroupedLinear, TabularMLP
+from models.network import GroupedLinear, PiecewiseLinearEmbedding, TabularMLP
 
 
 def test_grouped_linear_is_k_independent_linear_layers():
@@ -32,3 +33,18 @@ def test_members_learn_independently():
     members[:, 1].sum().backward()
     gradients = network.mlp[0].weight.grad
     assert gradients[1].abs().sum() > 0 and gradients[0].abs().sum() == 0 and gradients[2].abs().sum() == 0
+
+
+def test_piecewise_embedding_is_ramps_over_the_bins_then_a_linear_layer():
+    embedding = PiecewiseLinearEmbedding([[0.0, 1.0, 3.0], [-1.0, 1.0]], dim=4)
+    x = torch.tensor([[-1.0, 0.0], [0.5, 2.0], [2.0, -3.0], [5.0, 1.0]])
+    # Feature 0: bins [0, 1] and [1, 3]; the first extends below 0, the last above 3. Feature 1: one bin.
+    ramps = torch.tensor([[[-1.0, 0.0], [0.5, 0.0]], [[0.5, 0.0], [1.5, 0.0]], [[1.0, 0.5], [-1.0, 0.0]], [[1.0, 2.0], [1.0, 0.0]]])
+    expected = torch.relu(torch.einsum("bft,ftd->bfd", ramps, embedding.weight) + embedding.bias).flatten(1)
+    torch.testing.assert_close(embedding(x), expected)
+    assert not any(name in embedding.state_dict() for name in ("left", "width")), "edges come from the preprocessing state"
+
+
+def test_piecewise_network_needs_edges_for_every_input():
+    with pytest.raises(ValueError, match="bin edges"):
+        TabularMLP(3, [], [8], numeric_embedding="piecewise", bin_edges=[[0.0, 1.0]])

@@ -9,7 +9,7 @@ import torch
 from sklearn.preprocessing import QuantileTransformer
 
 from datamodules import HousingDataModule, Preprocessor, fit_statistics
-from datamodules.preprocessing import UNKNOWN
+from datamodules.preprocessing import UNKNOWN, tree_bin_edges
 
 
 def small_frame(n: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -99,3 +99,26 @@ def test_state_is_plain_data_that_torch_loads_safely(tmp_path):
     state = fit_statistics(small_frame(), "price", scaling="quantile")
     torch.save({"state": state}, tmp_path / "state.pt")
     assert torch.load(tmp_path / "state.pt", weights_only=True)["state"] == state
+
+
+def test_tree_bins_put_an_edge_where_the_target_steps():
+    rng = np.random.default_rng(0)
+    step = rng.uniform(0, 10, 2000)
+    noise = rng.uniform(0, 10, 2000)
+    target = (step > 3.7).astype(float) + rng.normal(0, 0.01, 2000)
+    edges = tree_bin_edges(np.stack([step, noise, np.full(2000, 5.0)], axis=1), target, n_bins=8)
+    assert edges[0][0] == step.min() and edges[0][-1] == step.max()
+    assert min(abs(np.array(edges[0]) - 3.7)) < 0.05, "an edge at the step"
+    assert len(edges[1]) - 1 <= 8 and edges[1] == sorted(edges[1])
+    assert edges[2] == [5.0, 6.0], "a constant input keeps one bin of width 1"
+    assert [len(column) for column in tree_bin_edges(np.stack([step, noise], axis=1), target, n_bins=1)] == [2, 2]
+
+
+def test_bins_are_fitted_on_the_scaled_training_inputs():
+    frame = small_frame(n=400)
+    state = fit_statistics(frame, "price", scaling="quantile", n_bins=4)
+    numeric, _ = Preprocessor(state).transform(frame)
+    assert len(state["bin_edges"]) == numeric.shape[1] == 3  # two features and the missing-indicator of "rooms"
+    for edges, column in zip(state["bin_edges"], numeric.T.double()):
+        assert edges[0] == pytest.approx(column.min().item(), abs=1e-6) and len(edges) - 1 <= 4
+    assert state["bin_edges"][2] == [0.0, 1.0]
