@@ -71,7 +71,7 @@ class PiecewiseLinearEmbedding(nn.Module):
 
 
 class GroupedLinear(nn.Module):
-    """k independent linear layers in one batched matmul: [B, k, d_in] -> [B, k, d_out]."""
+    """k independent linear layers in one batched matmul: [k, B, d_in] -> [k, B, d_out] (member-major)."""
 
     def __init__(self, members: int, d_in: int, d_out: int) -> None:
         super().__init__()
@@ -80,11 +80,35 @@ class GroupedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(members, 1, d_out).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x.transpose(0, 1), self.weight).transpose(0, 1)
+        return torch.baddbmm(self.bias, x, self.weight)
+
+
+class ByteDropout(nn.Module):
+    """Dropout with masks cut from random bytes: p is rounded to a multiple of 1/256 (0.2 -> 51/256).
+
+    torch's CPU `bernoulli_` draws one random number per element and took half of every training step of the
+    default network (4 ms of 8 for a [512, 8, 128] activation on 2 cores); 64-bit random integers cut into
+    bytes give the same masks 15x cheaper, on any device.
+    """
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        self.threshold = round(p * 256)
+        self.p = self.threshold / 256
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or not self.threshold:
+            return x
+        words = torch.randint(-(2**63), 2**63 - 1, (-(-x.numel() // 8),), dtype=torch.int64, device=x.device)
+        keep = words.view(torch.uint8)[: x.numel()].view(x.shape) >= self.threshold
+        return x * keep.to(x.dtype).mul_(1 / (1 - self.p))
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 class MemberNorm(nn.Module):
-    """Batch or layer normalization of each member's features, for [B, k, d] activations."""
+    """Batch or layer normalization of each member's features, for [k, B, d] activations."""
 
     def __init__(self, kind: Normalization, members: int, width: int) -> None:
         super().__init__()
@@ -92,7 +116,10 @@ class MemberNorm(nn.Module):
         self.norm = {"none": nn.Identity(), "batch": nn.BatchNorm1d(members * width), "layer": nn.LayerNorm(width)}[kind]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(x.flatten(1)).view_as(x) if self.kind == "batch" else self.norm(x)
+        if self.kind != "batch":
+            return self.norm(x)
+        members, rows, width = x.shape
+        return self.norm(x.transpose(0, 1).reshape(rows, members * width)).view(rows, members, width).transpose(0, 1)
 
 
 class TabularMLP(nn.Module):
@@ -138,7 +165,7 @@ class TabularMLP(nn.Module):
         for size in hidden_sizes:
             layers += [GroupedLinear(members, width, size), MemberNorm(normalization, members, size), _ACTIVATIONS[activation]()]
             if dropout:
-                layers.append(nn.Dropout(dropout))
+                layers.append(ByteDropout(dropout))
             width = size
         layers.append(GroupedLinear(members, width, 1))
         self.mlp = nn.Sequential(*layers)
@@ -147,7 +174,8 @@ class TabularMLP(nn.Module):
         """(numeric [B, n_numeric] standardized, codes [B, n_cat] int64) -> each member's prediction [B, members]."""
         parts = [self.numeric(numeric)] + [embed(codes[:, j]) for j, embed in enumerate(self.categories)]
         features = torch.cat(parts, dim=1)
-        return self.mlp(features.unsqueeze(1).expand(-1, self.members, -1)).squeeze(-1)
+        # Member-major [k, B, d] activations: each member's rows are contiguous for the batched matmuls.
+        return self.mlp(features.expand(self.members, -1, -1)).squeeze(-1).T
 
     def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """The ensemble's standardized prediction [B]: the mean over members."""

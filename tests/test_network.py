@@ -6,15 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from models.network import GroupedLinear, PiecewiseLinearEmbedding, TabularMLP
+from models.network import ByteDropout, GroupedLinear, PiecewiseLinearEmbedding, TabularMLP
 
 
 def test_grouped_linear_is_k_independent_linear_layers():
     layer = GroupedLinear(3, 5, 4)
-    x = torch.randn(7, 3, 5)
+    x = torch.randn(3, 7, 5)
     for member in range(3):
-        reference = nn.functional.linear(x[:, member], layer.weight[member].T, layer.bias[member, 0])
-        torch.testing.assert_close(layer(x)[:, member], reference)
+        reference = nn.functional.linear(x[member], layer.weight[member].T, layer.bias[member, 0])
+        torch.testing.assert_close(layer(x)[member], reference)
 
 
 def test_ensemble_prediction_is_the_mean_of_members_that_differ():
@@ -48,3 +48,16 @@ def test_piecewise_embedding_is_ramps_over_the_bins_then_a_linear_layer():
 def test_piecewise_network_needs_edges_for_every_input():
     with pytest.raises(ValueError, match="bin edges"):
         TabularMLP(3, [], [8], numeric_embedding="piecewise", bin_edges=[[0.0, 1.0]])
+
+
+def test_byte_dropout_keeps_the_expected_share_and_the_mean():
+    torch.manual_seed(0)
+    dropout = ByteDropout(0.2)
+    x = torch.ones(400_000)
+    y = dropout(x)
+    assert dropout.p == 51 / 256
+    assert (y == 0).float().mean().item() == pytest.approx(dropout.p, abs=0.003)
+    assert y.mean().item() == pytest.approx(1.0, abs=0.01)
+    assert y.unique().tolist() == [0.0, pytest.approx(1 / (1 - dropout.p))]
+    assert not torch.equal(dropout(x), y), "a fresh mask per call"
+    assert torch.equal(dropout.eval()(x), x)
