@@ -71,7 +71,11 @@ class PiecewiseLinearEmbedding(nn.Module):
 
 
 class GroupedLinear(nn.Module):
-    """k independent linear layers in one batched matmul: [k, B, d_in] -> [k, B, d_out] (member-major)."""
+    """k independent linear layers: [k, B, d_in] -> [k, B, d_out] (member-major), or [B, d_in] -> [k, B, d_out].
+
+    Given one input shared by all members ([B, d_in]), the k layers run as a single matmul against their
+    weights side by side, which is cheaper than a batched matmul over k copies of the input, forward and back.
+    """
 
     def __init__(self, members: int, d_in: int, d_out: int) -> None:
         super().__init__()
@@ -80,7 +84,11 @@ class GroupedLinear(nn.Module):
         self.bias = nn.Parameter(torch.empty(members, 1, d_out).uniform_(-bound, bound))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.baddbmm(self.bias, x, self.weight)
+        if x.dim() == 3:
+            return torch.baddbmm(self.bias, x, self.weight)
+        members, d_in, d_out = self.weight.shape
+        side_by_side = self.weight.permute(1, 0, 2).reshape(d_in, members * d_out)
+        return torch.addmm(self.bias.flatten(), x, side_by_side).view(len(x), members, d_out).transpose(0, 1)
 
 
 class ByteDropout(nn.Module):
@@ -174,8 +182,8 @@ class TabularMLP(nn.Module):
         """(numeric [B, n_numeric] standardized, codes [B, n_cat] int64) -> each member's prediction [B, members]."""
         parts = [self.numeric(numeric)] + [embed(codes[:, j]) for j, embed in enumerate(self.categories)]
         features = torch.cat(parts, dim=1)
-        # Member-major [k, B, d] activations: each member's rows are contiguous for the batched matmuls.
-        return self.mlp(features.expand(self.members, -1, -1)).squeeze(-1).T
+        # The first layer takes the shared [B, d] features; later layers see member-major [k, B, d] activations.
+        return self.mlp(features).squeeze(-1).T
 
     def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """The ensemble's standardized prediction [B]: the mean over members."""

@@ -15,6 +15,8 @@ def test_grouped_linear_is_k_independent_linear_layers():
     for member in range(3):
         reference = nn.functional.linear(x[member], layer.weight[member].T, layer.bias[member, 0])
         torch.testing.assert_close(layer(x)[member], reference)
+    shared = torch.randn(7, 5)
+    torch.testing.assert_close(layer(shared), layer(shared.expand(3, -1, -1)))
 
 
 def test_ensemble_prediction_is_the_mean_of_members_that_differ():
