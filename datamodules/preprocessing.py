@@ -22,6 +22,8 @@ Scaling = Literal["standard", "quantile"]
 STATE_VERSION = 2
 UNKNOWN = 0  # category code for values never seen in training (and for missing categories)
 
+_MAX_BIN_ROWS = 100_000
+
 # scikit-learn's QuantileTransformer clips probabilities to [1e-7, 1 - 1e-7] before the normal quantile.
 _BOUNDS_THRESHOLD = 1e-7
 
@@ -95,18 +97,20 @@ def tree_bin_edges(inputs: np.ndarray, target: np.ndarray, n_bins: int, seed: in
 
     The tree puts edges where the target changes with the feature (Gorishniy et al. 2022, "tree-based
     piecewise-linear encoding"): at most `n_bins` bins, each with at least 64 training rows. Edges span the
-    column's training range, so every input has at least one bin.
+    column's training range, so every input has at least one bin. Trees see at most 100,000 rows (a seeded
+    sample), which keeps wide, long tables quick to fit.
     """
     from sklearn.tree import DecisionTreeRegressor
 
+    rows = np.random.default_rng(seed).choice(len(target), _MAX_BIN_ROWS, replace=False) if len(target) > _MAX_BIN_ROWS else slice(None)
     edges = []
     for column in inputs.T:
         low, high = float(column.min()), float(column.max())
         inner: list[float] = []
         if n_bins > 1:
             tree = DecisionTreeRegressor(
-                max_leaf_nodes=n_bins, min_samples_leaf=min(64, max(1, len(column) // 2)), min_impurity_decrease=1e-4, random_state=seed
-            ).fit(column[:, None], target)
+                max_leaf_nodes=n_bins, min_samples_leaf=min(64, max(1, len(column[rows]) // 2)), min_impurity_decrease=1e-4, random_state=seed
+            ).fit(column[rows, None], target[rows])
             thresholds = tree.tree_.threshold[tree.tree_.children_left != -1]  # split points of the inner nodes
             inner = np.unique(thresholds[(thresholds > low) & (thresholds < high)]).tolist()
         edges.append([low, *inner, high if high > low else low + 1.0])
