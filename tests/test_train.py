@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -52,3 +55,14 @@ def test_print_config_shows_the_options():
     assert result.returncode == 0, result.stderr[-2000:]
     for key in ("hidden_sizes:", "scaling: quantile", "monitor: val/rmse", "seed_everything: 0"):
         assert key in result.stdout
+
+
+def test_levers_script_measures_an_override_and_refuses_a_malformed_one():
+    command = [sys.executable, str(ROOT / "benchmarks" / "levers.py"), "--epochs=1", "--threads=1"]
+    result = subprocess.run([*command, "model.ensemble_size=2", "model.hidden_sizes=[16]"], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    measured = json.loads(result.stdout.strip().splitlines()[-1])
+    assert measured["overrides"] == ["model.ensemble_size=2", "model.hidden_sizes=[16]"] and measured["epochs"] == 1
+    assert 0.4 < measured["rmse"] < 1.2, "one epoch of a small ensemble lands between boosting and the mean"
+    refused = subprocess.run([*command, "trainer.max_epochs=3"], capture_output=True, text=True, cwd=ROOT)
+    assert refused.returncode == 2 and "is not model.<option>=<value>" in refused.stderr
