@@ -69,8 +69,13 @@ def package_run(seed: int, extra: list[str]) -> dict[str, float]:
             "epochs": len(epochs)}
 
 
-def raw_loop(seed: int, epochs: int, datamodule: HousingDataModule, model_config: dict, batch: int) -> dict[str, float]:
-    """The same network, optimizer and one-cycle schedule in a hand-written loop over sliced tensors."""
+def raw_loop(seed: int, epochs: int, datamodule: HousingDataModule, model_config: dict, batch: int, precision: str = "32") -> dict[str, float]:
+    """The same network, optimizer, one-cycle schedule and precision in a hand-written loop over sliced tensors.
+
+    `precision` is the config's trainer.precision: "bf16-mixed" trains under CPU bfloat16 autocast, as the package
+    does; validation and test run in float32 on both sides.
+    """
+    assert precision in ("32", "32-true", "bf16-mixed"), f"the raw loop does not mirror precision {precision}"
     torch.manual_seed(seed)
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, **model_config)
     options = model.hparams
@@ -90,8 +95,9 @@ def raw_loop(seed: int, epochs: int, datamodule: HousingDataModule, model_config
         order = torch.randperm(len(train_y), generator=generator)
         x, codes, y = train_x[order], train_codes[order], train_y[order]
         for begin in range(0, len(y), batch):
-            members = network.member_outputs(x[begin : begin + batch], codes[begin : begin + batch])
-            loss = torch.nn.functional.mse_loss(members, y[begin : begin + batch].unsqueeze(1).expand_as(members))
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+                members = network.member_outputs(x[begin : begin + batch], codes[begin : begin + batch])
+                loss = torch.nn.functional.mse_loss(members, y[begin : begin + batch].unsqueeze(1).expand_as(members))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -137,16 +143,17 @@ def main() -> None:
     rows = []
     package, raw = [], []
     batch = config["data"]["batch_size"]
+    precision = str(config["trainer"].get("precision", "32"))
     for seed in arguments.seeds:  # paired, so both sides of each ratio see the same machine load
         package.append(package_run(seed, extra))
-        raw.append(raw_loop(seed, epochs, datamodule, config["model"], batch))
+        raw.append(raw_loop(seed, epochs, datamodule, config["model"], batch, precision))
     # The speed target is stated at batch 256: short paired runs of both at that batch size.
     speed_epochs = 3 if arguments.quick else SPEED_EPOCHS
     speed = [(package_run(seed, [f"--trainer.max_epochs={speed_epochs}", "--data.batch_size=256"]),
-              raw_loop(seed, speed_epochs, datamodule, config["model"], 256)) for seed in arguments.seeds]
+              raw_loop(seed, speed_epochs, datamodule, config["model"], 256, precision)) for seed in arguments.seeds]
     speed_ratios = [p["epoch"] / r["epoch"] for p, r in speed]
     rows.append(("house-price default config (configs/california.yaml)", package))
-    rows.append((f"raw PyTorch loop, same network and batch, {epochs} epochs", raw))
+    rows.append((f"raw PyTorch loop, same network, batch and precision, {epochs} epochs", raw))
     splits = datamodule.splits
     rows.append(("HistGradientBoostingRegressor, defaults", [sklearn_run(HistGradientBoostingRegressor(random_state=seed), splits, datamodule.target) for seed in arguments.seeds]))
     rows.append(("LinearRegression", [sklearn_run(LinearRegression(), splits, datamodule.target)]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Literal
 
 import lightning as L
@@ -119,7 +120,11 @@ class HousePriceRegressor(L.LightningModule):
 
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
         numeric, codes, target = batch
-        members = self.network.member_outputs(numeric, codes)
+        # Only training runs under trainer.precision (bf16-mixed, say); validation and test run in full precision,
+        # so their metrics are what the checkpoint predicts anywhere (evaluate.py, predict.py, `predict`).
+        precision = contextlib.nullcontext() if stage == "train" else torch.autocast(self.device.type, enabled=False)
+        with precision:
+            members = self.network.member_outputs(numeric, codes)
         # Each member learns on its own (mean of their losses); the ensemble predicts their mean.
         loss = self.loss(members, target.unsqueeze(1).expand_as(members))
         output = members.mean(dim=1)
