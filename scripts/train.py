@@ -18,8 +18,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
+from lightning.pytorch.accelerators import CPUAccelerator  # noqa: E402
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
+from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
 from datamodules import HousingDataModule  # noqa: E402
 from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
@@ -45,6 +47,8 @@ class HousePriceCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # set here: a config cannot serialize a plugin instance
+        if trainer.precision == "bf16-mixed" and isinstance(trainer.accelerator, CPUAccelerator) and not fast_cpu_bfloat16():
+            rank_zero_warn("this CPU has no fast bfloat16 arithmetic, so bf16-mixed runs slower than float32 here; add --trainer.precision=32-true")
         return trainer
 
     def before_instantiate_classes(self) -> None:
@@ -68,6 +72,12 @@ class HousePriceCLI(LightningCLI):
         print(f"\nTest metrics of {best} ({self.model.target}, {unit}):\n{metrics_table(metrics, unit)}")
         print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
         print(f"  metrics: {run / 'test_metrics.json'}, {run / 'metrics.csv'}\n  learning curve: {curve}")
+
+
+def fast_cpu_bfloat16() -> bool:
+    """Whether this CPU does bfloat16 matmuls natively (AVX-512 class); elsewhere oneDNN emulates them slowly."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check and check())
 
 
 def resume_in_latest_run(logger: Any) -> None:
