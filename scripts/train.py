@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 import lightning as L  # noqa: E402
 import torch  # noqa: E402
 from lightning.pytorch.accelerators import CPUAccelerator  # noqa: E402
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint  # noqa: E402
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
@@ -47,6 +47,11 @@ class HousePriceCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # set here: a config cannot serialize a plugin instance
+        bar = trainer.progress_bar_callback
+        if type(bar) is TQDMProgressBar and bar.refresh_rate == 1:
+            # Lightning's default bar redraws every step, a few percent of this small network's epoch; a redraw
+            # every 10th step (still several a second) looks the same.
+            trainer.callbacks[trainer.callbacks.index(bar)] = TQDMProgressBar(refresh_rate=10)
         if trainer.precision == "bf16-mixed" and isinstance(trainer.accelerator, CPUAccelerator) and not fast_cpu_bfloat16():
             rank_zero_warn("this CPU has no fast bfloat16 arithmetic, so bf16-mixed runs slower than float32 here; add --trainer.precision=32-true")
         return trainer
