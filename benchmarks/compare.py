@@ -68,15 +68,16 @@ def package_run(seed: int, extra: list[str]) -> dict[str, float]:
             "epochs": len(epochs)}
 
 
-def raw_loop(seed: int, epochs: int, datamodule: HousingDataModule, model_config: dict, batch: int, precision: str = "32") -> dict[str, float]:
-    """The same network, optimizer, one-cycle schedule and precision in a hand-written loop over sliced tensors.
+def raw_loop(seed: int, epochs: int, datamodule: HousingDataModule, config: dict) -> dict[str, float]:
+    """The config's network, optimizer, one-cycle schedule, batch and precision in a hand-written loop over sliced tensors.
 
-    `precision` is the config's trainer.precision: "bf16-mixed" trains under CPU bfloat16 autocast, as the package
-    does; validation and test run in float32 on both sides.
+    With trainer.precision "bf16-mixed" training runs under CPU bfloat16 autocast, as in the package; validation
+    and test run in float32 on both sides.
     """
+    precision, batch = str(config["trainer"].get("precision", "32")), config["data"]["batch_size"]
     assert precision in ("32", "32-true", "bf16-mixed"), f"the raw loop does not mirror precision {precision}"
     torch.manual_seed(seed)
-    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, **model_config)
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, **config["model"])
     options = model.hparams
     assert options.scheduler == "onecycle", "the raw loop mirrors the one-cycle schedule of the default config"
     network, decode = model.network, model.preprocessor.decode_target
@@ -142,16 +143,15 @@ def main() -> None:
     rows = []
     package, raw = [], []
     batch = config["data"]["batch_size"]
-    precision = str(config["trainer"].get("precision", "32"))
     for seed in arguments.seeds:
         # Paired runs, so both sides of each ratio see the same machine load; alternating which side goes first
         # keeps a drifting load from always favouring the same one.
         if seed % 2:
-            raw.append(raw_loop(seed, epochs, datamodule, config["model"], batch, precision))
+            raw.append(raw_loop(seed, epochs, datamodule, config))
             package.append(package_run(seed, extra))
         else:
             package.append(package_run(seed, extra))
-            raw.append(raw_loop(seed, epochs, datamodule, config["model"], batch, precision))
+            raw.append(raw_loop(seed, epochs, datamodule, config))
     rows.append(("house-price default config (configs/california.yaml)", package))
     rows.append((f"raw PyTorch loop, same network, batch and precision, {epochs} epochs", raw))
     splits = datamodule.splits

@@ -42,8 +42,7 @@ def main() -> None:
         torch.set_num_threads(arguments.threads)
     epochs = arguments.epochs or config["trainer"]["max_epochs"]
     datamodule = HousingDataModule(**config["data"])
-    precision = str(config["trainer"].get("precision", "32"))
-    result = raw_loop(arguments.seed, epochs, datamodule, config["model"], config["data"]["batch_size"], precision)
+    result = raw_loop(arguments.seed, epochs, datamodule, config)
     print(json.dumps({"overrides": arguments.overrides, "seed": arguments.seed, "epochs": epochs, **{k: round(v, 4) for k, v in result.items()}}))
 
 

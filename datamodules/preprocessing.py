@@ -86,7 +86,7 @@ def fit_statistics(
     state["target_mean"] = float(target_values.mean())
     state["target_std"] = float(target_values.std()) or 1.0
 
-    preprocessor = Preprocessor(state | {"bin_edges": []})
+    preprocessor = Preprocessor(state)
     inputs = preprocessor.scale_numeric(preprocessor.raw_numeric(train)).numpy()
     state["bin_edges"] = tree_bin_edges(inputs, preprocessor.encode_target(train[target]).numpy(), n_bins, seed)
     return state

@@ -49,15 +49,15 @@ class PiecewiseLinearEmbedding(nn.Module):
         super().__init__()
         n_features, n_bins = len(bin_edges), max(len(edges) - 1 for edges in bin_edges)
         left, width = torch.zeros(n_features, n_bins), torch.ones(n_features, n_bins)
-        lower, upper = torch.zeros(n_features, n_bins), torch.ones(n_features, n_bins)
-        used = torch.zeros(n_features, n_bins)
+        lower, upper = torch.zeros(n_features, n_bins), torch.zeros(n_features, n_bins)
         for f, edges in enumerate(bin_edges):
             edges_f = torch.tensor(edges, dtype=torch.float64)
             bins = len(edges) - 1
-            left[f, :bins], width[f, :bins], used[f, :bins] = edges_f[:-1], edges_f.diff(), 1.0
+            left[f, :bins], width[f, :bins], upper[f, :bins] = edges_f[:-1], edges_f.diff(), 1.0
             lower[f, 0], upper[f, bins - 1] = -math.inf, math.inf  # the outer bins extrapolate
-        # Rebuilt from the preprocessing state, so kept out of the state_dict.
-        for name, value in (("left", left), ("width", width), ("lower", lower), ("upper", upper), ("used", used)):
+        # Padding bins (features with fewer bins) clamp to [0, 0]. Rebuilt from the preprocessing state, so kept
+        # out of the state_dict.
+        for name, value in (("left", left), ("width", width), ("lower", lower), ("upper", upper)):
             self.register_buffer(name, value, persistent=False)
         self.weight = nn.Parameter(torch.empty(n_features, n_bins, dim))
         self.bias = nn.Parameter(torch.empty(n_features, dim))
@@ -66,7 +66,7 @@ class PiecewiseLinearEmbedding(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ramps = torch.clamp((x.unsqueeze(-1) - self.left) / self.width, self.lower, self.upper) * self.used
+        ramps = torch.clamp((x.unsqueeze(-1) - self.left) / self.width, self.lower, self.upper)
         return torch.relu(torch.einsum("bft,ftd->bfd", ramps, self.weight) + self.bias).flatten(1)
 
 
