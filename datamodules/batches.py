@@ -12,7 +12,8 @@ class TensorBatches:
 
     Training (`shuffle=True`): each epoch draws one permutation from `seed + epoch`, identical on every
     process, and process `rank` of `world_size` takes every `world_size`-th row of it; all processes get
-    the same number of batches, as DDP needs. Lightning calls `sampler.set_epoch`, also after a resume, so
+    the same number of batches, as DDP needs. With `k` > 1 each epoch draws k permutations, one per ensemble
+    member, and batches are [k, batch_size, ...]: every member sees every row once per epoch, in its own order. Lightning calls `sampler.set_epoch`, also after a resume, so
     the order of a resumed epoch is the order of the uninterrupted one.
 
     Evaluation (`shuffle=False`): rows are split into `world_size` contiguous shards with no padding or
@@ -27,8 +28,12 @@ class TensorBatches:
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        k: int = 1,
     ) -> None:
+        if k < 1 or (k > 1 and not shuffle):
+            raise ValueError(f"{k=} must be 1, or more when shuffling training batches ({shuffle=})")
         self.tensors = tensors
+        self.k = k
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -62,9 +67,14 @@ class TensorBatches:
         total = len(self.tensors[0])
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(total, generator=generator)[self.rank :: self.world_size][: self.n_rows]
+            orders = [torch.randperm(total, generator=generator)[self.rank :: self.world_size][: self.n_rows] for _ in range(self.k)]
+            order = orders[0] if self.k == 1 else torch.stack(orders)  # [n_rows] or [k, n_rows]
             # One gather per epoch, then every batch is a free view.
             tensors = tuple(tensor[order.to(tensor.device)] for tensor in self.tensors)
+            if self.k > 1:
+                for begin in range(0, self.n_rows, self.batch_size):
+                    yield tuple(tensor[:, begin : begin + self.batch_size] for tensor in tensors)
+                return
         else:
             start, size = self._shard()
             tensors = tuple(tensor[start : start + size] for tensor in self.tensors)

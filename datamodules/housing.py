@@ -21,6 +21,13 @@ from datamodules.sources import CALIFORNIA_TARGET, CALIFORNIA_UNIT, check_table,
 SPLITS = ("train", "val", "test")
 
 
+def fingerprint(frame: pd.DataFrame) -> dict[str, Any]:
+    """{"rows", "sha256"} of a frame's column names and values, in row order; the index is ignored."""
+    digest = hashlib.sha256(json.dumps([str(column) for column in frame.columns]).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return {"rows": len(frame), "sha256": digest.hexdigest()}
+
+
 class HousingDataModule(L.LightningDataModule):
     """Housing data for `HousePriceRegressor`.
 
@@ -41,6 +48,8 @@ class HousingDataModule(L.LightningDataModule):
         batch_size: training rows per optimizer step, per process.
         eval_batch_size: rows per validation / test / predict batch.
         resident_on_device: keep the split tensors on the training device (a GPU) rather than copying each batch.
+        member_batches: k > 1 gives training batches [k, batch_size, ...], each ensemble member its own order of
+            the rows; the training CLI sets it from `model.ensemble_size` and `model.share_training_batches`.
     """
 
     def __init__(
@@ -59,12 +68,14 @@ class HousingDataModule(L.LightningDataModule):
         batch_size: int = 256,
         eval_batch_size: int = 4096,
         resident_on_device: bool = True,
+        member_batches: int = 1,
     ) -> None:
         super().__init__()
         for name, fraction in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
             if not 0 < fraction < 1:
                 raise HousePriceError(f"data.{name} is {fraction}; it must lie strictly between 0 and 1")
-        for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("n_quantiles", n_quantiles), ("n_bins", n_bins)):
+        sizes = (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("n_quantiles", n_quantiles), ("n_bins", n_bins), ("member_batches", member_batches))
+        for name, size in sizes:
             if size < 1:
                 raise HousePriceError(f"data.{name} is {size}; it must be a positive integer")
         if path is not None and target is None:
@@ -162,8 +173,12 @@ class HousingDataModule(L.LightningDataModule):
                     "make sure every process reads the same data file"
                 )
 
+    def fingerprints(self) -> dict[str, dict[str, Any]]:
+        """Per split, its row count and a hash of its raw rows: proof of which rows a checkpoint trained and tested on."""
+        return {name: fingerprint(frame) for name, frame in self.splits.items()}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"preprocessing": self.preprocessing}
+        return {"preprocessing": self.preprocessing, "fingerprints": self.fingerprints()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._state = state_dict["preprocessing"]
@@ -187,6 +202,7 @@ class HousingDataModule(L.LightningDataModule):
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
+            k=self.hparams.member_batches if shuffle else 1,
         )
 
     def train_dataloader(self) -> TensorBatches:

@@ -19,8 +19,9 @@ from datamodules.errors import HousePriceError
 from datamodules.sources import check_numeric_columns, check_target_values, find_column, numeric_and_categorical
 
 Scaling = Literal["standard", "quantile"]
-STATE_VERSION = 2
-UNKNOWN = 0  # category code for values never seen in training (and for missing categories)
+STATE_VERSION = 3
+UNKNOWN = 0  # category code for values never seen in training (and for missing ones, if training had none)
+MISSING = 1  # category code for a missing value, in columns that had missing values in training
 
 _MAX_BIN_ROWS = 100_000
 
@@ -62,6 +63,8 @@ def fit_statistics(
     imputed = SimpleImputer(strategy="median", keep_empty_features=True).fit(values) if numeric else None
     state["medians"] = imputed.statistics_.tolist() if imputed else []
     state["indicators"] = [name for name, gap in zip(numeric, has_gaps) if gap]
+    # Columns with two values (0/1 flags) enter the network as 0/1 rather than embedded or quantile-scaled.
+    state["binary"] = [name for name, column in zip(numeric, values.T) if len(np.unique(column[~np.isnan(column)])) <= 2]
     # The training range bounds the model's "what if" analyses (analysis.sensitivity).
     state["minimum"] = np.nanmin(values, axis=0).tolist() if numeric else []
     state["maximum"] = np.nanmax(values, axis=0).tolist() if numeric else []
@@ -80,16 +83,22 @@ def fit_statistics(
     else:
         raise HousePriceError(f"unknown scaling '{scaling}'; use 'standard' or 'quantile'")
 
-    state["vocabularies"] = [sorted(train[column].dropna().astype(str).unique().tolist()) for column in categorical]
+    state["vocabularies"] = [sorted(_category_text(train[column]).dropna().unique().tolist()) for column in categorical]
+    state["category_gaps"] = [column for column in categorical if train[column].isna().any()]
 
     target_values = _target_space(train[target].to_numpy(dtype=np.float64), log_target)
     state["target_mean"] = float(target_values.mean())
     state["target_std"] = float(target_values.std()) or 1.0
 
     preprocessor = Preprocessor(state)
-    inputs = preprocessor.scale_numeric(preprocessor.raw_numeric(train)).numpy()
+    inputs = preprocessor.scale_numeric(preprocessor.raw_numeric(train))[:, : preprocessor.n_continuous].numpy()
     state["bin_edges"] = tree_bin_edges(inputs, preprocessor.encode_target(train[target]).numpy(), n_bins, seed)
     return state
+
+
+def _category_text(values: pd.Series) -> pd.Series:
+    """Categories as text without surrounding whitespace ("NEAR BAY " is "NEAR BAY"); missing stays missing."""
+    return values.map(lambda value: str(value).strip() if pd.notna(value) else value)
 
 
 def tree_bin_edges(inputs: np.ndarray, target: np.ndarray, n_bins: int, seed: int = 0) -> list[list[float]]:
@@ -127,7 +136,9 @@ class Preprocessor:
         self.target: str = state["target"]
         self.numeric: list[str] = state["numeric"]
         self.categorical: list[str] = state["categorical"]
-        self._codes = [{value: code for code, value in enumerate(vocab, start=UNKNOWN + 1)} for vocab in state["vocabularies"]]
+        self._codes = [{value: code for code, value in enumerate(vocab, start=MISSING + 1)} for vocab in state["vocabularies"]]
+        self.binary: list[str] = state["binary"]
+        self.continuous: list[str] = [name for name in self.numeric if name not in self.binary]
 
     @property
     def features(self) -> list[str]:
@@ -140,9 +151,14 @@ class Preprocessor:
         return len(self.numeric) + len(self.state["indicators"])
 
     @property
+    def n_continuous(self) -> int:
+        """The leading numeric inputs that are continuous (the rest are 0/1: binary columns, then indicators)."""
+        return len(self.continuous)
+
+    @property
     def cardinalities(self) -> list[int]:
-        """Embedding table size per categorical column, the unknown slot included."""
-        return [len(vocab) + 1 for vocab in self.state["vocabularies"]]
+        """Embedding table size per categorical column, the unknown and missing slots included."""
+        return [len(vocab) + 2 for vocab in self.state["vocabularies"]]
 
     def check_columns(self, frame: pd.DataFrame) -> None:
         missing = [column for column in self.features if column not in frame.columns]
@@ -168,7 +184,7 @@ class Preprocessor:
         return torch.from_numpy(frame[self.numeric].to_numpy(dtype=np.float64, na_value=np.nan, copy=True))
 
     def scale_numeric(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw numeric features -> imputed, scaled features plus missing-indicators, float64.
+        """Raw numeric features -> [continuous scaled..., binary as 0/1..., missing-indicators...], float64.
 
         Pure torch, so gradients flow from the model's output back to the raw features (see analysis).
         """
@@ -184,15 +200,32 @@ class Preprocessor:
             quantiles, references = numbers("quantiles"), numbers("references")
             columns = [_quantile_normal(filled[:, j], quantiles[j], references) for j in range(len(quantiles))]
             scaled = torch.stack(columns, dim=1) if columns else filled
+        continuous = [self.numeric.index(name) for name in self.continuous]
+        binary = [self.numeric.index(name) for name in self.binary]
+        low, high = numbers("minimum")[binary], numbers("maximum")[binary]
+        flags = (filled[:, binary] - low) / torch.where(high > low, high - low, 1.0)
         indicators = [self.numeric.index(name) for name in self.state["indicators"]]
-        return torch.cat([scaled, gaps[:, indicators].double()], dim=1)
+        return torch.cat([scaled[:, continuous], flags, gaps[:, indicators].double()], dim=1)
 
     def encode_categories(self, frame: pd.DataFrame) -> torch.Tensor:
-        """Category codes int64 [n, n_categorical]: 1.. for training values, UNKNOWN (0) for anything else."""
+        """Category codes int64 [n, n_categorical]: 2.. for training values, MISSING (1) for a missing value in a
+        column that had missing values in training, UNKNOWN (0) for anything else."""
         codes = np.zeros((len(frame), len(self.categorical)), dtype=np.int64)
         for j, (column, lookup) in enumerate(zip(self.categorical, self._codes)):
-            codes[:, j] = frame[column].map(lambda value: lookup.get(str(value), UNKNOWN) if pd.notna(value) else UNKNOWN)
+            missing = MISSING if column in self.state["category_gaps"] else UNKNOWN
+            text = _category_text(frame[column])
+            codes[:, j] = text.map(lambda value: lookup.get(value, UNKNOWN) if pd.notna(value) else missing)
         return torch.from_numpy(codes)
+
+    def unseen_categories(self, frame: pd.DataFrame, examples: int = 3) -> dict[str, dict[str, Any]]:
+        """Per categorical column, the rows whose (present) value training never saw: {"rows", "examples"}."""
+        report = {}
+        for column, lookup in zip(self.categorical, self._codes):
+            text = _category_text(frame[column]).dropna()
+            unseen = text[~text.isin(lookup.keys())]
+            if len(unseen):
+                report[column] = {"rows": int(len(unseen)), "examples": unseen.unique()[:examples].tolist()}
+        return report
 
     def tensors(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(numeric features, category codes, standardized target) of a frame that has the target column."""

@@ -6,11 +6,13 @@ fitted or scaled. Problems a user can fix raise `HousePriceError` with one line 
 
 from __future__ import annotations
 
+import codecs
 import csv
 import difflib
-import io
+import itertools
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -53,17 +55,58 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
     Column names keep inner spaces and lose surrounding whitespace. Duplicate names, binary files, empty
     files and header-only files are refused with a message naming the file.
     """
+    (frame,) = read_csv_chunks(path, rows=None)
+    return frame
+
+
+def read_csv_chunks(path: str | os.PathLike, rows: int | None, text_columns: list[str] = ()) -> Iterator[pd.DataFrame]:
+    """`read_csv` in frames of at most `rows` rows (None: one frame), reading the file as it goes.
+
+    `text_columns` come back exactly as written in the file, as strings (ids such as "0526301100" keep their
+    zeros, an empty cell is ""), whatever the other columns' parsing makes of numbers and missing values.
+    """
     path = Path(path)
+    options = _csv_format(path)
+    names = options["names"]
+    for column in text_columns:
+        find_column(pd.DataFrame(columns=names), column, "--keep-columns")
+    try:
+        frames = pd.read_csv(path, na_values=MISSING_MARKERS, skipinitialspace=True, low_memory=False, chunksize=rows, **options)
+        texts = (
+            pd.read_csv(path, usecols=list(text_columns), dtype=str, keep_default_na=False, na_filter=False, chunksize=rows, **options)
+            if text_columns else None
+        )
+        if rows is None:
+            frames, texts = [frames], [texts]
+        seen = False
+        for frame, text in zip(frames, texts if text_columns else itertools.repeat(None)):
+            if frame.empty and not seen:
+                break
+            seen = True
+            if text is not None:
+                frame = frame.assign(**{column: text[column].to_numpy() for column in text_columns})
+            yield frame
+    except (pd.errors.ParserError, ValueError) as error:
+        message = " ".join(str(error).split())
+        raise HousePriceError(f"data file '{path}' is not a well-formed CSV ({message}); fix the rows it names") from None
+    if not seen:
+        raise HousePriceError(f"data file '{path}' has a header but no data rows; add rows")
+
+
+def _csv_format(path: Path) -> dict:
+    """pandas.read_csv options for a user's CSV (encoding, delimiter, names), after the checks that need no parsing."""
     if not path.exists():
         raise HousePriceError(f"data file '{path}' does not exist; check the path (--data.path / --data)")
     if path.is_dir():
         raise HousePriceError(f"data path '{path}' is a directory; give the CSV file inside it")
-    raw = path.read_bytes()
-    if not raw.strip():
+    with open(path, "rb") as file:
+        head = file.read(_HEAD_BYTES)
+    if not head.strip():
         raise HousePriceError(f"data file '{path}' is empty; give a CSV with a header row and data rows")
-    if _looks_binary(raw[:65536]):
+    if _looks_binary(head):
         raise HousePriceError(f"data file '{path}' is binary, not a CSV text file; export it as CSV first")
-    text = _decode(raw)
+    encoding = _encoding(path)
+    text = head.decode(encoding, errors="replace")
     header = _header(text, path)
     delimiter = _delimiter(text)
     names = [name.strip() for name in next(csv.reader([header], delimiter=delimiter))]
@@ -72,22 +115,10 @@ def read_csv(path: str | os.PathLike) -> pd.DataFrame:
         raise HousePriceError(f"data file '{path}' has duplicate column names {duplicated}; rename them so each is unique")
     if any(name == "" for name in names):
         raise HousePriceError(f"data file '{path}' has a column with an empty name (position {names.index('') + 1}); name it")
-    try:
-        frame = pd.read_csv(
-            io.StringIO(text),
-            sep=delimiter,
-            header=0,
-            names=names,
-            na_values=MISSING_MARKERS,
-            skipinitialspace=True,
-            low_memory=False,
-        )
-    except (pd.errors.ParserError, ValueError) as error:
-        message = " ".join(str(error).split())
-        raise HousePriceError(f"data file '{path}' is not a well-formed CSV ({message}); fix the rows it names") from None
-    if frame.empty:
-        raise HousePriceError(f"data file '{path}' has a header but no data rows; add rows")
-    return frame
+    return {"encoding": encoding, "encoding_errors": "replace", "sep": delimiter, "header": 0, "names": names}
+
+
+_HEAD_BYTES = 65536
 
 
 def _looks_binary(head: bytes) -> bool:
@@ -96,12 +127,18 @@ def _looks_binary(head: bytes) -> bool:
     return b"\x00" in head or controls > 0.01 * len(head)
 
 
-def _decode(raw: bytes) -> str:
-    """UTF-8 (with or without a byte-order mark), else Windows-1252, which every spreadsheet writes."""
+def _encoding(path: Path) -> str:
+    """UTF-8 (with or without a byte-order mark) if the whole file decodes as such, else Windows-1252, which every
+    spreadsheet writes. Checked a block at a time, so a large file never sits in memory."""
+    decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        return raw.decode("utf-8-sig")
+        with open(path, "rb") as file:
+            while block := file.read(1 << 20):
+                decoder.decode(block)
+            decoder.decode(b"", final=True)
     except UnicodeDecodeError:
-        return raw.decode("cp1252", errors="replace")
+        return "cp1252"
+    return "utf-8-sig"
 
 
 def _header(text: str, path: Path) -> str:

@@ -10,6 +10,9 @@ import lightning as L
 class EpochTimer(L.Callback):
     """Logs `epoch_seconds`, the wall time of each training epoch, next to the epoch's metrics."""
 
+    def __init__(self) -> None:
+        self._start = time.perf_counter()
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = time.perf_counter()
 

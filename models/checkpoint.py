@@ -12,7 +12,8 @@ import pandas as pd
 import torch
 
 from datamodules.errors import HousePriceError
-from datamodules.housing import HousingDataModule
+from datamodules.housing import HousingDataModule, fingerprint
+from datamodules.preprocessing import STATE_VERSION
 from models.regressor import HousePriceRegressor
 
 
@@ -47,23 +48,61 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any]) -> HousePriceRegressor:
-    """Rebuild the model from the checkpoint's hyperparameters and weights, in eval mode on the CPU."""
+    """Rebuild the model from the checkpoint's hyperparameters and weights, in eval mode on the CPU.
+
+    The hyperparameters are first checked against the stored weights on the "meta" device, which allocates
+    nothing: an edited file asking for a network of terabytes is refused before anything is built.
+    """
     hyper_parameters = {key: value for key, value in checkpoint["hyper_parameters"].items() if not key.startswith("_")}
+    check_weights_fit(checkpoint, hyper_parameters)
     model = HousePriceRegressor(**hyper_parameters)
-    try:
-        model.load_state_dict(checkpoint["state_dict"])
-    except RuntimeError as error:
-        raise HousePriceError(f"checkpoint weights do not fit the model they describe ({str(error).splitlines()[0]}); the file is damaged") from None
+    model.load_state_dict(checkpoint["state_dict"])
     return model.eval()
 
 
+def check_weights_fit(checkpoint: dict[str, Any], hyper_parameters: dict[str, Any]) -> None:
+    """Refuse a checkpoint whose hyperparameters describe other shapes than its stored weights."""
+    if hyper_parameters.get("preprocessing", {}).get("version") != STATE_VERSION:
+        raise HousePriceError(
+            "checkpoint was written by an earlier version of house-price (preprocessing state version "
+            f"{hyper_parameters.get('preprocessing', {}).get('version')}, now {STATE_VERSION}); retrain the model"
+        )
+    try:
+        with torch.device("meta"):
+            expected = {name: tuple(value.shape) for name, value in HousePriceRegressor(**hyper_parameters).state_dict().items()}
+    except (TypeError, ValueError, RuntimeError, HousePriceError) as error:
+        raise HousePriceError(f"checkpoint hyperparameters do not describe a model ({' '.join(str(error).split())[:160]}); the file is damaged") from None
+    stored = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items() if isinstance(value, torch.Tensor)}
+    if expected != stored:
+        differ = sorted(name for name in expected.keys() | stored.keys() if expected.get(name) != stored.get(name))
+        example = differ[0]
+        raise HousePriceError(
+            f"checkpoint hyperparameters do not match its weights ({len(differ)} differ, e.g. '{example}': "
+            f"{expected.get(example)} described vs {stored.get(example)} stored); the file is damaged or was edited"
+        )
+
+
 def training_split(checkpoint: dict[str, Any], split: str = "test") -> pd.DataFrame:
-    """A split of the checkpoint's own training data: same source, seed and fractions, raw values."""
+    """A split of the checkpoint's own training data: same source, seed and fractions, raw values.
+
+    The rebuilt split must hash to the fingerprint stored at training time: a data file that changed since
+    (rows appended, edited, reordered) would otherwise give a different "test split", holding training rows.
+    """
     arguments = {key: value for key, value in checkpoint.get("datamodule_hyper_parameters", {}).items() if not key.startswith("_")}
     target = checkpoint["hyper_parameters"]["preprocessing"]["target"]
     if not arguments or (arguments.get("path") is None and arguments.get("target") not in (None, target)):
         raise HousePriceError("this checkpoint was trained on an in-memory DataFrame; pass --data CSV")
-    return HousingDataModule(**arguments).splits[split]
+    frame = HousingDataModule(**arguments).splits[split]
+    stored = checkpoint.get(HousingDataModule.__qualname__, {}).get("fingerprints", {}).get(split)
+    if stored is None:
+        raise HousePriceError(f"checkpoint holds no fingerprint of its {split} split, so it cannot be rebuilt safely; pass --data FILE")
+    if fingerprint(frame) != stored:
+        source = arguments.get("path") or "the California housing set"
+        raise HousePriceError(
+            f"{source} changed since training: its rebuilt {split} split ({len(frame)} rows) is not the one the model "
+            f"was trained with ({stored['rows']} rows); pass --data FILE to evaluate a file on purpose"
+        )
+    return frame
 
 
 def load_model(path: str | os.PathLike) -> HousePriceRegressor:

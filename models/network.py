@@ -1,4 +1,8 @@
-"""The regression network: feature embeddings feeding an MLP. Inputs are standardized, outputs too."""
+"""The regression network: feature embeddings feeding an ensemble of k MLPs. Inputs are standardized, outputs too.
+
+Shapes: B rows, k ensemble members, d features. Member-major activations are [k, B, d]. A batch either is shared
+by all members ([B, d]) or holds each member's own rows ([k, B, d]: TabM's `share_training_batches = false`).
+"""
 
 from __future__ import annotations
 
@@ -11,38 +15,41 @@ from torch import nn
 Activation = Literal["relu", "gelu", "silu"]
 Normalization = Literal["none", "batch", "layer"]
 NumericEmbedding = Literal["none", "periodic", "piecewise"]
+Ensemble = Literal["packed", "tabm", "tabm-mini"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+def _uniform_(tensor: torch.Tensor, d: int) -> torch.Tensor:
+    """U(-1/sqrt(d), 1/sqrt(d)): nn.Linear's default for fan-in d, as in rtdl and tabm."""
+    return nn.init.uniform_(tensor, -(d**-0.5), d**-0.5)
 
 
 class PeriodicEmbedding(nn.Module):
     """Each numeric feature x -> ReLU(W_f [cos(2 pi c_f x), sin(2 pi c_f x)] + b_f): "PLR" of Gorishniy et al. 2022.
 
-    Lets an MLP draw sharp, local shapes along one feature (latitude, longitude), which it learns poorly
-    from the raw number.
+    [..., n_features] -> [..., n_features * dim].
     """
 
     def __init__(self, n_features: int, n_frequencies: int, dim: int, scale: float) -> None:
         super().__init__()
         self.frequencies = nn.Parameter(torch.randn(n_features, n_frequencies) * scale)
-        self.weight = nn.Parameter(torch.empty(n_features, 2 * n_frequencies, dim))
-        self.bias = nn.Parameter(torch.empty(n_features, dim))
-        bound = 1 / math.sqrt(2 * n_frequencies)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        self.weight = _uniform_(nn.Parameter(torch.empty(n_features, 2 * n_frequencies, dim)), 2 * n_frequencies)
+        self.bias = _uniform_(nn.Parameter(torch.empty(n_features, dim)), 2 * n_frequencies)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         angles = 2 * math.pi * self.frequencies * x.unsqueeze(-1)
         periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
-        return torch.relu(torch.einsum("bfk,fkd->bfd", periodic, self.weight) + self.bias).flatten(1)
+        return torch.relu(torch.einsum("...fk,fkd->...fd", periodic, self.weight) + self.bias).flatten(-2)
 
 
 class PiecewiseLinearEmbedding(nn.Module):
-    """Each numeric feature x -> ReLU(W_f ramps_f(x) + b_f): "T-LR" of Gorishniy et al. 2022.
+    """Piecewise-linear embeddings of rtdl-num-embeddings, "version B" (Gorishniy et al. 2024, TabM).
 
-    ramps_f(x)[t] is 0 below bin t of feature f, 1 above it and rises linearly across it (the first and last
-    bins extend beyond the training range). With tree-fitted bins (`preprocessing.tree_bin_edges`) the edges sit
-    where the price changes with the feature, which lets the MLP draw sharp local shapes cheaply.
+    x_f -> w_f x_f + b_f + V_f ramps_f(x_f), no activation. ramps_f(x)[t] is 0 below bin t of feature f, 1 above it
+    and rises linearly across it (the first and last bins extend beyond the training range). V starts at zero, so
+    the embedding starts linear and learns its bends. With tree-fitted bins (`preprocessing.tree_bin_edges`) the
+    edges sit where the price changes with the feature. [..., n_features] -> [..., n_features * dim].
     """
 
     def __init__(self, bin_edges: list[list[float]], dim: int) -> None:
@@ -59,44 +66,116 @@ class PiecewiseLinearEmbedding(nn.Module):
         # out of the state_dict.
         for name, value in (("left", left), ("width", width), ("lower", lower), ("upper", upper)):
             self.register_buffer(name, value, persistent=False)
-        self.weight = nn.Parameter(torch.empty(n_features, n_bins, dim))
-        self.bias = nn.Parameter(torch.empty(n_features, dim))
-        bound = 1 / math.sqrt(n_bins)
-        nn.init.uniform_(self.weight, -bound, bound)
-        nn.init.uniform_(self.bias, -bound, bound)
+        self.linear_weight = _uniform_(nn.Parameter(torch.empty(n_features, dim)), dim)
+        self.linear_bias = _uniform_(nn.Parameter(torch.empty(n_features, dim)), dim)
+        self.weight = nn.Parameter(torch.zeros(n_features, n_bins, dim))
+
+    def ramps(self, x: torch.Tensor) -> torch.Tensor:
+        """[..., n_features] -> [..., n_features, n_bins]."""
+        return torch.clamp((x.unsqueeze(-1) - self.left) / self.width, self.lower, self.upper)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ramps = torch.clamp((x.unsqueeze(-1) - self.left) / self.width, self.lower, self.upper)
-        return torch.relu(torch.einsum("bft,ftd->bfd", ramps, self.weight) + self.bias).flatten(1)
+        linear = torch.addcmul(self.linear_bias, x.unsqueeze(-1), self.linear_weight)
+        return (linear + torch.einsum("...ft,ftd->...fd", self.ramps(x), self.weight)).flatten(-2)
 
 
 class GroupedLinear(nn.Module):
-    """k independent linear layers: [k, B, d_in] -> [k, B, d_out] (member-major), or [B, d_in] -> [k, B, d_out].
+    """k independent linear layers: [k, B, d_in] -> [k, B, d_out], or a shared [B, d_in] -> [k, B, d_out].
 
-    Given one input shared by all members ([B, d_in]), the k layers run as a single matmul against their
-    weights side by side, which is cheaper than a batched matmul over k copies of the input, forward and back.
+    Given one input shared by all members, the k layers run as a single matmul against their weights side by
+    side, which is cheaper than a batched matmul over k copies of the input, forward and back.
     """
 
-    def __init__(self, members: int, d_in: int, d_out: int) -> None:
+    def __init__(self, k: int, d_in: int, d_out: int) -> None:
         super().__init__()
-        bound = 1 / math.sqrt(d_in)  # nn.Linear's default initialisation, per member
-        self.weight = nn.Parameter(torch.empty(members, d_in, d_out).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(members, 1, d_out).uniform_(-bound, bound))
+        self.weight = _uniform_(nn.Parameter(torch.empty(k, d_in, d_out)), d_in)
+        self.bias = _uniform_(nn.Parameter(torch.empty(k, 1, d_out)), d_in)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() == 3:
             return torch.baddbmm(self.bias, x, self.weight)
-        members, d_in, d_out = self.weight.shape
-        side_by_side = self.weight.permute(1, 0, 2).reshape(d_in, members * d_out)
-        return torch.addmm(self.bias.flatten(), x, side_by_side).view(len(x), members, d_out).transpose(0, 1)
+        k, d_in, d_out = self.weight.shape
+        side_by_side = self.weight.permute(1, 0, 2).reshape(d_in, k * d_out)
+        return torch.addmm(self.bias.flatten(), x, side_by_side).view(len(x), k, d_out).transpose(0, 1)
+
+
+class BatchEnsembleLinear(nn.Module):
+    """k linear layers sharing one weight W: member i computes ((x * r_i) W) * s_i + b_i (Wen et al. 2020).
+
+    TabM's initialisation: W and the bias as nn.Linear (the bias identical across members), s = 1, and r = 1
+    except in the first layer, whose r is random and constant within each feature's chunk of the input
+    (`first_chunks`): "normal" after numeric embeddings, "random-signs" without. [k, B, d_in] or [B, d_in] ->
+    [k, B, d_out].
+    """
+
+    def __init__(self, k: int, d_in: int, d_out: int, first_chunks: list[int] | None = None, embedded: bool = True) -> None:
+        super().__init__()
+        self.weight = _uniform_(nn.Parameter(torch.empty(d_in, d_out)), d_in)
+        self.r = nn.Parameter(torch.ones(k, 1, d_in))
+        self.s = nn.Parameter(torch.ones(k, 1, d_out))
+        self.bias = nn.Parameter(_uniform_(torch.empty(d_out), d_in).expand(k, 1, d_out).clone())
+        if first_chunks is not None:
+            _init_chunks_(self.r, first_chunks, "normal" if embedded else "random-signs")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.bias, (x * self.r) @ self.weight, self.s)
+
+
+class MiniEnsembleAdapter(nn.Module):
+    """TabM-mini's only per-member parameters before the shared MLP: member i sees x * r_i.
+
+    r is initialised like TabM's first r (random, constant within each feature's chunk). [k, B, d] or [B, d] ->
+    [k, B, d].
+    """
+
+    def __init__(self, k: int, d: int, chunks: list[int], embedded: bool = True) -> None:
+        super().__init__()
+        self.r = _init_chunks_(nn.Parameter(torch.empty(k, 1, d)), chunks, "normal" if embedded else "random-signs")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.r
+
+
+def _init_chunks_(r: torch.Tensor, chunks: list[int], distribution: str) -> torch.Tensor:
+    """One random value per (member, chunk), repeated across the chunk: each feature is scaled as a whole."""
+    if sum(chunks) != r.shape[-1]:
+        raise ValueError(f"{sum(chunks)=} != {r.shape[-1]=}")
+    values = torch.randn(r.shape[0], len(chunks))
+    if distribution == "random-signs":
+        values = torch.where(values < 0, -1.0, 1.0)
+    with torch.no_grad():
+        r.copy_(torch.cat([values[:, [j]].expand(-1, size) for j, size in enumerate(chunks)], dim=1).view(r.shape))
+    return r
+
+
+class MemberNorm(nn.Module):
+    """Batch or layer normalization of each member's features, with its own affine parameters: [k, B, d]."""
+
+    def __init__(self, kind: Normalization, k: int, width: int) -> None:
+        super().__init__()
+        self.kind = kind
+        if kind == "batch":
+            self.norm = nn.BatchNorm1d(k * width)
+        elif kind == "layer":
+            self.norm = nn.LayerNorm(width, elementwise_affine=False)
+            self.weight = nn.Parameter(torch.ones(k, 1, width))
+            self.bias = nn.Parameter(torch.zeros(k, 1, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "layer":
+            return torch.addcmul(self.bias, self.norm(x), self.weight)
+        if self.kind == "batch":
+            k, rows, width = x.shape
+            return self.norm(x.transpose(0, 1).reshape(rows, k * width)).view(rows, k, width).transpose(0, 1)
+        return x
 
 
 class ByteDropout(nn.Module):
     """Dropout with masks cut from random bytes: p is rounded to a multiple of 1/256 (0.2 -> 51/256).
 
     torch's CPU `bernoulli_` draws one random number per element and took half of every training step of the
-    default network (4 ms of 8 for a [512, 8, 128] activation on 2 cores); 64-bit random integers cut into
-    bytes give the same masks 15x cheaper, on any device.
+    default network on 2 cores; 64-bit random integers cut into bytes give the same masks 15x cheaper, on any
+    device.
     """
 
     def __init__(self, p: float) -> None:
@@ -115,32 +194,23 @@ class ByteDropout(nn.Module):
         return f"p={self.p}"
 
 
-class MemberNorm(nn.Module):
-    """Batch or layer normalization of each member's features, for [k, B, d] activations."""
-
-    def __init__(self, kind: Normalization, members: int, width: int) -> None:
-        super().__init__()
-        self.kind = kind
-        self.norm = {"none": nn.Identity(), "batch": nn.BatchNorm1d(members * width), "layer": nn.LayerNorm(width)}[kind]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.kind != "batch":
-            return self.norm(x)
-        members, rows, width = x.shape
-        return self.norm(x.transpose(0, 1).reshape(rows, members * width)).view(rows, members, width).transpose(0, 1)
-
-
 class TabularMLP(nn.Module):
-    """Numeric features (optionally embedded) and categorical embeddings -> `members` MLPs -> standardized outputs.
+    """Numeric features (the first `n_embedded` optionally embedded) and categorical embeddings -> k MLPs.
 
-    With members > 1 this is a packed ensemble (as in TabM, Gorishniy et al. 2024): the feature embeddings are
-    shared, each member has its own hidden layers and head, all members run in the same batched matmuls and
-    their predictions are averaged. members = 1 is a plain MLP.
+    `ensemble` picks how the k members share weights (Gorishniy et al. 2024, "TabM"):
+    - "packed": k fully independent MLPs computed in batched matmuls (TabM-packed);
+    - "tabm": one MLP whose every linear layer is a BatchEnsemble layer (shared W, per-member r, s, bias);
+    - "tabm-mini": one fully shared MLP behind a per-member multiplicative adapter on its input.
+    All three end in k independent linear heads; the prediction is the mean over members. k = 1 with
+    "packed" is a plain MLP. Feature embeddings are always shared. Binary inputs (0/1 columns, missing-indicators)
+    come after the `n_embedded` continuous ones and enter as they are: embedding a 0/1 value adds nothing.
     """
 
     def __init__(
         self,
+        *,
         n_numeric: int,
+        n_embedded: int,
         cardinalities: list[int],
         hidden_sizes: list[int],
         activation: Activation = "relu",
@@ -151,40 +221,61 @@ class TabularMLP(nn.Module):
         n_frequencies: int = 16,
         frequency_scale: float = 0.1,
         category_dim: int = 8,
-        members: int = 1,
+        k: int = 1,
+        ensemble: Ensemble = "packed",
         bin_edges: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
-        if numeric_embedding == "periodic" and n_numeric:
-            self.numeric = PeriodicEmbedding(n_numeric, n_frequencies, embedding_dim, frequency_scale)
-            width = n_numeric * embedding_dim
-        elif numeric_embedding == "piecewise" and n_numeric:
-            if bin_edges is None or len(bin_edges) != n_numeric:
-                raise ValueError(f"piecewise embeddings need bin edges for each of the {n_numeric} numeric inputs")
+        if not 0 <= n_embedded <= n_numeric:
+            raise ValueError(f"{n_embedded=} must lie in [0, {n_numeric=}]")
+        self.n_embedded = n_embedded if numeric_embedding != "none" else 0
+        if numeric_embedding == "periodic" and self.n_embedded:
+            self.numeric = PeriodicEmbedding(self.n_embedded, n_frequencies, embedding_dim, frequency_scale)
+        elif numeric_embedding == "piecewise" and self.n_embedded:
+            if bin_edges is None or len(bin_edges) != self.n_embedded:
+                raise ValueError(f"piecewise embeddings need bin edges for each of the {self.n_embedded} embedded inputs")
             self.numeric = PiecewiseLinearEmbedding(bin_edges, embedding_dim)
-            width = n_numeric * embedding_dim
         else:
             self.numeric = nn.Identity()
-            width = n_numeric
         self.categories = nn.ModuleList(nn.Embedding(cardinality, category_dim) for cardinality in cardinalities)
-        width += category_dim * len(cardinalities)
-        self.members = members
-        layers: list[nn.Module] = []
-        for size in hidden_sizes:
-            layers += [GroupedLinear(members, width, size), MemberNorm(normalization, members, size), _ACTIVATIONS[activation]()]
+        # One chunk per feature, for the first adapter's initialisation.
+        chunks = [embedding_dim if self.n_embedded else 1] * self.n_embedded + [1] * (n_numeric - self.n_embedded)
+        chunks += [category_dim] * len(cardinalities)
+        width = sum(chunks)
+        self.k, self.ensemble = k, ensemble
+        embedded = self.n_embedded > 0
+        layers: list[nn.Module] = [MiniEnsembleAdapter(k, width, chunks, embedded)] if ensemble == "tabm-mini" else []
+        for index, size in enumerate(hidden_sizes):
+            if ensemble == "packed":
+                layers.append(GroupedLinear(k, width, size))
+            elif ensemble == "tabm":
+                layers.append(BatchEnsembleLinear(k, width, size, chunks if index == 0 else None, embedded))
+            else:
+                layers.append(nn.Linear(width, size))  # one layer every member applies
+            layers += [MemberNorm(normalization, k, size), _ACTIVATIONS[activation]()]
             if dropout:
                 layers.append(ByteDropout(dropout))
             width = size
-        layers.append(GroupedLinear(members, width, 1))
+        layers.append(GroupedLinear(k, width, 1))
         self.mlp = nn.Sequential(*layers)
 
+    def features(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """(numeric [..., n_numeric], codes [..., n_cat]) -> the MLP's input [..., width]."""
+        embedded, plain = numeric[..., : self.n_embedded], numeric[..., self.n_embedded :]
+        parts = [self.numeric(embedded), plain] + [embed(codes[..., j]) for j, embed in enumerate(self.categories)]
+        return torch.cat(parts, dim=-1)
+
     def member_outputs(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """(numeric [B, n_numeric] standardized, codes [B, n_cat] int64) -> each member's prediction [B, members]."""
-        parts = [self.numeric(numeric)] + [embed(codes[:, j]) for j, embed in enumerate(self.categories)]
-        features = torch.cat(parts, dim=1)
-        # The first layer takes the shared [B, d] features; later layers see member-major [k, B, d] activations.
-        return self.mlp(features).squeeze(-1).T
+        """Each member's standardized prediction [k, B].
+
+        numeric: [B, n_numeric] standardized and codes [B, n_cat] int64, shared by all members, or [k, B, ...]
+        with each member's own rows.
+        """
+        x = self.features(numeric, codes)
+        if x.dim() == 2 and self.ensemble != "packed":
+            x = x.expand(self.k, -1, -1)  # a view; the packed first layer takes the shared rows in one matmul
+        return self.mlp(x).squeeze(-1)
 
     def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """The ensemble's standardized prediction [B]: the mean over members."""
-        return self.member_outputs(numeric, codes).mean(dim=1)
+        return self.member_outputs(numeric, codes).mean(dim=0)

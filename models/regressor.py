@@ -13,10 +13,11 @@ from torchmetrics import MeanAbsoluteError, MeanAbsolutePercentageError, MeanSqu
 
 from datamodules.errors import HousePriceError
 from datamodules.preprocessing import Preprocessor
-from models.network import Activation, Normalization, NumericEmbedding, TabularMLP
+from models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
 
 Scheduler = Literal["onecycle", "cosine", "none"]
 STAGES = ("train", "val", "test")
+PREDICT_BATCH = 4096
 
 
 def regression_metrics() -> MetricCollection:
@@ -44,14 +45,20 @@ class HousePriceRegressor(L.LightningModule):
         preprocessing: fitted state from `HousingDataModule.preprocessing`.
         hidden_sizes: widths of the hidden layers.
         activation / dropout / normalization: of each hidden layer.
-        numeric_embedding: how each numeric feature enters the MLP: "periodic" (sines and cosines), "piecewise"
-            (ramps over tree-fitted bins, `data.n_bins`) or "none" (the scaled number itself).
+        numeric_embedding: how each continuous numeric feature enters the MLP: "periodic" (sines and cosines),
+            "piecewise" (a linear term plus ramps over tree-fitted bins, `data.n_bins`) or "none" (the scaled number
+            itself). Binary columns and missing-indicators always enter as 0/1.
         embedding_dim: width of each numeric feature's embedding; n_frequencies / frequency_scale: of "periodic".
         category_dim: embedding width of each categorical column.
         learning_rate: AdamW peak learning rate.
         weight_decay: AdamW decoupled weight decay.
         scheduler: "onecycle" (warm-up then anneal), "cosine" (anneal from the start) or "none", stepped per batch.
-        ensemble_size: MLP members trained side by side on the same batches, predictions averaged (1: one MLP).
+        ensemble_size: k, the MLP members trained side by side, predictions averaged (1 with "packed": one MLP).
+        ensemble: how members share weights: "tabm-mini" (one shared MLP, a per-member scaling of its input),
+            "tabm" (BatchEnsemble layers: shared weights, per-member scalings and biases) or "packed" (k
+            independent MLPs), after Gorishniy et al. 2024.
+        share_training_batches: False gives each member its own order of the training rows (TabM's
+            recommendation); the CLI passes it on to the data module (`data.member_batches`).
     """
 
     def __init__(
@@ -70,6 +77,8 @@ class HousePriceRegressor(L.LightningModule):
         weight_decay: float = 1e-4,
         scheduler: Scheduler = "onecycle",
         ensemble_size: int = 1,
+        ensemble: Ensemble = "tabm-mini",
+        share_training_batches: bool = False,
     ) -> None:
         super().__init__()
         if preprocessing is None:
@@ -87,19 +96,21 @@ class HousePriceRegressor(L.LightningModule):
         self.save_hyperparameters()
         self.preprocessor = Preprocessor(preprocessing)
         self.network = TabularMLP(
-            self.preprocessor.n_numeric_inputs,
-            self.preprocessor.cardinalities,
-            list(hidden_sizes),
-            activation,
-            dropout,
-            normalization,
-            numeric_embedding,
-            embedding_dim,
-            n_frequencies,
-            frequency_scale,
-            category_dim,
-            ensemble_size,
-            self.preprocessor.state["bin_edges"],
+            n_numeric=self.preprocessor.n_numeric_inputs,
+            n_embedded=self.preprocessor.n_continuous,
+            cardinalities=self.preprocessor.cardinalities,
+            hidden_sizes=list(hidden_sizes),
+            activation=activation,
+            dropout=dropout,
+            normalization=normalization,
+            numeric_embedding=numeric_embedding,
+            embedding_dim=embedding_dim,
+            n_frequencies=n_frequencies,
+            frequency_scale=frequency_scale,
+            category_dim=category_dim,
+            k=ensemble_size,
+            ensemble=ensemble,
+            bin_edges=self.preprocessor.state["bin_edges"],
         )
         self.loss = nn.MSELoss()
         # Keys get a suffix because ModuleDict refuses "train", the name of Module.train.
@@ -124,10 +135,13 @@ class HousePriceRegressor(L.LightningModule):
         # so their metrics are what the checkpoint predicts anywhere (evaluate.py, predict.py, `predict`).
         precision = contextlib.nullcontext() if stage == "train" else torch.autocast(self.device.type, enabled=False)
         with precision:
-            members = self.network.member_outputs(numeric, codes)
+            members = self.network.member_outputs(numeric, codes)  # [k, B]
         # Each member learns on its own (mean of their losses); the ensemble predicts their mean.
-        loss = self.loss(members, target.unsqueeze(1).expand_as(members))
-        output = members.mean(dim=1)
+        loss = self.loss(members, target.expand_as(members))
+        if target.dim() == 2:  # each member saw its own rows ([k, B]): the epoch's metrics are the members' own
+            output, target = members.flatten(), target.flatten()
+        else:
+            output = members.mean(dim=0)
         # Loss and metrics are computed once per epoch from these outputs: per-step metric updates and
         # self.log calls cost more than the step itself on a network this small.
         self._outputs[stage].append((output.detach(), target))
@@ -188,13 +202,18 @@ class HousePriceRegressor(L.LightningModule):
         """Predictions for a raw frame, in the target's own units, named `<target>_prediction`, same index.
 
         Columns are matched by name (any order, extras ignored); unseen categories and missing numbers are
-        handled as in training.
+        handled as in training. Rows go through the network PREDICT_BATCH at a time, so a row's price never
+        depends on how many rows came with it.
         """
         numeric, codes = self.preprocessor.transform(frame)
         was_training = self.training
         self.eval()
         try:
-            prices = self.predict_price(numeric.to(self.device), codes.to(self.device))
+            prices = [
+                self.predict_price(numeric[begin : begin + PREDICT_BATCH].to(self.device), codes[begin : begin + PREDICT_BATCH].to(self.device))
+                for begin in range(0, len(frame), PREDICT_BATCH)
+            ]
         finally:
             self.train(was_training)
-        return pd.Series(prices.double().cpu().numpy(), index=frame.index, name=f"{self.target}_prediction")
+        values = torch.cat(prices).double().cpu().numpy() if prices else []
+        return pd.Series(values, index=frame.index, name=f"{self.target}_prediction", dtype=float)

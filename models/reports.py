@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -37,8 +38,9 @@ def metrics_table(metrics: dict[str, float], unit: str) -> str:
     return "\n".join(f"  {name:<5} {value:>14}  {note}".rstrip() for name, value, note in rows)
 
 
-def write_metrics(path: str | os.PathLike, metrics: dict[str, float]) -> Path:
-    return write_text_atomic(path, json.dumps({key: metrics[key] for key in METRIC_KEYS}, indent=2) + "\n")
+def write_metrics(path: str | os.PathLike, metrics: dict[str, float], **extra: Any) -> Path:
+    """The metrics as JSON, plus any `extra` entries (e.g. unseen_categories)."""
+    return write_text_atomic(path, json.dumps({key: metrics[key] for key in METRIC_KEYS} | extra, indent=2) + "\n")
 
 
 def _save_figure(figure: plt.Figure, path: str | os.PathLike) -> Path:

@@ -54,16 +54,35 @@ class RandomState(L.Callback):
 
 
 class CheckpointOnInterrupt(L.Callback):
-    """Ctrl-C (SIGINT) or SIGTERM during `fit` writes `last.ckpt`, so `--ckpt_path last` resumes from there."""
+    """Ctrl-C (SIGINT) or SIGTERM during `fit`: keep the last completed epoch's last.ckpt, say how to resume, and
+    record the conventional exit code (130 / 143) for the training script to exit with, so schedulers see a failure.
+
+    No checkpoint is written mid-epoch: Lightning cannot resume the rest of a half-done epoch exactly (it restarts
+    the epoch's batches under advanced counters), so such a file would replace a good checkpoint with one that
+    resumes wrongly. Resuming from the end-of-epoch last.ckpt reruns the interrupted epoch and ends where an
+    uninterrupted run ends.
+    """
+
+    def __init__(self) -> None:
+        self.exit_code: int | None = None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        checkpoint = trainer.checkpoint_callback
-        if not isinstance(exception, (KeyboardInterrupt, SIGTERMException)) or checkpoint is None or not trainer.training:
+        if isinstance(exception, KeyboardInterrupt):
+            self.exit_code = 130
+        elif isinstance(exception, SIGTERMException):
+            self.exit_code = 143
+        else:
             return
-        path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
-        trainer.save_checkpoint(path)
-        if trainer.is_global_zero:
-            print(f"\nInterrupted: saved {path}; resume with the same command plus --ckpt_path last", flush=True)
+        checkpoint = trainer.checkpoint_callback
+        last = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}" if checkpoint else None
+        if not trainer.is_global_zero:
+            return
+        if last is not None and last.exists():
+            epoch = torch.load(last, map_location="cpu", weights_only=True)["epoch"]
+            message = f"kept {last} (end of epoch {epoch}); resume with the same command plus --ckpt_path last"
+        else:
+            message = "no epoch had completed, so there is nothing to resume: run the command again"
+        print(f"\nInterrupted during epoch {trainer.current_epoch}: {message}", flush=True)
 
 
 class StopOnNonFiniteLoss(L.Callback):

@@ -23,6 +23,7 @@ from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E
 from datamodules.files import output_folder  # noqa: E402
 from datamodules.sources import read_csv  # noqa: E402
 from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split  # noqa: E402
+from models.prediction import UnseenCategories  # noqa: E402
 from models.regressor import HousePriceRegressor  # noqa: E402
 from models.reports import METRIC_KEYS, metrics_table, plot_predictions, stage_metrics, write_metrics  # noqa: E402
 
@@ -56,7 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     metrics = evaluate(model, frame)
     unit = model.preprocessor.state["target_unit"]
     predictions = model.predict(frame).to_numpy()
-    write_metrics(folder / "metrics.json", metrics)
+    unseen = UnseenCategories(model.preprocessor)
+    unseen.add(frame)
+    unseen.warn()
+    write_metrics(folder / "metrics.json", metrics, unseen_categories=unseen.columns)
     plots = plot_predictions(frame[model.target].to_numpy(dtype=float), predictions, folder, unit)
     source = arguments.data or "the training run's test split"
     print(f"{arguments.checkpoint} on {source} ({model.target}, {unit}):\n{metrics_table(metrics, unit)}")

@@ -2,8 +2,9 @@
 
     python scripts/predict.py best.ckpt --input new_houses.csv --output priced.csv --keep-columns id
 
-Writes one row per input row, in input order: the kept columns, then `<target>_prediction` in the target's
-own units. Columns may come in any order and extras are ignored; the target column may be absent.
+Writes one row per input row, in input order: the kept columns (copied as written in the input), then
+`<target>_prediction` in the target's own units. Columns may come in any order and extras are ignored; the
+target column may be absent. The input is streamed in chunks, so any length fits in memory.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from datamodules.errors import exit_cleanly_on_error  # noqa: E402
-from datamodules.files import check_output, write_atomic  # noqa: E402
-from datamodules.sources import find_column, read_csv  # noqa: E402
+from datamodules.files import check_output  # noqa: E402
 from models.checkpoint import load_model  # noqa: E402
+from models.prediction import predict_file  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -31,13 +32,8 @@ def main(argv: list[str] | None = None) -> None:
 
     output = check_output(arguments.output, arguments.overwrite)
     model = load_model(arguments.checkpoint)
-    frame = read_csv(arguments.input)
-    kept = [find_column(frame, column, "--keep-columns") for column in arguments.keep_columns]
-    result = frame[kept].copy()
-    predictions = model.predict(frame)
-    result[predictions.name] = predictions
-    write_atomic(output, lambda temporary: result.to_csv(temporary, index=False))
-    print(f"Wrote {len(result)} predictions ({predictions.name}) to {output}")
+    rows = predict_file(model, arguments.input, output, keep_columns=arguments.keep_columns)
+    print(f"Wrote {rows} predictions ({model.target}_prediction) to {output}")
 
 
 if __name__ == "__main__":

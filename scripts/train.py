@@ -27,6 +27,7 @@ from datamodules import HousingDataModule  # noqa: E402
 from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
 from models import HousePriceRegressor  # noqa: E402
 from models.callbacks import EpochTimer  # noqa: E402
+from models.checkpoint import read_checkpoint  # noqa: E402
 from models.safety import AtomicCheckpointIO, CheckpointOnInterrupt, RandomState, StopOnNonFiniteLoss  # noqa: E402
 from models.reports import metrics_table, plot_learning_curve, stage_metrics, write_metrics  # noqa: E402
 
@@ -37,6 +38,10 @@ class HousePriceCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The model is built around the data's fitted preprocessing, which then travels in its checkpoints.
         parser.link_arguments("data.preprocessing", "model.preprocessing", apply_on="instantiate")
+        # TabM trains each member on its own order of the rows unless batches are shared.
+        parser.link_arguments(
+            ("model.ensemble_size", "model.share_training_batches"), "data.member_batches", compute_fn=member_batches, apply_on="parse"
+        )
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
         parser.set_defaults(
             {"checkpoint.monitor": MONITOR, "checkpoint.mode": "min", "checkpoint.filename": "best", "checkpoint.save_last": True}
@@ -58,8 +63,17 @@ class HousePriceCLI(LightningCLI):
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
-        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+        if self.subcommand == "predict":
+            raise HousePriceError(
+                "train.py predict writes no predictions; use scripts/predict.py CHECKPOINT --input CSV --output CSV"
+            )
+        if self.subcommand in ("validate", "test"):
+            config.trainer.logger = False  # prints its metrics; no empty run folder
+        ckpt_path = config.get("ckpt_path")
+        if self.subcommand == "fit" and ckpt_path == "last":
             resume_in_latest_run(config.trainer.logger)
+        elif ckpt_path not in (None, "last", "best", "hpc"):
+            read_checkpoint(ckpt_path)  # refuses a damaged, foreign or code-carrying file before Lightning unpickles it
 
     def after_fit(self) -> None:
         """Test the best checkpoint, then write test_metrics.json and the learning curve (rank 0 only)."""
@@ -77,6 +91,20 @@ class HousePriceCLI(LightningCLI):
         print(f"\nTest metrics of {best} ({self.model.target}, {unit}):\n{metrics_table(metrics, unit)}")
         print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
         print(f"  metrics: {run / 'test_metrics.json'}, {run / 'metrics.csv'}\n  learning curve: {curve}")
+
+
+def member_batches(ensemble_size: int, share_training_batches: bool) -> int:
+    return 1 if share_training_batches else ensemble_size
+
+
+def default_precision() -> str:
+    """bf16-mixed where bfloat16 arithmetic is fast (CUDA GPUs from Ampere on, CPUs with AVX-512 BF16), else 32-true.
+
+    On other CPUs bf16 is emulated and an epoch takes several times longer than in float32.
+    """
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if fast_cpu_bfloat16() else "32-true"
 
 
 def fast_cpu_bfloat16() -> bool:
@@ -99,22 +127,30 @@ def resume_in_latest_run(logger: Any) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
+    interrupt = CheckpointOnInterrupt()
     try:
-        run_cli(args)
+        run_cli(args, interrupt)
+    except SystemExit:
+        # Lightning ends an interrupted fit with exit code 1 (Ctrl-C) or 0 (SIGTERM); report the signal instead.
+        if interrupt.exit_code is None:
+            raise
     finally:
         # With gloo, a process that exits with its group alive can abort ("terminate called without an active exception").
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
+    if interrupt.exit_code is not None:
+        sys.exit(interrupt.exit_code)
 
 
-def run_cli(args: list[str] | None = None) -> None:
+def run_cli(args: list[str] | None, interrupt: CheckpointOnInterrupt) -> None:
     HousePriceCLI(
         HousePriceRegressor,
         HousingDataModule,
         seed_everything_default=0,
         trainer_defaults={
             "logger": {"class_path": "models.safety.ResumableCSVLogger", "init_args": {"save_dir": "runs", "name": "house_price"}},
-            "callbacks": [EpochTimer(), RandomState(), CheckpointOnInterrupt(), StopOnNonFiniteLoss()],
+            "callbacks": [EpochTimer(), RandomState(), interrupt, StopOnNonFiniteLoss()],
+            "precision": default_precision(),
         },
         save_config_kwargs={"overwrite": True},
         args=args,

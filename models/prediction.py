@@ -1,0 +1,75 @@
+"""Pricing a file with a trained model: streamed in chunks, input order kept, ids copied byte for byte."""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm import tqdm
+
+from datamodules.files import write_atomic
+from datamodules.preprocessing import Preprocessor
+from datamodules.sources import read_csv_chunks
+from models.regressor import HousePriceRegressor
+
+CHUNK_ROWS = 65_536  # a multiple of the model's batch, so chunked and whole-file predictions are the same numbers
+
+
+class UnseenCategories:
+    """Counts, per categorical column, the rows whose value training never saw, over any number of frames."""
+
+    def __init__(self, preprocessor: Preprocessor) -> None:
+        self.preprocessor = preprocessor
+        self.columns: dict[str, dict[str, Any]] = {}
+
+    def add(self, frame: pd.DataFrame) -> None:
+        for column, seen in self.preprocessor.unseen_categories(frame).items():
+            entry = self.columns.setdefault(column, {"rows": 0, "examples": []})
+            entry["rows"] += seen["rows"]
+            entry["examples"] = list(dict.fromkeys(entry["examples"] + seen["examples"]))[:3]
+
+    def warn(self) -> None:
+        """One line per column on stderr: how many rows, a few examples, and what they were priced as."""
+        for column, entry in self.columns.items():
+            examples = ", ".join(repr(value) for value in entry["examples"])
+            print(
+                f"warning: column '{column}': {entry['rows']} rows hold values never seen in training (e.g. {examples}); "
+                "they were priced as an unknown category",
+                file=sys.stderr,
+            )
+
+
+def predict_file(
+    model: HousePriceRegressor,
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    keep_columns: list[str] = (),
+    chunk_rows: int = CHUNK_ROWS,
+) -> int:
+    """Write `<kept columns..., <target>_prediction>` for every row of the CSV `source`, in input order; returns the
+    row count. The file is read, priced and written a chunk at a time, so memory stays flat however long it is;
+    the output appears whole (atomic rename) or not at all. Kept columns are copied as the text of the input.
+    """
+    unseen = UnseenCategories(model.preprocessor)
+    name = f"{model.target}_prediction"
+    rows = 0
+
+    def write(temporary: str) -> None:
+        nonlocal rows
+        with open(temporary, "w", newline="") as file, tqdm(unit=" rows", delay=3, mininterval=1, file=sys.stderr, desc="pricing") as bar:
+            for index, frame in enumerate(read_csv_chunks(source, rows=chunk_rows, text_columns=list(keep_columns))):
+                unseen.add(frame)
+                result = frame[list(keep_columns)].copy()
+                result[name] = model.predict(frame).to_numpy()
+                result.to_csv(file, index=False, header=index == 0, quoting=csv.QUOTE_MINIMAL)
+                rows += len(frame)
+                bar.update(len(frame))
+
+    write_atomic(Path(output), write)
+    unseen.warn()
+    return rows
