@@ -17,4 +17,5 @@ class EpochTimer(L.Callback):
         self._start = time.perf_counter()
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        pl_module.log("epoch_seconds", time.perf_counter() - self._start, sync_dist=True)
+        # Each process's own time (rank 0's is written): no sync_dist, which would be a collective (see regressor).
+        pl_module.log("epoch_seconds", time.perf_counter() - self._start)

@@ -28,7 +28,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - a damaged file can fail anywhere inside the unpickler
         message = " ".join(str(error).split())
-        code = re.search(r"Unsupported (global|operand)[^.]*", message) if isinstance(error, pickle.UnpicklingError) else None
+        code = re.search(r"unsupported (global|operand) [^ ]*", message, re.IGNORECASE) if isinstance(error, pickle.UnpicklingError) else None
         if code:
             raise HousePriceError(
                 f"checkpoint '{path}' holds pickled objects or code, not plain data ({code.group(0)}); refused without "
@@ -44,6 +44,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
             f"checkpoint '{path}' is not a house-price model checkpoint (no preprocessing state); "
             "give one written by scripts/train.py"
         )
+    return checkpoint
+
+
+def verified_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """`read_checkpoint`, then proof that its hyperparameters describe its weights (nothing allocated)."""
+    checkpoint = read_checkpoint(path)
+    check_weights_fit(checkpoint, {key: value for key, value in checkpoint["hyper_parameters"].items() if not key.startswith("_")})
     return checkpoint
 
 

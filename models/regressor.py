@@ -21,9 +21,11 @@ PREDICT_BATCH = 4096
 
 
 def regression_metrics() -> MetricCollection:
-    """RMSE, MAE, R², MAPE and the row count n, accumulated in float64 and summed across processes."""
+    """The loss (MSE on the standardized target), RMSE, MAE, R², MAPE and the row count n, accumulated in float64
+    and summed across processes."""
     metrics = MetricCollection(
         {
+            "loss": MeanSquaredError(),
             "rmse": MeanSquaredError(squared=False),
             "mae": MeanAbsoluteError(),
             "r2": R2Score(),
@@ -152,16 +154,19 @@ class HousePriceRegressor(L.LightningModule):
             return
         output, target = (torch.cat(parts).double() for parts in zip(*self._outputs[stage]))
         self._outputs[stage].clear()
-        # MSE of the (ensemble) prediction over the epoch, on the standardized target, averaged over processes.
-        self.log(f"{stage}/loss", self.loss(output, target), prog_bar=stage != "test", sync_dist=True)
         decode = self.preprocessor.decode_target
         metrics = self.metrics[f"{stage}_metrics"]
         metrics["n"].update(torch.tensor(float(len(target)), dtype=torch.float64, device=target.device))
+        metrics["loss"].update(output, target)
         for name in ("rmse", "mae", "r2", "mape"):
             metrics[name].update(decode(output), decode(target))
-        # compute() already reduces the metric states across processes (every row counted once), so the
-        # sync below averages identical numbers: exact, and it tells Lightning the values are global.
-        self.log_dict({f"{stage}/{name}": value for name, value in metrics.compute().items()}, sync_dist=True)
+        # compute() reduces the metric states across processes (every row counted once), on every rank in this
+        # hook, so the logged values are already global. They must not be logged with sync_dist: Lightning would
+        # reduce them again whenever someone reads them, and the progress bar reads them on rank 0 alone, in a
+        # callback that runs before this hook: a collective on one rank, and DDP hangs.
+        values = metrics.compute()
+        self.log(f"{stage}/loss", values.pop("loss"), prog_bar=stage != "test")
+        self.log_dict({f"{stage}/{name}": value for name, value in values.items()})
         metrics.reset()
 
     def on_train_epoch_end(self) -> None:

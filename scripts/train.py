@@ -10,7 +10,9 @@ test_metrics.json and learning_curve.png beside config.yaml, metrics.csv and che
 
 from __future__ import annotations
 
+import os
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +23,14 @@ import torch  # noqa: E402
 from lightning.pytorch.accelerators import CPUAccelerator  # noqa: E402
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar  # noqa: E402
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI  # noqa: E402
+from lightning.pytorch.strategies import DDPStrategy  # noqa: E402
 from lightning.pytorch.utilities import rank_zero_warn  # noqa: E402
 
 from datamodules import HousingDataModule  # noqa: E402
 from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
 from models import HousePriceRegressor  # noqa: E402
 from models.callbacks import EpochTimer  # noqa: E402
-from models.checkpoint import read_checkpoint  # noqa: E402
+from models.checkpoint import verified_checkpoint  # noqa: E402
 from models.safety import AtomicCheckpointIO, CheckpointOnInterrupt, RandomState, StopOnNonFiniteLoss  # noqa: E402
 from models.reports import metrics_table, plot_learning_curve, stage_metrics, write_metrics  # noqa: E402
 
@@ -52,6 +55,9 @@ class HousePriceCLI(LightningCLI):
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # set here: a config cannot serialize a plugin instance
+        if isinstance(trainer.strategy, DDPStrategy):
+            # A collective that one process never joins fails after this long instead of torch's 30 minutes.
+            trainer.strategy._timeout = timedelta(seconds=collective_timeout())
         bar = trainer.progress_bar_callback
         if type(bar) is TQDMProgressBar and bar.refresh_rate == 1:
             # Lightning's default bar redraws every step, a few percent of this small network's epoch; a redraw
@@ -69,11 +75,17 @@ class HousePriceCLI(LightningCLI):
             )
         if self.subcommand in ("validate", "test"):
             config.trainer.logger = False  # prints its metrics; no empty run folder
-        ckpt_path = config.get("ckpt_path")
-        if self.subcommand == "fit" and ckpt_path == "last":
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             resume_in_latest_run(config.trainer.logger)
-        elif ckpt_path not in (None, "last", "best", "hpc"):
-            read_checkpoint(ckpt_path)  # refuses a damaged, foreign or code-carrying file before Lightning unpickles it
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads a given checkpoint's hyperparameters into the config here, before any other hook: refuse
+        # a damaged, foreign, edited or code-carrying file first, with the same message as evaluate and predict.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            verified_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
 
     def after_fit(self) -> None:
         """Test the best checkpoint, then write test_metrics.json and the learning curve (rank 0 only)."""
@@ -91,6 +103,18 @@ class HousePriceCLI(LightningCLI):
         print(f"\nTest metrics of {best} ({self.model.target}, {unit}):\n{metrics_table(metrics, unit)}")
         print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
         print(f"  metrics: {run / 'test_metrics.json'}, {run / 'metrics.csv'}\n  learning curve: {curve}")
+
+
+def collective_timeout() -> float:
+    """Seconds a process waits for the others at a collective: HOUSE_PRICE_DDP_TIMEOUT, default 300."""
+    value = os.environ.get("HOUSE_PRICE_DDP_TIMEOUT", "300")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e6:
+        raise HousePriceError(f"HOUSE_PRICE_DDP_TIMEOUT is '{value}'; give a number of seconds, such as 300")
+    return seconds
 
 
 def member_batches(ensemble_size: int, share_training_batches: bool) -> int:
@@ -130,6 +154,13 @@ def main(args: list[str] | None = None) -> None:
     interrupt = CheckpointOnInterrupt()
     try:
         run_cli(args, interrupt)
+    except RuntimeError as error:  # gloo and NCCL say "timed out" in their own error types
+        if "timed out" not in str(error).lower():
+            raise
+        raise HousePriceError(
+            f"the training processes stopped waiting for each other after {collective_timeout():.0f} s (one of them hung "
+            "or died: see its output above); rerun, or raise HOUSE_PRICE_DDP_TIMEOUT if a step legitimately takes that long"
+        ) from None
     except SystemExit:
         # Lightning ends an interrupted fit with exit code 1 (Ctrl-C) or 0 (SIGTERM); report the signal instead.
         if interrupt.exit_code is None:

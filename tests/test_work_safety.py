@@ -1,0 +1,248 @@
+"""Interrupted, changed or hostile: work is never lost and output never misleads (each case through the real scripts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, run_script
+from test_reliability import assert_clean_failure
+
+# Small and deterministic: every interrupted run must end bit for bit where the uninterrupted one ends.
+TRAIN = ["fit", "--config=configs/california.yaml", "--trainer.max_epochs=4", "--trainer.deterministic=true",
+         "--trainer.enable_progress_bar=false", "--data.batch_size=64", "--model.ensemble_size=4", "--model.hidden_sizes=[64,64]"]
+
+
+def train_command(save_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "scripts" / "train.py"), *TRAIN, f"--trainer.logger.init_args.save_dir={save_dir}", *extra]
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> Path:
+    save_dir = tmp_path_factory.mktemp("whole")
+    result = subprocess.run(train_command(save_dir), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return save_dir / "california" / "version_0"
+
+
+def assert_same_run(run: Path, expected: Path) -> None:
+    a = torch.load(expected / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
+    assert json.loads((run / "test_metrics.json").read_text()) == json.loads((expected / "test_metrics.json").read_text())
+    assert set(range(4)) <= set(pd.read_csv(run / "metrics.csv")["epoch"].dropna().unique()), "earlier epochs' rows are kept"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGKILL, -signal.SIGKILL)],
+                         ids=["SIGINT", "SIGTERM", "SIGKILL"])
+def test_interrupt_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, uninterrupted, sig, code):
+    run = tmp_path / "california" / "version_0"
+    last = run / "checkpoints" / "last.ckpt"
+    # A child of a background job inherits SIGINT = ignored; a terminal's Ctrl-C reaches a default handler.
+    process = subprocess.Popen(train_command(tmp_path), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    wait_for(last, process)  # epoch 0 is done
+    time.sleep(0.3)  # inside epoch 1
+    process.send_signal(sig)
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == code, "a scheduler must see the interrupt as a failure: " + stderr[-2000:]
+    assert not (run / "test_metrics.json").exists()
+    assert torch.load(last, weights_only=True)["epoch"] < 3
+    if sig != signal.SIGKILL:
+        assert "--ckpt_path last" in stdout and "end of epoch" in stdout
+
+    resumed = subprocess.run(train_command(tmp_path, "--ckpt_path", "last"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert_same_run(run, uninterrupted)
+
+
+def test_evaluate_refuses_a_data_file_that_changed_since_training(tmp_path, housing_csv):
+    data = tmp_path / "sales.csv"
+    pd.read_csv(housing_csv).head(600).to_csv(data, index=False)
+    result = run_script("train.py", "fit", "--config=configs/housing_csv.yaml", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+                        f"--data.path={data}", f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (best,) = (tmp_path / "runs").rglob("best.ckpt")
+    assert run_script("evaluate.py", str(best), "--output", str(tmp_path / "same"), cwd=tmp_path).returncode == 0
+    with open(data, "a") as file:
+        file.write(pd.read_csv(housing_csv).iloc[600:1100].to_csv(index=False, header=False))
+    assert_clean_failure(run_script("evaluate.py", str(best), "--output", str(tmp_path / "changed"), cwd=tmp_path),
+                         "changed since training", "--data")
+    assert not (tmp_path / "changed").exists()
+    on_purpose = run_script("evaluate.py", str(best), "--data", str(data), "--output", str(tmp_path / "file"), cwd=tmp_path)
+    assert on_purpose.returncode == 0 and json.loads((tmp_path / "file" / "metrics.json").read_text())["n"] == 1100
+
+
+def test_predict_copies_kept_columns_byte_for_byte(housing_run, housing_csv, tmp_path):
+    frame = pd.read_csv(housing_csv).head(4)
+    ids = ["0526301100", "000001", "", " 7 "]
+    gapped = ["1001", "", "1003", "1004"]
+    lines = (tmp_path / "in.csv")
+    body = frame.to_csv(index=False).splitlines()
+    lines.write_text("\n".join([f"parcel,order,{body[0]}"] + [f'"{i}",{g},{row}' for i, g, row in zip(ids, gapped, body[1:])]) + "\n")
+    result = run_script("predict.py", str(housing_run / "checkpoints" / "best.ckpt"), "--input", str(lines), "--output",
+                        str(tmp_path / "out.csv"), "--keep-columns", "parcel", "order", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
+    assert written["parcel"].tolist() == ids and written["order"].tolist() == gapped
+
+
+def test_unseen_categories_are_reported_and_whitespace_is_trimmed(housing_run, housing_csv, tmp_path):
+    frame = pd.read_csv(housing_csv).iloc[[0] * 5]  # one house, five spellings of its category
+    frame["ocean_proximity"] = ["NEAR BAY", "NEAR BAY ", "near bay", "MARS BASE", "MARS BASE"]
+    frame.to_csv(tmp_path / "in.csv", index=False)
+    checkpoint = str(housing_run / "checkpoints" / "best.ckpt")
+    result = run_script("predict.py", checkpoint, "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    warning = [line for line in result.stderr.splitlines() if line.startswith("warning: column 'ocean_proximity'")]
+    assert len(warning) == 1 and "3 rows" in warning[0] and "'near bay'" in warning[0] and "'MARS BASE'" in warning[0]
+    prices = pd.read_csv(tmp_path / "out.csv")["median_house_value_prediction"]
+    assert prices[0] == prices[1], "'NEAR BAY ' is 'NEAR BAY'"
+    report = run_script("evaluate.py", checkpoint, "--data", str(tmp_path / "in.csv"), "--output", str(tmp_path / "r"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    unseen = json.loads((tmp_path / "r" / "metrics.json").read_text())["unseen_categories"]
+    assert unseen == {"ocean_proximity": {"rows": 3, "examples": ["near bay", "MARS BASE"]}}
+
+
+def test_a_missing_category_gets_its_own_slot_when_training_had_missing_values():
+    from datamodules.preprocessing import MISSING, UNKNOWN, Preprocessor, fit_statistics
+
+    rng = np.random.default_rng(0)
+    train = pd.DataFrame({"size": rng.normal(size=200), "kind": rng.choice(["a", "b", None], 200), "flat": rng.choice(["x", "y"], 200),
+                          "price": rng.normal(size=200)})
+    preprocessor = Preprocessor(fit_statistics(train, "price"))
+    codes = preprocessor.encode_categories(pd.DataFrame({"kind": [None, "zzz", " a"], "flat": [None, "zzz", "x"]}))
+    assert codes[0, 0] == MISSING and codes[1, 0] == UNKNOWN and codes[2, 0] > MISSING
+    assert codes[0, 1] == UNKNOWN and codes[1, 1] == UNKNOWN, "no missing values in training: missing is unknown"
+
+
+def test_outputs_get_the_mode_a_plain_open_gives(housing_run, tmp_path):
+    mask = os.umask(0o022)
+    os.umask(mask)
+    expected = 0o666 & ~mask
+    files = [housing_run / "checkpoints" / "best.ckpt", housing_run / "checkpoints" / "last.ckpt", housing_run / "test_metrics.json",
+             housing_run / "learning_curve.png"]
+    report = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(tmp_path / "r"), cwd=tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    files += sorted((tmp_path / "r").iterdir())
+    for path in files:
+        assert stat.S_IMODE(path.stat().st_mode) == expected, path
+
+
+def test_train_py_predict_and_test_write_nothing_misleading(housing_run, tmp_path):
+    runs = tmp_path / "runs"
+    best = str(housing_run / "checkpoints" / "best.ckpt")
+    result = run_script("train.py", "predict", "--config=configs/housing_csv.yaml", f"--ckpt_path={best}",
+                        f"--trainer.logger.init_args.save_dir={runs}", cwd=ROOT)
+    assert_clean_failure(result, "scripts/predict.py")
+    tested = run_script("train.py", "test", "--config=configs/housing_csv.yaml", f"--ckpt_path={best}",
+                        "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={runs}", cwd=ROOT)
+    assert tested.returncode == 0 and "test/rmse" in tested.stdout, tested.stderr[-2000:]
+    assert not runs.exists(), "no empty run folder"
+
+
+def read_only(folder: Path) -> list[str] | None:
+    """A command prefix under which `folder` is read-only, even for root; None where this machine cannot do it."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        return []
+    if shutil.which("unshare") is None:
+        return None
+    prefix = ["unshare", "-rm", "sh", "-c", f'mount --bind "{folder}" "{folder}" && mount -o remount,bind,ro "{folder}" && exec "$0" "$@"']
+    probe = subprocess.run([*prefix, "touch", str(folder / "probe")], capture_output=True)
+    return prefix if probe.returncode and not (folder / "probe").exists() else None
+
+
+def test_a_read_only_output_location_gives_one_line(housing_run, tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    prefix = read_only(locked)
+    if prefix is None:
+        pytest.skip("no way to make a read-only folder here (root without user namespaces)")
+    best = str(housing_run / "checkpoints" / "best.ckpt")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    commands = [
+        ["train.py", "fit", "--config=configs/housing_csv.yaml", "--trainer.max_epochs=1", f"--trainer.logger.init_args.save_dir={locked}"],
+        ["evaluate.py", best, "--output", str(locked / "report")],
+        ["sensitivity.py", best, "--output", str(locked / "sensitivity")],
+        ["predict.py", best, "--input", str(ROOT.parent / "shared" / "data" / "housing.csv"), "--output", str(locked / "p.csv")],
+    ]
+    for command in commands:
+        result = subprocess.run([*prefix, sys.executable, str(ROOT / "scripts" / command[0]), *command[1:]], cwd=ROOT,
+                                capture_output=True, text=True, timeout=300, env=env)
+        assert_clean_failure(result, "writ")
+    assert list(locked.iterdir()) == []
+
+
+def test_edited_hyperparameters_are_refused_before_allocating(housing_run, tmp_path):
+    original = torch.load(housing_run / "checkpoints" / "best.ckpt", weights_only=True)
+    edits = {"hidden_sizes": [10**9], "ensemble_size": 10**7, "category_dim": 10**8, "embedding_dim": 10**8}
+    for key, value in edits.items():
+        checkpoint = {**original, "hyper_parameters": {**original["hyper_parameters"], key: value}}
+        path = tmp_path / f"{key}.ckpt"
+        torch.save(checkpoint, path)
+        result = run_script("predict.py", str(path), "--input", str(ROOT.parent / "shared" / "data" / "housing.csv"),
+                            "--output", str(tmp_path / "out.csv"), cwd=tmp_path, timeout=60)
+        assert_clean_failure(result, "do not match its weights")
+    assert not (tmp_path / "out.csv").exists()
+
+
+def test_train_refuses_a_code_carrying_checkpoint_to_resume(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    evil = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "hyper_parameters": {"preprocessing": {}}, "payload": Payload()}, evil)
+    result = run_script("train.py", *TRAIN, f"--trainer.logger.init_args.save_dir={tmp_path / 'runs'}", f"--ckpt_path={evil}", cwd=ROOT)
+    assert_clean_failure(result, "pickled objects or code")
+    assert not (tmp_path / "pwned").exists()
+
+
+@pytest.mark.slow
+def test_predict_streams_large_files_in_flat_memory_with_identical_output(housing_run, housing_csv, tmp_path):
+    from models import load_model
+    from models.prediction import predict_file
+
+    frame = pd.read_csv(housing_csv)
+    big = tmp_path / "big.csv"
+    small = tmp_path / "small.csv"
+    frame.head(20_000).to_csv(small, index=False)
+    pd.concat([frame] * 20, ignore_index=True).to_csv(big, index=False)  # 412,800 rows
+    best = str(housing_run / "checkpoints" / "best.ckpt")
+
+    def peak_rss_mb(source: Path, output: Path) -> float:
+        code = ("import resource, runpy, sys; sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__'); "
+                "print('peak', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, file=sys.stderr)")
+        result = subprocess.run([sys.executable, "-c", code, str(ROOT / "scripts" / "predict.py"), best, "--input", str(source),
+                                 "--output", str(output)], capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return float(result.stderr.rsplit("peak", 1)[1])
+
+    growth = peak_rss_mb(big, tmp_path / "big_out.csv") - peak_rss_mb(small, tmp_path / "small_out.csv")
+    assert growth < 150, f"pricing 20x the rows took {growth:.0f} MB more: the input is not streamed"
+    model = load_model(best)
+    predict_file(model, small, tmp_path / "whole.csv", chunk_rows=None)
+    predict_file(model, small, tmp_path / "chunked.csv", chunk_rows=4096)
+    assert (tmp_path / "whole.csv").read_bytes() == (tmp_path / "chunked.csv").read_bytes() == (tmp_path / "small_out.csv").read_bytes()
