@@ -31,6 +31,7 @@ from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E
 from models import HousePriceRegressor  # noqa: E402
 from models.callbacks import EpochTimer  # noqa: E402
 from models.checkpoint import verified_checkpoint  # noqa: E402
+from models.hardware import default_precision, fast_cpu_bfloat16  # noqa: E402
 from models.safety import AtomicCheckpointIO, CheckpointOnInterrupt, RandomState, StopOnNonFiniteLoss  # noqa: E402
 from models.reports import metrics_table, plot_learning_curve, stage_metrics, write_metrics  # noqa: E402
 
@@ -119,22 +120,6 @@ def collective_timeout() -> float:
 
 def member_batches(ensemble_size: int, share_training_batches: bool) -> int:
     return 1 if share_training_batches else ensemble_size
-
-
-def default_precision() -> str:
-    """bf16-mixed where bfloat16 arithmetic is fast (CUDA GPUs from Ampere on, CPUs with AVX-512 BF16), else 32-true.
-
-    On other CPUs bf16 is emulated and an epoch takes several times longer than in float32.
-    """
-    if torch.cuda.is_available():
-        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
-    return "bf16-mixed" if fast_cpu_bfloat16() else "32-true"
-
-
-def fast_cpu_bfloat16() -> bool:
-    """Whether this CPU does bfloat16 matmuls natively (AVX-512 class); elsewhere oneDNN emulates them slowly."""
-    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
-    return bool(check and check())
 
 
 def resume_in_latest_run(logger: Any) -> None:

@@ -40,3 +40,17 @@ def test_batches_are_views_not_per_row_copies():
     data = rows(64)
     first = next(iter(TensorBatches(data, 16)))
     assert first[0].data_ptr() == data[0].data_ptr()
+
+
+def test_member_batches_give_each_member_every_row_once_in_its_own_order():
+    batches = TensorBatches(rows(50), 8, shuffle=True, k=3)
+    parts = list(batches)
+    assert len(parts) == len(batches) == 7 and parts[0][0].shape == (3, 8, 1) and parts[-1][1].shape == (3, 2)
+    orders = torch.cat([batch[1] for batch in parts], dim=1)
+    assert all(sorted(order.tolist()) == list(range(50)) for order in orders)
+    assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
+    torch.testing.assert_close(torch.cat([batch[0] for batch in parts], dim=1).squeeze(-1), orders.float(), msg="rows stay whole")
+    two = [TensorBatches(rows(50), 8, shuffle=True, k=3, rank=rank, world_size=2) for rank in (0, 1)]
+    shards = [torch.cat([batch[1] for batch in part], dim=1) for part in two]
+    for member in range(3):
+        assert sorted(torch.cat([shards[0][member], shards[1][member]]).tolist()) == list(range(50)), "DDP splits each member's order"

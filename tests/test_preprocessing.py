@@ -67,14 +67,15 @@ def test_missing_numbers_get_the_training_median_and_an_indicator():
     assert numeric[0, 1].item() == pytest.approx(expected, rel=1e-6)
 
 
-def test_unseen_and_missing_categories_go_to_the_unknown_slot():
+def test_unseen_categories_go_to_the_unknown_slot_and_missing_ones_too_if_training_had_none():
     state = fit_statistics(small_frame(), "price")
     preprocessor = Preprocessor(state)
-    assert state["vocabularies"] == [["Bergen", "Oslo", "Tromsø"]]
-    assert preprocessor.cardinalities == [4]
-    new = pd.DataFrame({"city": ["Oslo", "Stavanger", None], "rooms": 2.0, "area sq ft": 900.0})
+    assert state["vocabularies"] == [["Bergen", "Oslo", "Tromsø"]] and state["category_gaps"] == []
+    assert preprocessor.cardinalities == [5]  # unknown, missing and the three cities
+    new = pd.DataFrame({"city": ["Oslo", "Stavanger", None, " Oslo "], "rooms": 2.0, "area sq ft": 900.0})
     _, codes = preprocessor.transform(new)
-    assert codes[:, 0].tolist() == [2, UNKNOWN, UNKNOWN]
+    assert codes[:, 0].tolist() == [3, UNKNOWN, UNKNOWN, 3]
+    assert preprocessor.unseen_categories(new) == {"city": {"rows": 1, "examples": ["Stavanger"]}}
 
 
 def test_columns_are_matched_by_name_not_position():
@@ -118,7 +119,17 @@ def test_bins_are_fitted_on_the_scaled_training_inputs():
     frame = small_frame(n=400)
     state = fit_statistics(frame, "price", scaling="quantile", n_bins=4)
     numeric, _ = Preprocessor(state).transform(frame)
-    assert len(state["bin_edges"]) == numeric.shape[1] == 3  # two features and the missing-indicator of "rooms"
+    assert numeric.shape[1] == 3  # two features and the missing-indicator of "rooms"
+    assert len(state["bin_edges"]) == 2, "the 0/1 missing-indicator is not binned (nor embedded)"
     for edges, column in zip(state["bin_edges"], numeric.T.double()):
         assert edges[0] == pytest.approx(column.min().item(), abs=1e-6) and len(edges) - 1 <= 4
-    assert state["bin_edges"][2] == [0.0, 1.0]
+    assert sorted(numeric[:, 2].unique().tolist()) == [0.0, 1.0]
+
+
+def test_binary_columns_enter_as_zero_or_one_after_the_continuous_ones():
+    frame = small_frame(n=400).assign(pool=lambda table: (table["rooms"] > 4).astype(float) * 5 + 2)
+    state = fit_statistics(frame, "price", scaling="quantile")
+    preprocessor = Preprocessor(state)
+    assert state["binary"] == ["pool"] and preprocessor.n_continuous == 2
+    numeric, _ = preprocessor.transform(frame)
+    torch.testing.assert_close(numeric[:, 2], torch.tensor((frame["pool"] == 7).to_numpy(), dtype=torch.float32))

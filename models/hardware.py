@@ -1,0 +1,21 @@
+"""What the machine does fast: the training precision to default to."""
+
+from __future__ import annotations
+
+import torch
+
+
+def default_precision() -> str:
+    """bf16-mixed where bfloat16 arithmetic is fast (CUDA GPUs from Ampere on, CPUs with AVX-512 BF16), else 32-true.
+
+    On other CPUs oneDNN emulates bfloat16 and an epoch takes several times longer than in float32.
+    """
+    if torch.cuda.is_available():
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "32-true"
+    return "bf16-mixed" if fast_cpu_bfloat16() else "32-true"
+
+
+def fast_cpu_bfloat16() -> bool:
+    """Whether this CPU does bfloat16 matmuls natively (AVX-512 class); elsewhere oneDNN emulates them slowly."""
+    check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
+    return bool(check and check())
