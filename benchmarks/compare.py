@@ -18,13 +18,10 @@ recipes are chosen on it, never on test.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -62,11 +59,11 @@ def raw_loop(seed: int, epochs: int, datamodule: HousingDataModule, config: dict
     With trainer.precision "bf16-mixed" training runs under CPU bfloat16 autocast, as in the package; validation
     and test run in float32 on both sides.
     """
-    precision, batch = str(config["trainer"].get("precision", default_precision())), config["data"]["batch_size"]
+    precision, batch = str(config["trainer"].get("precision", default_precision())), datamodule.hparams.batch_size
     assert precision in ("32", "32-true", "bf16-mixed"), f"the raw loop does not mirror precision {precision}"
     clip = config["trainer"].get("gradient_clip_val")
     torch.manual_seed(seed)
-    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, **config["model"])
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, **config.get("model", {}))
     options = model.hparams
     assert options.scheduler == "onecycle", "the raw loop mirrors the one-cycle schedule of the default config"
     k = 1 if options.share_training_batches else options.ensemble_size
@@ -133,7 +130,7 @@ def boosting_runs(splits: dict[str, pd.DataFrame], target: str, seed: int) -> di
     except ImportError:
         print("catboost is not installed (pip install -e \".[bench]\"): skipped", file=sys.stderr)
     else:
-        catboost = CatBoostRegressor(random_seed=seed, thread_count=2, verbose=0)
+        catboost = CatBoostRegressor(random_seed=seed, thread_count=2, verbose=0, allow_writing_files=False)
         record("CatBoostRegressor, defaults + early stopping on val",
                lambda: catboost.fit(x["train"], y["train"], eval_set=(x["val"], y["val"]), early_stopping_rounds=100), catboost.predict)
     try:
@@ -185,12 +182,12 @@ def main() -> None:
 
     config = yaml.safe_load(CONFIG.read_text())
     epochs = 5 if arguments.quick else config["trainer"]["max_epochs"]
-    extra = ["--trainer.max_epochs=5"] if arguments.quick else []
-    datamodule = HousingDataModule(**config["data"])
+    extra = ["trainer.max_epochs=5"] if arguments.quick else []
+    datamodule = HousingDataModule(**config.get("data", {}))
 
     rows = []
     package, raw = [], []
-    batch = config["data"]["batch_size"]
+    batch = datamodule.hparams.batch_size
     for seed in arguments.seeds:
         # Paired runs, so both sides of each ratio see the same machine load; alternating which side goes first
         # keeps a drifting load from always favouring the same one.

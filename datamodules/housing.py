@@ -35,7 +35,7 @@ class HousingDataModule(L.LightningDataModule):
         path: a CSV file; omitted, the California housing set (target in $100,000).
         target: the column to predict, in its own units (required with a CSV).
         target_unit: how reports label the target's unit; "$100,000" for California, else "target units".
-        drop_columns: columns to ignore, such as ids.
+        drop_columns: columns to ignore, such as ids: a list, or one string of comma-separated names ("Order,PID").
         scaling: numeric feature scaling, "standard" or "quantile" (quantile-to-normal).
         log_target: model log(target) instead of the target (it is standardized either way).
         n_quantiles: quantiles kept per feature with quantile scaling.
@@ -57,8 +57,8 @@ class HousingDataModule(L.LightningDataModule):
         path: str | None = None,
         target: str | None = None,
         target_unit: str | None = None,
-        drop_columns: list[str] | None = None,
-        scaling: Scaling = "standard",
+        drop_columns: list[str] | str | None = None,
+        scaling: Scaling = "quantile",
         log_target: bool = False,
         n_quantiles: int = 1000,
         n_bins: int = 48,
@@ -80,12 +80,15 @@ class HousingDataModule(L.LightningDataModule):
                 raise HousePriceError(f"data.{name} is {size}; it must be a positive integer")
         if path is not None and target is None:
             raise HousePriceError("a CSV needs its target column: pass --data.target NAME (or target: in the config)")
+        if isinstance(drop_columns, str):  # --data.drop_columns Order,PID
+            drop_columns = [name.strip() for name in drop_columns.split(",") if name.strip()]
         self.save_hyperparameters()
         if path is not None:  # checkpoints remember where the data came from, whatever the working folder
             self.hparams.path = str(Path(path).expanduser().resolve())
         self._frame: pd.DataFrame | None = None
         self._splits: dict[str, pd.DataFrame] | None = None
         self._state: dict[str, Any] | None = None
+        self._fingerprints: dict[str, dict[str, Any]] | None = None
         self._tensors: dict[str, tuple[torch.Tensor, ...]] = {}
 
     @classmethod
@@ -175,7 +178,9 @@ class HousingDataModule(L.LightningDataModule):
 
     def fingerprints(self) -> dict[str, dict[str, Any]]:
         """Per split, its row count and a hash of its raw rows: proof of which rows a checkpoint trained and tested on."""
-        return {name: fingerprint(frame) for name, frame in self.splits.items()}
+        if self._fingerprints is None:  # every checkpoint carries them: hash once
+            self._fingerprints = {name: fingerprint(frame) for name, frame in self.splits.items()}
+        return self._fingerprints
 
     def state_dict(self) -> dict[str, Any]:
         return {"preprocessing": self.preprocessing, "fingerprints": self.fingerprints()}

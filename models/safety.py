@@ -53,7 +53,7 @@ class RandomState(L.Callback):
             torch.cuda.set_rng_state_all(state_dict["cuda"])
 
 
-class CheckpointOnInterrupt(L.Callback):
+class InterruptExit(L.Callback):
     """Ctrl-C (SIGINT) or SIGTERM during `fit`: keep the last completed epoch's last.ckpt, say how to resume, and
     record the conventional exit code (130 / 143) for the training script to exit with, so schedulers see a failure.
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
@@ -31,6 +33,17 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def strict_json(value: Any) -> Any:
+    """`value` with every NaN or infinity replaced by None (JSON null): bare NaN is not JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: strict_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(item) for item in value]
+    return value
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="peaks_plots", help="folder for the plots (created)")
@@ -42,6 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, default=10_000)
     arguments = parser.parse_args(argv)
     a, b = arguments.interval
+    for name, values in (("--interval", arguments.interval), ("--levels", arguments.levels), ("--start", [arguments.start]),
+                         ("--step", [arguments.step])):
+        bad = [value for value in values if not math.isfinite(value)]
+        if bad:
+            raise HousePriceError(f"{name} {bad[0]} is not a finite number; give finite values")
     if not a < b:
         raise HousePriceError(f"--interval {a} {b} is empty; give A < B")
     if arguments.step <= 0 or arguments.max_steps < 1:
@@ -51,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     report, trajectory = analyze(peaks, a, b, arguments.levels, arguments.start, arguments.step, arguments.max_steps)
     plots = [plot_analysis(peaks, report, output / "peaks.png"), plot_trajectory(peaks, trajectory, a, b, output / "ascent.png")]
     if arguments.json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(strict_json(report), indent=2, allow_nan=False))
     else:
         print(f"f(x) = x^4 - 0.7x^3 - 2x^2 + x + 1 on [{a}, {b}]\n{table(report)}\nPlots: {', '.join(map(str, plots))}")
 

@@ -32,7 +32,7 @@ from models import HousePriceRegressor  # noqa: E402
 from models.callbacks import EpochTimer  # noqa: E402
 from models.checkpoint import verified_checkpoint  # noqa: E402
 from models.hardware import default_precision, fast_cpu_bfloat16  # noqa: E402
-from models.safety import AtomicCheckpointIO, CheckpointOnInterrupt, RandomState, StopOnNonFiniteLoss  # noqa: E402
+from models.safety import AtomicCheckpointIO, InterruptExit, RandomState, StopOnNonFiniteLoss  # noqa: E402
 from models.reports import metrics_table, plot_learning_curve, stage_metrics, write_metrics  # noqa: E402
 
 MONITOR = "val/rmse"
@@ -136,7 +136,7 @@ def resume_in_latest_run(logger: Any) -> None:
 
 
 def main(args: list[str] | None = None) -> None:
-    interrupt = CheckpointOnInterrupt()
+    interrupt = InterruptExit()
     try:
         run_cli(args, interrupt)
     except RuntimeError as error:  # gloo and NCCL say "timed out" in their own error types
@@ -158,7 +158,7 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(interrupt.exit_code)
 
 
-def run_cli(args: list[str] | None, interrupt: CheckpointOnInterrupt) -> None:
+def run_cli(args: list[str] | None, interrupt: InterruptExit) -> None:
     HousePriceCLI(
         HousePriceRegressor,
         HousingDataModule,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,28 @@ def train(config: str, save_dir: Path, *extra: str) -> Path:
 def housing_run(tmp_path_factory, housing_csv) -> Path:
     """One short training run on housing.csv, shared by the tests that only read its outputs."""
     return train("housing_csv.yaml", tmp_path_factory.mktemp("housing_run"))
+
+
+def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+# Small and deterministic: every interrupted run must end bit for bit where the uninterrupted one ends.
+TRAIN = ["fit", "--config=configs/california.yaml", "--trainer.max_epochs=4", "--trainer.deterministic=true",
+         "--trainer.enable_progress_bar=false", "--data.batch_size=64", "--model.ensemble_size=4", "--model.hidden_sizes=[64,64]"]
+
+
+def train_command(save_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "scripts" / "train.py"), *TRAIN, f"--trainer.logger.init_args.save_dir={save_dir}", *extra]
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)

@@ -107,11 +107,13 @@ def test_peaks_script_json_and_plots(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_model(housing_csv):
-    datamodule = HousingDataModule(path=str(housing_csv), target="median_house_value")
-    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32, 32], activation="silu")
+    # Smooth everywhere (standard scaling, no embeddings with ReLU kinks, SiLU), so finite differences are a fair check.
+    datamodule = HousingDataModule(path=str(housing_csv), target="median_house_value", scaling="standard")
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32, 32], activation="silu", dropout=0.0,
+                                numeric_embedding="none", ensemble_size=2)
     trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0)
     trainer.fit(model, datamodule=datamodule)
-    return model, datamodule.splits["test"].head(20)
+    return model.eval(), datamodule.splits["test"].head(20)
 
 
 def test_sensitivity_matches_finite_differences(small_model):
@@ -145,3 +147,18 @@ def test_sensitivity_script(housing_run, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "median_income" in result.stdout and "Gradient ascent from row 0" in result.stdout
     assert (tmp_path / "s" / "sensitivity.png").exists() and (tmp_path / "s" / "price_ascent.csv").exists()
+
+
+def test_peaks_refuses_non_finite_input_and_writes_strict_json(tmp_path):
+    for arguments in (["--levels", "inf"], ["--levels", "0.5", "nan"], ["--start", "nan"], ["--step", "nan"], ["--interval", "0", "inf"]):
+        result = run_script("peaks.py", *arguments, "--output", str(tmp_path / "plots"), cwd=tmp_path)
+        assert result.returncode == 2 and "is not a finite number" in result.stderr, (arguments, result.stderr[-1000:])
+    diverging = run_script("peaks.py", "--json", "--start", "1.5", "--step", "100", "--max-steps", "50", "--output", str(tmp_path / "p"),
+                           cwd=tmp_path)
+    assert diverging.returncode == 0, diverging.stderr[-2000:]
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"bare {constant} is not JSON")
+
+    report = json.loads(diverging.stdout, parse_constant=refuse)
+    assert report["ascent"]["converged"] is False

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,17 +12,9 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, run_script
+from conftest import ROOT, TRAIN, assert_clean_failure, run_script
 from datamodules import HousePriceError, HousingDataModule
 from datamodules.sources import read_csv
-
-
-def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -> None:
-    assert result.returncode == 2, result.stderr[-2000:]
-    lines = [line for line in result.stderr.strip().splitlines() if line.startswith("error:")]
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
 
 
 def numbers_csv(path: Path, rows: int = 60, **columns: list) -> Path:
@@ -126,65 +113,6 @@ def test_prediction_output_paths(housing_run, housing_csv, tmp_path):
     assert not (tmp_path / "n.csv").exists()
     leftovers = [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")]
     assert leftovers == []
-
-
-TRAIN = ["fit", "--config=configs/california.yaml", "--trainer.max_epochs=4", "--trainer.deterministic=true", "--trainer.enable_progress_bar=false",
-         "--data.batch_size=32", "--model.dropout=0.1"]
-
-
-def train_command(save_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "scripts" / "train.py"), *TRAIN, f"--trainer.logger.init_args.save_dir={save_dir}", *extra]
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, process.communicate()[1][-2000:]
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.05)
-
-
-@pytest.mark.slow
-def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path):
-    whole = subprocess.run(train_command(tmp_path / "whole"), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert whole.returncode == 0, whole.stderr[-2000:]
-
-    run = tmp_path / "killed" / "california" / "version_0"
-    process = subprocess.Popen(train_command(tmp_path / "killed"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    wait_for(run / "checkpoints" / "last.ckpt", process)  # epoch 0 is done
-    time.sleep(0.4)  # well inside epoch 1 (about a second long at batch 32)
-    process.send_signal(signal.SIGKILL)
-    process.wait(timeout=30)
-    assert process.returncode == -signal.SIGKILL and not (run / "test_metrics.json").exists()
-    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] < 3
-
-    resumed = subprocess.run(train_command(tmp_path / "killed", "--ckpt_path", "last"), cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    expected_run = tmp_path / "whole" / "california" / "version_0"
-    a = torch.load(expected_run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
-    assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
-    assert json.loads((run / "test_metrics.json").read_text()) == json.loads((expected_run / "test_metrics.json").read_text())
-    epochs = pd.read_csv(run / "metrics.csv")["epoch"].dropna().unique()
-    assert set(range(4)) <= set(epochs), "the resumed run keeps the epochs logged before the kill"
-
-
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_interrupt_leaves_a_valid_last_checkpoint(tmp_path, sig):
-    run = tmp_path / "california" / "version_0"
-    # A child of a background job inherits SIGINT = ignored; a terminal's Ctrl-C reaches a default handler.
-    process = subprocess.Popen(train_command(tmp_path, "--trainer.max_epochs=50", "--checkpoint.save_last=false"),
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    wait_for(run / "checkpoints" / "best.ckpt", process)
-    time.sleep(0.3)
-    process.send_signal(sig)
-    stdout, stderr = process.communicate(timeout=60)
-    last = run / "checkpoints" / "last.ckpt"
-    assert last.exists(), stderr[-2000:]
-    checkpoint = torch.load(last, weights_only=True)
-    assert "RandomState" in checkpoint["callbacks"] and checkpoint["state_dict"]
-    assert "--ckpt_path last" in stdout
 
 
 def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):

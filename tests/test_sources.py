@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from conftest import ROOT, run_script
 from datamodules import HousingDataModule
 from datamodules.sources import read_csv
 
@@ -63,3 +64,11 @@ def test_data_frame_source():
     datamodule = HousingDataModule.from_frame(frame, target="y")
     assert sum(len(split) for split in datamodule.splits.values()) == 100
     assert datamodule.preprocessing["numeric"] == ["x"]
+
+
+def test_drop_columns_accepts_a_comma_separated_string(housing_csv):
+    frame = HousingDataModule(path=str(housing_csv), target="median_house_value", drop_columns="longitude, latitude").load_frame()
+    assert "longitude" not in frame.columns and "latitude" not in frame.columns and "median_income" in frame.columns
+    result = run_script("train.py", "fit", "--config=configs/housing_csv.yaml", "--data.drop_columns", "longitude,latitude", "--print_config",
+                        cwd=ROOT)
+    assert result.returncode == 0 and "drop_columns: longitude,latitude" in result.stdout, result.stderr[-2000:]

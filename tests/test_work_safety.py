@@ -17,25 +17,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, run_script
-from test_reliability import assert_clean_failure
-
-# Small and deterministic: every interrupted run must end bit for bit where the uninterrupted one ends.
-TRAIN = ["fit", "--config=configs/california.yaml", "--trainer.max_epochs=4", "--trainer.deterministic=true",
-         "--trainer.enable_progress_bar=false", "--data.batch_size=64", "--model.ensemble_size=4", "--model.hidden_sizes=[64,64]"]
-
-
-def train_command(save_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "scripts" / "train.py"), *TRAIN, f"--trainer.logger.init_args.save_dir={save_dir}", *extra]
-
-
-def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert process.poll() is None, process.communicate()[1][-2000:]
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.02)
-
+from conftest import ROOT, TRAIN, assert_clean_failure, run_script, train_command, wait_for
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
