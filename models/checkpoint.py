@@ -28,7 +28,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - a damaged file can fail anywhere inside the unpickler
         message = " ".join(str(error).split())
-        code = re.search(r"unsupported (global|operand) [^ ]*", message, re.IGNORECASE) if isinstance(error, pickle.UnpicklingError) else None
+        code = re.search(r"unsupported (global|operand)[^.]*", message, re.IGNORECASE) if isinstance(error, pickle.UnpicklingError) else None
         if code:
             raise HousePriceError(
                 f"checkpoint '{path}' holds pickled objects or code, not plain data ({code.group(0)}); refused without "

@@ -72,8 +72,8 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -
 
 
 # Small and deterministic: every interrupted run must end bit for bit where the uninterrupted one ends.
-TRAIN = ["fit", "--config=configs/california.yaml", "--trainer.max_epochs=4", "--trainer.deterministic=true",
-         "--trainer.enable_progress_bar=false", "--data.batch_size=64", "--model.ensemble_size=4", "--model.hidden_sizes=[64,64]"]
+TRAIN = ["fit", "--config=configs/california.yaml", "--trainer.max_epochs=3", "--trainer.deterministic=true",
+         "--trainer.enable_progress_bar=false", "--data.batch_size=128", "--model.ensemble_size=4", "--model.hidden_sizes=[64,64]"]
 
 
 def train_command(save_dir: Path, *extra: str) -> list[str]:

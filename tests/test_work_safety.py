@@ -32,7 +32,7 @@ def assert_same_run(run: Path, expected: Path) -> None:
     b = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert a.keys() == b.keys() and all(torch.equal(a[key], b[key]) for key in a)
     assert json.loads((run / "test_metrics.json").read_text()) == json.loads((expected / "test_metrics.json").read_text())
-    assert set(range(4)) <= set(pd.read_csv(run / "metrics.csv")["epoch"].dropna().unique()), "earlier epochs' rows are kept"
+    assert set(range(3)) <= set(pd.read_csv(run / "metrics.csv")["epoch"].dropna().unique()), "earlier epochs' rows are kept"
 
 
 @pytest.mark.slow
@@ -50,7 +50,7 @@ def test_interrupt_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, 
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == code, "a scheduler must see the interrupt as a failure: " + stderr[-2000:]
     assert not (run / "test_metrics.json").exists()
-    assert torch.load(last, weights_only=True)["epoch"] < 3
+    assert torch.load(last, weights_only=True)["epoch"] < 2
     if sig != signal.SIGKILL:
         assert "--ckpt_path last" in stdout and "end of epoch" in stdout
 
@@ -211,7 +211,7 @@ def test_predict_streams_large_files_in_flat_memory_with_identical_output(housin
     big = tmp_path / "big.csv"
     small = tmp_path / "small.csv"
     frame.head(20_000).to_csv(small, index=False)
-    pd.concat([frame] * 20, ignore_index=True).to_csv(big, index=False)  # 412,800 rows
+    pd.concat([frame] * 10, ignore_index=True).to_csv(big, index=False)  # 206,400 rows
     best = str(housing_run / "checkpoints" / "best.ckpt")
 
     def peak_rss_mb(source: Path, output: Path) -> float:
@@ -223,7 +223,7 @@ def test_predict_streams_large_files_in_flat_memory_with_identical_output(housin
         return float(result.stderr.rsplit("peak", 1)[1])
 
     growth = peak_rss_mb(big, tmp_path / "big_out.csv") - peak_rss_mb(small, tmp_path / "small_out.csv")
-    assert growth < 150, f"pricing 20x the rows took {growth:.0f} MB more: the input is not streamed"
+    assert growth < 100, f"pricing 10x the rows took {growth:.0f} MB more: the input is not streamed"
     model = load_model(best)
     predict_file(model, small, tmp_path / "whole.csv", chunk_rows=None)
     predict_file(model, small, tmp_path / "chunked.csv", chunk_rows=4096)
