@@ -76,6 +76,7 @@ class HousePriceCLI(LightningCLI):
             )
         if self.subcommand in ("validate", "test"):
             config.trainer.logger = False  # prints its metrics; no empty run folder
+            self.save_config_callback = None  # with no run folder it would write config.yaml into the working folder
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             resume_in_latest_run(config.trainer.logger)
 

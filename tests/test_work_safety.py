@@ -142,6 +142,7 @@ def test_train_py_predict_and_test_write_nothing_misleading(housing_run, tmp_pat
                         "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={runs}", cwd=ROOT)
     assert tested.returncode == 0 and "test/rmse" in tested.stdout, tested.stderr[-2000:]
     assert not runs.exists(), "no empty run folder"
+    assert not (ROOT / "config.yaml").exists(), "nothing written into the working folder"
 
 
 def read_only(folder: Path) -> list[str] | None:
