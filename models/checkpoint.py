@@ -13,7 +13,6 @@ import torch
 
 from datamodules.errors import HousePriceError
 from datamodules.housing import HousingDataModule, fingerprint
-from datamodules.preprocessing import STATE_VERSION
 from models.regressor import HousePriceRegressor
 
 
@@ -68,16 +67,15 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> HousePriceRegressor:
 
 
 def check_weights_fit(checkpoint: dict[str, Any], hyper_parameters: dict[str, Any]) -> None:
-    """Refuse a checkpoint whose hyperparameters describe other shapes than its stored weights."""
-    if hyper_parameters.get("preprocessing", {}).get("version") != STATE_VERSION:
-        raise HousePriceError(
-            "checkpoint was written by an earlier version of house-price (preprocessing state version "
-            f"{hyper_parameters.get('preprocessing', {}).get('version')}, now {STATE_VERSION}); retrain the model"
-        )
+    """Refuse a checkpoint whose hyperparameters describe other shapes than its stored weights.
+
+    Hyperparameters the model itself refuses (an unsupported preprocessing version, a zero width) keep the model's
+    own message.
+    """
     try:
         with torch.device("meta"):
             expected = {name: tuple(value.shape) for name, value in HousePriceRegressor(**hyper_parameters).state_dict().items()}
-    except (TypeError, ValueError, RuntimeError, HousePriceError) as error:
+    except (TypeError, ValueError, RuntimeError) as error:
         raise HousePriceError(f"checkpoint hyperparameters do not describe a model ({' '.join(str(error).split())[:160]}); the file is damaged") from None
     stored = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items() if isinstance(value, torch.Tensor)}
     if expected != stored:
