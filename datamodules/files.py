@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import pandas as pd
 
 from datamodules.errors import HousePriceError
 
@@ -60,3 +63,35 @@ def _umask() -> int:
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return write_atomic(path, lambda temporary: Path(temporary).write_text(text))
+
+
+@contextmanager
+def table_writer(path: str | os.PathLike, parquet: bool) -> Iterator[Callable[[pd.DataFrame], None]]:
+    """`append(frame)` that writes frames one after another to one CSV (header once) or one Parquet file."""
+    if parquet:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        writer = None
+
+        def append(frame: pd.DataFrame) -> None:
+            nonlocal writer
+            table = pa.Table.from_pandas(frame, preserve_index=False, schema=writer.schema if writer else None)
+            writer = writer or pq.ParquetWriter(path, table.schema)
+            writer.write_table(table)
+
+        try:
+            yield append
+        finally:
+            if writer is not None:
+                writer.close()
+    else:
+        with open(path, "w", newline="") as file:
+            written = False
+
+            def append(frame: pd.DataFrame) -> None:
+                nonlocal written
+                frame.to_csv(file, index=False, header=not written)
+                written = True
+
+            yield append

@@ -16,7 +16,7 @@ from sklearn.model_selection import train_test_split
 from datamodules.batches import TensorBatches
 from datamodules.errors import HousePriceError
 from datamodules.preprocessing import Preprocessor, Scaling, fit_statistics
-from datamodules.sources import CALIFORNIA_TARGET, CALIFORNIA_UNIT, check_table, find_column, load_california, read_csv
+from datamodules.sources import CALIFORNIA_TARGET, CALIFORNIA_UNIT, check_table, find_column, load_california, read_table
 
 SPLITS = ("train", "val", "test")
 
@@ -114,7 +114,7 @@ class HousingDataModule(L.LightningDataModule):
         elif self.hparams.path is None:
             frame = load_california()
         else:
-            frame = read_csv(self.hparams.path)
+            frame = read_table(self.hparams.path)
         dropped = [find_column(frame, column, "drop") for column in self.hparams.drop_columns or []]
         frame = frame.drop(columns=dropped).reset_index(drop=True)
         find_column(frame, self.target, "target")

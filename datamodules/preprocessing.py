@@ -9,6 +9,7 @@ objects and loads with `torch.load(..., weights_only=True)`.
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Literal
 
 import numpy as np
@@ -16,7 +17,16 @@ import pandas as pd
 import torch
 
 from datamodules.errors import HousePriceError
-from datamodules.sources import check_numeric_columns, check_target_values, find_column, numeric_and_categorical
+from datamodules.sources import (
+    check_numeric_columns,
+    check_target_values,
+    date_columns,
+    date_feature_names,
+    find_column,
+    id_like_columns,
+    numeric_and_categorical,
+    with_date_features,
+)
 
 Scaling = Literal["standard", "quantile"]
 STATE_VERSION = 3
@@ -48,12 +58,23 @@ def fit_statistics(
     from sklearn.preprocessing import QuantileTransformer, StandardScaler
 
     numeric, categorical = numeric_and_categorical(train, target)
+    dates = date_columns(train, categorical)
+    ignored = id_like_columns(train, [column for column in categorical if column not in dates])
+    for column, distinct in ignored.items():
+        print(f"warning: column '{column}' has {distinct:,} different values in {train[column].count():,} training rows "
+              "(an id, an address or free text?); it is left out: name it in --data.drop_columns to drop it yourself",
+              file=sys.stderr)
+    categorical = [column for column in categorical if column not in dates and column not in ignored]
+    train = with_date_features(train, dates)
+    numeric += [name for column in dates for name in date_feature_names(column)]
     state: dict[str, Any] = {
         "version": STATE_VERSION,
         "target": target,
         "target_unit": target_unit,
-        "numeric": numeric,
+        "numeric": numeric,  # the model's numeric inputs: numeric columns, then each date column's derived numbers
         "categorical": categorical,
+        "dates": dates,
+        "ignored": list(ignored),
         "scaling": scaling,
         "log_target": log_target,
     }
@@ -139,11 +160,13 @@ class Preprocessor:
         self._codes = [{value: code for code, value in enumerate(vocab, start=MISSING + 1)} for vocab in state["vocabularies"]]
         self.binary: list[str] = state["binary"]
         self.continuous: list[str] = [name for name in self.numeric if name not in self.binary]
+        self.dates: list[str] = state.get("dates", [])
 
     @property
     def features(self) -> list[str]:
-        """The raw columns a frame must have, in training order."""
-        return self.numeric + self.categorical
+        """The raw columns a frame must have, in training order: numeric, date, categorical."""
+        derived = {name for column in self.dates for name in date_feature_names(column)}
+        return [name for name in self.numeric if name not in derived] + self.dates + self.categorical
 
     @property
     def n_numeric_inputs(self) -> int:
@@ -177,7 +200,8 @@ class Preprocessor:
         return self.scale_numeric(self.raw_numeric(frame)).float(), self.encode_categories(frame)
 
     def raw_numeric(self, frame: pd.DataFrame) -> torch.Tensor:
-        """The numeric feature columns in their own units, float64 [n, n_numeric], NaN where missing."""
+        """The numeric inputs in their own units, float64 [n, n_numeric], NaN where missing (dates as numbers)."""
+        frame = with_date_features(frame, self.dates)
         check_numeric_columns(frame, self.numeric)
         if not self.numeric:
             return torch.empty((len(frame), 0), dtype=torch.float64)

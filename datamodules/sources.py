@@ -6,13 +6,19 @@ fitted or scaled. Problems a user can fix raise `HousePriceError` with one line 
 
 from __future__ import annotations
 
+import bz2
 import codecs
 import csv
 import difflib
+import gzip
 import itertools
+import lzma
 import os
 import re
+import sys
+import zipfile
 from collections.abc import Iterator
+from typing import BinaryIO
 from pathlib import Path
 
 import numpy as np
@@ -49,76 +55,193 @@ def load_california() -> pd.DataFrame:
     return bunch.frame
 
 
-def read_csv(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a user's CSV as raw values: any delimiter of , ; tab |, a byte-order mark, common NA spellings.
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a user's table as raw values: a CSV (plain or .gz/.zip/.bz2/.xz) or a Parquet file.
 
+    CSVs: any delimiter of , ; tab |, a byte-order mark, common NA spellings, decimal commas in `;` files.
     Column names keep inner spaces and lose surrounding whitespace. Duplicate names, binary files, empty
     files and header-only files are refused with a message naming the file.
     """
-    (frame,) = read_csv_chunks(path, rows=None)
+    (frame,) = read_table_chunks(path, rows=None)
     return frame
 
 
-def read_csv_chunks(path: str | os.PathLike, rows: int | None, text_columns: list[str] = ()) -> Iterator[pd.DataFrame]:
-    """`read_csv` in frames of at most `rows` rows (None: one frame), reading the file as it goes.
+def read_table_chunks(path: str | os.PathLike, rows: int | None, text_columns: list[str] = ()) -> Iterator[pd.DataFrame]:
+    """`read_table` in frames of at most `rows` rows (None: one frame), reading the file as it goes.
 
     `text_columns` come back exactly as written in the file, as strings (ids such as "0526301100" keep their
     zeros, an empty cell is ""), whatever the other columns' parsing makes of numbers and missing values.
     """
     path = Path(path)
-    options = _csv_format(path)
-    names = options["names"]
-    for column in text_columns:
-        find_column(pd.DataFrame(columns=names), column, "--keep-columns")
-    try:
-        frames = pd.read_csv(path, na_values=MISSING_MARKERS, skipinitialspace=True, low_memory=False, chunksize=rows, **options)
-        texts = (
-            pd.read_csv(path, usecols=list(text_columns), dtype=str, keep_default_na=False, na_filter=False, chunksize=rows, **options)
-            if text_columns else None
-        )
-        if rows is None:
-            frames, texts = [frames], [texts]
-        seen = False
-        for frame, text in zip(frames, texts if text_columns else itertools.repeat(None)):
-            if frame.empty and not seen:
-                break
-            seen = True
-            if text is not None:
-                frame = frame.assign(**{column: text[column].to_numpy() for column in text_columns})
-            yield frame
-    except (pd.errors.ParserError, ValueError) as error:
-        message = " ".join(str(error).split())
-        raise HousePriceError(f"data file '{path}' is not a well-formed CSV ({message}); fix the rows it names") from None
+    _check_file(path)
+    chunks = _parquet_chunks(path, rows, list(text_columns)) if is_parquet(path) else _csv_chunks(path, rows, list(text_columns))
+    seen = False
+    for frame in chunks:
+        if frame.empty and not seen:
+            break
+        seen = True
+        yield frame
     if not seen:
         raise HousePriceError(f"data file '{path}' has a header but no data rows; add rows")
 
 
-def _csv_format(path: Path) -> dict:
-    """pandas.read_csv options for a user's CSV (encoding, delimiter, names), after the checks that need no parsing."""
+def is_parquet(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in PARQUET_SUFFIXES
+
+
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise HousePriceError(f"data file '{path}' does not exist; check the path (--data.path / --data)")
     if path.is_dir():
-        raise HousePriceError(f"data path '{path}' is a directory; give the CSV file inside it")
-    with open(path, "rb") as file:
-        head = file.read(_HEAD_BYTES)
+        raise HousePriceError(f"data path '{path}' is a directory; give the data file inside it")
+
+
+def _check_text_columns(names: list[str], text_columns: list[str]) -> None:
+    for column in text_columns:
+        find_column(pd.DataFrame(columns=names), column, "--keep-columns")
+
+
+def _parquet_chunks(path: Path, rows: int | None, text_columns: list[str]) -> Iterator[pd.DataFrame]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        file = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as error:
+        raise HousePriceError(f"data file '{path}' is not a readable Parquet file ({error}); check it or export it again") from None
+    names = [str(name).strip() for name in file.schema_arrow.names]
+    _check_names(names, path)
+    _check_text_columns(names, text_columns)
+    for batch in file.iter_batches(batch_size=rows or max(file.metadata.num_rows, 1)):
+        frame = batch.to_pandas()
+        frame.columns = names
+        for column in text_columns:  # ids as text: integers without ".0", missing as ""
+            text = batch.column(names.index(column)).cast(pa.string()).to_pylist()
+            frame[column] = ["" if value is None else value for value in text]
+        yield frame
+    if file.metadata.num_rows == 0:
+        yield pd.DataFrame(columns=names)
+
+
+def _csv_chunks(path: Path, rows: int | None, text_columns: list[str]) -> Iterator[pd.DataFrame]:
+    options = _csv_format(path)
+    unnamed = options.pop("unnamed")
+    _check_text_columns(options["names"], text_columns)
+    try:
+        frames = pd.read_csv(path, na_values=MISSING_MARKERS, skipinitialspace=True, low_memory=False, chunksize=rows, **options)
+        texts = (
+            pd.read_csv(path, usecols=text_columns, dtype=str, keep_default_na=False, na_filter=False, chunksize=rows, **options)
+            if text_columns else None
+        )
+        if rows is None:
+            frames, texts = [frames], [texts]
+        for frame, text in zip(frames, texts if text_columns else itertools.repeat(None)):
+            if text is not None:
+                frame = frame.assign(**{column: text[column].to_numpy() for column in text_columns})
+            yield _drop_unnamed(frame, unnamed, path)
+    except (pd.errors.ParserError, ValueError) as error:
+        message = " ".join(str(error).split())
+        raise HousePriceError(f"data file '{path}' is not a well-formed CSV ({message}); fix the rows it names") from None
+
+
+def _drop_unnamed(frame: pd.DataFrame, unnamed: dict[str, int], path: Path) -> pd.DataFrame:
+    """Columns without a header name (a trailing delimiter, as spreadsheets write) go if they are empty."""
+    for column, position in unnamed.items():
+        values = frame[column].dropna()
+        if len(values):
+            raise HousePriceError(
+                f"data file '{path}' has a column with an empty name at position {position} holding values "
+                f"(e.g. '{values.iloc[0]}'); name it in the header row"
+            )
+    return frame.drop(columns=list(unnamed))
+
+
+# The extensions pandas reads compressed CSVs from, and how to open each for a peek at its text.
+COMPRESSIONS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open, ".zip": None}
+PARQUET_SUFFIXES = (".parquet", ".pq")
+# What a file that is not text starts with, and the name it should have.
+_MAGIC = {b"\x1f\x8b": ".gz", b"PK\x03\x04": ".zip", b"BZh": ".bz2", b"\xfd7zXZ\x00": ".xz", b"PAR1": ".parquet"}
+
+
+def _open_bytes(path: Path) -> BinaryIO:
+    """The file's (decompressed) bytes, by its extension."""
+    suffix = path.suffix.lower()
+    if suffix == ".zip":
+        archive = zipfile.ZipFile(path)
+        members = [name for name in archive.namelist() if not name.endswith("/")]
+        if len(members) != 1:
+            raise HousePriceError(f"zip file '{path}' holds {len(members)} files; pandas reads a zip holding exactly one CSV")
+        return archive.open(members[0])
+    return COMPRESSIONS.get(suffix, open)(path, "rb")
+
+
+def _csv_format(path: Path) -> dict:
+    """pandas.read_csv options for a user's CSV (encoding, delimiter, decimal mark, names), after the checks that
+    need no parsing; "unnamed" maps placeholder names of header-less columns to their positions."""
+    try:
+        with _open_bytes(path) as file:
+            head = file.read(_HEAD_BYTES)
+    except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as error:
+        raise HousePriceError(f"data file '{path}' cannot be decompressed ({error}); check the file and its extension") from None
     if not head.strip():
         raise HousePriceError(f"data file '{path}' is empty; give a CSV with a header row and data rows")
     if _looks_binary(head):
-        raise HousePriceError(f"data file '{path}' is binary, not a CSV text file; export it as CSV first")
+        named = next((suffix for magic, suffix in _MAGIC.items() if head.startswith(magic)), None)
+        hint = f"it looks like a {named} file: give it that extension" if named else "export it as CSV or Parquet first"
+        raise HousePriceError(f"data file '{path}' is binary, not a CSV text file; {hint}")
     encoding = _encoding(path)
     text = head.decode(encoding, errors="replace")
     header = _header(text, path)
     delimiter = _delimiter(text)
     names = [name.strip() for name in next(csv.reader([header], delimiter=delimiter))]
+    unnamed = {f"unnamed column {position}": position for position, name in enumerate(names, start=1) if name == ""}
+    names = [name or f"unnamed column {position}" for position, name in enumerate(names, start=1)]
+    _check_names(names, path)
+    rows = list(csv.reader(text.splitlines()[1:200], delimiter=delimiter))
+    rows = rows if len(head) < _HEAD_BYTES else rows[:-1]  # a partial head may end mid-row
+    longer = next((number for number, row in enumerate(rows, start=1) if len(row) > len(names)), None)
+    if longer is not None:
+        raise HousePriceError(
+            f"data file '{path}' has more values in data row {longer} than names in its header ({len(names)}); "
+            "name every column in the header row"
+        )
+    if unnamed:
+        print(f"note: data file '{path}' has {len(unnamed)} column(s) without a name (e.g. from a trailing delimiter); "
+              "left out where empty", file=sys.stderr)
+    return {
+        "encoding": encoding,
+        "encoding_errors": "replace",
+        "sep": delimiter,
+        "decimal": _decimal_mark(text, delimiter),
+        "header": 0,
+        "names": names,
+        "index_col": False,
+        "unnamed": unnamed,
+    }
+
+
+def _check_names(names: list[str], path: Path) -> None:
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise HousePriceError(f"data file '{path}' has duplicate column names {duplicated}; rename them so each is unique")
-    if any(name == "" for name in names):
-        raise HousePriceError(f"data file '{path}' has a column with an empty name (position {names.index('') + 1}); name it")
-    return {"encoding": encoding, "encoding_errors": "replace", "sep": delimiter, "header": 0, "names": names}
 
 
 _HEAD_BYTES = 65536
+_DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")
+_DECIMAL_POINT = re.compile(r"^\s*[-+]?\d*\.\d+\s*$")
+
+
+def _decimal_mark(text: str, delimiter: str) -> str:
+    """"," for a `;`-separated file whose numbers are written "-117,05" (and none "-117.05"), else ".".
+
+    Spreadsheets in locales with a decimal comma write exactly this; any "." decimal in the sample keeps ".".
+    """
+    if delimiter != ";":
+        return "."
+    fields = [field for row in csv.reader(text.splitlines()[1:200], delimiter=delimiter) for field in row]
+    commas = sum(bool(_DECIMAL_COMMA.match(field)) for field in fields)
+    points = sum(bool(_DECIMAL_POINT.match(field)) for field in fields)
+    return "," if commas and not points else "."
 
 
 def _looks_binary(head: bytes) -> bool:
@@ -132,7 +255,7 @@ def _encoding(path: Path) -> str:
     spreadsheet writes. Checked a block at a time, so a large file never sits in memory."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     try:
-        with open(path, "rb") as file:
+        with _open_bytes(path) as file:
             while block := file.read(1 << 20):
                 decoder.decode(block)
             decoder.decode(b"", final=True)
@@ -185,9 +308,14 @@ def check_numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFra
             bad = text[parsed.isna()]
             example = bad.iloc[0] if len(bad) else text.iloc[0]
             row = bad.index[0] if len(bad) else text.index[0]
+            fix = (
+                "its decimal mark looks like a comma: separate the file's columns with ';' (then ',' reads as the "
+                "decimal mark) or write decimals with '.'"
+                if _DECIMAL_COMMA.match(str(example)) else "remove currency signs and thousands separators"
+            )
             raise HousePriceError(
                 f"column '{column}' looks numeric but holds text such as '{example}' (data row {row + 1}); "
-                "remove currency signs and thousands separators, or list it in drop_columns"
+                f"{fix}, or list it in drop_columns"
             )
     return frame
 
@@ -202,6 +330,60 @@ def numeric_and_categorical(frame: pd.DataFrame, target: str) -> tuple[list[str]
         is_number = pd.api.types.is_numeric_dtype(kind) or pd.api.types.is_bool_dtype(kind)
         (numeric if is_number else categorical).append(column)
     return numeric, categorical
+
+
+_ISO_DATE = re.compile(r"^\s*\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?\s*$")
+_EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
+
+
+def date_columns(frame: pd.DataFrame, columns: list[str]) -> list[str]:
+    """The `columns` that hold dates: datetime dtypes, or text whose values are (nearly all) ISO dates ("2021-05-03")."""
+    dates = []
+    for column in columns:
+        values = frame[column].dropna()
+        if pd.api.types.is_datetime64_any_dtype(values):
+            dates.append(column)
+        elif len(values) and values.astype(str).str.match(_ISO_DATE).mean() >= 0.95:
+            dates.append(column)
+    return dates
+
+
+def date_feature_names(column: str) -> list[str]:
+    return [f"{column}.days", f"{column}.month"]
+
+
+def with_date_features(frame: pd.DataFrame, dates: list[str]) -> pd.DataFrame:
+    """`frame` plus two numbers per date column: days since 1970-01-01 (trend) and the month, 1-12 (season).
+
+    Values that are not dates become missing numbers, as any missing number does.
+    """
+    if not dates:
+        return frame
+    added = {}
+    for column in dates:
+        values = frame[column]
+        if not pd.api.types.is_datetime64_any_dtype(values):
+            values = pd.to_datetime(values.astype("string").str.strip(), format="ISO8601", errors="coerce", utc=True)
+        elif values.dt.tz is None:
+            values = values.dt.tz_localize("UTC")
+        days, month = date_feature_names(column)
+        added[days] = (values - _EPOCH) / pd.Timedelta(days=1)
+        added[month] = values.dt.month.astype(float)
+    return frame.assign(**added)
+
+
+def id_like_columns(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
+    """Text `columns` whose values are nearly all different (ids, addresses, free text): {column: distinct values}.
+
+    A category seen once teaches a model nothing, and at prediction time nearly every value is new.
+    """
+    found = {}
+    for column in columns:
+        values = frame[column].dropna()
+        distinct = values.nunique()
+        if len(values) >= 20 and distinct >= 0.9 * len(values):
+            found[column] = int(distinct)
+    return found
 
 
 def check_target_values(frame: pd.DataFrame, target: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import os
 import sys
 from pathlib import Path
@@ -11,9 +10,9 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from datamodules.files import write_atomic
+from datamodules.files import table_writer, write_atomic
 from datamodules.preprocessing import Preprocessor
-from datamodules.sources import read_csv_chunks
+from datamodules.sources import is_parquet, read_table_chunks
 from models.regressor import HousePriceRegressor
 
 CHUNK_ROWS = 65_536  # a multiple of the model's batch, so chunked and whole-file predictions are the same numbers
@@ -51,9 +50,10 @@ def predict_file(
     keep_columns: list[str] = (),
     chunk_rows: int = CHUNK_ROWS,
 ) -> int:
-    """Write `<kept columns..., <target>_prediction>` for every row of the CSV `source`, in input order; returns the
-    row count. The file is read, priced and written a chunk at a time, so memory stays flat however long it is;
-    the output appears whole (atomic rename) or not at all. Kept columns are copied as the text of the input.
+    """Write `<kept columns..., <target>_prediction>` for every row of the table `source` (CSV or Parquet), in input
+    order, to a CSV (or to Parquet when `output` ends in .parquet); returns the row count. The file is read, priced
+    and written a chunk at a time, so memory stays flat however long it is; the output appears whole (atomic rename)
+    or not at all. Kept columns are copied as the text of the input.
     """
     unseen = UnseenCategories(model.preprocessor)
     name = f"{model.target}_prediction"
@@ -61,12 +61,13 @@ def predict_file(
 
     def write(temporary: str) -> None:
         nonlocal rows
-        with open(temporary, "w", newline="") as file, tqdm(unit=" rows", delay=3, mininterval=1, file=sys.stderr, desc="pricing") as bar:
-            for index, frame in enumerate(read_csv_chunks(source, rows=chunk_rows, text_columns=list(keep_columns))):
+        with table_writer(temporary, parquet=is_parquet(output)) as append, \
+                tqdm(unit=" rows", delay=3, mininterval=1, file=sys.stderr, desc="pricing") as bar:
+            for frame in read_table_chunks(source, rows=chunk_rows, text_columns=list(keep_columns)):
                 unseen.add(frame)
                 result = frame[list(keep_columns)].copy()
                 result[name] = model.predict(frame).to_numpy()
-                result.to_csv(file, index=False, header=index == 0, quoting=csv.QUOTE_MINIMAL)
+                append(result)
                 rows += len(frame)
                 bar.update(len(frame))
 

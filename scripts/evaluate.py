@@ -1,4 +1,4 @@
-"""Evaluate a saved checkpoint: on the test split it was trained with, or on every row of a CSV.
+"""Evaluate a saved checkpoint: on the test split it was trained with, or on every row of a table.
 
     python scripts/evaluate.py runs/california/version_0/checkpoints/best.ckpt
     python scripts/evaluate.py best.ckpt --data new_sales.csv --output reports/new_sales
@@ -21,7 +21,7 @@ import pandas as pd  # noqa: E402
 from datamodules.batches import TensorBatches  # noqa: E402
 from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
 from datamodules.files import output_folder  # noqa: E402
-from datamodules.sources import read_csv  # noqa: E402
+from datamodules.sources import read_table  # noqa: E402
 from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split  # noqa: E402
 from models.prediction import UnseenCategories  # noqa: E402
 from models.regressor import HousePriceRegressor  # noqa: E402
@@ -45,14 +45,14 @@ def report_folder(checkpoint: Path, output: str | None, overwrite: bool) -> Path
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a .ckpt written by scripts/train.py")
-    parser.add_argument("--data", help="a CSV with the target column; default: the checkpoint's own test split")
+    parser.add_argument("--data", help="a CSV or Parquet file with the target column; default: the checkpoint's own test split")
     parser.add_argument("--output", help="report folder; default: <checkpoint>_evaluation beside the checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
     arguments = parser.parse_args(argv)
 
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
-    frame = read_csv(arguments.data) if arguments.data else training_split(checkpoint)
+    frame = read_table(arguments.data) if arguments.data else training_split(checkpoint)
     folder = report_folder(arguments.checkpoint, arguments.output, arguments.overwrite)
     metrics = evaluate(model, frame)
     unit = model.preprocessor.state["target_unit"]

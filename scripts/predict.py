@@ -1,4 +1,4 @@
-"""Predict prices for a CSV with a saved checkpoint alone.
+"""Predict prices for a table (CSV or Parquet) with a saved checkpoint alone.
 
     python scripts/predict.py best.ckpt --input new_houses.csv --output priced.csv --keep-columns id
 
@@ -24,8 +24,8 @@ from models.prediction import predict_file  # noqa: E402
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a .ckpt written by scripts/train.py")
-    parser.add_argument("--input", required=True, help="CSV of houses to price")
-    parser.add_argument("--output", required=True, help="CSV to write")
+    parser.add_argument("--input", required=True, help="CSV (also .gz/.zip/.bz2/.xz) or Parquet file of houses to price")
+    parser.add_argument("--output", required=True, help="file to write: CSV, or Parquet when it ends in .parquet")
     parser.add_argument("--keep-columns", nargs="*", default=[], metavar="COLUMN", help="input columns to copy, e.g. ids")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     arguments = parser.parse_args(argv)

@@ -25,7 +25,7 @@ import pandas as pd  # noqa: E402
 from analysis.sensitivity import price_ascent, sensitivity_table  # noqa: E402
 from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
 from datamodules.files import output_folder  # noqa: E402
-from datamodules.sources import read_csv  # noqa: E402
+from datamodules.sources import read_table  # noqa: E402
 from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split  # noqa: E402
 
 
@@ -43,7 +43,7 @@ def bar_chart(table: pd.DataFrame, unit: str, path: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path)
-    parser.add_argument("--data", help="CSV of houses; default: the checkpoint's own test split")
+    parser.add_argument("--data", help="CSV or Parquet file of houses; default: the checkpoint's own test split")
     parser.add_argument("--row", type=int, default=0, help="which house (0-based data row) to run the ascent from")
     parser.add_argument("--step", type=float, default=0.05, help="ascent step, in fractions of each feature's range")
     parser.add_argument("--max-steps", type=int, default=200)
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> None:
 
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
-    frame = read_csv(arguments.data) if arguments.data else training_split(checkpoint)
+    frame = read_table(arguments.data) if arguments.data else training_split(checkpoint)
     model.preprocessor.check_columns(frame)
     if not 0 <= arguments.row < len(frame):
         raise HousePriceError(f"--row {arguments.row} is outside the data's {len(frame)} rows; give 0..{len(frame) - 1}")

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from conftest import ROOT, TRAIN, assert_clean_failure, run_script
 from datamodules import HousePriceError, HousingDataModule
-from datamodules.sources import read_csv
+from datamodules.sources import read_table
 
 
 def numbers_csv(path: Path, rows: int = 60, **columns: list) -> Path:
@@ -157,7 +157,7 @@ def test_random_malformed_csvs_load_or_raise_our_error(tmp_path, rows, separator
     path = tmp_path / "fuzz.csv"
     path.write_bytes(text.encode("utf-8", "replace"))
     try:
-        frame = read_csv(path)
+        frame = read_table(path)
         target = str(frame.columns[-1])
         datamodule = HousingDataModule.from_frame(frame, target=target, test_fraction=0.3, val_fraction=0.3)
         datamodule.tensors("train")

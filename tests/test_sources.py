@@ -7,7 +7,7 @@ import pandas as pd
 
 from conftest import ROOT, run_script
 from datamodules import HousingDataModule
-from datamodules.sources import read_csv
+from datamodules.sources import read_table
 
 
 def test_california_split_matches_the_published_benchmark():
@@ -37,7 +37,7 @@ def test_messy_csv_bom_semicolons_spaces_and_na_strings(tmp_path):
     )
     path = tmp_path / "houses.csv"
     path.write_bytes(text.encode("utf-8"))
-    frame = read_csv(path)
+    frame = read_table(path)
     assert list(frame.columns) == ["Living Area", "Year Built", "Zone Code", "Heating", "Sale Price"]
     assert frame["Living Area"].isna().tolist() == [False, True, False, False]
     assert pd.api.types.is_numeric_dtype(frame["Year Built"]) and frame["Year Built"].isna().sum() == 1

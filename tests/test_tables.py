@@ -1,0 +1,119 @@
+"""Real tables in: dates, id-like text, compressed and Parquet files, trailing delimiters, decimal commas."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import ROOT, run_script
+from datamodules import HousePriceError, HousingDataModule
+from datamodules.sources import read_table
+
+
+def sales(n: int = 300) -> pd.DataFrame:
+    """Price = 1000 per m² + 30 per day since 2019-01-01; an address that is different on every row."""
+    rng = np.random.default_rng(0)
+    days = rng.integers(0, 1500, n)
+    frame = pd.DataFrame({
+        "sold_on": (pd.Timestamp("2019-01-01") + pd.to_timedelta(days, "D")).strftime("%Y-%m-%d"),
+        "address": [f"{i} Main St" for i in range(n)],
+        "area": rng.uniform(50, 200, n).round(1),
+        "zone": rng.choice(["a", "b", "c"], n),
+    })
+    frame["price"] = frame["area"] * 1000 + days * 30
+    return frame
+
+
+def test_dates_become_numbers_and_id_like_text_is_left_out_with_a_warning(capsys):
+    datamodule = HousingDataModule.from_frame(sales(), target="price")
+    state = datamodule.preprocessing
+    warning = capsys.readouterr().err
+    assert "column 'address'" in warning and "--data.drop_columns" in warning and "left out" in warning
+    assert state["dates"] == ["sold_on"] and state["ignored"] == ["address"] and state["categorical"] == ["zone"]
+    assert state["numeric"] == ["area", "sold_on.days", "sold_on.month"]
+    preprocessor = datamodule.preprocessor
+    assert preprocessor.features == ["area", "sold_on", "zone"]  # what predict needs: no address
+    house = pd.DataFrame({"area": [100.0, 100.0], "sold_on": ["2021-05-03", "not a date"], "zone": ["a", "a"]})
+    raw = preprocessor.raw_numeric(house).numpy()
+    assert raw[0].tolist() == [100.0, 18750.0, 5.0]  # 2021-05-03 is day 18,750 since 1970-01-01, in May
+    assert np.isnan(raw[1, 1:]).all()  # an unreadable date is a missing number, imputed like any other
+    assert np.isfinite(preprocessor.transform(house)[0].numpy()).all()
+
+
+def test_datetime_columns_of_a_data_frame_are_dates_too():
+    frame = sales()
+    frame["sold_on"] = pd.to_datetime(frame["sold_on"])
+    plain = HousingDataModule.from_frame(sales(), target="price", drop_columns="address").tensors("train")[0]
+    typed = HousingDataModule.from_frame(frame, target="price", drop_columns="address").tensors("train")[0]
+    assert np.array_equal(plain.numpy(), typed.numpy())
+
+
+@pytest.mark.parametrize("suffix", [".csv.gz", ".csv.bz2", ".csv.xz", ".zip", ".parquet"])
+def test_compressed_csvs_and_parquet_read_as_the_plain_csv(tmp_path, suffix):
+    frame = sales(50)
+    plain = tmp_path / "sales.csv"
+    frame.to_csv(plain, index=False)
+    path = tmp_path / f"sales{suffix}"
+    data = plain.read_bytes()
+    if suffix == ".parquet":
+        frame.to_parquet(path)
+    elif suffix == ".zip":
+        with zipfile.ZipFile(path, "w") as archive:
+            archive.writestr("sales.csv", data)
+    else:
+        path.write_bytes({".csv.gz": gzip.compress, ".csv.bz2": bz2.compress, ".csv.xz": lzma.compress}[suffix](data))
+    pd.testing.assert_frame_equal(read_table(path), read_table(plain))
+
+
+def test_a_compressed_file_with_the_wrong_name_is_named(tmp_path):
+    path = tmp_path / "sales.csv"
+    path.write_bytes(gzip.compress(sales(20).to_csv(index=False).encode()))
+    with pytest.raises(HousePriceError, match=r"looks like a \.gz file"):
+        read_table(path)
+
+
+def test_an_empty_unnamed_trailing_column_is_dropped_one_with_values_is_refused(tmp_path, capsys):
+    path = tmp_path / "excel.csv"
+    path.write_text("area,zone,price,\n100,a,5,\n120,b,6,\n")
+    frame = read_table(path)
+    assert list(frame.columns) == ["area", "zone", "price"] and frame["price"].tolist() == [5, 6]
+    assert "without a name" in capsys.readouterr().err
+    path.write_text("area,,price\n100,x,5\n120,y,6\n")
+    with pytest.raises(HousePriceError, match="empty name at position 2 holding values"):
+        read_table(path)
+    path.write_text("area,price\n100,5,7\n")
+    with pytest.raises(HousePriceError, match="more values in data row 1"):
+        read_table(path)
+
+
+def test_decimal_commas_in_a_semicolon_file_are_read_and_named_elsewhere(tmp_path):
+    path = tmp_path / "european.csv"
+    path.write_text("longitude;rooms;zone;price\n-117,05;3;a;250000,5\n-118,25;4;b;310000\n")
+    frame = read_table(path)
+    assert frame["longitude"].tolist() == [-117.05, -118.25] and frame["price"].tolist() == [250000.5, 310000.0]
+    assert frame["zone"].tolist() == ["a", "b"]
+    path.write_text('longitude,price\n' + '"-117,05",1\n"-118,25",2\n' * 10)
+    with pytest.raises(HousePriceError, match="decimal mark looks like a comma"):
+        HousingDataModule(path=str(path), target="price").load_frame()
+
+
+def test_predict_reads_and_writes_parquet(housing_run, housing_csv, tmp_path):
+    frame = pd.read_csv(housing_csv).head(300)
+    frame.insert(0, "id", [f"{i:06d}" for i in range(len(frame))])
+    frame.to_csv(tmp_path / "houses.csv.gz", index=False)
+    frame.to_parquet(tmp_path / "houses.parquet")
+    checkpoint = str(housing_run / "checkpoints" / "best.ckpt")
+    for source, output in (("houses.csv.gz", "from_csv.csv"), ("houses.parquet", "from_parquet.parquet")):
+        result = run_script("predict.py", checkpoint, "--input", str(tmp_path / source), "--output", str(tmp_path / output),
+                            "--keep-columns", "id", cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-2000:]
+    from_csv = pd.read_csv(tmp_path / "from_csv.csv", dtype={"id": str})
+    from_parquet = pd.read_parquet(tmp_path / "from_parquet.parquet")
+    assert from_parquet["id"].tolist() == frame["id"].tolist()
+    pd.testing.assert_frame_equal(from_csv, from_parquet)
