@@ -1,9 +1,9 @@
 """Exact zeros, level crossings and extrema of a scalar function on [a, b], refined to rounding level.
 
-A grid only brackets: each sign change of g is refined by safeguarded Newton steps (the derivative from
-autograd, bisection whenever Newton leaves the bracket), so results are exact to float64 rounding and need
-no tolerance tuned per function. Tangential touches (double roots, where g does not change sign) are found
-as the zeros of g' at which g vanishes too.
+Grids and the zeros of g' only bracket: each sign change of g is refined by safeguarded Newton steps (the
+derivative from autograd, bisection whenever Newton leaves the bracket), so results are exact to float64
+rounding and need no tolerance tuned per function or interval. Tangential touches (double roots, where g does
+not change sign) are the zeros of g' at which g vanishes to rounding.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from analysis.derivatives import ScalarFunction, derivative, derivatives
 
 Kind = Literal["minimum", "maximum", "flat"]
 GRID = 4001
+DEPTH = 4  # derivatives deep that zeros() brackets by turning points: exact for polynomials of degree <= 5
 
 
 @dataclass(frozen=True)
@@ -64,20 +65,36 @@ def _refine(g: ScalarFunction, lo: float, hi: float, g_lo: float) -> float:
     return x
 
 
-def zeros(g: ScalarFunction, a: float, b: float, points: int = GRID, touch_tolerance: float = 1e-9) -> list[float]:
+def zeros(g: ScalarFunction, a: float, b: float, points: int = GRID, depth: int = DEPTH) -> list[float]:
     """Every x in [a, b] with g(x) = 0, sorted, each once: sign changes and tangential touches.
 
-    A touch counts when |g| at a zero of g' is within `touch_tolerance` times the scale of g on the grid.
+    Brackets come from two grids (uniform on [a, b], and asinh-spaced: dense near 0, sparse far out) and from
+    the zeros of g' (found the same way, `depth` derivatives deep). Between consecutive zeros of g', g is
+    monotonic: it has at most one zero there, and the sign change finds it however wide [a, b] is, so for a
+    polynomial of degree <= depth + 1 nothing can be missed. A touch is a zero of g' where g vanishes to rounding.
+    Zeros closer than 1e-7 (relative) are reported once; a g that is zero on the whole grid has no isolated zeros: [].
     """
-    x = _grid(a, b, points)
+    x = torch.cat([_grid(a, b, points), _asinh_grid(a, b, points)])
+    turning = zeros(derivative(g), a, b, points, depth - 1) if depth > 0 else []
+    x = torch.unique(torch.cat([x, _at(*turning)]))  # sorted
     values = derivatives(g, x, order=0)[0]
-    found = _sign_change_zeros(g, x, values)
-    scale = max(1.0, float(values.abs().max()))
-    slope = derivative(g)
-    for candidate in _sign_change_zeros(slope, x, derivatives(slope, x, order=0)[0]):
-        if abs(float(derivatives(g, _at(candidate), order=0)[0])) <= touch_tolerance * scale:
-            found.append(candidate)
-    return _unique(found, tolerance=1e-9 * (b - a))
+    if not values.any():
+        return []
+    found = _sign_change_zeros(g, x, values) + [candidate for candidate in turning if _vanishes(g, candidate)]
+    return _unique(found)
+
+
+def _asinh_grid(a: float, b: float, points: int) -> torch.Tensor:
+    """`points` from a to b spaced evenly in asinh(x): about 1e-2 apart near 0 even when |a|, |b| are 1e6."""
+    t = torch.linspace(math.asinh(a), math.asinh(b), points, dtype=torch.float64)
+    return torch.sinh(t).clamp(a, b)
+
+
+def _vanishes(g: ScalarFunction, x: float) -> bool:
+    """g(x) is zero up to rounding: no larger than the spread of g over a few ulps around x (its rounding noise)."""
+    nearby = x + torch.arange(-8, 9, dtype=torch.float64) * 4 * math.ulp(max(abs(x), 1e-300))
+    values = derivatives(g, nearby, order=0)[0]
+    return bool(values[8].abs() <= 4 * (values.max() - values.min()))
 
 
 def _sign_change_zeros(g: ScalarFunction, x: torch.Tensor, values: torch.Tensor) -> list[float]:
@@ -89,10 +106,10 @@ def _sign_change_zeros(g: ScalarFunction, x: torch.Tensor, values: torch.Tensor)
     return found
 
 
-def _unique(values: list[float], tolerance: float) -> list[float]:
+def _unique(values: list[float], relative: float = 1e-7) -> list[float]:
     result: list[float] = []
     for value in sorted(values):
-        if not result or value - result[-1] > tolerance:
+        if not result or value - result[-1] > relative * max(1.0, abs(value)):
             result.append(value)
     return result
 
@@ -105,18 +122,17 @@ def level_crossings(f: ScalarFunction, level: float, a: float, b: float, points:
 def critical_points(f: ScalarFunction, a: float, b: float, points: int = GRID) -> list[CriticalPoint]:
     """Every x in [a, b] with f'(x) = 0, classified as a local minimum, maximum or flat (inflection) point."""
     result = []
-    span = b - a
     for x in zeros(derivative(f), a, b, points):
         value, slope, curvature = (float(v) for v in derivatives(f, _at(x), order=2))
-        result.append(CriticalPoint(x, value, _classify(f, x, curvature, span)))
+        result.append(CriticalPoint(x, value, _classify(f, x, curvature)))
     return result
 
 
-def _classify(f: ScalarFunction, x: float, curvature: float, span: float) -> Kind:
+def _classify(f: ScalarFunction, x: float, curvature: float) -> Kind:
     if abs(curvature) > 1e-8:
         return "minimum" if curvature > 0 else "maximum"
     # f'' vanishes too (x^4 at 0, x^3 at 0): read the sign of f' on either side.
-    h = 1e-4 * span
+    h = 1e-6 * max(1.0, abs(x))
     left, right = (float(v) for v in derivatives(f, _at(x - h, x + h), order=1)[1])
     if left < 0 < right:
         return "minimum"

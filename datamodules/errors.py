@@ -17,18 +17,26 @@ def exit_cleanly_on_error(main: Callable[[], None]) -> None:
     """Run a script's `main`; a `HousePriceError` (or Lightning's misconfiguration error, or a place it may not
     write to) becomes one line on stderr and exit code 2. Set HOUSE_PRICE_DEBUG=1 to see the full traceback instead.
     """
-    from lightning.fabric.utilities.exceptions import MisconfigurationException
-
     try:
         main()
-    except (HousePriceError, MisconfigurationException, OSError) as error:
-        if os.environ.get("HOUSE_PRICE_DEBUG") == "1" or (isinstance(error, OSError) and error.errno not in _UNWRITABLE):
+    except Exception as error:
+        if os.environ.get("HOUSE_PRICE_DEBUG") == "1" or not _is_user_error(error):
             raise
         message = str(error)
         if isinstance(error, OSError):
             message = f"cannot write '{error.filename}' ({error.strerror}); choose a writable location for the outputs"
         print(f"error: {' '.join(message.split())}", file=sys.stderr)
         sys.exit(2)
+
+
+def _is_user_error(error: Exception) -> bool:
+    if isinstance(error, OSError):
+        return error.errno in _UNWRITABLE
+    if isinstance(error, HousePriceError):
+        return True
+    # Lightning's own "you configured it wrong" error; looked up only if Lightning was loaded (it takes seconds).
+    exceptions = sys.modules.get("lightning.fabric.utilities.exceptions")
+    return exceptions is not None and isinstance(error, exceptions.MisconfigurationException)
 
 
 _UNWRITABLE = (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT)

@@ -7,10 +7,12 @@ import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from datamodules.errors import HousePriceError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _require_folder(folder: Path) -> None:

@@ -29,7 +29,7 @@ def table(report: dict) -> str:
     rows += [(f"crossing f = {level}", x, float(level)) for level, xs in report["level_crossings"].items() for x in xs]
     ascent = report["ascent"]
     rows += [(f"ascent end ({ascent['steps']} steps, {ascent['reason']})", ascent["x"], ascent["f"])]
-    lines = [f"{'kind':<36} {'x':>20} {'f(x)':>20}"] + [f"{kind:<36} {x:>20.15f} {fx:>20.15f}" for kind, x, fx in rows]
+    lines = [f"{'kind':<36} {'x':>23} {'f(x)':>23}"] + [f"{kind:<36} {x:>23.16g} {fx:>23.16g}" for kind, x, fx in rows]
     return "\n".join(lines)
 
 
@@ -44,6 +44,19 @@ def strict_json(value: Any) -> Any:
     return value
 
 
+def negative_numbers_as_values(argv: list[str]) -> list[str]:
+    """argparse reads "-1e6" or "-inf" as an unknown option (it knows only "-1" and "-1.5" as numbers); a leading
+    space makes such a number a value, and float() ignores the space."""
+    def is_number(text: str) -> bool:
+        try:
+            float(text)
+        except ValueError:
+            return False
+        return True
+
+    return [f" {text}" if text.startswith("-") and is_number(text) else text for text in argv]
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", default="peaks_plots", help="folder for the plots (created)")
@@ -53,7 +66,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--start", type=float, default=LESSON_START, help="ascent start x0")
     parser.add_argument("--step", type=float, default=LESSON_STEP, help="ascent step size")
     parser.add_argument("--max-steps", type=int, default=10_000)
-    arguments = parser.parse_args(argv)
+    arguments = parser.parse_args(negative_numbers_as_values(sys.argv[1:] if argv is None else argv))
     a, b = arguments.interval
     for name, values in (("--interval", arguments.interval), ("--levels", arguments.levels), ("--start", [arguments.start]),
                          ("--step", [arguments.step])):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import runpy
 
 import lightning as L
 import numpy as np
@@ -16,6 +17,7 @@ from analysis.roots import critical_points, global_extrema, level_crossings, zer
 from analysis.sensitivity import price_ascent, price_gradients
 from conftest import ROOT, run_script
 from datamodules import HousingDataModule
+from datamodules.errors import exit_cleanly_on_error
 from models import HousePriceRegressor
 
 A, B = INTERVAL
@@ -66,6 +68,27 @@ def test_double_roots_are_found_once():
     # The local maximum of peaks touches the level f = f(x*) tangentially.
     top = critical_points(peaks, A, B)[1]
     assert any(abs(x - top.x) < 1e-7 for x in level_crossings(peaks, top.f, A, B))
+
+
+@pytest.mark.parametrize("half_width", [1e3, 1e6])
+def test_wide_intervals_give_exactly_the_roots_of_numpy(half_width):
+    """The same zeros, crossings and critical points as numpy.roots, with nothing spurious: on [-1e6, 1e6] a
+    uniform grid step is 500, wider than the whole region where peaks' roots lie."""
+    def real_roots(coefficients: list[float]) -> np.ndarray:
+        roots = np.roots(coefficients)
+        return np.sort(roots[np.abs(roots.imag) < 1e-9].real)
+
+    for level in (0.0, 0.5):
+        shifted = COEFFICIENTS[:-1] + [COEFFICIENTS[-1] - level]
+        np.testing.assert_allclose(level_crossings(peaks, level, -half_width, half_width), real_roots(shifted), atol=1e-10, rtol=0)
+    points = critical_points(peaks, -half_width, half_width)  # the inflection points -0.43 and 0.78 are not among them
+    np.testing.assert_allclose([p.x for p in points], real_roots(np.polyder(COEFFICIENTS)), atol=1e-10, rtol=0)
+    assert [p.kind for p in points] == ["minimum", "maximum", "minimum"]
+
+
+def test_two_zeros_inside_one_grid_step_are_both_found():
+    pair = zeros(lambda x: (x - 0.5) * (x - 0.500001) * (x + 3), -1e6, 1e6)
+    assert pair == pytest.approx([-3.0, 0.5, 0.500001], abs=1e-12)
 
 
 def test_no_crossing_is_an_empty_list():
@@ -149,10 +172,15 @@ def test_sensitivity_script(housing_run, tmp_path):
     assert (tmp_path / "s" / "sensitivity.png").exists() and (tmp_path / "s" / "price_ascent.csv").exists()
 
 
-def test_peaks_refuses_non_finite_input_and_writes_strict_json(tmp_path):
-    for arguments in (["--levels", "inf"], ["--levels", "0.5", "nan"], ["--start", "nan"], ["--step", "nan"], ["--interval", "0", "inf"]):
-        result = run_script("peaks.py", *arguments, "--output", str(tmp_path / "plots"), cwd=tmp_path)
-        assert result.returncode == 2 and "is not a finite number" in result.stderr, (arguments, result.stderr[-1000:])
+def test_peaks_refuses_non_finite_input_and_writes_strict_json(tmp_path, capsys):
+    peaks_main = runpy.run_path(str(ROOT / "scripts" / "peaks.py"))["main"]  # in-process: refusals need no subprocess
+    for arguments in (["--levels", "inf"], ["--levels", "0.5", "nan"], ["--start", "nan"], ["--step", "nan"], ["--interval", "0", "inf"],
+                      ["--interval", "-inf", "0"]):
+        with pytest.raises(SystemExit) as exit_:
+            exit_cleanly_on_error(lambda: peaks_main([*arguments, "--output", str(tmp_path / "plots")]))
+        error = capsys.readouterr().err
+        assert exit_.value.code == 2 and "is not a finite number" in error, (arguments, error)
+    assert not (tmp_path / "plots").exists()
     diverging = run_script("peaks.py", "--json", "--start", "1.5", "--step", "100", "--max-steps", "50", "--output", str(tmp_path / "p"),
                            cwd=tmp_path)
     assert diverging.returncode == 0, diverging.stderr[-2000:]
