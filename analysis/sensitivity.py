@@ -41,19 +41,44 @@ def price_gradients(model: HousePriceRegressor, frame: pd.DataFrame) -> pd.DataF
     return pd.DataFrame(gradients.numpy(), index=frame.index, columns=model.preprocessor.numeric)
 
 
+def step_effects(model: HousePriceRegressor, frame: pd.DataFrame, steps: pd.Series) -> pd.DataFrame:
+    """price(x + step) - price(x) per row and numeric feature, through the model: the effect of a real change.
+
+    `steps` holds one step per feature in its own units (1.0: "one more room"). Unlike the gradient, this sees
+    what the model does over the whole step, across the flat stretches and jumps that tied values (ratings,
+    years, counts) leave in the quantile scaling. NaN where the feature is missing in that row.
+    """
+    raw = model.preprocessor.raw_numeric(frame)
+    price = price_function(model, frame)
+    with torch.no_grad():
+        base = price(raw)
+        effects = {}
+        for j, feature in enumerate(model.preprocessor.numeric):
+            moved = raw.clone()
+            moved[:, j] += float(steps[feature])
+            effects[feature] = torch.where(torch.isnan(raw[:, j]), torch.nan, price(moved) - base).numpy()
+    return pd.DataFrame(effects, index=frame.index)
+
+
 def sensitivity_table(model: HousePriceRegressor, frame: pd.DataFrame) -> pd.DataFrame:
-    """Per feature: mean gradient, mean |gradient| and the mean price change for +1 standard deviation."""
+    """Per numeric feature, in target units: the local gradient (per unit) and, through the model, the mean price
+    change for +1 unit and for +1 standard deviation of the feature, with the gradient's linear guess beside it.
+
+    On smooth features gradient and steps agree; where they differ, the steps are what the model really does.
+    """
     gradients = price_gradients(model, frame)
-    spread = frame[gradients.columns].std()
+    raw = pd.DataFrame(model.preprocessor.raw_numeric(frame).numpy(), columns=gradients.columns)
+    spread = raw.std().fillna(0.0)
     table = pd.DataFrame(
         {
-            "mean_gradient": gradients.mean(),
-            "mean_abs_gradient": gradients.abs().mean(),
+            "gradient_per_unit": gradients.mean(),
+            "plus_one_unit": step_effects(model, frame, pd.Series(1.0, index=spread.index)).mean(),
             "feature_std": spread,
-            "effect_of_plus_one_std": gradients.mean() * spread,
+            "gradient_times_std": gradients.mean() * spread,
+            "plus_one_std": step_effects(model, frame, spread).mean(),
         }
     )
-    return table.sort_values("effect_of_plus_one_std", key=np.abs, ascending=False)
+    return table.sort_values("plus_one_std", key=np.abs, ascending=False)
 
 
 def price_ascent(

@@ -3,9 +3,9 @@
     python scripts/sensitivity.py runs/california/version_0/checkpoints/best.ckpt
     python scripts/sensitivity.py best.ckpt --data houses.csv --row 3 --output reports/sensitivity
 
-Prints, per numeric feature, the mean gradient of the predicted price (target units per feature unit) and the
-price change for +1 standard deviation, draws them as a bar chart, and runs gradient ascent on one house's
-price within the training range of each feature.
+Prints, per numeric feature, the mean gradient of the predicted price (target units per feature unit, local) and
+the mean price change the model gives for a real step of +1 unit and of +1 standard deviation of the feature,
+draws the latter as a bar chart, and runs gradient ascent on one house's price within the training range.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from models.checkpoint import model_from_checkpoint, read_checkpoint, training_s
 
 def bar_chart(table: pd.DataFrame, unit: str, path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(7, 0.45 * len(table) + 1.5))
-    effects = table["effect_of_plus_one_std"][::-1]
+    effects = table["plus_one_std"][::-1]
     axis.barh(effects.index, effects.to_numpy(), color=["tab:red" if v < 0 else "tab:blue" for v in effects])
     axis.axvline(0, color="black", linewidth=0.8)
     axis.set(xlabel=f"mean change in predicted price for +1 std of the feature ({unit})", title="Price sensitivity")
@@ -61,7 +61,9 @@ def main(argv: list[str] | None = None) -> None:
     unit = model.preprocessor.state["target_unit"]
     table = sensitivity_table(model, frame)
     with pd.option_context("display.width", 140, "display.float_format", "{:.6g}".format):
-        print(f"Sensitivity of the predicted {model.target} ({unit} per unit of each feature), {len(frame)} rows:\n{table}")
+        print(f"Sensitivity of the predicted {model.target} ({unit}), mean over {len(frame)} rows. gradient_per_unit and "
+              "gradient_times_std are local (the slope at each house); plus_one_unit and plus_one_std are real steps "
+              f"through the model (price(x + step) - price(x)):\n{table}")
     chart = bar_chart(table, unit, output / "sensitivity.png")
 
     steps, trajectory = price_ascent(model, frame.iloc[[arguments.row]], arguments.step, arguments.max_steps)

@@ -7,6 +7,7 @@ import runpy
 
 import lightning as L
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -14,7 +15,7 @@ from analysis.ascent import gradient_ascent, gradient_descent
 from analysis.derivatives import derivatives
 from analysis.peaks import INTERVAL, peaks
 from analysis.roots import critical_points, global_extrema, level_crossings, zeros
-from analysis.sensitivity import price_ascent, price_gradients
+from analysis.sensitivity import price_ascent, price_gradients, sensitivity_table, step_effects
 from conftest import ROOT, run_script
 from datamodules import HousingDataModule
 from datamodules.errors import exit_cleanly_on_error
@@ -153,6 +154,34 @@ def test_sensitivity_matches_finite_differences(small_model):
         numeric = ((prices_up - prices_down) / (2 * h)).detach().numpy()
         np.testing.assert_allclose(gradients[feature].to_numpy(), numeric, rtol=2e-3, atol=1e-3 * np.abs(numeric).max())
     model.float()
+
+
+def test_step_effects_are_real_price_changes_and_match_the_gradient_when_small(small_model):
+    model, frame = small_model
+    features = model.preprocessor.numeric
+    one = step_effects(model, frame, pd.Series(1.0, index=features))
+    moved = frame.assign(housing_median_age=frame["housing_median_age"] + 1)
+    expected = (model.predict(moved) - model.predict(frame)).to_numpy()
+    np.testing.assert_allclose(one["housing_median_age"].to_numpy(), expected, atol=1e-4 * frame["median_house_value"].std())
+    # A smooth model: as the step shrinks, step / h becomes the gradient.
+    h = 1e-5 * frame[features].std()
+    np.testing.assert_allclose((step_effects(model, frame, h) / h).to_numpy(), price_gradients(model, frame).to_numpy(), rtol=1e-3,
+                               atol=1e-6 * frame["median_house_value"].std())
+    table = sensitivity_table(model, frame)
+    assert {"gradient_per_unit", "plus_one_unit", "gradient_times_std", "plus_one_std"} <= set(table.columns)
+
+
+def test_step_effects_see_the_jumps_that_tied_values_leave_in_the_quantile_scaling():
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"quality": rng.integers(1, 11, 3000).astype(float), "area": rng.uniform(50, 200, 3000)})
+    frame["price"] = 1000.0 * frame["quality"] + 10.0 * frame["area"]
+    datamodule = HousingDataModule.from_frame(frame, target="price")  # quantile scaling: ties make a staircase
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, numeric_embedding="none", ensemble_size=1, dropout=0.0)
+    head = frame.head(50)
+    gradient = price_gradients(model, head)["quality"].mean()
+    step = step_effects(model, head, pd.Series(1.0, index=["quality", "area"]))["quality"]
+    assert np.allclose(step, (model.predict(head.assign(quality=head["quality"] + 1)) - model.predict(head)).to_numpy(), atol=1e-2)
+    assert abs(step.mean()) > 10 * abs(gradient)  # the gradient sits on a flat tread of the staircase
 
 
 def test_price_ascent_raises_the_price_within_the_training_range(small_model):
