@@ -1,4 +1,4 @@
-"""Pictures of a function's analysis: the curve with its special points, and an ascent trajectory."""
+"""Pictures of the analyses: a function's curve with its special points, an ascent trajectory, attributions."""
 
 from __future__ import annotations
 
@@ -10,10 +10,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from analysis.ascent import Trajectory  # noqa: E402
 from analysis.derivatives import ScalarFunction  # noqa: E402
+from models.reports import save_figure  # noqa: E402
 
 
 def _curve(axis: plt.Axes, f: ScalarFunction, a: float, b: float) -> None:
@@ -60,3 +63,39 @@ def plot_trajectory(f: ScalarFunction, trajectory: Trajectory, a: float, b: floa
     figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
     return Path(path)
+
+
+def plot_waterfall(attributions: pd.Series, unit: str, title: str, path: str | os.PathLike, top: int = 12) -> Path:
+    """One house's price built from the reference's: a bar per column (largest `top`, the rest summed), baseline to
+    prediction. `attributions` holds the feature columns plus `baseline` and `prediction`."""
+    features = attributions.drop(["baseline", "prediction"])
+    order = features.abs().sort_values(ascending=False).index
+    shown = features[order[:top]]
+    if len(order) > top:
+        shown[f"{len(order) - top} other columns"] = features[order[top:]].sum()
+    starts = attributions["baseline"] + np.concatenate([[0.0], np.cumsum(shown.to_numpy())[:-1]])
+    figure, axis = plt.subplots(figsize=(8, 0.45 * len(shown) + 1.8))
+    rows = np.arange(len(shown))[::-1]
+    colors = ["tab:blue" if value >= 0 else "tab:red" for value in shown]
+    axis.barh(rows, shown.to_numpy(), left=starts, color=colors)
+    for row, start, value in zip(rows, starts, shown):
+        label = f" {value:+,.0f} " if abs(value) >= 100 else f" {value:+.3g} "
+        axis.text(start + value, row, label, va="center", ha="left" if value >= 0 else "right", fontsize=8)
+    ends = np.concatenate([starts, starts + shown.to_numpy()])
+    low, high = float(ends.min()), float(ends.max())
+    axis.set_xlim(low - 0.15 * (high - low), high + 0.15 * (high - low))
+    axis.set_yticks(rows, shown.index)
+    axis.axvline(attributions["baseline"], color="grey", linestyle="--", linewidth=0.8, label=f"reference {attributions['baseline']:,.6g}")
+    axis.axvline(attributions["prediction"], color="black", linewidth=0.8, label=f"prediction {attributions['prediction']:,.6g}")
+    axis.set(xlabel=unit, title=title)
+    axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
+    return save_figure(figure, path)
+
+
+def plot_importance(attributions: pd.DataFrame, unit: str, path: str | os.PathLike) -> Path:
+    """Mean |attribution| per column over the explained rows: how far each column moves prices, either way."""
+    importance = attributions.drop(columns=["baseline", "prediction"]).abs().mean().sort_values()
+    figure, axis = plt.subplots(figsize=(7, 0.4 * len(importance) + 1.5))
+    axis.barh(importance.index, importance.to_numpy(), color="tab:blue")
+    axis.set(xlabel=f"mean |attribution| ({unit}) over {len(attributions)} rows", title="Global importance")
+    return save_figure(figure, path)

@@ -106,6 +106,8 @@ def fit_statistics(
 
     state["vocabularies"] = [sorted(_category_text(train[column]).dropna().unique().tolist()) for column in categorical]
     state["category_gaps"] = [column for column in categorical if train[column].isna().any()]
+    # The most frequent category per column: the reference house of attributions (analysis.attributions).
+    state["modes"] = [_category_text(train[column]).mode().iloc[0] if train[column].notna().any() else None for column in categorical]
 
     target_values = _target_space(train[target].to_numpy(dtype=np.float64), log_target)
     state["target_mean"] = float(target_values.mean())
@@ -182,6 +184,21 @@ class Preprocessor:
     def cardinalities(self) -> list[int]:
         """Embedding table size per categorical column, the unknown and missing slots included."""
         return [len(vocab) + 2 for vocab in self.state["vocabularies"]]
+
+    @property
+    def input_columns(self) -> list[str]:
+        """The raw column behind each numeric input, in input order [continuous..., binary..., indicators...]; both
+        numbers of a date name the date column."""
+        owner = {name: column for column in self.dates for name in date_feature_names(column)}
+        return [owner.get(name, name) for name in self.continuous + self.binary + self.state["indicators"]]
+
+    def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The reference house: raw numeric inputs at their training medians, float64 [1, n_numeric] (no gaps), and
+        each categorical column's most frequent training category, int64 [1, n_categorical]."""
+        medians = torch.tensor([self.state["medians"]], dtype=torch.float64).reshape(1, len(self.numeric))
+        modes = self.state.get("modes", [None] * len(self.categorical))
+        codes = [lookup.get(mode, UNKNOWN) for lookup, mode in zip(self._codes, modes)]
+        return medians, torch.tensor([codes], dtype=torch.int64).reshape(1, len(self.categorical))
 
     def check_columns(self, frame: pd.DataFrame) -> None:
         missing = [column for column in self.features if column not in frame.columns]

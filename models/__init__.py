@@ -1,6 +1,13 @@
 """The house-price regression network and its LightningModule."""
 
-from models.checkpoint import load_model
-from models.regressor import HousePriceRegressor
+import importlib
 
-__all__ = ["HousePriceRegressor", "load_model"]
+# Loaded on first use, so importing a light module (models.intervals, models.reports) does not import Lightning.
+_EXPORTS = {"HousePriceRegressor": "models.regressor", "load_model": "models.checkpoint"}
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'models' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name]), name)

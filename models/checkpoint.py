@@ -12,6 +12,7 @@ import pandas as pd
 import torch
 
 from datamodules.errors import HousePriceError
+from datamodules.files import write_atomic
 from datamodules.housing import HousingDataModule, fingerprint
 from models.regressor import HousePriceRegressor
 
@@ -63,6 +64,7 @@ def model_from_checkpoint(checkpoint: dict[str, Any]) -> HousePriceRegressor:
     check_weights_fit(checkpoint, hyper_parameters)
     model = HousePriceRegressor(**hyper_parameters)
     model.load_state_dict(checkpoint["state_dict"])
+    model.on_load_checkpoint(checkpoint)
     return model.eval()
 
 
@@ -117,3 +119,10 @@ def load_model(path: str | os.PathLike) -> HousePriceRegressor:
     >>> model.predict(frame)  # pandas Series in the target's own units
     """
     return model_from_checkpoint(read_checkpoint(path))
+
+
+def store_calibration(path: str | os.PathLike, model: HousePriceRegressor) -> None:
+    """Rewrite the checkpoint at `path` (whole, or not at all) with `model`'s interval calibration added."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    model.on_save_checkpoint(checkpoint)
+    write_atomic(path, lambda temporary: torch.save(checkpoint, temporary))

@@ -261,9 +261,13 @@ class TabularMLP(nn.Module):
 
     def features(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """(numeric [..., n_numeric], codes [..., n_cat]) -> the MLP's input [..., width]."""
+        return self.combine(numeric, [embed(codes[..., j]) for j, embed in enumerate(self.categories)])
+
+    def combine(self, numeric: torch.Tensor, category_vectors: list[torch.Tensor]) -> torch.Tensor:
+        """(numeric [..., n_numeric], each categorical column's embedding vector [..., category_dim]) -> the MLP's
+        input [..., width]. Attributions call it with vectors between two categories' embeddings."""
         embedded, plain = numeric[..., : self.n_embedded], numeric[..., self.n_embedded :]
-        parts = [self.numeric(embedded), plain] + [embed(codes[..., j]) for j, embed in enumerate(self.categories)]
-        return torch.cat(parts, dim=-1)
+        return torch.cat([self.numeric(embedded), plain, *category_vectors], dim=-1)
 
     def member_outputs(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Each member's standardized prediction [k, B].
@@ -271,7 +275,10 @@ class TabularMLP(nn.Module):
         numeric: [B, n_numeric] standardized and codes [B, n_cat] int64, shared by all members, or [k, B, ...]
         with each member's own rows.
         """
-        x = self.features(numeric, codes)
+        return self.mlp_outputs(self.features(numeric, codes))
+
+    def mlp_outputs(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP's input [B, width] (shared by all members) or [k, B, width] -> each member's prediction [k, B]."""
         if x.dim() == 2 and self.ensemble != "packed":
             x = x.expand(self.k, -1, -1)  # a view; the packed first layer takes the shared rows in one matmul
         return self.mlp(x).squeeze(-1)

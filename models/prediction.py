@@ -48,15 +48,18 @@ def predict_file(
     output: str | os.PathLike,
     *,
     keep_columns: list[str] = (),
+    interval: float | None = None,
     chunk_rows: int = CHUNK_ROWS,
 ) -> int:
     """Write `<kept columns..., <target>_prediction>` for every row of the table `source` (CSV or Parquet), in input
     order, to a CSV (or to Parquet when `output` ends in .parquet); returns the row count. The file is read, priced
     and written a chunk at a time, so memory stays flat however long it is; the output appears whole (atomic rename)
-    or not at all. Kept columns are copied as the text of the input.
+    or not at all. Kept columns are copied as the text of the input. With `interval` (e.g. 0.9), the conformal
+    interval's `<target>_lower` and `<target>_upper` come either side of the prediction.
     """
+    if interval is not None:
+        model.check_interval(interval)
     unseen = UnseenCategories(model.preprocessor)
-    name = f"{model.target}_prediction"
     rows = 0
 
     def write(temporary: str) -> None:
@@ -65,9 +68,8 @@ def predict_file(
                 tqdm(unit=" rows", delay=3, mininterval=1, file=sys.stderr, desc="pricing") as bar:
             for frame in read_table_chunks(source, rows=chunk_rows, text_columns=list(keep_columns)):
                 unseen.add(frame)
-                result = frame[list(keep_columns)].copy()
-                result[name] = model.predict(frame).to_numpy()
-                append(result)
+                prices = model.predict(frame, interval=interval).reset_index(drop=True)
+                append(pd.concat([frame[list(keep_columns)].reset_index(drop=True), prices], axis=1))
                 rows += len(frame)
                 bar.update(len(frame))
 

@@ -13,11 +13,13 @@ from torchmetrics import MeanAbsoluteError, MeanAbsolutePercentageError, MeanSqu
 
 from datamodules.errors import HousePriceError
 from datamodules.preprocessing import Preprocessor
+from models.intervals import Calibration, calibrate
 from models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
 
 Scheduler = Literal["onecycle", "cosine", "none"]
 STAGES = ("train", "val", "test")
 PREDICT_BATCH = 4096
+CALIBRATION_KEY = "conformal_calibration"  # checkpoint entry: plain numbers
 
 
 def regression_metrics() -> MetricCollection:
@@ -121,6 +123,7 @@ class HousePriceRegressor(L.LightningModule):
         # Keys get a suffix because ModuleDict refuses "train", the name of Module.train.
         self.metrics = nn.ModuleDict({f"{stage}_metrics": regression_metrics() for stage in STAGES})
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {stage: [] for stage in STAGES}
+        self.calibration: Calibration | None = None  # conformal intervals, from `calibrate` after training
 
     @property
     def target(self) -> str:
@@ -206,22 +209,67 @@ class HousePriceRegressor(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     @torch.no_grad()
-    def predict(self, frame: pd.DataFrame) -> pd.Series:
-        """Predictions for a raw frame, in the target's own units, named `<target>_prediction`, same index.
+    def member_statistics(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, spread) of the members' standardized predictions for a raw frame, float64 [n] each, in eval mode.
 
-        Columns are matched by name (any order, extras ignored); unseen categories and missing numbers are
-        handled as in training. Rows go through the network PREDICT_BATCH at a time, so a row's price never
-        depends on how many rows came with it.
+        Rows go through the network PREDICT_BATCH at a time, so a row's numbers never depend on how many rows
+        came with it. The spread is the members' standard deviation (0 with one member).
         """
         numeric, codes = self.preprocessor.transform(frame)
         was_training = self.training
         self.eval()
         try:
-            prices = [
-                self.predict_price(numeric[begin : begin + PREDICT_BATCH].to(self.device), codes[begin : begin + PREDICT_BATCH].to(self.device))
+            members = [
+                self.network.member_outputs(numeric[begin : begin + PREDICT_BATCH].to(self.device), codes[begin : begin + PREDICT_BATCH].to(self.device))
                 for begin in range(0, len(frame), PREDICT_BATCH)
             ]
         finally:
             self.train(was_training)
-        values = torch.cat(prices).double().cpu().numpy() if prices else []
-        return pd.Series(values, index=frame.index, name=f"{self.target}_prediction", dtype=float)
+        members = torch.cat(members, dim=1).double().cpu() if members else torch.zeros(1, 0, dtype=torch.float64)
+        return members.mean(dim=0), members.std(dim=0, correction=0)
+
+    def predict(self, frame: pd.DataFrame, interval: float | None = None) -> pd.Series | pd.DataFrame:
+        """Predictions for a raw frame, in the target's own units, named `<target>_prediction`, same index.
+
+        Columns are matched by name (any order, extras ignored); unseen categories and missing numbers are
+        handled as in training. With `interval` (a level in (0, 1), e.g. 0.9): a DataFrame of `<target>_lower`,
+        `<target>_prediction` and `<target>_upper`, a conformal interval holding the true price with that
+        probability (see models.intervals).
+        """
+        mean, spread = self.member_statistics(frame)
+        decode = self.preprocessor.decode_target
+        prices = pd.Series(decode(mean).numpy(), index=frame.index, name=f"{self.target}_prediction", dtype=float)
+        if interval is None:
+            return prices
+        lower, upper = self.interval_bounds(mean, spread, interval)
+        return pd.DataFrame({f"{self.target}_lower": lower.numpy(), prices.name: prices, f"{self.target}_upper": upper.numpy()},
+                            index=frame.index)
+
+    def interval_bounds(self, mean: torch.Tensor, spread: torch.Tensor, level: float, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lower, upper) in target units for standardized member statistics, from the stored calibration."""
+        self.check_interval(level)
+        lower, upper = self.calibration.bounds(mean, spread, level, method)
+        return self.preprocessor.decode_target(lower), self.preprocessor.decode_target(upper)
+
+    def check_interval(self, level: float) -> None:
+        """Refuse an interval level outside (0, 1), or any interval from a model without a calibration."""
+        if not 0 < level < 1:
+            raise HousePriceError(f"interval level {level} must lie strictly between 0 and 1, e.g. 0.9 for 90%")
+        if self.calibration is None:
+            raise HousePriceError(
+                "this checkpoint has no interval calibration (train.py fit adds one to best.ckpt); use the run's best.ckpt"
+            )
+
+    def calibrate(self, frame: pd.DataFrame, split: str = "val") -> Calibration:
+        """Calibrate conformal intervals on `frame`, rows the model did not train on, and keep the calibration."""
+        mean, spread = self.member_statistics(frame)
+        self.calibration = calibrate(mean, spread, self.preprocessor.encode_target(frame[self.target]), split)
+        return self.calibration
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.calibration is not None:
+            checkpoint[CALIBRATION_KEY] = self.calibration.as_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get(CALIBRATION_KEY)
+        self.calibration = Calibration(**stored) if stored else None

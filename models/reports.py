@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 
@@ -13,8 +13,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+import torch  # noqa: E402
 
 from datamodules.files import write_atomic, write_text_atomic  # noqa: E402
+from models.intervals import LEVELS, METHODS, coverage_report  # noqa: E402
+
+if TYPE_CHECKING:
+    from models.regressor import HousePriceRegressor
 
 METRIC_KEYS = ("rmse", "mae", "r2", "mape", "n")
 
@@ -43,7 +48,7 @@ def write_metrics(path: str | os.PathLike, metrics: dict[str, float], **extra: A
     return write_text_atomic(path, json.dumps({key: metrics[key] for key in METRIC_KEYS} | extra, indent=2) + "\n")
 
 
-def _save_figure(figure: plt.Figure, path: str | os.PathLike) -> Path:
+def save_figure(figure: plt.Figure, path: str | os.PathLike) -> Path:
     try:
         return write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight"))
     finally:
@@ -61,7 +66,7 @@ def plot_learning_curve(metrics_csv: str | os.PathLike, path: str | os.PathLike,
     axis.set(xlabel="epoch", ylabel=f"RMSE ({unit})", title="Learning curve")
     axis.grid(alpha=0.3)
     axis.legend()
-    return _save_figure(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_predictions(actual: np.ndarray, predicted: np.ndarray, folder: Path, unit: str) -> tuple[Path, Path]:
@@ -72,9 +77,56 @@ def plot_predictions(actual: np.ndarray, predicted: np.ndarray, folder: Path, un
     axis.plot([low, high], [low, high], color="black", linewidth=1, label="perfect")
     axis.set(xlabel=f"actual ({unit})", ylabel=f"predicted ({unit})", title="Predicted vs actual")
     axis.legend()
-    scatter = _save_figure(figure, folder / "predicted_vs_actual.png")
+    scatter = save_figure(figure, folder / "predicted_vs_actual.png")
     figure, axis = plt.subplots(figsize=(6, 4))
     axis.scatter(predicted, actual - predicted, s=4, alpha=0.35)
     axis.axhline(0, color="black", linewidth=1)
     axis.set(xlabel=f"predicted ({unit})", ylabel=f"actual - predicted ({unit})", title="Residuals")
-    return scatter, _save_figure(figure, folder / "residuals.png")
+    return scatter, save_figure(figure, folder / "residuals.png")
+
+
+def interval_report(model: HousePriceRegressor, frame: pd.DataFrame) -> dict[str, Any]:
+    """Coverage and mean / median width (target units) of both interval methods at each of LEVELS on `frame`."""
+    mean, spread = model.member_statistics(frame)
+    actual = torch.tensor(frame[model.target].to_numpy(dtype=float))
+    levels = {
+        f"{level:g}": {method: coverage_report(*model.interval_bounds(mean, spread, level, method), actual) for method in METHODS}
+        for level in LEVELS
+    }
+    calibration = model.calibration
+    return {"method": calibration.method, "calibrated_on": {"split": calibration.split, "rows": calibration.rows}, "levels": levels}
+
+
+def interval_summary(model: HousePriceRegressor, frame: pd.DataFrame, level: float) -> dict[str, float]:
+    """Coverage and widths of the model's own interval method at `level` on `frame`."""
+    mean, spread = model.member_statistics(frame)
+    actual = torch.tensor(frame[model.target].to_numpy(dtype=float))
+    return coverage_report(*model.interval_bounds(mean, spread, level), actual)
+
+
+def plot_intervals(actual: np.ndarray, bounds: pd.DataFrame, path: str | os.PathLike, unit: str, level: float) -> Path:
+    """Each row's interval (lower, prediction, upper columns of `bounds`) and its actual price, sorted by prediction."""
+    lower, predicted, upper = (bounds.iloc[:, j].to_numpy() for j in range(3))
+    order = np.argsort(predicted)
+    rank = np.arange(len(order))
+    outside = (actual[order] < lower[order]) | (actual[order] > upper[order])
+    figure, axis = plt.subplots(figsize=(8, 4.5))
+    axis.fill_between(rank, lower[order], upper[order], color="tab:blue", alpha=0.25, linewidth=0, label=f"{level:.0%} interval")
+    axis.plot(rank, predicted[order], color="tab:blue", linewidth=1, label="prediction")
+    axis.scatter(rank[~outside], actual[order][~outside], s=2, color="black", alpha=0.4, label="actual, inside")
+    axis.scatter(rank[outside], actual[order][outside], s=4, color="tab:red", label=f"actual, outside ({outside.mean():.1%})")
+    axis.set(xlabel="rows sorted by prediction", ylabel=unit, title="Prediction intervals against actual prices")
+    axis.legend(loc="upper left", fontsize=8)
+    return save_figure(figure, path)
+
+
+def intervals_table(report: dict[str, Any], unit: str) -> str:
+    """Coverage and mean width per level and method, the kept method marked."""
+    lines = [f"Prediction intervals (calibrated on {report['calibrated_on']['rows']} {report['calibrated_on']['split']} rows; "
+             f"* = the method predict uses), width in {unit}:"]
+    for level, methods in report["levels"].items():
+        for method, numbers in methods.items():
+            mark = "*" if method == report["method"] else " "
+            lines.append(f"  {float(level):>4.0%} {method:<9}{mark} coverage {numbers['coverage']:6.1%}   mean width {numbers['mean_width']:.4g}"
+                         f"   median width {numbers['median_width']:.4g}")
+    return "\n".join(lines)

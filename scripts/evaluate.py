@@ -3,8 +3,8 @@
     python scripts/evaluate.py runs/california/version_0/checkpoints/best.ckpt
     python scripts/evaluate.py best.ckpt --data new_sales.csv --output reports/new_sales
 
-Prints RMSE, MAE, R², MAPE (target units) and n; writes metrics.json, predicted_vs_actual.png and
-residuals.png to the output folder (default: <checkpoint>_evaluation beside the checkpoint).
+Prints RMSE, MAE, R², MAPE (target units) and n, and the conformal intervals' coverage and widths at 80/90/95%;
+writes metrics.json, predicted_vs_actual.png, residuals.png and intervals.png to the output folder (default: <checkpoint>_evaluation beside the checkpoint).
 """
 
 from __future__ import annotations
@@ -25,7 +25,17 @@ from datamodules.sources import read_table  # noqa: E402
 from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split  # noqa: E402
 from models.prediction import UnseenCategories  # noqa: E402
 from models.regressor import HousePriceRegressor  # noqa: E402
-from models.reports import METRIC_KEYS, metrics_table, plot_predictions, stage_metrics, write_metrics  # noqa: E402
+from models.intervals import CHOICE_LEVEL  # noqa: E402
+from models.reports import (  # noqa: E402
+    METRIC_KEYS,
+    interval_report,
+    intervals_table,
+    metrics_table,
+    plot_intervals,
+    plot_predictions,
+    stage_metrics,
+    write_metrics,
+)
 
 
 def evaluate(model: HousePriceRegressor, frame: pd.DataFrame, batch_size: int = 4096) -> dict[str, float]:
@@ -60,11 +70,17 @@ def main(argv: list[str] | None = None) -> None:
     unseen = UnseenCategories(model.preprocessor)
     unseen.add(frame)
     unseen.warn()
-    write_metrics(folder / "metrics.json", metrics, unseen_categories=unseen.columns)
-    plots = plot_predictions(frame[model.target].to_numpy(dtype=float), predictions, folder, unit)
+    actual = frame[model.target].to_numpy(dtype=float)
+    plots = list(plot_predictions(actual, predictions, folder, unit))
+    intervals = {}
+    if model.calibration is not None:
+        intervals = interval_report(model, frame)
+        plots.append(plot_intervals(actual, model.predict(frame, interval=CHOICE_LEVEL), folder / "intervals.png", unit, CHOICE_LEVEL))
+        print(intervals_table(intervals, unit))
+    write_metrics(folder / "metrics.json", metrics, unseen_categories=unseen.columns, intervals=intervals)
     source = arguments.data or "the training run's test split"
     print(f"{arguments.checkpoint} on {source} ({model.target}, {unit}):\n{metrics_table(metrics, unit)}")
-    print(f"Report: {folder / 'metrics.json'} ({', '.join(METRIC_KEYS)}), {plots[0].name}, {plots[1].name}")
+    print(f"Report: {folder / 'metrics.json'} ({', '.join(METRIC_KEYS)}, intervals), {', '.join(plot.name for plot in plots)}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,8 @@
     python scripts/predict.py best.ckpt --input new_houses.csv --output priced.csv --keep-columns id
 
 Writes one row per input row, in input order: the kept columns (copied as written in the input), then
-`<target>_prediction` in the target's own units. Columns may come in any order and extras are ignored; the
+`<target>_prediction` in the target's own units (with `--interval 0.9`, `<target>_lower` and `<target>_upper`
+either side: a conformal interval calibrated on the validation split). Columns may come in any order and extras are ignored; the
 target column may be absent. The input is streamed in chunks, so any length fits in memory.
 """
 
@@ -27,12 +28,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--input", required=True, help="CSV (also .gz/.zip/.bz2/.xz) or Parquet file of houses to price")
     parser.add_argument("--output", required=True, help="file to write: CSV, or Parquet when it ends in .parquet")
     parser.add_argument("--keep-columns", nargs="*", default=[], metavar="COLUMN", help="input columns to copy, e.g. ids")
+    parser.add_argument("--interval", type=float, metavar="LEVEL",
+                        help="add a conformal interval holding the price with this probability, e.g. 0.9: <target>_lower, _upper")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     arguments = parser.parse_args(argv)
 
     output = check_output(arguments.output, arguments.overwrite)
     model = load_model(arguments.checkpoint)
-    rows = predict_file(model, arguments.input, output, keep_columns=arguments.keep_columns)
+    rows = predict_file(model, arguments.input, output, keep_columns=arguments.keep_columns, interval=arguments.interval)
     print(f"Wrote {rows} predictions ({model.target}_prediction) to {output}")
 
 

@@ -30,10 +30,11 @@ from datamodules import HousingDataModule  # noqa: E402
 from datamodules.errors import HousePriceError, exit_cleanly_on_error  # noqa: E402
 from models import HousePriceRegressor  # noqa: E402
 from models.callbacks import EpochTimer  # noqa: E402
-from models.checkpoint import verified_checkpoint  # noqa: E402
+from models.checkpoint import store_calibration, verified_checkpoint  # noqa: E402
+from models.intervals import CHOICE_LEVEL  # noqa: E402
 from models.hardware import default_precision, fast_cpu_bfloat16  # noqa: E402
 from models.safety import AtomicCheckpointIO, InterruptExit, RandomState, StopOnNonFiniteLoss  # noqa: E402
-from models.reports import metrics_table, plot_learning_curve, stage_metrics, write_metrics  # noqa: E402
+from models.reports import interval_summary, metrics_table, plot_learning_curve, stage_metrics, write_metrics  # noqa: E402
 
 MONITOR = "val/rmse"
 
@@ -103,6 +104,12 @@ class HousePriceCLI(LightningCLI):
         write_metrics(run / "test_metrics.json", metrics)
         curve = plot_learning_curve(run / "metrics.csv", run / "learning_curve.png", unit)
         print(f"\nTest metrics of {best} ({self.model.target}, {unit}):\n{metrics_table(metrics, unit)}")
+        if best:  # the model holds the best weights now (test loaded them): calibrate intervals on validation
+            calibration = self.model.calibrate(self.datamodule.splits["val"], split="val")
+            store_calibration(best, self.model)
+            covered = interval_summary(self.model, self.datamodule.splits["test"], level=CHOICE_LEVEL)
+            print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} validation rows): "
+                  f"test coverage {covered['coverage']:.1%}, mean width {covered['mean_width']:.4g} {unit}")
         print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
         print(f"  metrics: {run / 'test_metrics.json'}, {run / 'metrics.csv'}\n  learning curve: {curve}")
 

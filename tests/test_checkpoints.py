@@ -23,7 +23,7 @@ def test_evaluate_reproduces_the_training_test_metrics(housing_run, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     trained = json.loads((housing_run / "test_metrics.json").read_text())
     evaluated = json.loads((report / "metrics.json").read_text())
-    assert evaluated.keys() == trained.keys() | {"unseen_categories"} and evaluated["unseen_categories"] == {}
+    assert evaluated.keys() == trained.keys() | {"unseen_categories", "intervals"} and evaluated["unseen_categories"] == {}
     for key in trained:
         assert evaluated[key] == pytest.approx(trained[key], rel=1e-6)
     assert (report / "predicted_vs_actual.png").stat().st_size > 0 and (report / "residuals.png").stat().st_size > 0

@@ -1,0 +1,81 @@
+"""Split-conformal prediction intervals, calibrated on rows the model did not train on.
+
+Two ways to size an interval around the ensemble's prediction ŷ (Lei et al. 2018, "Distribution-free predictive
+inference for regression"; the normalised score is their "locally weighted" variant):
+- "constant": score |y - ŷ|; the interval is ŷ ± q, one width for every house;
+- "adaptive": score |y - ŷ| / (s + eps), s the spread (standard deviation) of the k members' predictions; the
+  interval is ŷ ± q (s + eps): wider where the members disagree. eps, the median spread on the calibration rows,
+  keeps houses where all members agree from getting a zero-width interval.
+For n calibration scores, q at level 1 - alpha is the ceil((n + 1)(1 - alpha))-th smallest: on new rows drawn like
+the calibration rows the interval holds the true price with probability at least 1 - alpha. Scores are taken in
+the model's standardized target space (log space with log_target), so the bounds map monotonically to the
+target's units. The calibration is plain numbers (the sorted scores), stored in the checkpoint.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import torch
+
+Method = Literal["constant", "adaptive"]
+METHODS: tuple[Method, ...] = ("constant", "adaptive")
+LEVELS = (0.8, 0.9, 0.95)
+CHOICE_LEVEL = 0.9  # the level at which the narrower method is chosen
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """The sorted conformal scores of each method on `rows` calibration rows of `split`, and the method kept."""
+
+    split: str
+    rows: int
+    eps: float
+    scores: dict[str, list[float]]
+    method: Method
+
+    def quantile(self, level: float, method: Method | None = None) -> float:
+        """q such that ŷ ± q·scale covers a new row with probability >= level (inf when too few rows for it)."""
+        if not 0 < level < 1:
+            raise ValueError(f"{level=} must lie strictly between 0 and 1")
+        scores = self.scores[method or self.method]
+        rank = math.ceil((len(scores) + 1) * level)
+        return scores[rank - 1] if rank <= len(scores) else math.inf
+
+    def bounds(self, mean: torch.Tensor, spread: torch.Tensor, level: float, method: Method | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lower, upper) in the standardized target space, for predictions `mean` [n] with member spread [n]."""
+        method = method or self.method
+        half = self.quantile(level, method) * (spread + self.eps if method == "adaptive" else torch.ones_like(spread))
+        return mean - half, mean + half
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def calibrate(mean: torch.Tensor, spread: torch.Tensor, target: torch.Tensor, split: str) -> Calibration:
+    """Calibration from standardized predictions, member spreads and targets [n] of rows the model never trained on.
+
+    Keeps the method with the smaller mean interval width at CHOICE_LEVEL on these rows, where both cover the same
+    share by construction (evaluate.py reports both on the test split).
+    """
+    mean, spread, target = (values.detach().double().cpu() for values in (mean, spread, target))
+    errors = (target - mean).abs()
+    eps = float(spread.median()) or 1.0
+    scores = {"constant": errors, "adaptive": errors / (spread + eps)}
+    sorted_scores = {method: torch.sort(values).values.tolist() for method, values in scores.items()}
+    draft = Calibration(split=split, rows=len(target), eps=eps, scores=sorted_scores, method="constant")
+
+    def mean_width(method: Method) -> float:
+        lower, upper = draft.bounds(mean, spread, CHOICE_LEVEL, method)
+        return float((upper - lower).mean())
+
+    return Calibration(split=split, rows=len(target), eps=eps, scores=sorted_scores, method=min(METHODS, key=mean_width))
+
+
+def coverage_report(lower: torch.Tensor, upper: torch.Tensor, actual: torch.Tensor) -> dict[str, float]:
+    """Share of rows inside [lower, upper] and the mean / median width, all in target units."""
+    width = (upper - lower).double()
+    inside = ((actual >= lower) & (actual <= upper)).double()
+    return {"coverage": float(inside.mean()), "mean_width": float(width.mean()), "median_width": float(width.median())}

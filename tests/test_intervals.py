@@ -1,0 +1,77 @@
+"""Conformal prediction intervals: the coverage guarantee, adaptive widths, and the interfaces that expose them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import torch
+
+from conftest import ROOT, assert_clean_failure, run_script
+from models import load_model
+from models.intervals import calibrate, coverage_report
+
+
+def noisy_predictions(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(prediction, member spread, target): the error's scale is 0.1 + the spread, so the spread is informative."""
+    generator = torch.Generator().manual_seed(seed)
+    mean = torch.randn(n, generator=generator, dtype=torch.float64)
+    spread = torch.rand(n, generator=generator, dtype=torch.float64) * 2
+    target = mean + (0.1 + spread) * torch.randn(n, generator=generator, dtype=torch.float64)
+    return mean, spread, target
+
+
+def test_split_conformal_quantile_and_coverage_on_fresh_rows():
+    calibration = calibrate(*noisy_predictions(2000, seed=0), split="val")
+    scores = calibration.scores["constant"]
+    assert scores == sorted(scores) and calibration.rows == 2000
+    assert calibration.quantile(0.9, "constant") == scores[int(np.ceil(2001 * 0.9)) - 1]
+    assert calibration.quantile(0.9999, "constant") == float("inf")  # too few rows to promise 99.99%
+    mean, spread, target = noisy_predictions(20000, seed=1)
+    for level in (0.8, 0.9, 0.95):
+        reports = {method: coverage_report(*calibration.bounds(mean, spread, level, method), target) for method in ("constant", "adaptive")}
+        for report in reports.values():
+            assert abs(report["coverage"] - level) < 0.02
+        assert reports["adaptive"]["mean_width"] < reports["constant"]["mean_width"]
+    assert calibration.method == "adaptive"  # the narrower one at equal coverage is kept
+
+
+def test_uninformative_spread_keeps_the_constant_width():
+    mean, spread, target = noisy_predictions(2000, seed=2)
+    target = mean + 0.5 * torch.randn(2000, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    assert calibrate(mean, spread, target, split="val").method == "constant"
+
+
+def test_predict_and_evaluate_report_intervals(housing_run, housing_csv, tmp_path):
+    best = housing_run / "checkpoints" / "best.ckpt"
+    frame = pd.read_csv(housing_csv).head(300)
+    frame.to_csv(tmp_path / "houses.csv", index=False)
+    result = run_script("predict.py", str(best), "--input", str(tmp_path / "houses.csv"), "--output", str(tmp_path / "out.csv"),
+                        "--interval", "0.9", cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    written = pd.read_csv(tmp_path / "out.csv")
+    target = "median_house_value"
+    assert list(written.columns) == [f"{target}_lower", f"{target}_prediction", f"{target}_upper"] and len(written) == 300
+    assert (written[f"{target}_lower"] < written[f"{target}_prediction"]).all()
+    assert (written[f"{target}_prediction"] < written[f"{target}_upper"]).all()
+    model = load_model(best)
+    np.testing.assert_allclose(written.to_numpy(), model.predict(frame, interval=0.9).to_numpy(), rtol=1e-9)
+    np.testing.assert_allclose(written[f"{target}_prediction"], model.predict(frame).to_numpy(), rtol=1e-9)
+    wider = model.predict(frame, interval=0.95)
+    assert (wider[f"{target}_upper"] > written[f"{target}_upper"]).all()
+
+    result = run_script("evaluate.py", str(best), "--output", str(tmp_path / "report"), cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "report" / "metrics.json").read_text())["intervals"]
+    assert report["calibrated_on"] == {"split": "val", "rows": 3303} and report["method"] in ("constant", "adaptive")
+    for level in ("0.8", "0.9", "0.95"):
+        for numbers in report["levels"][level].values():
+            assert abs(numbers["coverage"] - float(level)) < 0.04  # 4,128 test rows: a few points of sampling noise
+    assert (tmp_path / "report" / "intervals.png").stat().st_size > 0 and "coverage" in result.stdout
+
+    for checkpoint, level, message in ((housing_run / "checkpoints" / "last.ckpt", "0.9", "no interval calibration"), (best, "1.5", "strictly between 0 and 1")):
+        refused = run_script("predict.py", str(checkpoint), "--input", str(tmp_path / "houses.csv"), "--output", str(tmp_path / "no.csv"),
+                             "--interval", level, cwd=ROOT)
+        assert_clean_failure(refused, message)
+        assert not (tmp_path / "no.csv").exists()
