@@ -54,8 +54,8 @@ def shapley_values(model: HousePriceRegressor, frame: pd.DataFrame, permutations
         result = []
         for begin in range(0, len(frame), chunk):
             x, c = numeric[begin : begin + chunk, None], codes[begin : begin + chunk, None]  # [b, 1, ...]
-            mixed_numeric = torch.where(use_numeric, x, reference).reshape(-1, numeric.shape[1])
-            mixed_codes = torch.where(use_codes, c, reference_codes).reshape(-1, codes.shape[1])
+            mixed_numeric = torch.where(use_numeric, x, reference).reshape(len(x) * m, numeric.shape[1])
+            mixed_codes = torch.where(use_codes, c, reference_codes).reshape(len(x) * m, codes.shape[1])
             result.append(model.predict_price(mixed_numeric, mixed_codes).double().reshape(-1, m))
         return torch.cat(result) if result else torch.zeros(0, m, dtype=torch.float64)
 

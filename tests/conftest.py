@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import runpy
 import subprocess
 import sys
 import time
@@ -37,6 +38,22 @@ def run_script(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] 
         timeout=timeout,
         env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
+
+
+def run_in_process(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
+    """`run_script` inside the test process, for commands that stop before any work (refusals): the seconds of
+    importing Lightning are paid once. Run from ROOT (configs are relative paths)."""
+    from datamodules.errors import exit_cleanly_on_error
+
+    main = runpy.run_path(str(ROOT / "scripts" / args[0]))["main"]
+    capsys.readouterr()
+    code = 0
+    try:
+        exit_cleanly_on_error(lambda: main(list(args[1:])))
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(list(args), code, out, err)
 
 
 def train(config: str, save_dir: Path, *extra: str) -> Path:

@@ -12,7 +12,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, TRAIN, assert_clean_failure, run_script
+from conftest import ROOT, TRAIN, assert_clean_failure, run_in_process, run_script
 from datamodules import HousePriceError, HousingDataModule
 from datamodules.sources import read_table
 
@@ -55,14 +55,19 @@ def bad_data_cases(tmp: Path) -> list[tuple[list[str], list[str]]]:
     ]
 
 
-def test_training_refuses_bad_input_cleanly(tmp_path):
+def test_training_refuses_bad_input_cleanly(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
     runs = tmp_path / "runs"
     for arguments, fragments in bad_data_cases(tmp_path):
         if arguments[0] == "--data.path" and "--data.target" not in arguments:
             arguments = [*arguments, "--data.target", "price"]
-        result = run_script("train.py", "fit", "--config=configs/housing_csv.yaml", "--trainer.max_epochs=1",
-                            f"--trainer.logger.init_args.save_dir={runs}", *arguments, cwd=ROOT)
+        result = run_in_process(capsys, "train.py", "fit", "--config=configs/housing_csv.yaml", "--trainer.max_epochs=1",
+                                f"--trainer.logger.init_args.save_dir={runs}", *arguments)
         assert_clean_failure(result, *fragments)
+    # One as a real process too: the exit code and the single stderr line are what a shell sees.
+    result = run_script("train.py", "fit", "--config=configs/housing_csv.yaml", f"--trainer.logger.init_args.save_dir={runs}",
+                        "--data.path", str(tmp_path / "missing.csv"), cwd=ROOT)
+    assert_clean_failure(result, "does not exist")
     assert not runs.exists(), "a failed start must leave no run folder behind"
 
 
@@ -77,7 +82,7 @@ def test_debug_mode_shows_the_traceback(tmp_path):
     assert result.returncode == 1 and "Traceback" in result.stderr and "HousePriceError" in result.stderr
 
 
-def test_bad_checkpoints_are_refused(housing_run, tmp_path):
+def test_bad_checkpoints_are_refused(housing_run, tmp_path, capsys):
     best = housing_run / "checkpoints" / "best.ckpt"
     truncated = write(tmp_path / "truncated.ckpt", best.read_bytes()[: best.stat().st_size // 2])
     corrupted = write(tmp_path / "corrupted.ckpt", b"this is not a checkpoint at all\n" * 10)
@@ -91,9 +96,10 @@ def test_bad_checkpoints_are_refused(housing_run, tmp_path):
         (other, "not a house-price model checkpoint"),
     ]
     for path, fragment in cases:
-        assert_clean_failure(run_script("evaluate.py", str(path), cwd=tmp_path), fragment)
-        result = run_script("predict.py", str(path), "--input", str(ROOT / "README.md"), "--output", str(tmp_path / "o.csv"), cwd=tmp_path)
+        assert_clean_failure(run_in_process(capsys, "evaluate.py", str(path)), fragment)
+        result = run_in_process(capsys, "predict.py", str(path), "--input", str(ROOT / "README.md"), "--output", str(tmp_path / "o.csv"))
         assert_clean_failure(result, fragment)
+    assert_clean_failure(run_script("evaluate.py", str(truncated), cwd=tmp_path), "truncated or corrupted")
     assert not (tmp_path / "o.csv").exists()
 
 
