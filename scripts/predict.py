@@ -1,43 +1,12 @@
-"""Predict prices for a table (CSV or Parquet) with a saved checkpoint alone.
+"""`house-price predict` from a checkout, without installing: see house_price/predict.py (`--help`)."""
 
-    python scripts/predict.py best.ckpt --input new_houses.csv --output priced.csv --keep-columns id
-
-Writes one row per input row, in input order: the kept columns (copied as written in the input), then
-`<target>_prediction` in the target's own units (with `--interval 0.9`, `<target>_lower` and `<target>_upper`
-either side: a conformal interval calibrated on the validation split). Columns may come in any order and extras are ignored; the
-target column may be absent. The input is streamed in chunks, so any length fits in memory.
-"""
-
-from __future__ import annotations
-
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from datamodules.errors import exit_cleanly_on_error  # noqa: E402
-from datamodules.files import check_output  # noqa: E402
-from models.checkpoint import load_model  # noqa: E402
-from models.prediction import predict_file  # noqa: E402
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="a .ckpt written by scripts/train.py")
-    parser.add_argument("--input", required=True, help="CSV (also .gz/.zip/.bz2/.xz) or Parquet file of houses to price")
-    parser.add_argument("--output", required=True, help="file to write: CSV, or Parquet when it ends in .parquet")
-    parser.add_argument("--keep-columns", nargs="*", default=[], metavar="COLUMN", help="input columns to copy, e.g. ids")
-    parser.add_argument("--interval", type=float, metavar="LEVEL",
-                        help="add a conformal interval holding the price with this probability, e.g. 0.9: <target>_lower, _upper")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
-    arguments = parser.parse_args(argv)
-
-    output = check_output(arguments.output, arguments.overwrite)
-    model = load_model(arguments.checkpoint)
-    rows = predict_file(model, arguments.input, output, keep_columns=arguments.keep_columns, interval=arguments.interval)
-    print(f"Wrote {rows} predictions ({model.target}_prediction) to {output}")
-
+from datamodules.errors import exit_cleanly_on_error
+from house_price.predict import main
 
 if __name__ == "__main__":
     exit_cleanly_on_error(main)

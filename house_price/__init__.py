@@ -1,0 +1,1 @@
+"""The `house-price` command: train, evaluate, predict, explain, tune, export and the analyses, from any folder."""

@@ -1,0 +1,84 @@
+"""Evaluate a saved checkpoint: on the test split it was trained with, or on every row of a table.
+
+    house-price evaluate runs/california/version_0/checkpoints/best.ckpt
+    house-price evaluate best.ckpt --data new_sales.csv --output reports/new_sales
+
+Prints RMSE, MAE, R², MAPE (target units) and n, and the conformal intervals' coverage and widths at 80/90/95%;
+writes metrics.json, predicted_vs_actual.png, residuals.png and intervals.png to the output folder (default: <checkpoint>_evaluation beside the checkpoint).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import lightning as L
+import pandas as pd
+
+from datamodules.batches import TensorBatches
+from datamodules.errors import HousePriceError, exit_cleanly_on_error
+from datamodules.files import output_folder
+from datamodules.sources import read_table
+from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
+from models.intervals import CHOICE_LEVEL
+from models.prediction import UnseenCategories
+from models.regressor import HousePriceRegressor
+from models.reports import (
+    METRIC_KEYS,
+    interval_report,
+    intervals_table,
+    metrics_table,
+    plot_intervals,
+    plot_predictions,
+    stage_metrics,
+    write_metrics,
+)
+
+
+def evaluate(model: HousePriceRegressor, frame: pd.DataFrame, batch_size: int = 4096) -> dict[str, float]:
+    """Metrics of `model` on every row of `frame`, through the same test step that training reports with."""
+    batches = TensorBatches(model.preprocessor.tensors(frame), batch_size=batch_size)
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    return stage_metrics(trainer.test(model, dataloaders=batches, verbose=False)[0], "test")
+
+
+def report_folder(checkpoint: Path, output: str | None, overwrite: bool) -> Path:
+    folder = Path(output) if output else checkpoint.with_name(f"{checkpoint.stem}_evaluation")
+    if (folder / "metrics.json").exists() and not overwrite:
+        raise HousePriceError(f"'{folder}' already holds an evaluation report; pass --overwrite or choose --output")
+    return output_folder(folder)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a .ckpt written by scripts/train.py")
+    parser.add_argument("--data", help="a CSV or Parquet file with the target column; default: the checkpoint's own test split")
+    parser.add_argument("--output", help="report folder; default: <checkpoint>_evaluation beside the checkpoint")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    arguments = parser.parse_args(argv)
+
+    checkpoint = read_checkpoint(arguments.checkpoint)
+    model = model_from_checkpoint(checkpoint)
+    frame = read_table(arguments.data) if arguments.data else training_split(checkpoint)
+    folder = report_folder(arguments.checkpoint, arguments.output, arguments.overwrite)
+    metrics = evaluate(model, frame)
+    unit = model.preprocessor.state["target_unit"]
+    predictions = model.predict(frame).to_numpy()
+    unseen = UnseenCategories(model.preprocessor)
+    unseen.add(frame)
+    unseen.warn()
+    actual = frame[model.target].to_numpy(dtype=float)
+    plots = list(plot_predictions(actual, predictions, folder, unit))
+    intervals = {}
+    if model.calibration is not None:
+        intervals = interval_report(model, frame)
+        plots.append(plot_intervals(actual, model.predict(frame, interval=CHOICE_LEVEL), folder / "intervals.png", unit, CHOICE_LEVEL))
+        print(intervals_table(intervals, unit))
+    write_metrics(folder / "metrics.json", metrics, unseen_categories=unseen.columns, intervals=intervals)
+    source = arguments.data or "the training run's test split"
+    print(f"{arguments.checkpoint} on {source} ({model.target}, {unit}):\n{metrics_table(metrics, unit)}")
+    print(f"Report: {folder / 'metrics.json'} ({', '.join(METRIC_KEYS)}, intervals), {', '.join(plot.name for plot in plots)}")
+
+
+if __name__ == "__main__":
+    exit_cleanly_on_error(main)

@@ -1,0 +1,65 @@
+"""Why this price? Per-house attributions of a trained checkpoint, in the target's units.
+
+    house-price explain best.ckpt --input houses.csv --output reports/explain
+    house-price explain best.ckpt --input houses.csv --rows 0 5 9 --output reports/explain
+
+Writes DIR/attributions.csv (a row per explained input row: `row`, a column per raw feature, `baseline`, the
+reference house's price, and `prediction`; baseline + the feature columns = prediction), a waterfall chart per
+requested row (DIR/waterfall_row_N.png; without --rows, of the first row) and DIR/importance.png (mean |attribution|
+per column). Attributions are baseline Shapley values against a reference house (training medians, most frequent
+categories): see analysis/attributions.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pandas as pd
+
+from analysis.attributions import shapley_values
+from analysis.plots import plot_importance, plot_waterfall
+from datamodules.errors import HousePriceError, exit_cleanly_on_error
+from datamodules.files import output_folder, write_atomic
+from datamodules.sources import read_table
+from models.checkpoint import load_model
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a .ckpt written by scripts/train.py")
+    parser.add_argument("--input", required=True, help="CSV or Parquet file of houses")
+    parser.add_argument("--rows", nargs="+", type=int, metavar="N", help="0-based data rows to explain and draw (default: all, drawing the first)")
+    parser.add_argument("--output", required=True, help="folder for attributions.csv and the charts (created)")
+    arguments = parser.parse_args(argv)
+
+    model = load_model(arguments.checkpoint)
+    frame = read_table(arguments.input)
+    model.preprocessor.check_columns(frame)
+    rows = arguments.rows if arguments.rows is not None else list(range(len(frame)))
+    bad = [row for row in rows if not 0 <= row < len(frame)]
+    if bad:
+        raise HousePriceError(f"--rows {bad[0]} is outside the input's {len(frame)} rows; give 0..{len(frame) - 1}")
+    folder = output_folder(arguments.output)
+
+    attributions = shapley_values(model, frame.iloc[rows].reset_index(drop=True))
+    attributions.insert(0, "row", rows)
+    csv = write_atomic(folder / "attributions.csv", lambda temporary: attributions.to_csv(temporary, index=False))
+    unit = model.preprocessor.state["target_unit"]
+    drawn = arguments.rows if arguments.rows is not None else rows[:1]
+    charts = [
+        plot_waterfall(attributions.iloc[rows.index(row)].drop("row"), unit, f"Row {row}: why this price", folder / f"waterfall_row_{row}.png")
+        for row in dict.fromkeys(drawn)
+    ]
+    charts.append(plot_importance(attributions.drop(columns="row"), unit, folder / "importance.png"))
+    first = attributions.iloc[rows.index(drawn[0])].drop("row")
+    features = first.drop(["baseline", "prediction"])
+    with pd.option_context("display.float_format", "{:,.6g}".format):
+        print(f"Row {drawn[0]}: reference price {first['baseline']:,.6g} {unit}, then each column's share:\n"
+              f"{features[features.abs().sort_values(ascending=False).index].to_string()}\n"
+              f"= prediction {first['prediction']:,.6g} {unit}")
+    print(f"Wrote {csv} ({len(attributions)} rows) and {', '.join(chart.name for chart in charts)} to {folder}")
+
+
+if __name__ == "__main__":
+    exit_cleanly_on_error(main)

@@ -1,0 +1,213 @@
+"""Train, validate, test or predict with the house-price model through LightningCLI.
+
+    house-price train --config configs/california.yaml
+    house-price train --config configs/housing_csv.yaml --trainer.max_epochs=5
+    house-price train test --config runs/california/version_0/config.yaml --ckpt_path runs/.../best.ckpt
+
+After `fit`, the best checkpoint (by validation RMSE) is evaluated on the test split and the run folder gets
+test_metrics.json and learning_curve.png beside config.yaml, metrics.csv and checkpoints/{best,last}.ckpt.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.accelerators import CPUAccelerator
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.strategies import DDPStrategy
+from lightning.pytorch.utilities import rank_zero_warn
+
+from datamodules import HousingDataModule
+from datamodules.errors import HousePriceError, exit_cleanly_on_error
+from models import HousePriceRegressor
+from models.callbacks import EpochTimer
+from models.checkpoint import store_calibration, verified_checkpoint
+from models.hardware import default_precision, fast_cpu_bfloat16
+from models.intervals import CHOICE_LEVEL
+from models.reports import interval_summary, metrics_table, plot_learning_curve, stage_metrics, write_metrics
+from models.safety import AtomicCheckpointIO, InterruptExit, RandomState, StopOnNonFiniteLoss
+
+MONITOR = "val/rmse"
+
+
+class HousePriceCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        # The model is built around the data's fitted preprocessing, which then travels in its checkpoints.
+        parser.link_arguments("data.preprocessing", "model.preprocessing", apply_on="instantiate")
+        # TabM trains each member on its own order of the rows unless batches are shared.
+        parser.link_arguments(
+            ("model.ensemble_size", "model.share_training_batches"), "data.member_batches", compute_fn=member_batches, apply_on="parse"
+        )
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults(
+            {"checkpoint.monitor": MONITOR, "checkpoint.mode": "min", "checkpoint.filename": "best", "checkpoint.save_last": True}
+        )
+        parser.add_lightning_class_args(EarlyStopping, "early_stopping")
+        parser.set_defaults({"early_stopping.monitor": MONITOR, "early_stopping.mode": "min", "early_stopping.patience": 20})
+
+    def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
+        trainer = super().instantiate_trainer(**kwargs)
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()  # set here: a config cannot serialize a plugin instance
+        if isinstance(trainer.strategy, DDPStrategy):
+            # A collective that one process never joins fails after this long instead of torch's 30 minutes.
+            trainer.strategy._timeout = timedelta(seconds=collective_timeout())
+        bar = trainer.progress_bar_callback
+        if type(bar) is TQDMProgressBar and bar.refresh_rate == 1:
+            # Lightning's default bar redraws every step, a few percent of this small network's epoch; a redraw
+            # every 10th step (still several a second) looks the same.
+            trainer.callbacks[trainer.callbacks.index(bar)] = TQDMProgressBar(refresh_rate=10)
+        if trainer.precision == "bf16-mixed" and isinstance(trainer.accelerator, CPUAccelerator) and not fast_cpu_bfloat16():
+            rank_zero_warn("this CPU has no fast bfloat16 arithmetic, so bf16-mixed runs slower than float32 here; add --trainer.precision=32-true")
+        return trainer
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config[self.subcommand] if self.subcommand else self.config
+        if self.subcommand == "predict":
+            raise HousePriceError(
+                "train.py predict writes no predictions; use scripts/predict.py CHECKPOINT --input CSV --output CSV"
+            )
+        if self.subcommand in ("validate", "test"):
+            config.trainer.logger = False  # prints its metrics; no empty run folder
+            self.save_config_callback = None  # with no run folder it would write config.yaml into the working folder
+        if self.subcommand == "fit" and config.get("ckpt_path") == "last":
+            resume_in_latest_run(config.trainer.logger)
+
+    def _parse_ckpt_path(self) -> None:
+        # Lightning reads a given checkpoint's hyperparameters into the config here, before any other hook: refuse
+        # a damaged, foreign, edited or code-carrying file first, with the same message as evaluate and predict.
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if ckpt_path and Path(ckpt_path).is_file():
+            verified_checkpoint(ckpt_path)
+        super()._parse_ckpt_path()
+
+    def after_fit(self) -> None:
+        """Test the best checkpoint, then write test_metrics.json and the learning curve (rank 0 only)."""
+        trainer = self.trainer
+        checkpoint = trainer.checkpoint_callback
+        best, last = checkpoint.best_model_path or checkpoint.last_model_path, checkpoint.last_model_path
+        logged = trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None, verbose=False)[0]
+        run = Path(trainer.log_dir)  # a collective under DDP: every rank must ask
+        if not trainer.is_global_zero:
+            return
+        unit = self.model.preprocessor.state["target_unit"]
+        metrics = stage_metrics(logged, "test")
+        write_metrics(run / "test_metrics.json", metrics)
+        curve = plot_learning_curve(run / "metrics.csv", run / "learning_curve.png", unit)
+        print(f"\nTest metrics of {best} ({self.model.target}, {unit}):\n{metrics_table(metrics, unit)}")
+        if best:  # the model holds the best weights now (test loaded them): calibrate intervals on validation
+            calibration = self.model.calibrate(self.datamodule.splits["val"], split="val")
+            store_calibration(best, self.model)
+            covered = interval_summary(self.model, self.datamodule.splits["test"], level=CHOICE_LEVEL)
+            print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} validation rows): "
+                  f"test coverage {covered['coverage']:.1%}, mean width {covered['mean_width']:.4g} {unit}")
+        print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
+        print(f"  metrics: {run / 'test_metrics.json'}, {run / 'metrics.csv'}\n  learning curve: {curve}")
+
+
+def collective_timeout() -> float:
+    """Seconds a process waits for the others at a collective: HOUSE_PRICE_DDP_TIMEOUT, default 300."""
+    value = os.environ.get("HOUSE_PRICE_DDP_TIMEOUT", "300")
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds < 1e6:
+        raise HousePriceError(f"HOUSE_PRICE_DDP_TIMEOUT is '{value}'; give a number of seconds, such as 300")
+    return seconds
+
+
+def member_batches(ensemble_size: int, share_training_batches: bool) -> int:
+    return 1 if share_training_batches else ensemble_size
+
+
+def resume_in_latest_run(logger: Any) -> None:
+    """Point the CSV logger at the newest run folder holding checkpoints/last.ckpt, so `--ckpt_path last`
+    finds it and the resumed run keeps writing its metrics, checkpoints and report there."""
+    arguments = logger.init_args if hasattr(logger, "init_args") else None
+    if arguments is None or arguments.get("version") is not None:
+        return
+    runs = Path(arguments.save_dir) / arguments.name
+    versions = [int(path.parents[1].name.removeprefix("version_")) for path in runs.glob("version_*/checkpoints/last.ckpt")]
+    if not versions:
+        raise HousePriceError(f"--ckpt_path last: no {runs}/version_*/checkpoints/last.ckpt to resume; train first or give a checkpoint path")
+    arguments.version = max(versions)
+
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+def configs_folder() -> Path:
+    """The bundled configs: installed beside this package (the wheel maps configs/ there), or a checkout's configs/."""
+    installed = Path(__file__).with_name("configs")
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "configs"
+
+
+def command_line(args: list[str]) -> list[str]:
+    """`fit` when no subcommand is given, and each `--config NAME` that is not a file but a bundled config's name
+    (california, housing_csv, ...) pointed at that config."""
+    if not args or args[0] not in (*SUBCOMMANDS, "-h", "--help"):
+        args = ["fit", *args]
+    resolved = list(args)
+    for index, argument in enumerate(args):
+        name, value = (argument.split("=", 1) + [None])[:2] if argument.startswith("--config=") else (argument, None)
+        if name == "--config" and value is None and index + 1 < len(args):
+            resolved[index + 1] = bundled_config(args[index + 1])
+        elif name == "--config":
+            resolved[index] = f"--config={bundled_config(value)}"
+    return resolved
+
+
+def bundled_config(value: str) -> str:
+    bundled = configs_folder() / f"{value.removesuffix('.yaml')}.yaml"
+    return str(bundled) if not Path(value).exists() and "/" not in value and bundled.is_file() else value
+
+
+def main(args: list[str] | None = None) -> None:
+    args = command_line(sys.argv[1:] if args is None else list(args))
+    interrupt = InterruptExit()
+    try:
+        run_cli(args, interrupt)
+    except RuntimeError as error:  # gloo and NCCL say "timed out" in their own error types
+        if "timed out" not in str(error).lower():
+            raise
+        raise HousePriceError(
+            f"the training processes stopped waiting for each other after {collective_timeout():.0f} s (one of them hung "
+            "or died: see its output above); rerun, or raise HOUSE_PRICE_DDP_TIMEOUT if a step legitimately takes that long"
+        ) from None
+    except SystemExit:
+        # Lightning ends an interrupted fit with exit code 1 (Ctrl-C) or 0 (SIGTERM); report the signal instead.
+        if interrupt.exit_code is None:
+            raise
+    finally:
+        # With gloo, a process that exits with its group alive can abort ("terminate called without an active exception").
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+    if interrupt.exit_code is not None:
+        sys.exit(interrupt.exit_code)
+
+
+def run_cli(args: list[str] | None, interrupt: InterruptExit) -> None:
+    HousePriceCLI(
+        HousePriceRegressor,
+        HousingDataModule,
+        seed_everything_default=0,
+        trainer_defaults={
+            "logger": {"class_path": "models.safety.ResumableCSVLogger", "init_args": {"save_dir": "runs", "name": "house_price"}},
+            "callbacks": [EpochTimer(), RandomState(), interrupt, StopOnNonFiniteLoss()],
+            "precision": default_precision(),
+        },
+        save_config_kwargs={"overwrite": True},
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    exit_cleanly_on_error(main)

@@ -1,0 +1,60 @@
+"""`pip install .` gives a `house-price` command that works from any folder, with the bundled configs by name."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+from datamodules.sources import load_california
+
+
+def tracked_files_copy(destination: Path) -> Path:
+    """The checkout's tracked files (what a clean clone has), so building leaves nothing in the working tree."""
+    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in files:
+        if (ROOT / name).is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, destination / name)
+    return destination
+
+
+@pytest.mark.slow
+def test_a_built_wheel_trains_and_predicts_from_an_empty_folder(tmp_path):
+    source = tracked_files_copy(tmp_path / "source")
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(tmp_path / "dist"), str(source)],
+                   check=True, capture_output=True)
+    (wheel,) = (tmp_path / "dist").glob("house_price-*.whl")
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), str(wheel)], check=True, capture_output=True)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    # The wheel's modules come first on the path: nothing is read from the checkout.
+    env = {**os.environ, "PYTHONPATH": str(site)}
+
+    def house_price(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(site / "bin" / "house-price"), *args], cwd=empty, env=env, capture_output=True, text=True, timeout=600)
+
+    where = subprocess.run([sys.executable, "-c", "import house_price, datamodules; print(house_price.__file__, datamodules.__file__)"],
+                           cwd=empty, env=env, capture_output=True, text=True)
+    assert all(path.startswith(str(site)) for path in where.stdout.split()), where.stdout
+    trained = house_price("train", "--config", "california", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar=false",
+                          "--model.hidden_sizes=[32]", "--model.ensemble_size=2")
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    best = empty / "runs" / "california" / "version_0" / "checkpoints" / "best.ckpt"
+    assert best.exists() and (empty / "runs" / "california" / "version_0" / "test_metrics.json").exists()
+    load_california().drop(columns="MedHouseVal").head(20).to_csv(empty / "houses.csv", index=False)
+    priced = house_price("predict", str(best), "--input", "houses.csv", "--output", "priced.csv", "--interval", "0.9")
+    assert priced.returncode == 0, priced.stderr[-3000:]
+    assert list(pd.read_csv(empty / "priced.csv").columns) == ["MedHouseVal_lower", "MedHouseVal_prediction", "MedHouseVal_upper"]
+    assert len(pd.read_csv(empty / "priced.csv")) == 20
+    unknown = house_price("fly")
+    assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
+    listing = house_price("--help")
+    assert all(command in listing.stdout for command in ("train", "evaluate", "predict", "explain", "tune", "export"))
