@@ -194,19 +194,25 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(interrupt.exit_code)
 
 
-def run_cli(args: list[str] | None, interrupt: InterruptExit) -> None:
-    HousePriceCLI(
-        HousePriceRegressor,
-        HousingDataModule,
-        seed_everything_default=0,
-        trainer_defaults={
-            "logger": {"class_path": "models.safety.ResumableCSVLogger", "init_args": {"save_dir": "runs", "name": "house_price"}},
-            "callbacks": [EpochTimer(), RandomState(), interrupt, StopOnNonFiniteLoss()],
-            "precision": default_precision(),
-        },
-        save_config_kwargs={"overwrite": True},
-        args=args,
-    )
+def run_cli(args: list[str] | None, interrupt: InterruptExit, *, cli: type[HousePriceCLI] = HousePriceCLI,
+            callbacks: tuple[L.Callback, ...] = ()) -> HousePriceCLI:
+    """Run the CLI on `args` with the package's callbacks (and any extra `callbacks`); returns it, trainer and all."""
+    program, sys.argv = sys.argv, sys.argv[:1]  # `args` is the whole command line: LightningCLI must not read sys.argv too
+    try:
+        return cli(
+            HousePriceRegressor,
+            HousingDataModule,
+            seed_everything_default=0,
+            trainer_defaults={
+                "logger": {"class_path": "models.safety.ResumableCSVLogger", "init_args": {"save_dir": "runs", "name": "house_price"}},
+                "callbacks": [EpochTimer(), RandomState(), interrupt, StopOnNonFiniteLoss(), *callbacks],
+                "precision": default_precision(),
+            },
+            save_config_kwargs={"overwrite": True},
+            args=args,
+        )
+    finally:
+        sys.argv = program
 
 
 if __name__ == "__main__":

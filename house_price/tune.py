@@ -1,0 +1,236 @@
+"""Hyperparameter search with Optuna: best validation RMSE, pruned per epoch, in a study database.
+
+    house-price tune --config california --trials 40
+    house-price tune --config california --trials 4 --trainer.max_epochs 2        # any train option is passed on
+    house-price tune --config california --trials 40 --storage postgresql://user:pw@host/db --study california
+
+Each trial trains with `house-price train`'s CLI and the trial's values from the search space (--space, default
+the bundled configs/tune_space.yaml); its objective is the best validation RMSE, never the test split, and a trial
+whose validation RMSE falls behind the median of earlier trials at the same epoch is pruned. The study lives in a
+database (default sqlite:///runs/tune/study.db; any SQLAlchemy URL): the same command after a crash goes on where
+it stopped, and several processes or machines can run the same command on one study at once, until --trials
+trials have finished between them. Written to runs/tune/<study>/: best.yaml (a config `house-price train --config
+best.yaml` accepts: the study's configs, the options passed on, the best values), trials.csv and trials.png, and
+each trial's run folder (trial_<n>/) with its checkpoints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import yaml
+
+from datamodules.errors import HousePriceError
+from datamodules.files import write_text_atomic
+from house_price.train import MONITOR, HousePriceCLI, bundled_config, configs_folder, run_cli
+from models.reports import save_figure
+from models.safety import InterruptExit
+
+DEFAULT_STORAGE = "sqlite:///runs/tune/study.db"
+# A process that stops sending heartbeats for this long (killed, machine lost) has its running trial failed by
+# the next process to start, which runs that trial's values again.
+HEARTBEAT_SECONDS, GRACE_SECONDS = 10, 30
+
+
+def load_space(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        space = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise HousePriceError(f"search space '{path}' cannot be read ({error}); give a YAML file like configs/tune_space.yaml") from None
+    if not isinstance(space, dict) or not space:
+        raise HousePriceError(f"search space '{path}' holds no parameters; give `name: {{type: float, low: ..., high: ...}}` entries")
+    for name, entry in space.items():
+        if not isinstance(entry, dict) or entry.get("type") not in ("float", "int", "categorical", "layers"):
+            raise HousePriceError(f"search space '{path}': '{name}' needs a type of float, int, categorical or layers")
+    return space
+
+
+def suggest(trial: Any, space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The trial's value for every dotted option name of the space."""
+    values = {}
+    for name, entry in space.items():
+        kind = entry["type"]
+        if kind == "float":
+            values[name] = trial.suggest_float(name, entry["low"], entry["high"], log=entry.get("log", False))
+        elif kind == "int":
+            values[name] = trial.suggest_int(name, entry["low"], entry["high"], log=entry.get("log", False))
+        elif kind == "categorical":
+            values[name] = trial.suggest_categorical(name, entry["choices"])
+        else:
+            width, depth = entry["width"], entry["depth"]
+            size = trial.suggest_int(f"{name}.width", width["low"], width["high"], log=width.get("log", False))
+            values[name] = [size] * trial.suggest_int(f"{name}.depth", depth["low"], depth["high"])
+    return values
+
+
+def values_of(params: dict[str, Any], space: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """A finished trial's stored params (layers as width and depth) -> option values."""
+    values = {}
+    for name, entry in space.items():
+        values[name] = [params[f"{name}.width"]] * params[f"{name}.depth"] if entry["type"] == "layers" else params[name]
+    return values
+
+
+def as_option(name: str, value: Any) -> str:
+    text = f"[{','.join(map(str, value))}]" if isinstance(value, list) else str(value)
+    return f"--{name}={text}"
+
+
+def dotted_options(options: list[str]) -> dict[str, Any]:
+    """`--a.b=1` / `--a.b 1` train options -> {"a.b": 1} (values read as YAML)."""
+    result, index = {}, 0
+    while index < len(options):
+        option = options[index].removeprefix("--")
+        if "=" in option:
+            name, text = option.split("=", 1)
+        else:
+            if index + 1 >= len(options):
+                raise HousePriceError(f"option --{option} has no value; write --{option}=VALUE")
+            name, text = option, options[index + 1]
+            index += 1
+        result[name] = yaml.safe_load(text)
+        index += 1
+    return result
+
+
+def merged_config(configs: list[str], values: dict[str, Any]) -> dict[str, Any]:
+    """The study's config files merged in order, then `values` (dotted names) set on top."""
+    merged: dict[str, Any] = {}
+    for path in configs:
+        _merge(merged, yaml.safe_load(Path(path).read_text()) or {})
+    for name, value in values.items():
+        *parents, leaf = name.split(".")
+        node = merged
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = value
+    return merged
+
+
+def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        else:
+            into[key] = value
+
+
+class PruneOnValidation(L.Callback):
+    """Reports each epoch's validation RMSE to the trial and stops training when Optuna's pruner says so."""
+
+    def __init__(self, trial: Any) -> None:
+        self.trial = trial
+        self.pruned = False
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(MONITOR)
+        if trainer.sanity_checking or value is None:
+            return
+        self.trial.report(float(value), step=trainer.current_epoch)
+        if self.trial.should_prune():
+            self.pruned = True
+            trainer.should_stop = True
+
+
+class TrialCLI(HousePriceCLI):
+    def after_fit(self) -> None:
+        """Nothing: a search never looks at the test split (and calibrates no intervals)."""
+
+
+def storage(url: str) -> Any:
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}  # wait for the other processes' writes
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
+                                          failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
+    except Exception as error:  # SQLAlchemy's many connection errors
+        raise HousePriceError(f"cannot open the study database '{url}' ({' '.join(str(error).split())[:200]}); check --storage") from None
+
+
+def main(argv: list[str] | None = None) -> None:
+    import optuna
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", action="append", required=True, help="a train config (a bundled name or a path); repeatable")
+    parser.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials the study should have")
+    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy database URL (default {DEFAULT_STORAGE})")
+    parser.add_argument("--study", help="study name (default: the config names joined by '+')")
+    parser.add_argument("--space", type=Path, default=configs_folder() / "tune_space.yaml", help="search space YAML")
+    arguments, train_options = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if arguments.trials < 1:
+        raise HousePriceError(f"--trials {arguments.trials} must be at least 1")
+    configs = [bundled_config(config) for config in arguments.config]
+    for config in configs:
+        if not Path(config).is_file():
+            raise HousePriceError(f"config '{config}' is not a file or a bundled config name; give a path or one of "
+                                  f"{sorted(path.stem for path in configs_folder().glob('*.yaml'))}")
+    passed_on = dotted_options(train_options)
+    space = {name: entry for name, entry in load_space(arguments.space).items() if name not in passed_on}  # passed on: fixed
+    name = arguments.study or "+".join(Path(config).stem for config in configs)
+    folder = Path("runs") / "tune" / name
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(study_name=name, storage=storage(arguments.storage), direction="minimize", load_if_exists=True,
+                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    interrupt = InterruptExit()
+
+    def objective(trial: optuna.Trial) -> float:
+        values = suggest(trial, space)
+        pruning = PruneOnValidation(trial)
+        args = ["fit", *[f"--config={config}" for config in configs], *train_options, *(as_option(k, v) for k, v in values.items()),
+                f"--trainer.logger.init_args.save_dir={folder}", f"--trainer.logger.init_args.name=trial_{trial.number}",
+                "--trainer.enable_progress_bar=false"]
+        cli = run_cli(args, interrupt, cli=TrialCLI, callbacks=(pruning,))
+        if interrupt.exit_code is not None:
+            study.stop()
+            raise optuna.TrialPruned("interrupted")  # leaves no half-measured value behind; rerun to go on
+        score = cli.trainer.checkpoint_callback.best_model_score
+        if score is None:
+            raise HousePriceError(f"trial {trial.number} logged no {MONITOR}; check the train options")
+        if pruning.pruned:
+            raise optuna.TrialPruned()
+        return float(score)
+
+    done = len(study.get_trials(deepcopy=False, states=finished))
+    if done < arguments.trials:
+        study.optimize(objective, n_trials=arguments.trials - done,
+                       callbacks=[optuna.study.MaxTrialsCallback(arguments.trials, states=finished)])
+    if interrupt.exit_code is not None:
+        sys.exit(interrupt.exit_code)
+    report(study, space, configs, passed_on, folder)
+
+
+def report(study: Any, space: dict[str, dict[str, Any]], configs: list[str], passed_on: dict[str, Any], folder: Path) -> None:
+    """best.yaml, trials.csv and trials.png in `folder`, and a summary on stdout."""
+    import matplotlib.pyplot as plt
+    import optuna
+
+    complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    if not complete:
+        raise HousePriceError(f"study '{study.study_name}' has no complete trial yet (all pruned or failed); run more --trials")
+    folder.mkdir(parents=True, exist_ok=True)
+    best = study.best_trial
+    config = merged_config(configs, passed_on | values_of(best.params, space))
+    header = f"# Best trial {best.number} of study '{study.study_name}': validation RMSE {best.value:.6g}\n"
+    best_yaml = write_text_atomic(folder / "best.yaml", header + yaml.safe_dump(config, sort_keys=False))
+    table = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
+    write_text_atomic(folder / "trials.csv", table.to_csv(index=False))
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for state, marker in ((optuna.trial.TrialState.COMPLETE, "o"), (optuna.trial.TrialState.PRUNED, "x")):
+        trials = [trial for trial in study.trials if trial.state == state and trial.intermediate_values]
+        values = [trial.value if trial.value is not None else min(trial.intermediate_values.values()) for trial in trials]
+        axis.scatter([trial.number for trial in trials], values, marker=marker, label=state.name.lower())
+    axis.set(xlabel="trial", ylabel=f"best {MONITOR}", title=f"Study {study.study_name}")
+    axis.legend()
+    save_figure(figure, folder / "trials.png")
+    counts = {state.name.lower(): sum(trial.state == state for trial in study.trials) for state in optuna.trial.TrialState}
+    print(f"Study '{study.study_name}': {', '.join(f'{n} {s}' for s, n in counts.items() if n)}. Best: trial {best.number}, "
+          f"validation RMSE {best.value:.6g}, {values_of(best.params, space)}")
+    print(f"Wrote {best_yaml} (train it: house-price train --config {best_yaml}), {folder / 'trials.csv'}, {folder / 'trials.png'}")

@@ -1,0 +1,78 @@
+"""`house-price tune`: a study in a real database that survives a kill, shares work between processes, and whose
+best trial is a config that trains."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+# Tiny trials: the search space is the learning rate alone, everything else passed on as train options.
+SPACE = "model.learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
+FIXED = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=10", "--model.hidden_sizes=[16]", "--model.ensemble_size=2"]
+
+
+def tune_command(folder: Path, study: str) -> list[str]:
+    return [sys.executable, "-m", "house_price", "tune", "--config", "california", "--trials", "4", "--space", str(folder / "space.yaml"),
+            "--storage", f"sqlite:///{folder / 'study.db'}", "--study", study, *FIXED]
+
+
+def finished(folder: Path, study: str) -> list[int]:
+    if not (folder / "study.db").exists():
+        return []
+    with sqlite3.connect(folder / "study.db", timeout=60) as database:
+        try:
+            rows = database.execute(
+                "select trials.number from trials join studies using (study_id) where studies.study_name = ? and trials.state in "
+                "('COMPLETE', 'PRUNED') order by trials.number", (study,)).fetchall()
+        except sqlite3.OperationalError:  # tables not created yet
+            return []
+    return [number for (number,) in rows]
+
+
+def run(command: list[str], folder: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=folder, capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+@pytest.mark.slow
+def test_a_killed_study_resumes_and_two_processes_share_one(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    process = subprocess.Popen(tune_command(tmp_path, "resumed"), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    deadline = time.monotonic() + 300
+    while len(finished(tmp_path, "resumed")) < 2:
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "two trials never finished"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    before = finished(tmp_path, "resumed")
+    assert 2 <= len(before) < 4
+    again = run(tune_command(tmp_path, "resumed"), tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = finished(tmp_path, "resumed")
+    assert len(after) == 4 and set(before) <= set(after), (before, after)
+    assert "Best: trial" in again.stdout
+
+    # Two processes on one new study at once: no collision, and the study stops at (about) the trials asked for.
+    command = tune_command(tmp_path, "shared")
+    processes = [subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(2)]
+    outputs = [process.communicate(timeout=600) for process in processes]
+    assert all(process.returncode == 0 for process in processes), [err[-2000:] for _, err in outputs]
+    shared = finished(tmp_path, "shared")
+    assert 4 <= len(shared) <= 5 and len(set(shared)) == len(shared)  # each may start one trial as the other finishes the 4th
+
+    best = tmp_path / "runs" / "tune" / "shared" / "best.yaml"
+    assert (tmp_path / "runs" / "tune" / "shared" / "trials.csv").exists() and (tmp_path / "runs" / "tune" / "shared" / "trials.png").exists()
+    trained = run([sys.executable, "-m", "house_price", "train", "--config", str(best), "--trainer.enable_progress_bar=false"], tmp_path)
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    assert "Test metrics of" in trained.stdout
