@@ -9,14 +9,14 @@ from typing import Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
 
-from analysis.ascent import Trajectory  # noqa: E402
-from analysis.derivatives import ScalarFunction  # noqa: E402
-from models.reports import save_figure  # noqa: E402
+from analysis.ascent import Trajectory
+from analysis.derivatives import ScalarFunction
+from models.reports import save_figure
 
 
 def _curve(axis: plt.Axes, f: ScalarFunction, a: float, b: float) -> None:

@@ -28,17 +28,17 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
-import yaml  # noqa: E402
-from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: E402
-from sklearn.linear_model import LinearRegression  # noqa: E402
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+from sklearn.ensemble import HistGradientBoostingRegressor
+from sklearn.linear_model import LinearRegression
 
-from benchmarks.levers import train  # noqa: E402
-from datamodules import HousingDataModule  # noqa: E402
-from models import HousePriceRegressor  # noqa: E402
-from models.hardware import default_precision  # noqa: E402
+from benchmarks.levers import train
+from datamodules import HousingDataModule
+from models import HousePriceRegressor
+from models.hardware import default_precision
 
 CONFIG = ROOT / "configs" / "california.yaml"
 

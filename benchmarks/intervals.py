@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.attributions import shapley_values  # noqa: E402
-from datamodules.files import write_text_atomic  # noqa: E402
-from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split  # noqa: E402
-from models.reports import interval_report  # noqa: E402
+from analysis.attributions import shapley_values
+from datamodules.files import write_text_atomic
+from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
+from models.reports import interval_report
 
 CONFIGS = ("california.yaml", "housing_csv.yaml")
 

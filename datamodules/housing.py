@@ -16,7 +16,14 @@ from sklearn.model_selection import train_test_split
 from datamodules.batches import TensorBatches
 from datamodules.errors import HousePriceError
 from datamodules.preprocessing import Preprocessor, Scaling, fit_statistics
-from datamodules.sources import CALIFORNIA_TARGET, CALIFORNIA_UNIT, check_table, find_column, load_california, read_table
+from datamodules.sources import (
+    CALIFORNIA_TARGET,
+    CALIFORNIA_UNIT,
+    check_table,
+    find_column,
+    load_california,
+    read_table,
+)
 
 SPLITS = ("train", "val", "test")
 

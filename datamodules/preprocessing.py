@@ -265,7 +265,7 @@ class Preprocessor:
             text = _category_text(frame[column]).dropna()
             unseen = text[~text.isin(lookup.keys())]
             if len(unseen):
-                report[column] = {"rows": int(len(unseen)), "examples": unseen.unique()[:examples].tolist()}
+                report[column] = {"rows": len(unseen), "examples": unseen.unique()[:examples].tolist()}
         return report
 
     def tensors(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

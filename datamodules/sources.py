@@ -18,8 +18,8 @@ import re
 import sys
 import zipfile
 from collections.abc import Iterator
-from typing import BinaryIO
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pandas as pd
@@ -341,9 +341,7 @@ def date_columns(frame: pd.DataFrame, columns: list[str]) -> list[str]:
     dates = []
     for column in columns:
         values = frame[column].dropna()
-        if pd.api.types.is_datetime64_any_dtype(values):
-            dates.append(column)
-        elif len(values) and values.astype(str).str.match(_ISO_DATE).mean() >= 0.95:
+        if pd.api.types.is_datetime64_any_dtype(values) or len(values) and values.astype(str).str.match(_ISO_DATE).mean() >= 0.95:
             dates.append(column)
     return dates
 

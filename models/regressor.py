@@ -9,7 +9,14 @@ import lightning as L
 import pandas as pd
 import torch
 from torch import nn
-from torchmetrics import MeanAbsoluteError, MeanAbsolutePercentageError, MeanSquaredError, MetricCollection, R2Score, SumMetric
+from torchmetrics import (
+    MeanAbsoluteError,
+    MeanAbsolutePercentageError,
+    MeanSquaredError,
+    MetricCollection,
+    R2Score,
+    SumMetric,
+)
 
 from datamodules.errors import HousePriceError
 from datamodules.preprocessing import Preprocessor

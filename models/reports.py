@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING, Any
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-import torch  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
 
-from datamodules.files import write_atomic, write_text_atomic  # noqa: E402
-from models.intervals import LEVELS, METHODS, coverage_report  # noqa: E402
+from datamodules.files import write_atomic, write_text_atomic
+from models.intervals import LEVELS, METHODS, coverage_report
 
 if TYPE_CHECKING:
     from models.regressor import HousePriceRegressor

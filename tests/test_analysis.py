@@ -10,13 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ROOT, run_script
 
 from analysis.ascent import gradient_ascent, gradient_descent
 from analysis.derivatives import derivatives
 from analysis.peaks import INTERVAL, peaks
 from analysis.roots import critical_points, global_extrema, level_crossings, zeros
 from analysis.sensitivity import price_ascent, price_gradients, sensitivity_table, step_effects
-from conftest import ROOT, run_script
 from datamodules import HousingDataModule
 from datamodules.errors import exit_cleanly_on_error
 from models import HousePriceRegressor

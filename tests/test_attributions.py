@@ -6,10 +6,10 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT, run_script
 
 import analysis.attributions as attributions_module
 from analysis.attributions import shapley_values
-from conftest import ROOT, run_script
 from datamodules import HousingDataModule
 from models import HousePriceRegressor, load_model
 

@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ROOT, run_script
+
 from datamodules import HousePriceError, HousingDataModule
 from models import HousePriceRegressor, load_model
 

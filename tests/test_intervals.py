@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pandas as pd
 import torch
-
 from conftest import ROOT, assert_clean_failure, run_script
+
 from models import load_model
 from models.intervals import calibrate, coverage_report
 

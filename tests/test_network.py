@@ -6,8 +6,15 @@ import pytest
 import torch
 from torch import nn
 
-from models.network import (BatchEnsembleLinear, ByteDropout, GroupedLinear, MemberNorm, MiniEnsembleAdapter,
-                            PiecewiseLinearEmbedding, TabularMLP)
+from models.network import (
+    BatchEnsembleLinear,
+    ByteDropout,
+    GroupedLinear,
+    MemberNorm,
+    MiniEnsembleAdapter,
+    PiecewiseLinearEmbedding,
+    TabularMLP,
+)
 
 
 def network(ensemble: str, k: int = 4, **options) -> TabularMLP:

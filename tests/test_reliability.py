@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import ROOT, TRAIN, assert_clean_failure, run_in_process, run_script
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import ROOT, TRAIN, assert_clean_failure, run_in_process, run_script
 from datamodules import HousePriceError, HousingDataModule
 from datamodules.sources import read_table
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-
 from conftest import ROOT, run_script
+
 from datamodules import HousingDataModule
 from datamodules.sources import read_table
 

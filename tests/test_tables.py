@@ -10,8 +10,8 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import ROOT, run_script
+
 from datamodules import HousePriceError, HousingDataModule
 from datamodules.sources import read_table
 

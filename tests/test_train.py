@@ -10,8 +10,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import ROOT, run_script, train
+
 from datamodules import HousingDataModule
 
 RUN_FILES = {"config.yaml", "metrics.csv", "hparams.yaml", "learning_curve.png", "test_metrics.json"}

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import ROOT
 
 # Tiny trials: the search space is the learning rate alone, everything else passed on as train options.

@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from conftest import ROOT, TRAIN, assert_clean_failure, run_script, train_command, wait_for
+
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:

@@ -1,0 +1,50 @@
+"""Export a checkpoint as one ONNX file: raw table columns in, the price in target units out, preprocessing included.
+
+    house-price export best.ckpt --output model.onnx
+    house-price export best.ckpt --output model.onnx --verify      # onnxruntime vs predict on the test split
+
+Inputs are named exactly as the table's columns, shape [N, 1]: float32 for numbers (NaN = missing), strings for
+categories ("" = missing); the output `<target>_prediction` is float32 [N]. See models/export.py. `--verify` prices
+the checkpoint's own test split with onnxruntime and with the checkpoint, and fails if they differ by more than
+1e-4 relative.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from datamodules.errors import HousePriceError
+from datamodules.files import check_output
+from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
+from models.export import export_onnx, verify_onnx
+
+TOLERANCE = 1e-4  # relative: float32 graph arithmetic against the checkpoint's float64 preprocessing
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="a .ckpt written by house-price train")
+    parser.add_argument("--output", required=True, help="the .onnx file to write")
+    parser.add_argument("--verify", action="store_true", help="compare onnxruntime with the checkpoint on its test split")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+    arguments = parser.parse_args(argv)
+
+    output = check_output(arguments.output, arguments.overwrite)
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        raise HousePriceError("ONNX export needs onnx and onnxruntime: pip install 'house-price[export]'") from None
+    checkpoint = read_checkpoint(arguments.checkpoint)
+    model = model_from_checkpoint(checkpoint)
+    export_onnx(model, output)
+    inputs = ", ".join(model.preprocessor.numeric + [f"{column} (string)" for column in model.preprocessor.categorical])
+    print(f"Wrote {output}: inputs {inputs}; output {model.target}_prediction ({model.preprocessor.state['target_unit']})")
+    if arguments.verify:
+        check = verify_onnx(output, model, training_split(checkpoint, "test"))
+        print(f"onnxruntime vs the checkpoint on {check['rows']} test rows: largest difference {check['max_abs_difference']:.3g} "
+              f"(relative {check['max_relative_difference']:.3g})")
+        if check["max_relative_difference"] > TOLERANCE:
+            raise HousePriceError(f"the ONNX file differs from the checkpoint by {check['max_relative_difference']:.3g} relative "
+                                  f"(more than {TOLERANCE}); please report it")
