@@ -225,15 +225,16 @@ class HousePriceRegressor(L.LightningModule):
         numeric, codes = self.preprocessor.transform(frame)
         was_training = self.training
         self.eval()
+        means, spreads = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
         try:
-            members = [
-                self.network.member_outputs(numeric[begin : begin + PREDICT_BATCH].to(self.device), codes[begin : begin + PREDICT_BATCH].to(self.device))
-                for begin in range(0, len(frame), PREDICT_BATCH)
-            ]
+            for begin in range(0, len(frame), PREDICT_BATCH):
+                batch = numeric[begin : begin + PREDICT_BATCH].to(self.device), codes[begin : begin + PREDICT_BATCH].to(self.device)
+                members = self.network.member_outputs(*batch).double().cpu()  # [k, B]
+                means.append(members.mean(dim=0))
+                spreads.append(members.std(dim=0, correction=0))
         finally:
             self.train(was_training)
-        members = torch.cat(members, dim=1).double().cpu() if members else torch.zeros(1, 0, dtype=torch.float64)
-        return members.mean(dim=0), members.std(dim=0, correction=0)
+        return torch.cat(means), torch.cat(spreads)
 
     def predict(self, frame: pd.DataFrame, interval: float | None = None) -> pd.Series | pd.DataFrame:
         """Predictions for a raw frame, in the target's own units, named `<target>_prediction`, same index.
