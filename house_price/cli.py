@@ -36,5 +36,5 @@ def main(argv: list[str] | None = None) -> None:
         print(f"error: unknown command '{command}'; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
     module = importlib.import_module(f"house_price.{command}")
-    sys.argv = [f"house-price {command}", *options]  # argparse and LightningCLI name the program from it
+    sys.argv = [sys.argv[0], command, *options]  # as typed: DDP starts its other processes with the same command line
     exit_cleanly_on_error(lambda: module.main(options))

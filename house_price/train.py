@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -171,10 +172,10 @@ def bundled_config(value: str) -> str:
 
 
 def main(args: list[str] | None = None) -> None:
-    args = command_line(sys.argv[1:] if args is None else list(args))
+    options = sys.argv[1:] if args is None else list(args)
     interrupt = InterruptExit()
     try:
-        run_cli(args, interrupt)
+        run_cli(command_line(options), interrupt, program=program_before(options))
     except RuntimeError as error:  # gloo and NCCL say "timed out" in their own error types
         if "timed out" not in str(error).lower():
             raise
@@ -194,11 +195,23 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(interrupt.exit_code)
 
 
-def run_cli(args: list[str] | None, interrupt: InterruptExit, *, cli: type[HousePriceCLI] = HousePriceCLI,
+def program_before(options: list[str]) -> list[str]:
+    """What starts this command before `options` (a script path; a console script and its subcommand): the start of
+    the command line that DDP runs again for the other processes."""
+    start = len(sys.argv) - len(options)
+    return sys.argv[:start] if start >= 1 and sys.argv[start:] == options else sys.argv[:1]
+
+
+def run_cli(args: list[str], interrupt: InterruptExit, *, program: list[str] | None = None, cli: type[HousePriceCLI] = HousePriceCLI,
             callbacks: tuple[L.Callback, ...] = ()) -> HousePriceCLI:
-    """Run the CLI on `args` with the package's callbacks (and any extra `callbacks`); returns it, trainer and all."""
-    program, sys.argv = sys.argv, sys.argv[:1]  # `args` is the whole command line: LightningCLI must not read sys.argv too
+    """Run the CLI on `args` with the package's callbacks (and any extra `callbacks`); returns it, trainer and all.
+
+    sys.argv is `program` + `args` while it runs: DDP starts the other processes with sys.argv, so they must see the
+    resolved command line (subcommand, bundled config paths) too. (LightningCLI then warns that both hold options.)
+    """
+    saved, sys.argv = sys.argv, [*(program or sys.argv[:1]), *args]
     try:
+        warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         return cli(
             HousePriceRegressor,
             HousingDataModule,
@@ -212,7 +225,7 @@ def run_cli(args: list[str] | None, interrupt: InterruptExit, *, cli: type[House
             args=args,
         )
     finally:
-        sys.argv = program
+        sys.argv = saved
 
 
 if __name__ == "__main__":
