@@ -36,7 +36,7 @@ MISSING = 1  # category code for a missing value, in columns that had missing va
 _MAX_BIN_ROWS = 100_000
 
 # scikit-learn's QuantileTransformer clips probabilities to [1e-7, 1 - 1e-7] before the normal quantile.
-_BOUNDS_THRESHOLD = 1e-7
+BOUNDS_THRESHOLD = 1e-7
 
 
 def fit_statistics(
@@ -104,10 +104,10 @@ def fit_statistics(
     else:
         raise HousePriceError(f"unknown scaling '{scaling}'; use 'standard' or 'quantile'")
 
-    state["vocabularies"] = [sorted(_category_text(train[column]).dropna().unique().tolist()) for column in categorical]
+    state["vocabularies"] = [sorted(category_text(train[column]).dropna().unique().tolist()) for column in categorical]
     state["category_gaps"] = [column for column in categorical if train[column].isna().any()]
     # The most frequent category per column: the reference house of attributions (analysis.attributions).
-    state["modes"] = [_category_text(train[column]).mode().iloc[0] if train[column].notna().any() else None for column in categorical]
+    state["modes"] = [category_text(train[column]).mode().iloc[0] if train[column].notna().any() else None for column in categorical]
 
     target_values = _target_space(train[target].to_numpy(dtype=np.float64), log_target)
     state["target_mean"] = float(target_values.mean())
@@ -119,7 +119,7 @@ def fit_statistics(
     return state
 
 
-def _category_text(values: pd.Series) -> pd.Series:
+def category_text(values: pd.Series) -> pd.Series:
     """Categories as text without surrounding whitespace ("NEAR BAY " is "NEAR BAY"); missing stays missing."""
     return values.map(lambda value: str(value).strip() if pd.notna(value) else value)
 
@@ -254,7 +254,7 @@ class Preprocessor:
         codes = np.zeros((len(frame), len(self.categorical)), dtype=np.int64)
         for j, (column, lookup) in enumerate(zip(self.categorical, self._codes)):
             missing = MISSING if column in self.state["category_gaps"] else UNKNOWN
-            text = _category_text(frame[column])
+            text = category_text(frame[column])
             codes[:, j] = text.map(lambda value: lookup.get(value, UNKNOWN) if pd.notna(value) else missing)
         return torch.from_numpy(codes)
 
@@ -262,7 +262,7 @@ class Preprocessor:
         """Per categorical column, the rows whose (present) value training never saw: {"rows", "examples"}."""
         report = {}
         for column, lookup in zip(self.categorical, self._codes):
-            text = _category_text(frame[column]).dropna()
+            text = category_text(frame[column]).dropna()
             unseen = text[~text.isin(lookup.keys())]
             if len(unseen):
                 report[column] = {"rows": len(unseen), "examples": unseen.unique()[:examples].tolist()}
@@ -300,8 +300,8 @@ def _quantile_normal(column: torch.Tensor, quantiles: torch.Tensor, references: 
     """scikit-learn's QuantileTransformer(output_distribution="normal") for one column, from its numbers."""
     # Interpolating up and down and averaging gives repeated quantiles (ties) their middle rank.
     uniform = 0.5 * (_interp(column, quantiles, references) - _interp(-column, -quantiles.flip(0), -references.flip(0)))
-    uniform = torch.where(column + _BOUNDS_THRESHOLD > quantiles[-1], 1.0, uniform)
-    uniform = torch.where(column - _BOUNDS_THRESHOLD < quantiles[0], 0.0, uniform)
+    uniform = torch.where(column + BOUNDS_THRESHOLD > quantiles[-1], 1.0, uniform)
+    uniform = torch.where(column - BOUNDS_THRESHOLD < quantiles[0], 0.0, uniform)
     # Clamping before the normal quantile (not after, as scikit-learn does) gives the same values and finite gradients.
-    margin = _BOUNDS_THRESHOLD - float(np.spacing(1))
+    margin = BOUNDS_THRESHOLD - float(np.spacing(1))
     return torch.special.ndtri(uniform.clamp(margin, 1 - margin))

@@ -187,10 +187,13 @@ def main(argv: list[str] | None = None) -> None:
         args = ["fit", *[f"--config={config}" for config in configs], *train_options, *(as_option(k, v) for k, v in values.items()),
                 f"--trainer.logger.init_args.save_dir={folder}", f"--trainer.logger.init_args.name=trial_{trial.number}",
                 "--trainer.enable_progress_bar=false"]
-        cli = run_cli(args, interrupt, cli=TrialCLI, callbacks=(pruning,))
+        try:
+            cli = run_cli(args, interrupt, cli=TrialCLI, callbacks=(pruning,))
+        except SystemExit:  # how Lightning ends a fit stopped by Ctrl-C or SIGTERM
+            if interrupt.exit_code is None:
+                raise
         if interrupt.exit_code is not None:
-            study.stop()
-            raise optuna.TrialPruned("interrupted")  # leaves no half-measured value behind; rerun to go on
+            raise KeyboardInterrupt  # Optuna records the trial as failed (not finished): a rerun measures it again
         score = cli.trainer.checkpoint_callback.best_model_score
         if score is None:
             raise HousePriceError(f"trial {trial.number} logged no {MONITOR}; check the train options")
@@ -199,11 +202,13 @@ def main(argv: list[str] | None = None) -> None:
         return float(score)
 
     done = len(study.get_trials(deepcopy=False, states=finished))
-    if done < arguments.trials:
-        study.optimize(objective, n_trials=arguments.trials - done,
-                       callbacks=[optuna.study.MaxTrialsCallback(arguments.trials, states=finished)])
-    if interrupt.exit_code is not None:
-        sys.exit(interrupt.exit_code)
+    try:
+        if done < arguments.trials:
+            study.optimize(objective, n_trials=arguments.trials - done,
+                           callbacks=[optuna.study.MaxTrialsCallback(arguments.trials, states=finished)])
+    except KeyboardInterrupt:
+        print(f"Interrupted: study '{name}' keeps its finished trials; rerun the same command to go on", file=sys.stderr)
+        sys.exit(interrupt.exit_code or 130)
     report(study, space, configs, passed_on, folder)
 
 

@@ -23,7 +23,7 @@ from torch import nn
 
 from datamodules.errors import HousePriceError
 from datamodules.files import write_atomic
-from datamodules.preprocessing import _BOUNDS_THRESHOLD, MISSING, UNKNOWN, Preprocessor, _category_text
+from datamodules.preprocessing import BOUNDS_THRESHOLD, MISSING, UNKNOWN, Preprocessor, category_text
 from models.regressor import HousePriceRegressor
 
 OPSET = 18
@@ -102,9 +102,9 @@ class ExportedPreprocessing(nn.Module):
             pieces = torch.minimum(torch.clamp(offset, min=0.0), self.gaps) * self.slopes
             steps = (torch.sign(offset) + 1) * 0.5 * self.steps  # a tie's jump: half of it at the tied value itself
             uniform = self.base + (pieces + steps).sum(dim=-1)
-            uniform = torch.where(x + _BOUNDS_THRESHOLD > self.last, 1.0, uniform)
-            uniform = torch.where(x - _BOUNDS_THRESHOLD < self.first, 0.0, uniform)
-            margin = _BOUNDS_THRESHOLD - float(np.spacing(1))
+            uniform = torch.where(x + BOUNDS_THRESHOLD > self.last, 1.0, uniform)
+            uniform = torch.where(x - BOUNDS_THRESHOLD < self.first, 0.0, uniform)
+            margin = BOUNDS_THRESHOLD - float(np.spacing(1))
             scaled = normal_quantile(uniform.clamp(margin, 1 - margin))
         scaled = scaled.float()
         flags = (filled[:, self.binary] - self.low) / self.span
@@ -183,7 +183,7 @@ def onnx_inputs(frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, np
     for column in preprocessor.numeric:
         inputs[column] = frame[column].to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
     for column in preprocessor.categorical:
-        inputs[column] = _category_text(frame[column]).fillna("").astype(str).to_numpy(dtype=object).reshape(-1, 1)
+        inputs[column] = category_text(frame[column]).fillna("").astype(str).to_numpy(dtype=object).reshape(-1, 1)
     return inputs
 
 
