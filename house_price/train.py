@@ -1,6 +1,6 @@
-"""Train, validate, test or predict with the house-price model through LightningCLI.
+"""Train (fit), validate or test the house-price model through LightningCLI.
 
-    house-price train --config configs/california.yaml
+    house-price train --config california                      # a bundled config by name, or any config path
     house-price train --config configs/housing_csv.yaml --trainer.max_epochs=5
     house-price train test --config runs/california/version_0/config.yaml --ckpt_path runs/.../best.ckpt
 
@@ -161,7 +161,7 @@ def command_line(args: list[str]) -> list[str]:
         name, value = (argument.split("=", 1) + [None])[:2] if argument.startswith("--config=") else (argument, None)
         if name == "--config" and value is None and index + 1 < len(args):
             resolved[index + 1] = bundled_config(args[index + 1])
-        elif name == "--config":
+        elif name == "--config" and value is not None:
             resolved[index] = f"--config={bundled_config(value)}"
     return resolved
 

@@ -58,3 +58,13 @@ def test_a_built_wheel_trains_and_predicts_from_an_empty_folder(tmp_path):
     assert unknown.returncode == 2 and "unknown command 'fly'" in unknown.stderr
     listing = house_price("--help")
     assert all(command in listing.stdout for command in ("train", "evaluate", "predict", "explain", "tune", "export"))
+
+
+def test_train_defaults_to_fit_and_finds_bundled_configs_by_name():
+    from house_price.train import command_line, configs_folder
+
+    california, ddp = str(configs_folder() / "california.yaml"), str(configs_folder() / "ddp.yaml")
+    assert command_line(["--config", "california", "--config=ddp"]) == ["fit", "--config", california, f"--config={ddp}"]
+    assert command_line(["test", "--config", "configs/california.yaml"]) == ["test", "--config", "configs/california.yaml"]
+    assert command_line(["--config", "no_such_config"]) == ["fit", "--config", "no_such_config"]  # LightningCLI names it
+    assert command_line(["--config"]) == ["fit", "--config"]
