@@ -16,14 +16,14 @@ from analysis.ascent import Trajectory, gradient_ascent
 from models.regressor import HousePriceRegressor
 
 
-def float64_copy(model: HousePriceRegressor) -> HousePriceRegressor:
+def _float64(model: HousePriceRegressor) -> HousePriceRegressor:
     """A float64 copy in eval mode: gradients exact enough to compare with finite differences."""
     return copy.deepcopy(model).double().eval()
 
 
 def price_function(model: HousePriceRegressor, frame: pd.DataFrame):
     """price(raw numeric [n, n_numeric] float64) -> predicted prices [n], with the frame's categories fixed."""
-    model = float64_copy(model)
+    model = _float64(model)
     preprocessor = model.preprocessor
     codes = preprocessor.encode_categories(frame)
     return lambda raw: model.predict_price(preprocessor.scale_numeric(raw), codes)

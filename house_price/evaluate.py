@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> None:
     folder = report_folder(arguments.checkpoint, arguments.output, arguments.overwrite)
     metrics = evaluate(model, frame)
     unit = model.preprocessor.state["target_unit"]
-    predictions = model.predict(frame).to_numpy()
+    # One pricing pass for the plots: with a calibration, the kept interval at CHOICE_LEVEL comes with the prices.
+    priced = model.predict(frame, interval=CHOICE_LEVEL) if model.calibration is not None else model.predict(frame).to_frame()
+    predictions = priced[f"{model.target}_prediction"].to_numpy()
     unseen = UnseenCategories(model.preprocessor)
     unseen.add(frame)
     unseen.warn()
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> None:
     intervals = {}
     if model.calibration is not None:
         intervals = interval_report(model, frame)
-        plots.append(plot_intervals(actual, model.predict(frame, interval=CHOICE_LEVEL), folder / "intervals.png", unit, CHOICE_LEVEL))
+        plots.append(plot_intervals(actual, priced, folder / "intervals.png", unit, CHOICE_LEVEL))
         print(intervals_table(intervals, unit))
     write_metrics(folder / "metrics.json", metrics, unseen_categories=unseen.columns, intervals=intervals)
     source = arguments.data or "the training run's test split"

@@ -32,7 +32,7 @@ from models.callbacks import EpochTimer
 from models.checkpoint import store_calibration, verified_checkpoint
 from models.hardware import default_precision, fast_cpu_bfloat16
 from models.intervals import CHOICE_LEVEL
-from models.reports import interval_summary, metrics_table, plot_learning_curve, stage_metrics, write_metrics
+from models.reports import interval_report, metrics_table, plot_learning_curve, stage_metrics, write_metrics
 from models.safety import AtomicCheckpointIO, InterruptExit, RandomState, StopOnNonFiniteLoss
 
 MONITOR = "val/rmse"
@@ -106,7 +106,7 @@ class HousePriceCLI(LightningCLI):
         if best:  # the model holds the best weights now (test loaded them): calibrate intervals on validation
             calibration = self.model.calibrate(self.datamodule.splits["val"], split="val")
             store_calibration(best, self.model)
-            covered = interval_summary(self.model, self.datamodule.splits["test"], level=CHOICE_LEVEL)
+            covered = interval_report(self.model, self.datamodule.splits["test"])["levels"][f"{CHOICE_LEVEL:g}"][calibration.method]
             print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} validation rows): "
                   f"test coverage {covered['coverage']:.1%}, mean width {covered['mean_width']:.4g} {unit}")
         print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")

@@ -97,13 +97,6 @@ def interval_report(model: HousePriceRegressor, frame: pd.DataFrame) -> dict[str
     return {"method": calibration.method, "calibrated_on": {"split": calibration.split, "rows": calibration.rows}, "levels": levels}
 
 
-def interval_summary(model: HousePriceRegressor, frame: pd.DataFrame, level: float) -> dict[str, float]:
-    """Coverage and widths of the model's own interval method at `level` on `frame`."""
-    mean, spread = model.member_statistics(frame)
-    actual = torch.tensor(frame[model.target].to_numpy(dtype=float))
-    return coverage_report(*model.interval_bounds(mean, spread, level), actual)
-
-
 def plot_intervals(actual: np.ndarray, bounds: pd.DataFrame, path: str | os.PathLike, unit: str, level: float) -> Path:
     """Each row's interval (lower, prediction, upper columns of `bounds`) and its actual price, sorted by prediction."""
     lower, predicted, upper = (bounds.iloc[:, j].to_numpy() for j in range(3))
