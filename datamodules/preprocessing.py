@@ -37,6 +37,8 @@ _MAX_BIN_ROWS = 100_000
 
 # scikit-learn's QuantileTransformer clips probabilities to [1e-7, 1 - 1e-7] before the normal quantile.
 BOUNDS_THRESHOLD = 1e-7
+# Probabilities are clamped to [QUANTILE_MARGIN, 1 - QUANTILE_MARGIN] before the normal quantile.
+QUANTILE_MARGIN = BOUNDS_THRESHOLD - float(np.spacing(1))
 
 
 def fit_statistics(
@@ -163,12 +165,12 @@ class Preprocessor:
         self.binary: list[str] = state["binary"]
         self.continuous: list[str] = [name for name in self.numeric if name not in self.binary]
         self.dates: list[str] = state.get("dates", [])
+        self._date_of = {name: column for column in self.dates for name in date_feature_names(column)}  # derived input -> date
 
     @property
     def features(self) -> list[str]:
         """The raw columns a frame must have, in training order: numeric, date, categorical."""
-        derived = {name for column in self.dates for name in date_feature_names(column)}
-        return [name for name in self.numeric if name not in derived] + self.dates + self.categorical
+        return [name for name in self.numeric if name not in self._date_of] + self.dates + self.categorical
 
     @property
     def n_numeric_inputs(self) -> int:
@@ -189,8 +191,7 @@ class Preprocessor:
     def input_columns(self) -> list[str]:
         """The raw column behind each numeric input, in input order [continuous..., binary..., indicators...]; both
         numbers of a date name the date column."""
-        owner = {name: column for column in self.dates for name in date_feature_names(column)}
-        return [owner.get(name, name) for name in self.continuous + self.binary + self.state["indicators"]]
+        return [self._date_of.get(name, name) for name in self.continuous + self.binary + self.state["indicators"]]
 
     def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference house: raw numeric inputs at their training medians, float64 [1, n_numeric] (no gaps), and
@@ -303,5 +304,4 @@ def _quantile_normal(column: torch.Tensor, quantiles: torch.Tensor, references: 
     uniform = torch.where(column + BOUNDS_THRESHOLD > quantiles[-1], 1.0, uniform)
     uniform = torch.where(column - BOUNDS_THRESHOLD < quantiles[0], 0.0, uniform)
     # Clamping before the normal quantile (not after, as scikit-learn does) gives the same values and finite gradients.
-    margin = BOUNDS_THRESHOLD - float(np.spacing(1))
-    return torch.special.ndtri(uniform.clamp(margin, 1 - margin))
+    return torch.special.ndtri(uniform.clamp(QUANTILE_MARGIN, 1 - QUANTILE_MARGIN))

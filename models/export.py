@@ -23,7 +23,7 @@ from torch import nn
 
 from datamodules.errors import HousePriceError
 from datamodules.files import write_atomic
-from datamodules.preprocessing import BOUNDS_THRESHOLD, MISSING, UNKNOWN, Preprocessor, category_text
+from datamodules.preprocessing import BOUNDS_THRESHOLD, MISSING, QUANTILE_MARGIN, UNKNOWN, Preprocessor, category_text
 from models.regressor import HousePriceRegressor
 
 OPSET = 18
@@ -104,8 +104,7 @@ class ExportedPreprocessing(nn.Module):
             uniform = self.base + (pieces + steps).sum(dim=-1)
             uniform = torch.where(x + BOUNDS_THRESHOLD > self.last, 1.0, uniform)
             uniform = torch.where(x - BOUNDS_THRESHOLD < self.first, 0.0, uniform)
-            margin = BOUNDS_THRESHOLD - float(np.spacing(1))
-            scaled = normal_quantile(uniform.clamp(margin, 1 - margin))
+            scaled = normal_quantile(uniform.clamp(QUANTILE_MARGIN, 1 - QUANTILE_MARGIN))
         scaled = scaled.float()
         flags = (filled[:, self.binary] - self.low) / self.span
         return torch.cat([scaled, flags, gaps[:, self.indicators].float()], dim=1)
