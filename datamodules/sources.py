@@ -212,7 +212,7 @@ def _csv_format(path: Path) -> dict:
         "encoding": encoding,
         "encoding_errors": "replace",
         "sep": delimiter,
-        "decimal": _decimal_mark(text, delimiter),
+        "decimal": _decimal_mark(rows, delimiter),
         "header": 0,
         "names": names,
         "index_col": False,
@@ -231,14 +231,14 @@ _DECIMAL_COMMA = re.compile(r"^\s*[-+]?\d+,\d+\s*$")
 _DECIMAL_POINT = re.compile(r"^\s*[-+]?\d*\.\d+\s*$")
 
 
-def _decimal_mark(text: str, delimiter: str) -> str:
-    """"," for a `;`-separated file whose numbers are written "-117,05" (and none "-117.05"), else ".".
+def _decimal_mark(rows: list[list[str]], delimiter: str) -> str:
+    """"," for a `;`-separated file whose sample `rows` write numbers "-117,05" (and none "-117.05"), else ".".
 
     Spreadsheets in locales with a decimal comma write exactly this; any "." decimal in the sample keeps ".".
     """
     if delimiter != ";":
         return "."
-    fields = [field for row in csv.reader(text.splitlines()[1:200], delimiter=delimiter) for field in row]
+    fields = [field for row in rows for field in row]
     commas = sum(bool(_DECIMAL_COMMA.match(field)) for field in fields)
     points = sum(bool(_DECIMAL_POINT.match(field)) for field in fields)
     return "," if commas and not points else "."
