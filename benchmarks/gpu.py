@@ -5,10 +5,12 @@
 
 Measured on the same device, same split, network, batch (256), member batches and one-cycle schedule:
 - the package: `scripts/train.py fit --config configs/california.yaml` as a user runs it (wall from command to test
-  metrics; median epoch from metrics.csv, validation included);
-- a raw loop, eager: the same steps on tensors resident on the device, fused AdamW on CUDA;
-- the same raw loop with the forward and backward under `torch.compile(mode="reduce-overhead")` (CUDA graphs on a
-  GPU; on a CPU, plain compile), the shapes kept static by dropping the ragged last batch.
+  metrics, compiling included; median epoch from metrics.csv, validation included), with its training step compiled
+  (`--model.compile=true`, the default on CUDA) and eager (`--model.compile=false`, the default on a CPU);
+- a raw loop, eager: the same steps on tensors resident on the device, fused AdamW on CUDA, the package's precision;
+- the same raw loop with the forward and backward under `torch.compile` in the package's mode
+  (`models.hardware.compile_mode`: "reduce-overhead", i.e. CUDA graphs, on one GPU), the shapes kept static by dropping
+  the ragged last batch.
 Reports ms per training step, median epoch, wall and test RMSE of each, and the package's ratio to the fastest loop.
 """
 
@@ -29,6 +31,7 @@ from benchmarks.levers import train  # noqa: E402
 from datamodules import HousingDataModule  # noqa: E402
 from datamodules.files import write_text_atomic  # noqa: E402
 from models import HousePriceRegressor  # noqa: E402
+from models.hardware import compile_mode, default_precision  # noqa: E402
 
 CONFIG = ROOT / "configs" / "california.yaml"
 
@@ -47,12 +50,14 @@ def raw_loop(datamodule: HousingDataModule, *, device: str, epochs: int, compile
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=model.hparams.learning_rate, total_steps=epochs * steps)
 
     def loss_and_backward(x: torch.Tensor, codes: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        members = network.member_outputs(x, codes)
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=default_precision() == "bf16-mixed"):
+            members = network.member_outputs(x, codes)
         loss = torch.nn.functional.mse_loss(members, y.expand_as(members))
         loss.backward()
         return loss.detach()
 
-    step = torch.compile(loss_and_backward, mode="reduce-overhead" if device == "cuda" else "default") if compiled else loss_and_backward
+    mode = compile_mode(True, torch.device(device), world_size=1)
+    step = torch.compile(loss_and_backward, mode=mode, dynamic=False) if compiled else loss_and_backward
     generator = torch.Generator(device=device).manual_seed(seed)
     epoch_times = []
     start = time.perf_counter()
@@ -92,12 +97,15 @@ def main() -> None:
     accelerator = "gpu" if device == "cuda" else "cpu"
     datamodule = HousingDataModule()
     steps = len(datamodule.tensors("train")[2]) / datamodule.hparams.batch_size
-    package = train(CONFIG, 0, [f"trainer.max_epochs={epochs}", f"trainer.accelerator={accelerator}", "trainer.devices=1",
-                                "trainer.enable_progress_bar=false"])
-    rows = {"house-price default config (scripts/train.py)": {"ms_per_step": 1000 * package["epoch"] / steps, **package}}
+    mode = compile_mode(True, torch.device(device), world_size=1)
+    rows = {}
+    for compiled in (True, False):
+        package = train(CONFIG, 0, [f"trainer.max_epochs={epochs}", f"trainer.accelerator={accelerator}", "trainer.devices=1",
+                                    "trainer.enable_progress_bar=false", f"model.compile={str(compiled).lower()}"])
+        label = f"house-price default config (scripts/train.py), {f'compiled step ({mode})' if compiled else 'eager step'}"
+        rows[label] = {"ms_per_step": 1000 * package["epoch"] / steps, **package}
     for compiled in (False, True):
-        compile_mode = "torch.compile" + (" reduce-overhead" if device == "cuda" else "")
-        label = "raw loop, " + (compile_mode if compiled else "eager") + (", fused AdamW" if device == "cuda" else "")
+        label = "raw loop, " + (f"torch.compile {mode}" if compiled else "eager") + (", fused AdamW" if device == "cuda" else "")
         rows[label] = raw_loop(datamodule, device=device, epochs=epochs, compiled=compiled)
     fastest = min(run["epoch"] for label, run in rows.items() if label.startswith("raw"))
     lines = [f"# Training speed on {name}", "", f"Written by `python benchmarks/gpu.py --device {device} --epochs {epochs}`; one run, "

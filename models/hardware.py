@@ -1,4 +1,4 @@
-"""What the machine does fast: the training precision to default to."""
+"""What the machine does fast: the training precision to default to, and whether to compile the training step."""
 
 from __future__ import annotations
 
@@ -19,3 +19,16 @@ def fast_cpu_bfloat16() -> bool:
     """Whether this CPU does bfloat16 matmuls natively (AVX-512 class); elsewhere oneDNN emulates them slowly."""
     check = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return bool(check and check())
+
+
+def compile_mode(compile: bool | None, device: torch.device, world_size: int) -> str | None:
+    """How `torch.compile` runs the training step: None (eager), "reduce-overhead" or "default".
+
+    `compile` None means on CUDA only. A step of this small network is hundreds of tiny kernels, so on a GPU the
+    launches are the cost: one process gets "reduce-overhead" (inductor's fused kernels replayed as CUDA graphs);
+    several (DDP) get "default" (fused kernels, no graphs), CUDA graphs being unmeasured under DDP. On a CPU eager
+    is as fast at these sizes and compiling costs seconds per batch shape, so it stays off unless asked for.
+    """
+    if compile is False or (compile is None and device.type != "cuda"):
+        return None
+    return "reduce-overhead" if device.type == "cuda" and world_size == 1 else "default"

@@ -186,6 +186,8 @@ class ByteDropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not self.threshold:
             return x
+        if torch.compiler.is_compiling():  # inductor draws fused random masks itself: plain dropout is cheapest there
+            return nn.functional.dropout(x, self.p, training=True)
         words = torch.randint(-(2**63), 2**63 - 1, (-(-x.numel() // 8),), dtype=torch.int64, device=x.device)
         keep = words.view(torch.uint8)[: x.numel()].view(x.shape) >= self.threshold
         return x * keep.to(x.dtype).mul_(1 / (1 - self.p))

@@ -6,6 +6,7 @@ import contextlib
 from typing import Any, Literal
 
 import lightning as L
+from lightning.pytorch.utilities import rank_zero_info
 import pandas as pd
 import torch
 from torch import nn
@@ -20,6 +21,7 @@ from torchmetrics import (
 
 from datamodules.errors import HousePriceError
 from datamodules.preprocessing import Preprocessor
+from models.hardware import compile_mode
 from models.intervals import Calibration, calibrate
 from models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
 
@@ -73,6 +75,9 @@ class HousePriceRegressor(L.LightningModule):
             independent MLPs), after Gorishniy et al. 2024.
         share_training_batches: False gives each member its own order of the training rows (TabM's
             recommendation); the CLI passes it on to the data module (`data.member_batches`).
+        compile: run the training step's forward and backward through `torch.compile` (on one GPU as CUDA
+            graphs, see `models.hardware.compile_mode`); None: on CUDA, eager elsewhere. Validation, test and
+            predictions stay eager, so they are the same numbers whichever way the model was trained.
     """
 
     def __init__(
@@ -93,6 +98,7 @@ class HousePriceRegressor(L.LightningModule):
         ensemble_size: int = 8,
         ensemble: Ensemble = "tabm-mini",
         share_training_batches: bool = False,
+        compile: bool | None = None,
     ) -> None:
         super().__init__()
         if preprocessing is None:
@@ -131,6 +137,8 @@ class HousePriceRegressor(L.LightningModule):
         self.metrics = nn.ModuleDict({f"{stage}_metrics": regression_metrics() for stage in STAGES})
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {stage: [] for stage in STAGES}
         self.calibration: Calibration | None = None  # conformal intervals, from `calibrate` after training
+        self.compile_mode: str | None = None  # set for each fit, from `compile` and the device
+        self._train_outputs = self.network.member_outputs
 
     @property
     def target(self) -> str:
@@ -150,7 +158,7 @@ class HousePriceRegressor(L.LightningModule):
         # so their metrics are what the checkpoint predicts anywhere (evaluate.py, predict.py, `predict`).
         precision = contextlib.nullcontext() if stage == "train" else torch.autocast(self.device.type, enabled=False)
         with precision:
-            members = self.network.member_outputs(numeric, codes)  # [k, B]
+            members = (self._train_outputs if stage == "train" else self.network.member_outputs)(numeric, codes)  # [k, B]
         # Each member learns on its own (mean of their losses); the ensemble predicts their mean.
         loss = self.loss(members, target.expand_as(members))
         if target.dim() == 2:  # each member saw its own rows ([k, B]): the epoch's metrics are the members' own
@@ -159,7 +167,10 @@ class HousePriceRegressor(L.LightningModule):
             output = members.mean(dim=0)
         # Loss and metrics are computed once per epoch from these outputs: per-step metric updates and
         # self.log calls cost more than the step itself on a network this small.
-        self._outputs[stage].append((output.detach(), target))
+        output = output.detach()
+        if stage == "train" and self.compile_mode:  # a CUDA graph overwrites its outputs at its next replay
+            output = output.clone()
+        self._outputs[stage].append((output, target))
         return loss
 
     def _log_epoch_metrics(self, stage: str) -> None:
@@ -181,6 +192,23 @@ class HousePriceRegressor(L.LightningModule):
         self.log(f"{stage}/loss", values.pop("loss"), prog_bar=stage != "test")
         self.log_dict({f"{stage}/{name}": value for name, value in values.items()})
         metrics.reset()
+
+    def on_fit_start(self) -> None:
+        self.compile_mode = compile_mode(self.hparams.compile, self.device, self.trainer.world_size)
+        self._train_outputs = self.network.member_outputs
+        if self.compile_mode:
+            # Static shapes: a full batch and the epoch's last, shorter one, each compiled once.
+            self._train_outputs = torch.compile(self.network.member_outputs, mode=self.compile_mode, dynamic=False)
+            rank_zero_info(f"Training step compiled (torch.compile, mode {self.compile_mode}): the first batch of each shape "
+                           "waits for the compiler; --model.compile=false trains eager")
+
+    def on_fit_end(self) -> None:
+        self.compile_mode, self._train_outputs = None, self.network.member_outputs
+
+    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
+        # CUDA graphs write the gradients into their own memory; adding them into zeroed .grad tensors copies them
+        # out (a .grad set to None would take that memory itself, to be overwritten by the next replay).
+        optimizer.zero_grad(set_to_none=self.compile_mode != "reduce-overhead")
 
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
@@ -205,7 +233,9 @@ class HousePriceRegressor(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+        # Fused: one kernel for the whole update on a GPU, instead of several per parameter group.
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay,
+                                      fused=self.device.type == "cuda" or None)
         if hp.scheduler == "none":
             return optimizer
         steps = max(1, int(self.trainer.estimated_stepping_batches))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import math
 import os
 from pathlib import Path
 from typing import Any
@@ -86,17 +85,42 @@ class InterruptExit(L.Callback):
 
 
 class StopOnNonFiniteLoss(L.Callback):
-    """Stops at the first NaN or infinite training loss, before any checkpoint can hold the broken weights."""
+    """Stops at the first NaN or infinite training loss, before any checkpoint can hold the broken weights.
+
+    The losses stay on the device and are read once, after the epoch's last batch and before validation or any
+    checkpoint: reading each step's loss on the host would make every step wait for the device (on a GPU that
+    wait, not the arithmetic, is the step's cost). The error names the step where the loss first went bad.
+    """
+
+    def __init__(self) -> None:
+        self._losses: list[torch.Tensor] = []
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._losses.clear()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
         loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        value = float(loss)
-        if math.isfinite(value):
+        self._losses.append(loss.detach().float().reshape(()))
+        if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._check(trainer)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer)  # validation within an epoch (val_check_interval < 1) may be followed by a checkpoint
+
+    def _check(self, trainer: L.Trainer) -> None:
+        if not self._losses:
             return
+        losses = torch.stack(self._losses)
+        bad = (~torch.isfinite(losses)).nonzero()
+        if not len(bad):
+            self._losses.clear()
+            return
+        first = int(bad[0, 0])
+        step = trainer.global_step - len(losses) + 1 + first
         checkpoint = trainer.checkpoint_callback
         kept = checkpoint.last_model_path if checkpoint is not None and checkpoint.last_model_path else "none written yet"
         raise HousePriceError(
-            f"training loss became {value} at epoch {trainer.current_epoch}, step {trainer.global_step}; stopped. "
+            f"training loss became {float(losses[first])} at epoch {trainer.current_epoch}, step {step}; stopped. "
             f"Last good checkpoint: {kept}. Lower model.learning_rate or look for extreme values in the data"
         )
 

@@ -1,4 +1,4 @@
-"""Two CPU processes (gloo DDP) give the single-process answers and write every output once."""
+"""Two CPU processes (gloo DDP), training step compiled, give the single-process answers and write every output once."""
 
 from __future__ import annotations
 
@@ -16,11 +16,14 @@ def test_two_process_ddp_fit_and_test_match_single_process_evaluation(tmp_path):
     # script in a subprocess: DDP relaunches the current command for rank 1, which must not be pytest.
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "train.py"), "fit", "--config=configs/california.yaml", "--config=configs/ddp.yaml",
-         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.max_epochs=2", f"--trainer.logger.init_args.save_dir={tmp_path}"],
+         "--trainer.accelerator=cpu", "--trainer.devices=2", "--trainer.max_epochs=2", f"--trainer.logger.init_args.save_dir={tmp_path}",
+         "--model.compile=true"],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "terminate called" not in result.stderr and "Starting with 2 processes" in result.stderr
+    # The compiled training step (the default on CUDA) under DDP; the eager step is the same code minus the compiler.
+    assert "Training step compiled (torch.compile, mode default)" in result.stderr
     assert result.stdout.count("Test metrics of") == 1, "only rank 0 prints the report"
 
     runs = list((tmp_path / "california").iterdir())

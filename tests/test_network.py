@@ -145,14 +145,17 @@ def test_piecewise_network_needs_edges_for_every_embedded_input():
         TabularMLP(n_numeric=3, n_embedded=3, cardinalities=[], hidden_sizes=[8], numeric_embedding="piecewise", bin_edges=[[0.0, 1.0]])
 
 
-def test_byte_dropout_keeps_the_expected_share_and_the_mean():
+@pytest.mark.parametrize("compiled", [False, True])
+def test_byte_dropout_keeps_the_expected_share_and_the_mean(compiled):
     torch.manual_seed(0)
     dropout = ByteDropout(0.2)
+    apply = torch.compile(dropout) if compiled else dropout  # compiled: inductor's own masks, same p
     x = torch.ones(400_000)
-    y = dropout(x)
+    y = apply(x)
     assert dropout.p == 51 / 256
     assert (y == 0).float().mean().item() == pytest.approx(dropout.p, abs=0.003)
     assert y.mean().item() == pytest.approx(1.0, abs=0.01)
     assert y.unique().tolist() == [0.0, pytest.approx(1 / (1 - dropout.p))]
-    assert not torch.equal(dropout(x), y), "a fresh mask per call"
-    assert torch.equal(dropout.eval()(x), x)
+    assert not torch.equal(apply(x), y), "a fresh mask per call"
+    dropout.eval()
+    assert torch.equal(apply(x), x)

@@ -133,6 +133,24 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_check
     assert not (tmp_path / "california" / "version_0" / "test_metrics.json").exists()
 
 
+def test_non_finite_losses_are_read_once_per_epoch_and_the_first_bad_step_named():
+    from types import SimpleNamespace
+
+    from models.safety import StopOnNonFiniteLoss
+
+    callback = StopOnNonFiniteLoss()
+    progress = SimpleNamespace(is_last_batch=False)
+    trainer = SimpleNamespace(fit_loop=SimpleNamespace(epoch_loop=SimpleNamespace(batch_progress=progress)),
+                              global_step=10, current_epoch=2, checkpoint_callback=None)
+    callback.on_train_epoch_start(trainer, None)
+    for step, loss in enumerate([0.5, 0.4, float("nan"), float("inf")], start=11):
+        trainer.global_step = step
+        callback.on_train_batch_end(trainer, None, {"loss": torch.tensor(loss)}, None, step - 11)  # no wait for the device
+    trainer.global_step, progress.is_last_batch = 15, True
+    with pytest.raises(HousePriceError, match=r"became nan at epoch 2, step 13; stopped. Last good checkpoint: none"):
+        callback.on_train_batch_end(trainer, None, {"loss": torch.tensor(0.3)}, None, 4)
+
+
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
     from models.safety import AtomicCheckpointIO
 
