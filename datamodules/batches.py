@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 
 import torch
@@ -18,6 +19,10 @@ class TensorBatches:
 
     Evaluation (`shuffle=False`): rows are split into `world_size` contiguous shards with no padding or
     repetition, so metrics reduced across processes see every row exactly once.
+
+    With `group` > 1 (training only) each item is a list of up to `group` consecutive batches, the same batches in
+    the same order: the model takes one optimizer step per batch, and Lightning's per-call hooks, which cost more
+    than a whole step of a small network, run once per group.
     """
 
     def __init__(
@@ -29,11 +34,15 @@ class TensorBatches:
         rank: int = 0,
         world_size: int = 1,
         k: int = 1,
+        group: int = 1,
     ) -> None:
         if k < 1 or (k > 1 and not shuffle):
             raise ValueError(f"{k=} must be 1, or more when shuffling training batches ({shuffle=})")
+        if group < 1 or (group > 1 and not shuffle):
+            raise ValueError(f"{group=} must be 1, or more when shuffling training batches ({shuffle=})")
         self.tensors = tensors
         self.k = k
+        self.group = group
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
@@ -60,10 +69,24 @@ class TensorBatches:
         base, extra = divmod(len(self.tensors[0]), self.world_size)
         return self.rank * base + min(self.rank, extra), base + (self.rank < extra)
 
-    def __len__(self) -> int:
+    @property
+    def n_batches(self) -> int:
+        """Batches this process sees in one pass (optimizer steps, in training)."""
         return -(-self.n_rows // self.batch_size)
 
-    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+    def __len__(self) -> int:
+        """Items per pass: batches, or groups of them."""
+        return -(-self.n_batches // self.group)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...] | list[tuple[torch.Tensor, ...]]]:
+        if self.group == 1:
+            yield from self._batches()
+            return
+        batches = self._batches()
+        while group := list(itertools.islice(batches, self.group)):
+            yield group
+
+    def _batches(self) -> Iterator[tuple[torch.Tensor, ...]]:
         total = len(self.tensors[0])
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)

@@ -57,6 +57,8 @@ class HousingDataModule(L.LightningDataModule):
         resident_on_device: keep the split tensors on the training device (a GPU) rather than copying each batch.
         member_batches: k > 1 gives training batches [k, batch_size, ...], each ensemble member its own order of
             the rows; the training CLI sets it from `model.ensemble_size` and `model.share_training_batches`.
+        batches_per_call: training batches handed to one `training_step` call as a list, each its own optimizer
+            step: Lightning's hooks around a call cost more than a step of this network (see `TensorBatches`).
     """
 
     def __init__(
@@ -76,12 +78,14 @@ class HousingDataModule(L.LightningDataModule):
         eval_batch_size: int = 4096,
         resident_on_device: bool = True,
         member_batches: int = 1,
+        batches_per_call: int = 16,
     ) -> None:
         super().__init__()
         for name, fraction in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
             if not 0 < fraction < 1:
                 raise HousePriceError(f"data.{name} is {fraction}; it must lie strictly between 0 and 1")
-        sizes = (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("n_quantiles", n_quantiles), ("n_bins", n_bins), ("member_batches", member_batches))
+        sizes = (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("n_quantiles", n_quantiles), ("n_bins", n_bins), ("member_batches", member_batches),
+                 ("batches_per_call", batches_per_call))
         for name, size in sizes:
             if size < 1:
                 raise HousePriceError(f"data.{name} is {size}; it must be a positive integer")
@@ -215,6 +219,7 @@ class HousingDataModule(L.LightningDataModule):
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
             k=self.hparams.member_batches if shuffle else 1,
+            group=self.hparams.batches_per_call if shuffle else 1,
         )
 
     def train_dataloader(self) -> TensorBatches:

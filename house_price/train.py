@@ -20,7 +20,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
@@ -59,11 +59,6 @@ class HousePriceCLI(LightningCLI):
         if isinstance(trainer.strategy, DDPStrategy):
             # A collective that one process never joins fails after this long instead of torch's 30 minutes.
             trainer.strategy._timeout = timedelta(seconds=collective_timeout())
-        bar = trainer.progress_bar_callback
-        if type(bar) is TQDMProgressBar and bar.refresh_rate == 1:
-            # Lightning's default bar redraws every step, a few percent of this small network's epoch; a redraw
-            # every 10th step (still several a second) looks the same.
-            trainer.callbacks[trainer.callbacks.index(bar)] = TQDMProgressBar(refresh_rate=10)
         if trainer.precision == "bf16-mixed" and isinstance(trainer.accelerator, CPUAccelerator) and not fast_cpu_bfloat16():
             rank_zero_warn("this CPU has no fast bfloat16 arithmetic, so bf16-mixed runs slower than float32 here; add --trainer.precision=32-true")
         return trainer
@@ -77,6 +72,8 @@ class HousePriceCLI(LightningCLI):
         if self.subcommand in ("validate", "test"):
             config.trainer.logger = False  # prints its metrics; no empty run folder
             self.save_config_callback = None  # with no run folder it would write config.yaml into the working folder
+        if self.subcommand == "fit":
+            refuse_automatic_optimization_options(config.trainer)
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             resume_in_latest_run(config.trainer.logger)
 
@@ -123,6 +120,14 @@ def collective_timeout() -> float:
     if not 0 < seconds < 1e6:
         raise HousePriceError(f"HOUSE_PRICE_DDP_TIMEOUT is '{value}'; give a number of seconds, such as 300")
     return seconds
+
+
+def refuse_automatic_optimization_options(trainer: Any) -> None:
+    """The model steps its optimizer itself (manual optimization), where Lightning has no clipping or accumulation."""
+    if trainer.get("gradient_clip_val") is not None:
+        raise HousePriceError(f"--trainer.gradient_clip_val is not used by this model; give --model.gradient_clip {trainer.gradient_clip_val} instead")
+    if (trainer.get("accumulate_grad_batches") or 1) != 1:
+        raise HousePriceError("--trainer.accumulate_grad_batches is not supported; raise --data.batch_size instead")
 
 
 def member_batches(ensemble_size: int, share_training_batches: bool) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 from typing import Any, Literal
 
 import lightning as L
@@ -75,9 +76,13 @@ class HousePriceRegressor(L.LightningModule):
             independent MLPs), after Gorishniy et al. 2024.
         share_training_batches: False gives each member its own order of the training rows (TabM's
             recommendation); the CLI passes it on to the data module (`data.member_batches`).
+        gradient_clip: largest gradient norm per optimizer step (all parameters together); None: no clipping.
         compile: run the training step's forward and backward through `torch.compile` (on one GPU as CUDA
             graphs, see `models.hardware.compile_mode`); None: on CUDA, eager elsewhere. Validation, test and
             predictions stay eager, so they are the same numbers whichever way the model was trained.
+
+    Optimization is manual: `training_step` takes a list of batches (`data.batches_per_call`) and steps the
+    optimizer and the schedule once per batch, so Lightning's hooks run once per list rather than once per step.
     """
 
     def __init__(
@@ -98,6 +103,7 @@ class HousePriceRegressor(L.LightningModule):
         ensemble_size: int = 8,
         ensemble: Ensemble = "tabm-mini",
         share_training_batches: bool = False,
+        gradient_clip: float | None = None,
         compile: bool | None = None,
     ) -> None:
         super().__init__()
@@ -113,7 +119,10 @@ class HousePriceRegressor(L.LightningModule):
             raise HousePriceError(f"model.ensemble_size is {ensemble_size}; it must be 1 or more")
         if learning_rate <= 0 or weight_decay < 0:
             raise HousePriceError("model.learning_rate must be > 0 and model.weight_decay >= 0")
+        if gradient_clip is not None and not gradient_clip > 0:
+            raise HousePriceError(f"model.gradient_clip is {gradient_clip}; give a positive norm, such as 1.0, or leave it out")
         self.save_hyperparameters()
+        self.automatic_optimization = False  # see training_step
         self.preprocessor = Preprocessor(preprocessing)
         self.network = TabularMLP(
             n_numeric=self.preprocessor.n_numeric_inputs,
@@ -205,11 +214,6 @@ class HousePriceRegressor(L.LightningModule):
     def on_fit_end(self) -> None:
         self.compile_mode, self._train_outputs = None, self.network.member_outputs
 
-    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: torch.optim.Optimizer) -> None:
-        # CUDA graphs write the gradients into their own memory; adding them into zeroed .grad tensors copies them
-        # out (a .grad set to None would take that memory itself, to be overwritten by the next replay).
-        optimizer.zero_grad(set_to_none=self.compile_mode != "reduce-overhead")
-
     def on_train_epoch_end(self) -> None:
         self._log_epoch_metrics("train")
 
@@ -219,8 +223,24 @@ class HousePriceRegressor(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
 
-    def training_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+    def training_step(self, batches: list[tuple[torch.Tensor, ...]] | tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+        """One optimizer step per batch of the list (a lone batch is a list of one); returns the losses [steps]."""
+        optimizer, schedule = self.optimizers(), self.lr_schedulers()
+        # CUDA graphs write the gradients into their own memory; adding them into zeroed .grad tensors copies them
+        # out (a .grad set to None would take that memory itself, to be overwritten by the next replay).
+        set_to_none = self.compile_mode != "reduce-overhead"
+        losses = []
+        for batch in [batches] if isinstance(batches, tuple) else batches:
+            loss = self._step(batch, "train")
+            optimizer.zero_grad(set_to_none=set_to_none)
+            self.manual_backward(loss)
+            if self.hparams.gradient_clip is not None:
+                self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip, gradient_clip_algorithm="norm")
+            optimizer.step()
+            if schedule is not None:
+                schedule.step()
+            losses.append(loss.detach())
+        return torch.stack(losses)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -238,12 +258,22 @@ class HousePriceRegressor(L.LightningModule):
                                       fused=self.device.type == "cuda" or None)
         if hp.scheduler == "none":
             return optimizer
-        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        steps = self._total_steps()
         if hp.scheduler == "onecycle":
             schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.learning_rate, total_steps=steps)
         else:
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def _total_steps(self) -> int:
+        """Optimizer steps in the whole fit: one per training batch, where Lightning counts `training_step` calls."""
+        trainer = self.trainer
+        calls = trainer.estimated_stepping_batches  # loads the training batches; capped by max_steps
+        loader = trainer.train_dataloader
+        steps = calls * getattr(loader, "n_batches", len(loader)) / max(1, len(loader))
+        if trainer.max_steps != -1:  # max_steps counts optimizer steps
+            steps = min(steps, trainer.max_steps)
+        return max(1, math.ceil(steps))
 
     @torch.no_grad()
     def member_statistics(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:

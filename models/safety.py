@@ -99,8 +99,8 @@ class StopOnNonFiniteLoss(L.Callback):
         self._losses.clear()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
-        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
-        self._losses.append(loss.detach().float().reshape(()))
+        losses = outputs["loss"] if isinstance(outputs, dict) else outputs  # one per optimizer step of the call
+        self._losses.append(losses.detach().float().reshape(-1))
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             self._check(trainer)
 
@@ -110,7 +110,7 @@ class StopOnNonFiniteLoss(L.Callback):
     def _check(self, trainer: L.Trainer) -> None:
         if not self._losses:
             return
-        losses = torch.stack(self._losses)
+        losses = torch.cat(self._losses)
         bad = (~torch.isfinite(losses)).nonzero()
         if not len(bad):
             self._losses.clear()
