@@ -54,3 +54,56 @@ def test_member_batches_give_each_member_every_row_once_in_its_own_order():
     shards = [torch.cat([batch[1] for batch in part], dim=1) for part in two]
     for member in range(3):
         assert sorted(torch.cat([shards[0][member], shards[1][member]]).tolist()) == list(range(50)), "DDP splits each member's order"
+
+
+def test_groups_hold_the_same_batches_in_the_same_order():
+    single, grouped = (TensorBatches(rows(1003), 100, shuffle=True, seed=3, k=2, group=group) for group in (1, 4))
+    groups = list(grouped)
+    assert [len(group) for group in groups] == [4, 4, 3] and len(grouped) == 3 and grouped.n_batches == len(single) == 11
+    for batch, other in zip(single, [batch for group in groups for batch in group], strict=True):
+        assert all(torch.equal(a, b) for a, b in zip(batch, other, strict=True))
+
+
+def test_each_batch_of_a_group_is_one_optimizer_step_exactly_as_a_plain_loop():
+    import copy
+
+    import lightning as L
+    import numpy as np
+    import pandas as pd
+
+    from datamodules import HousingDataModule
+    from models import HousePriceRegressor
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=800), "b": rng.uniform(0, 10, 800)})
+    frame["price"] = 3 * frame.a + frame.b**2 / 10 + rng.normal(0, 0.3, 800)
+    L.seed_everything(0)
+    datamodule = HousingDataModule.from_frame(frame, target="price", batch_size=50, member_batches=4, batches_per_call=3)
+    datamodule.setup("fit")
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32, 32], ensemble_size=4, dropout=0.1)
+    plain = copy.deepcopy(model)
+    torch.manual_seed(1)  # dropout draws from here on, in step order, in both runs
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", devices=1)
+    trainer.fit(model, datamodule=datamodule)
+
+    # The same batches (512 training rows: 11 per epoch, handed over in calls of 3, 3, 3, 2) one at a time: AdamW and
+    # one-cycle over 22 steps.
+    batches = TensorBatches(datamodule.tensors("train"), 50, shuffle=True, seed=0, k=4)
+    assert len(batches) == 11 and len(datamodule.train_dataloader()) == 4 and trainer.global_step == 22
+    hp = plain.hparams
+    optimizer = torch.optim.AdamW(plain.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.learning_rate, total_steps=22)
+    torch.manual_seed(1)
+    plain.train()
+    for epoch in range(2):
+        batches.set_epoch(epoch)
+        for numeric, codes, target in batches:
+            members = plain.network.member_outputs(numeric, codes)
+            loss = torch.nn.functional.mse_loss(members, target.expand_as(members))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+    for (name, weight), other in zip(model.named_parameters(), plain.parameters(), strict=True):
+        assert torch.equal(weight, other), name
