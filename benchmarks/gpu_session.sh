@@ -18,7 +18,7 @@ run)
     export PYTHONPATH="/tmp/site:$PWD" SCIKIT_LEARN_DATA="$PWD/.gpu/scikit_learn_data"
     nvidia-smi --query-gpu=name,memory.total --format=csv
     timeout 420 python benchmarks/gpu.py --output "${OUT:-benchmarks}/GPU.md"
-    timeout 150 python -m pytest -q -o addopts="-ra" tests/test_compile.py
+    timeout 150 python -m pytest -q -o addopts="-ra" tests/test_training_step.py
     ;;
 *)
     echo "usage: bash benchmarks/gpu_session.sh prepare|run" >&2

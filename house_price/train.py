@@ -73,7 +73,7 @@ class HousePriceCLI(LightningCLI):
             config.trainer.logger = False  # prints its metrics; no empty run folder
             self.save_config_callback = None  # with no run folder it would write config.yaml into the working folder
         if self.subcommand == "fit":
-            refuse_automatic_optimization_options(config.trainer)
+            refuse_automatic_optimization_options(config)
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             resume_in_latest_run(config.trainer.logger)
 
@@ -122,12 +122,17 @@ def collective_timeout() -> float:
     return seconds
 
 
-def refuse_automatic_optimization_options(trainer: Any) -> None:
-    """The model steps its optimizer itself (manual optimization), where Lightning has no clipping or accumulation."""
+def refuse_automatic_optimization_options(config: Any) -> None:
+    """The model steps its optimizer itself, a group of batches per call (manual optimization): Lightning has no
+    clipping or accumulation there, and it checks step counts only between calls."""
+    trainer = config.trainer
     if trainer.get("gradient_clip_val") is not None:
         raise HousePriceError(f"--trainer.gradient_clip_val is not used by this model; give --model.gradient_clip {trainer.gradient_clip_val} instead")
     if (trainer.get("accumulate_grad_batches") or 1) != 1:
         raise HousePriceError("--trainer.accumulate_grad_batches is not supported; raise --data.batch_size instead")
+    if config.checkpoint.get("every_n_train_steps") and config.data.get("batches_per_call", 1) != 1:
+        raise HousePriceError("--checkpoint.every_n_train_steps needs --data.batches_per_call 1: Lightning counts steps between calls, "
+                              "and a call of several steps would skip the count; or checkpoint by epoch")
 
 
 def member_batches(ensemble_size: int, share_training_batches: bool) -> int:

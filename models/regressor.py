@@ -229,8 +229,10 @@ class HousePriceRegressor(L.LightningModule):
         # CUDA graphs write the gradients into their own memory; adding them into zeroed .grad tensors copies them
         # out (a .grad set to None would take that memory itself, to be overwritten by the next replay).
         set_to_none = self.compile_mode != "reduce-overhead"
-        losses = []
+        losses, max_steps = [], self.trainer.max_steps
         for batch in [batches] if isinstance(batches, tuple) else batches:
+            if max_steps != -1 and self.trainer.global_step >= max_steps:  # Lightning checks only between calls
+                break
             loss = self._step(batch, "train")
             optimizer.zero_grad(set_to_none=set_to_none)
             self.manual_backward(loss)

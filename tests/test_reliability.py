@@ -52,6 +52,11 @@ def bad_data_cases(tmp: Path) -> list[tuple[list[str], list[str]]]:
         (["--trainer.max_epochs=-5"], ["max_epochs"]),
         (["--data.test_fraction=1.5"], ["test_fraction is 1.5"]),
         (["--model.hidden_sizes=[64,0]"], ["hidden_sizes is [64, 0]"]),
+        (["--trainer.gradient_clip_val=1.0"], ["--model.gradient_clip 1.0 instead"]),
+        (["--trainer.accumulate_grad_batches=4"], ["accumulate_grad_batches", "--data.batch_size"]),
+        (["--model.gradient_clip=0"], ["gradient_clip is 0"]),
+        (["--data.batches_per_call=0"], ["batches_per_call is 0"]),
+        (["--checkpoint.every_n_train_steps=100"], ["every_n_train_steps needs --data.batches_per_call 1"]),
     ]
 
 

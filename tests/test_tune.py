@@ -16,7 +16,8 @@ from conftest import ROOT
 
 # Tiny trials: the search space is the learning rate alone, everything else passed on as train options.
 SPACE = "model.learning_rate: {type: float, low: 1.0e-3, high: 1.0e-2, log: true}\n"
-FIXED = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=10", "--model.hidden_sizes=[16]", "--model.ensemble_size=2"]
+FIXED = ["--trainer.max_epochs=2", "--trainer.limit_train_batches=10", "--data.batches_per_call=1", "--model.hidden_sizes=[16]",
+         "--model.ensemble_size=2"]
 
 
 def tune_command(folder: Path, study: str) -> list[str]:
