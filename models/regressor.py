@@ -7,9 +7,9 @@ import math
 from typing import Any, Literal
 
 import lightning as L
-from lightning.pytorch.utilities import rank_zero_info
 import pandas as pd
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
 from torchmetrics import (
     MeanAbsoluteError,
