@@ -108,19 +108,20 @@ def test_bad_checkpoints_are_refused(housing_run, tmp_path, capsys):
     assert not (tmp_path / "o.csv").exists()
 
 
-def test_prediction_output_paths(housing_run, housing_csv, tmp_path):
+def test_prediction_output_paths(housing_run, housing_csv, tmp_path, capsys):
     best = str(housing_run / "checkpoints" / "best.ckpt")
     small = tmp_path / "in.csv"
     pd.read_csv(housing_csv).head(10).to_csv(small, index=False)
-    assert_clean_failure(run_script("predict.py", best, "--input", str(small), "--output", str(tmp_path / "no" / "o.csv"), cwd=tmp_path),
+    # Refusals in-process (they stop before any work); the one that writes runs as a real process.
+    assert_clean_failure(run_in_process(capsys, "predict.py", best, "--input", str(small), "--output", str(tmp_path / "no" / "o.csv")),
                          "does not exist")
     existing = write(tmp_path / "keep.csv", "precious user data\n")
-    assert_clean_failure(run_script("predict.py", best, "--input", str(small), "--output", str(existing), cwd=tmp_path), "--overwrite")
+    assert_clean_failure(run_in_process(capsys, "predict.py", best, "--input", str(small), "--output", str(existing)), "--overwrite")
     assert existing.read_text() == "precious user data\n"
     result = run_script("predict.py", best, "--input", str(small), "--output", str(existing), "--overwrite", cwd=tmp_path)
     assert result.returncode == 0 and len(pd.read_csv(existing)) == 10
-    assert_clean_failure(run_script("predict.py", best, "--input", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "n.csv"),
-                                    cwd=tmp_path), "does not exist")
+    assert_clean_failure(run_in_process(capsys, "predict.py", best, "--input", str(tmp_path / "nope.csv"), "--output", str(tmp_path / "n.csv")),
+                         "does not exist")
     assert not (tmp_path / "n.csv").exists()
     leftovers = [path.name for path in tmp_path.iterdir() if path.name.endswith(".tmp")]
     assert leftovers == []
