@@ -87,9 +87,9 @@ class InterruptExit(L.Callback):
 class StopOnNonFiniteLoss(L.Callback):
     """Stops at the first NaN or infinite training loss, before any checkpoint can hold the broken weights.
 
-    The losses stay on the device and are read once, after the epoch's last batch and before validation or any
-    checkpoint: reading each step's loss on the host would make every step wait for the device (on a GPU that
-    wait, not the arithmetic, is the step's cost). The error names the step where the loss first went bad.
+    The losses stay on the device and are read once, after the epoch's last training call and before validation
+    or any checkpoint: reading each step's loss on the host would make every step wait for the device (on a GPU
+    that wait, not the arithmetic, is the step's cost). The error names the step where the loss first went bad.
     """
 
     def __init__(self) -> None:
