@@ -31,8 +31,17 @@ _PRICES_PER_PASS = 8192  # house x coalition prices through the network at once:
 def shapley_values(model: HousePriceRegressor, frame: pd.DataFrame, permutations: int = PERMUTATIONS, seed: int = 0) -> pd.DataFrame:
     """Attributions [rows, raw feature columns] in target units, plus `baseline` (the reference house's price) and
     `prediction` (this house's): baseline + the row's attributions = prediction, to float32 rounding (the
-    network's own precision; each price is the model's, as `predict` gives it)."""
-    model = model.eval()
+    network's own precision; each price is the model's, as `predict` gives it). The model prices in eval mode and
+    is handed back in the mode it came in."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _shapley_values(model, frame, permutations, seed)
+    finally:
+        model.train(was_training)
+
+
+def _shapley_values(model: HousePriceRegressor, frame: pd.DataFrame, permutations: int, seed: int) -> pd.DataFrame:
     preprocessor = model.preprocessor
     columns = preprocessor.features
     reference_raw, reference_codes = preprocessor.reference()

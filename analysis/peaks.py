@@ -29,11 +29,12 @@ def analyze(
     max_steps: int = 10_000,
 ) -> tuple[dict[str, Any], Trajectory]:
     """Everything about f on [a, b] as one JSON-ready dict, and the ascent trajectory from x0."""
-    low, high = global_extrema(f, a, b)
+    critical = critical_points(f, a, b)
+    low, high = global_extrema(f, a, b, critical=critical)
     trajectory = gradient_ascent(f, x0, step, max_steps=max_steps)
     report = {
         "interval": [a, b],
-        "critical_points": [point.as_dict() for point in critical_points(f, a, b)],
+        "critical_points": [point.as_dict() for point in critical],
         "global_min": low.as_dict(),
         "global_max": high.as_dict(),
         "zeros": level_crossings(f, 0.0, a, b),

@@ -141,9 +141,11 @@ def _classify(f: ScalarFunction, x: float, curvature: float) -> Kind:
     return "flat"
 
 
-def global_extrema(f: ScalarFunction, a: float, b: float, points: int = GRID) -> tuple[Point, Point]:
-    """(global minimum, global maximum) of f on the closed interval, endpoints included."""
-    candidates = [a, b] + [point.x for point in critical_points(f, a, b, points)]
+def global_extrema(f: ScalarFunction, a: float, b: float, points: int = GRID, critical: list[Point] | None = None) -> tuple[Point, Point]:
+    """(global minimum, global maximum) of f on the closed interval, endpoints included; `critical`: f's critical
+    points on it when the caller has them already."""
+    critical = critical_points(f, a, b, points) if critical is None else critical
+    candidates = [a, b] + [point.x for point in critical]
     values = derivatives(f, _at(*candidates), order=0)[0].tolist()
     pairs = list(zip(candidates, values))
     low, high = min(pairs, key=lambda pair: pair[1]), max(pairs, key=lambda pair: pair[1])

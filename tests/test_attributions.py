@@ -35,7 +35,10 @@ def two_driver_model():
 
 def test_attributions_add_up_and_find_the_two_drivers(two_driver_model):
     model, frame = two_driver_model
+    model.train()
     attributions = shapley_values(model, frame)
+    assert model.training, "handed back in the mode it came in (priced in eval mode: the sums below hold)"
+    model.eval()
     gap = attributions["prediction"] - attributions["baseline"] - features_of(attributions).sum(axis=1)
     scale = model.preprocessor.state["target_std"]
     assert gap.abs().max() < 1e-3 * scale
