@@ -22,6 +22,20 @@ from models import HousePriceRegressor
 from models.hardware import compile_mode
 
 
+def priced_frame(n: int) -> pd.DataFrame:
+    """n houses priced 3a + b²/10 + 2 [c = "x"] + noise."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.uniform(0, 10, n), "c": rng.choice(["x", "y", "z"], n)})
+    frame["price"] = 3 * frame.a + frame.b**2 / 10 + 2 * (frame.c == "x") + rng.normal(0, 0.3, n)
+    return frame
+
+
+def quiet_trainer(**options) -> L.Trainer:
+    """A Trainer on one device (the CPU unless `accelerator` says otherwise) that writes and prints nothing."""
+    return L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, devices=1,
+                     **{"accelerator": "cpu", **options})
+
+
 class CompileModes(L.Callback):
     """The model's compile mode at each training epoch."""
 
@@ -39,8 +53,7 @@ def fit(frame: pd.DataFrame, *, compile: bool, accelerator: str, callbacks: tupl
     # No dropout: inductor draws its own random masks, so only a dropout-free step can equal the eager one.
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32, 32], ensemble_size=4, dropout=0.0, learning_rate=1e-2,
                                 compile=compile)
-    trainer = L.Trainer(max_epochs=6, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator=accelerator, devices=1, callbacks=list(callbacks))
+    trainer = quiet_trainer(max_epochs=6, accelerator=accelerator, callbacks=list(callbacks))
     trainer.fit(model, datamodule=datamodule)
     return model, {name: float(value) for name, value in trainer.callback_metrics.items()}
 
@@ -51,10 +64,7 @@ def fit(frame: pd.DataFrame, *, compile: bool, accelerator: str, callbacks: tupl
     [("cpu", "default"), pytest.param("gpu", "reduce-overhead", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))],
 )
 def test_compiled_training_step_trains_as_the_eager_one(accelerator, mode, monkeypatch):
-    rng = np.random.default_rng(0)
-    n = 1500
-    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.uniform(0, 10, n), "c": rng.choice(["x", "y", "z"], n)})
-    frame["price"] = 3 * frame.a + frame.b**2 / 10 + 2 * (frame.c == "x") + rng.normal(0, 0.3, n)
+    frame = priced_frame(1500)
     monkeypatch.setattr(torch._inductor.config.triton, "cudagraph_or_error", True)  # a skipped CUDA graph fails the test
     torch._dynamo.reset()
     counters.clear()
@@ -83,17 +93,13 @@ def test_compile_mode_follows_the_device_and_the_process_count():
 
 
 def test_each_batch_of_a_group_is_one_optimizer_step_exactly_as_a_plain_loop():
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"a": rng.normal(size=800), "b": rng.uniform(0, 10, 800)})
-    frame["price"] = 3 * frame.a + frame.b**2 / 10 + rng.normal(0, 0.3, 800)
     L.seed_everything(0)
-    datamodule = HousingDataModule.from_frame(frame, target="price", batch_size=50, member_batches=4, batches_per_call=3)
+    datamodule = HousingDataModule.from_frame(priced_frame(800), target="price", batch_size=50, member_batches=4, batches_per_call=3)
     datamodule.setup("fit")
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32, 32], ensemble_size=4, dropout=0.1)
     plain = copy.deepcopy(model)
     torch.manual_seed(1)  # dropout draws from here on, in step order, in both runs
-    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                        accelerator="cpu", devices=1)
+    trainer = quiet_trainer(max_epochs=2)
     trainer.fit(model, datamodule=datamodule)
 
     # The same batches (512 training rows: 11 per epoch, handed over in calls of 3, 3, 3, 2) one at a time: AdamW and
@@ -130,14 +136,10 @@ class GradientNorms(L.Callback):
 
 def small_fit(*, max_epochs: int = 1, max_steps: int = -1, callbacks: tuple[L.Callback, ...] = (), **model_options) -> L.Trainer:
     """600 rows: 384 for training, 8 batches of 50 (the last 34), 3 per call."""
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"a": rng.normal(size=600)})
-    frame["price"] = 3 * frame.a + rng.normal(0, 0.3, 600)
-    datamodule = HousingDataModule.from_frame(frame, target="price", batch_size=50, batches_per_call=3)
+    datamodule = HousingDataModule.from_frame(priced_frame(600), target="price", batch_size=50, batches_per_call=3)
     datamodule.setup("fit")
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, **model_options)
-    trainer = L.Trainer(max_epochs=max_epochs, max_steps=max_steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, accelerator="cpu", devices=1, callbacks=list(callbacks))
+    trainer = quiet_trainer(max_epochs=max_epochs, max_steps=max_steps, callbacks=list(callbacks))
     trainer.fit(model, datamodule=datamodule)
     return trainer
 
