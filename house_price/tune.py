@@ -17,6 +17,7 @@ each trial's run folder (trial_<n>/) with its checkpoints.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,12 @@ DEFAULT_STORAGE = "sqlite:///runs/tune/study.db"
 # A process that stops sending heartbeats for this long (killed, machine lost) has its running trial failed by
 # the next process to start, which runs that trial's values again.
 HEARTBEAT_SECONDS, GRACE_SECONDS = 10, 30
+
+
+def quiet_interrupts(record: logging.LogRecord) -> bool:
+    """A logging filter: Optuna logs an interrupted trial as failed with the KeyboardInterrupt's traceback; the one
+    line `tune` prints after it says what happened and what to do."""
+    return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
 
 
 def load_space(path: Path) -> dict[str, dict[str, Any]]:
@@ -176,6 +183,8 @@ def main(argv: list[str] | None = None) -> None:
     name = arguments.study or "+".join(Path(config).stem for config in configs)
     folder = Path("runs") / "tune" / name
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for handler in logging.getLogger("optuna").handlers:  # the handler sees its child loggers' records too
+        handler.addFilter(quiet_interrupts)
     study = optuna.create_study(study_name=name, storage=storage(arguments.storage), direction="minimize", load_if_exists=True,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)

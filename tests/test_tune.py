@@ -76,3 +76,31 @@ def test_a_killed_study_resumes_and_two_processes_share_one(tmp_path):
     trained = run([sys.executable, "-m", "house_price", "train", "--config", str(best), "--trainer.enable_progress_bar=false"], tmp_path)
     assert trained.returncode == 0, trained.stderr[-3000:]
     assert "Test metrics of" in trained.stdout
+
+
+def running(folder: Path, study: str) -> bool:
+    with sqlite3.connect(folder / "study.db", timeout=60) as database:
+        try:
+            return bool(database.execute("select 1 from trials join studies using (study_id) where studies.study_name = ? and "
+                                         "trials.state = 'RUNNING'", (study,)).fetchall())
+        except sqlite3.OperationalError:  # tables not created yet
+            return False
+
+
+@pytest.mark.slow
+def test_ctrl_c_fails_the_running_trial_with_one_line_and_exit_130(tmp_path):
+    (tmp_path / "space.yaml").write_text(SPACE)
+    # A child of a background job inherits SIGINT = ignored; a terminal's Ctrl-C reaches a default handler.
+    process = subprocess.Popen(tune_command(tmp_path, "interrupted"), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 300
+    while not ((tmp_path / "study.db").exists() and running(tmp_path, "interrupted")):
+        assert process.poll() is None, process.communicate()[1][-2000:]
+        assert time.monotonic() < deadline, "no trial ever started"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "Interrupted: study 'interrupted' keeps its finished trials" in stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
+    assert not running(tmp_path, "interrupted") and finished(tmp_path, "interrupted") == []  # failed: a rerun measures it again
