@@ -4,9 +4,11 @@
     python benchmarks/levers.py --config configs/housing_csv.yaml --epochs 60 model.ensemble=packed
 
 Overrides are `<section>.<option>=<YAML value>` (any option of `scripts/train.py fit`, e.g. model.*, data.*,
-trainer.*). Prints one JSON line: the overrides, the best validation RMSE (what recipes are chosen on), the
-test RMSE of that checkpoint (reported, never chosen on), the wall seconds of the whole command and the median
-epoch seconds. Time it alone: two training processes on two cores slow each other down several-fold.
+trainer.*). Prints one JSON line: the overrides, the best validation RMSE (`val_rmse`, the epoch the run keeps),
+the last epoch's validation RMSE (`val_last`), the test RMSE of the kept checkpoint (reported, never chosen on),
+the wall seconds of the whole command and the median epoch seconds. Recipes are chosen on validation: a gain
+must show in `val_last` too, because the best of 80 epochs flatters a recipe whose validation curve is noisier.
+Time it alone: two training processes on two cores slow each other down several-fold.
 """
 
 from __future__ import annotations
@@ -39,7 +41,8 @@ def train(config: Path, seed: int, overrides: list[str], threads: int | None = N
         (run,) = Path(folder).rglob("test_metrics.json")
         test = json.loads(run.read_text())
         epochs = pd.read_csv(run.parent / "metrics.csv")
-    return {"val_rmse": float(epochs["val/rmse"].min()), "rmse": test["rmse"], "mae": test["mae"], "r2": test["r2"],
+    val = epochs["val/rmse"].dropna()
+    return {"val_rmse": float(val.min()), "val_last": float(val.iloc[-1]), "rmse": test["rmse"], "mae": test["mae"], "r2": test["r2"],
             "wall": wall, "epoch": float(epochs["epoch_seconds"].dropna().median()), "epochs": int(epochs["epoch_seconds"].notna().sum())}
 
 

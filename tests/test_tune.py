@@ -25,14 +25,15 @@ def tune_command(folder: Path, study: str) -> list[str]:
             "--storage", f"sqlite:///{folder / 'study.db'}", "--study", study, *FIXED]
 
 
-def finished(folder: Path, study: str) -> list[int]:
+def trials(folder: Path, study: str, states: tuple[str, ...] = ("COMPLETE", "PRUNED")) -> list[int]:
+    """The numbers of the study's trials in those states (default: finished), from its database."""
     if not (folder / "study.db").exists():
         return []
     with sqlite3.connect(folder / "study.db", timeout=60) as database:
         try:
             rows = database.execute(
                 "select trials.number from trials join studies using (study_id) where studies.study_name = ? and trials.state in "
-                "('COMPLETE', 'PRUNED') order by trials.number", (study,)).fetchall()
+                f"({', '.join('?' * len(states))}) order by trials.number", (study, *states)).fetchall()
         except sqlite3.OperationalError:  # tables not created yet
             return []
     return [number for (number,) in rows]
@@ -48,17 +49,17 @@ def test_a_killed_study_resumes_and_two_processes_share_one(tmp_path):
     process = subprocess.Popen(tune_command(tmp_path, "resumed"), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)})
     deadline = time.monotonic() + 300
-    while len(finished(tmp_path, "resumed")) < 2:
+    while len(trials(tmp_path, "resumed")) < 2:
         assert process.poll() is None, process.communicate()[1][-2000:]
         assert time.monotonic() < deadline, "two trials never finished"
         time.sleep(0.2)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    before = finished(tmp_path, "resumed")
+    before = trials(tmp_path, "resumed")
     assert 2 <= len(before) < 4
     again = run(tune_command(tmp_path, "resumed"), tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    after = finished(tmp_path, "resumed")
+    after = trials(tmp_path, "resumed")
     assert len(after) == 4 and set(before) <= set(after), (before, after)
     assert "Best: trial" in again.stdout
 
@@ -68,7 +69,7 @@ def test_a_killed_study_resumes_and_two_processes_share_one(tmp_path):
                                   env={**os.environ, "PYTHONPATH": str(ROOT)}) for _ in range(2)]
     outputs = [process.communicate(timeout=600) for process in processes]
     assert all(process.returncode == 0 for process in processes), [err[-2000:] for _, err in outputs]
-    shared = finished(tmp_path, "shared")
+    shared = trials(tmp_path, "shared")
     assert 4 <= len(shared) <= 5 and len(set(shared)) == len(shared)  # each may start one trial as the other finishes the 4th
 
     best = tmp_path / "runs" / "tune" / "shared" / "best.yaml"
@@ -78,15 +79,6 @@ def test_a_killed_study_resumes_and_two_processes_share_one(tmp_path):
     assert "Test metrics of" in trained.stdout
 
 
-def running(folder: Path, study: str) -> bool:
-    with sqlite3.connect(folder / "study.db", timeout=60) as database:
-        try:
-            return bool(database.execute("select 1 from trials join studies using (study_id) where studies.study_name = ? and "
-                                         "trials.state = 'RUNNING'", (study,)).fetchall())
-        except sqlite3.OperationalError:  # tables not created yet
-            return False
-
-
 @pytest.mark.slow
 def test_ctrl_c_fails_the_running_trial_with_one_line_and_exit_130(tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
@@ -94,7 +86,7 @@ def test_ctrl_c_fails_the_running_trial_with_one_line_and_exit_130(tmp_path):
     process = subprocess.Popen(tune_command(tmp_path, "interrupted"), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
-    while not ((tmp_path / "study.db").exists() and running(tmp_path, "interrupted")):
+    while not trials(tmp_path, "interrupted", states=("RUNNING",)):
         assert process.poll() is None, process.communicate()[1][-2000:]
         assert time.monotonic() < deadline, "no trial ever started"
         time.sleep(0.2)
@@ -103,4 +95,4 @@ def test_ctrl_c_fails_the_running_trial_with_one_line_and_exit_130(tmp_path):
     assert process.returncode == 130, stderr[-2000:]
     assert "Interrupted: study 'interrupted' keeps its finished trials" in stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
-    assert not running(tmp_path, "interrupted") and finished(tmp_path, "interrupted") == []  # failed: a rerun measures it again
+    assert trials(tmp_path, "interrupted", states=("FAIL",)) == [0] and trials(tmp_path, "interrupted") == []  # a rerun measures it again
