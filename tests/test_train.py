@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import yaml
 from conftest import ROOT, run_script, train
 
 from datamodules import HousingDataModule
@@ -50,11 +51,13 @@ def test_checkpoint_carries_preprocessing_and_loads_weights_only(housing_run, ho
     assert checkpoint["datamodule_hyper_parameters"]["path"] == str(housing_csv)
 
 
-def test_print_config_shows_the_options():
-    result = run_script("train.py", "fit", "--config=configs/california.yaml", "--print_config", cwd=ROOT)
+def test_print_config_shows_the_options_and_the_fast_preset_layers_on_top():
+    result = run_script("train.py", "fit", "--config=configs/california.yaml", "--config=configs/fast.yaml", "--print_config", cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
-    for key in ("hidden_sizes:", "scaling: quantile", "monitor: val/rmse", "seed_everything: 0"):
-        assert key in result.stdout
+    printed = yaml.safe_load(result.stdout)
+    assert printed["seed_everything"] == 0 and printed["data"]["scaling"] == "quantile" and printed["checkpoint"]["monitor"] == "val/rmse"
+    assert printed["model"]["hidden_sizes"] == [256, 256]  # the dataset config's recipe, with fast.yaml's changes:
+    assert (printed["model"]["ensemble_size"], printed["trainer"]["max_epochs"], printed["early_stopping"]["patience"]) == (4, 40, 40)
 
 
 def test_levers_script_measures_an_override_and_refuses_a_malformed_one():
@@ -65,5 +68,6 @@ def test_levers_script_measures_an_override_and_refuses_a_malformed_one():
     assert measured["overrides"] == ["model.ensemble_size=2", "model.hidden_sizes=[16]"] and measured["epochs"] == 1
     assert 0.4 < measured["rmse"] < 1.2, "one epoch of a small ensemble lands between boosting and the mean"
     assert 0.3 < measured["val_rmse"] < 1.2 and measured["wall"] > 0
+    assert measured["val_last"] >= measured["val_rmse"]  # the kept epoch is the best one
     refused = subprocess.run([*command, "max_epochs=3"], capture_output=True, text=True, cwd=ROOT)
     assert refused.returncode == 2 and "is not <section>.<option>=<value>" in refused.stderr
