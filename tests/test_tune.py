@@ -83,7 +83,7 @@ def test_a_killed_study_resumes_and_two_processes_share_one(tmp_path):
 def test_ctrl_c_fails_the_running_trial_with_one_line_and_exit_130(tmp_path):
     (tmp_path / "space.yaml").write_text(SPACE)
     # A child of a background job inherits SIGINT = ignored; a terminal's Ctrl-C reaches a default handler.
-    process = subprocess.Popen(tune_command(tmp_path, "interrupted"), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    process = subprocess.Popen(tune_command(tmp_path, "interrupted"), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not trials(tmp_path, "interrupted", states=("RUNNING",)):
