@@ -95,4 +95,6 @@ def test_ctrl_c_fails_the_running_trial_with_one_line_and_exit_130(tmp_path):
     assert process.returncode == 130, stderr[-2000:]
     assert "Interrupted: study 'interrupted' keeps its finished trials" in stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
-    assert trials(tmp_path, "interrupted", states=("FAIL",)) == [0] and trials(tmp_path, "interrupted") == []  # a rerun measures it again
+    # Not finished, so a rerun measures it again: FAIL, or RUNNING when the signal lands inside Optuna's own
+    # bookkeeping (the next process's heartbeat check fails it then).
+    assert trials(tmp_path, "interrupted") == [] and trials(tmp_path, "interrupted", states=("FAIL", "RUNNING")) == [0]
