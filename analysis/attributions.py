@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.regressor import HousePriceRegressor
+from models.regressor import HousePriceRegressor, evaluating
 
 EXACT_UP_TO = 12
 PERMUTATIONS = 64
@@ -33,12 +33,8 @@ def shapley_values(model: HousePriceRegressor, frame: pd.DataFrame, permutations
     `prediction` (this house's): baseline + the row's attributions = prediction, to float32 rounding (the
     network's own precision; each price is the model's, as `predict` gives it). The model prices in eval mode and
     is handed back in the mode it came in."""
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         return _shapley_values(model, frame, permutations, seed)
-    finally:
-        model.train(was_training)
 
 
 def _shapley_values(model: HousePriceRegressor, frame: pd.DataFrame, permutations: int, seed: int) -> pd.DataFrame:

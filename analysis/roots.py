@@ -141,9 +141,9 @@ def _classify(f: ScalarFunction, x: float, curvature: float) -> Kind:
     return "flat"
 
 
-def global_extrema(f: ScalarFunction, a: float, b: float, points: int = GRID, critical: list[Point] | None = None) -> tuple[Point, Point]:
-    """(global minimum, global maximum) of f on the closed interval, endpoints included; `critical`: f's critical
-    points on it when the caller has them already."""
+def global_extrema(f: ScalarFunction, a: float, b: float, *, critical: list[Point] | None = None, points: int = GRID) -> tuple[Point, Point]:
+    """(global minimum, global maximum) of f on the closed interval, endpoints included. `critical`: f's critical
+    points on it when the caller has them already; else they are searched for on a grid of `points`."""
     critical = critical_points(f, a, b, points) if critical is None else critical
     candidates = [a, b] + [point.x for point in critical]
     values = derivatives(f, _at(*candidates), order=0)[0].tolist()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any, Literal
 
 import lightning as L
@@ -30,6 +31,18 @@ Scheduler = Literal["onecycle", "cosine", "none"]
 STAGES = ("train", "val", "test")
 PREDICT_BATCH = 4096
 CALIBRATION_KEY = "conformal_calibration"  # checkpoint entry: plain numbers
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode inside the block (dropout off, normalization on running statistics), handed back in
+    the mode it came in, even when the block raises."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
 
 
 def regression_metrics() -> MetricCollection:
@@ -285,17 +298,13 @@ class HousePriceRegressor(L.LightningModule):
         came with it. The spread is the members' standard deviation (0 with one member).
         """
         numeric, codes = self.preprocessor.transform(frame)
-        was_training = self.training
-        self.eval()
         means, spreads = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
-        try:
+        with evaluating(self):
             for begin in range(0, len(frame), PREDICT_BATCH):
                 batch = numeric[begin : begin + PREDICT_BATCH].to(self.device), codes[begin : begin + PREDICT_BATCH].to(self.device)
                 members = self.network.member_outputs(*batch).double().cpu()  # [k, B]
                 means.append(members.mean(dim=0))
                 spreads.append(members.std(dim=0, correction=0))
-        finally:
-            self.train(was_training)
         return torch.cat(means), torch.cat(spreads)
 
     def predict(self, frame: pd.DataFrame, interval: float | None = None) -> pd.Series | pd.DataFrame:

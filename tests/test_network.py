@@ -159,3 +159,22 @@ def test_byte_dropout_keeps_the_expected_share_and_the_mean(compiled):
     assert not torch.equal(apply(x), y), "a fresh mask per call"
     dropout.eval()
     assert torch.equal(apply(x), x)
+
+
+def test_evaluating_switches_dropout_off_and_hands_the_mode_back_even_on_error():
+    from models.regressor import evaluating
+
+    model = network("tabm-mini", dropout=0.5).train()
+    x, codes = inputs()
+    with evaluating(model):
+        assert not model.training
+        assert torch.equal(model(x, codes), model(x, codes)), "no dropout inside the block"
+    assert model.training
+    model.eval()
+    with pytest.raises(ZeroDivisionError), evaluating(model):
+        1 / 0
+    assert not model.training, "handed back in the mode it came in, also when the block raised"
+    model.train()
+    with pytest.raises(ZeroDivisionError), evaluating(model):
+        1 / 0
+    assert model.training
