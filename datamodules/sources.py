@@ -62,25 +62,28 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
     Column names keep inner spaces and lose surrounding whitespace. Duplicate names, binary files, empty
     files and header-only files are refused with a message naming the file.
     """
-    (frame,) = read_table_chunks(path, rows=None)
+    ((frame, _),) = read_table_chunks(path, rows=None)
     return frame
 
 
-def read_table_chunks(path: str | os.PathLike, rows: int | None, text_columns: list[str] = ()) -> Iterator[pd.DataFrame]:
-    """`read_table` in frames of at most `rows` rows (None: one frame), reading the file as it goes.
+def read_table_chunks(
+    path: str | os.PathLike, rows: int | None, text_columns: list[str] = ()
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """`read_table` in chunks of at most `rows` rows (None: one chunk), reading the file as it goes.
 
-    `text_columns` come back exactly as written in the file, as strings (ids such as "0526301100" keep their
-    zeros, an empty cell is ""), whatever the other columns' parsing makes of numbers and missing values.
+    Each chunk is (frame, texts): `frame` parsed as `read_table` parses the whole file, and `texts` the
+    `text_columns` of the same rows exactly as written in the file, as strings (ids such as "0526301100" keep
+    their zeros, an empty cell is ""). A column may be in both: parsed as a feature, copied as text.
     """
     path = Path(path)
     _check_file(path)
     chunks = _parquet_chunks(path, rows, list(text_columns)) if is_parquet(path) else _csv_chunks(path, rows, list(text_columns))
     seen = False
-    for frame in chunks:
+    for frame, texts in chunks:
         if frame.empty and not seen:
             break
         seen = True
-        yield frame
+        yield frame, texts
     if not seen:
         raise HousePriceError(f"data file '{path}' has a header but no data rows; add rows")
 
@@ -101,7 +104,7 @@ def _check_text_columns(names: list[str], text_columns: list[str]) -> None:
         find_column(pd.DataFrame(columns=names), column, "--keep-columns")
 
 
-def _parquet_chunks(path: Path, rows: int | None, text_columns: list[str]) -> Iterator[pd.DataFrame]:
+def _parquet_chunks(path: Path, rows: int | None, text_columns: list[str]) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -115,15 +118,16 @@ def _parquet_chunks(path: Path, rows: int | None, text_columns: list[str]) -> It
     for batch in file.iter_batches(batch_size=rows or max(file.metadata.num_rows, 1)):
         frame = batch.to_pandas()
         frame.columns = names
+        texts = pd.DataFrame(index=frame.index)
         for column in text_columns:  # ids as text: integers without ".0", missing as ""
             text = batch.column(names.index(column)).cast(pa.string()).to_pylist()
-            frame[column] = ["" if value is None else value for value in text]
-        yield frame
+            texts[column] = ["" if value is None else value for value in text]
+        yield frame, texts
     if file.metadata.num_rows == 0:
-        yield pd.DataFrame(columns=names)
+        yield pd.DataFrame(columns=names), pd.DataFrame(columns=text_columns)
 
 
-def _csv_chunks(path: Path, rows: int | None, text_columns: list[str]) -> Iterator[pd.DataFrame]:
+def _csv_chunks(path: Path, rows: int | None, text_columns: list[str]) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     options = _csv_format(path)
     unnamed = options.pop("unnamed")
     _check_text_columns(options["names"], text_columns)
@@ -136,9 +140,8 @@ def _csv_chunks(path: Path, rows: int | None, text_columns: list[str]) -> Iterat
         if rows is None:
             frames, texts = [frames], [texts]
         for frame, text in zip(frames, texts if text_columns else itertools.repeat(None)):
-            if text is not None:
-                frame = frame.assign(**{column: text[column].to_numpy() for column in text_columns})
-            yield _drop_unnamed(frame, unnamed, path)
+            text = pd.DataFrame(index=frame.index) if text is None else text[text_columns].set_axis(frame.index)
+            yield _drop_unnamed(frame, unnamed, path), text
     except (pd.errors.ParserError, ValueError) as error:
         message = " ".join(str(error).split())
         raise HousePriceError(f"data file '{path}' is not a well-formed CSV ({message}); fix the rows it names") from None

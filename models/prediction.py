@@ -66,10 +66,10 @@ def predict_file(
         nonlocal rows
         with table_writer(temporary, parquet=is_parquet(output)) as append, \
                 tqdm(unit=" rows", delay=3, mininterval=1, file=sys.stderr, desc="pricing") as bar:
-            for frame in read_table_chunks(source, rows=chunk_rows, text_columns=list(keep_columns)):
+            for frame, kept in read_table_chunks(source, rows=chunk_rows, text_columns=list(keep_columns)):
                 unseen.add(frame)
-                prices = model.predict(frame, interval=interval).reset_index(drop=True)
-                append(pd.concat([frame[list(keep_columns)].reset_index(drop=True), prices], axis=1))
+                prices = model.predict(frame, interval=interval)
+                append(pd.concat([kept, prices], axis=1).reset_index(drop=True))
                 rows += len(frame)
                 bar.update(len(frame))
 

@@ -77,17 +77,27 @@ def test_evaluate_refuses_a_data_file_that_changed_since_training(tmp_path, hous
 
 
 def test_predict_copies_kept_columns_byte_for_byte(housing_run, housing_csv, tmp_path):
+    """Kept columns are copied as written, also the model's own features, which are still priced as numbers and
+    categories."""
+    from models import load_model
+
     frame = pd.read_csv(housing_csv).head(4)
     ids = ["0526301100", "000001", "", " 7 "]
     gapped = ["1001", "", "1003", "1004"]
     lines = (tmp_path / "in.csv")
     body = frame.to_csv(index=False).splitlines()
     lines.write_text("\n".join([f"parcel,order,{body[0]}"] + [f'"{i}",{g},{row}' for i, g, row in zip(ids, gapped, body[1:])]) + "\n")
-    result = run_script("predict.py", str(housing_run / "checkpoints" / "best.ckpt"), "--input", str(lines), "--output",
-                        str(tmp_path / "out.csv"), "--keep-columns", "parcel", "order", cwd=tmp_path)
+    checkpoint = housing_run / "checkpoints" / "best.ckpt"
+    features = ["longitude", "ocean_proximity"]  # a number and a category of the model's
+    result = run_script("predict.py", str(checkpoint), "--input", str(lines), "--output",
+                        str(tmp_path / "out.csv"), "--keep-columns", "parcel", "order", *features, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     written = pd.read_csv(tmp_path / "out.csv", dtype=str, keep_default_na=False)
     assert written["parcel"].tolist() == ids and written["order"].tolist() == gapped
+    as_written = pd.read_csv(lines, dtype=str, keep_default_na=False)
+    assert written[features].equals(as_written[features])
+    expected = load_model(checkpoint).predict(frame)
+    assert written[expected.name].astype(float).tolist() == pytest.approx(expected.tolist(), rel=1e-12, abs=0)
 
 
 def test_unseen_categories_are_reported_and_whitespace_is_trimmed(housing_run, housing_csv, tmp_path):
@@ -218,9 +228,9 @@ def test_predict_streams_in_chunks_with_identical_output(housing_run, housing_cs
     read = prediction.read_table_chunks
 
     def spy(*args, **kwargs):
-        for frame in read(*args, **kwargs):
+        for frame, kept in read(*args, **kwargs):
             sizes.append(len(frame))
-            yield frame
+            yield frame, kept
 
     monkeypatch.setattr(prediction, "read_table_chunks", spy)
     model = load_model(best)
