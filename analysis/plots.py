@@ -16,7 +16,7 @@ import torch
 
 from analysis.ascent import Trajectory
 from analysis.derivatives import ScalarFunction
-from models.reports import save_figure
+from models.reports import amount, save_figure
 
 
 def _curve(axis: plt.Axes, f: ScalarFunction, a: float, b: float) -> None:
@@ -85,8 +85,8 @@ def plot_waterfall(attributions: pd.Series, unit: str, title: str, path: str | o
     low, high = float(ends.min()), float(ends.max())
     axis.set_xlim(low - 0.15 * (high - low), high + 0.15 * (high - low))
     axis.set_yticks(rows, shown.index)
-    axis.axvline(attributions["baseline"], color="grey", linestyle="--", linewidth=0.8, label=f"reference {attributions['baseline']:,.6g}")
-    axis.axvline(attributions["prediction"], color="black", linewidth=0.8, label=f"prediction {attributions['prediction']:,.6g}")
+    axis.axvline(attributions["baseline"], color="grey", linestyle="--", linewidth=0.8, label=f"reference {amount(attributions['baseline'])}")
+    axis.axvline(attributions["prediction"], color="black", linewidth=0.8, label=f"prediction {amount(attributions['prediction'])}")
     axis.set(xlabel=unit, title=title)
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
     return save_figure(figure, path)

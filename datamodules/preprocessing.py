@@ -61,11 +61,11 @@ def fit_statistics(
 
     numeric, categorical = numeric_and_categorical(train, target)
     dates = date_columns(train, categorical)
-    ignored = id_like_columns(train, [column for column in categorical if column not in dates])
-    for column, distinct in ignored.items():
-        print(f"warning: column '{column}' has {distinct:,} different values in {train[column].count():,} training rows "
-              "(an id, an address or free text?); it is left out: name it in --data.drop_columns to drop it yourself",
+    ignored = id_like_columns(train, text=[column for column in categorical if column not in dates], numeric=numeric)
+    for column, why in ignored.items():
+        print(f"warning: column '{column}' {why}; it is left out: name it in --data.drop_columns to drop it yourself",
               file=sys.stderr)
+    numeric = [column for column in numeric if column not in ignored]
     categorical = [column for column in categorical if column not in dates and column not in ignored]
     train = with_date_features(train, dates)
     numeric += [name for column in dates for name in date_feature_names(column)]

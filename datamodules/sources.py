@@ -373,17 +373,30 @@ def with_date_features(frame: pd.DataFrame, dates: list[str]) -> pd.DataFrame:
     return frame.assign(**added)
 
 
-def id_like_columns(frame: pd.DataFrame, columns: list[str]) -> dict[str, int]:
-    """Text `columns` whose values are nearly all different (ids, addresses, free text): {column: distinct values}.
+def id_like_columns(frame: pd.DataFrame, text: list[str], numeric: list[str]) -> dict[str, str]:
+    """Columns that name rows rather than describe houses: {column: why, for the warning}.
 
-    A category seen once teaches a model nothing, and at prediction time nearly every value is new.
+    - `text` columns whose values are nearly all different (ids, addresses, free text): a category seen once
+      teaches a model nothing, and at prediction time nearly every value is new;
+    - `numeric` columns of whole numbers that are all different and fill at least a quarter of their range (row
+      numbers, sequential ids): the model would learn prices by position in the file. A measured quantity with
+      that many different values over that few possible ones would repeat some: over 100 random rows drawn from
+      a range 4 times as wide, all are different about once in 770,000 draws.
     """
     found = {}
-    for column in columns:
+    for column in text:
         values = frame[column].dropna()
         distinct = values.nunique()
         if len(values) >= 20 and distinct >= 0.9 * len(values):
-            found[column] = int(distinct)
+            found[column] = f"has {distinct:,} different values in {len(values):,} training rows (an id, an address or free text?)"
+    for column in numeric:
+        values = frame[column].dropna().to_numpy(dtype=np.float64)
+        if len(values) < 100 or not np.array_equal(values, np.round(values)) or len(np.unique(values)) < len(values):
+            continue
+        span = values.max() - values.min() + 1
+        if len(values) >= 0.25 * span:
+            found[column] = (f"holds a different whole number on each of its {len(values):,} training rows, between "
+                             f"{values.min():,.0f} and {values.max():,.0f} (a row number or an id?)")
     return found
 
 

@@ -23,6 +23,7 @@ from datamodules.errors import HousePriceError, exit_cleanly_on_error
 from datamodules.files import output_folder, write_atomic
 from datamodules.sources import read_table
 from models.checkpoint import load_model
+from models.reports import amount
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -54,10 +55,10 @@ def main(argv: list[str] | None = None) -> None:
     charts.append(plot_importance(attributions.drop(columns="row"), unit, folder / "importance.png"))
     first = attributions.iloc[rows.index(drawn[0])].drop("row")
     features = first.drop(["baseline", "prediction"])
-    with pd.option_context("display.float_format", "{:,.6g}".format):
-        print(f"Row {drawn[0]}: reference price {first['baseline']:,.6g} {unit}, then each column's share:\n"
+    with pd.option_context("display.float_format", amount):
+        print(f"Row {drawn[0]}: reference price {amount(first['baseline'])} {unit}, then each column's share:\n"
               f"{features[features.abs().sort_values(ascending=False).index].to_string()}\n"
-              f"= prediction {first['prediction']:,.6g} {unit}")
+              f"= prediction {amount(first['prediction'])} {unit}")
     print(f"Wrote {csv} ({len(attributions)} rows) and {', '.join(chart.name for chart in charts)} to {folder}")
 
 

@@ -24,6 +24,7 @@ from datamodules.errors import HousePriceError, exit_cleanly_on_error
 from datamodules.files import output_folder
 from datamodules.sources import read_table
 from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
+from models.reports import amount
 
 
 def bar_chart(table: pd.DataFrame, unit: str, path: Path) -> Path:
@@ -68,7 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     start, end = steps.iloc[0], steps.iloc[-1]
     price = f"{model.target}_prediction"
     print(f"\nGradient ascent from row {arguments.row}: {trajectory.steps} steps ({trajectory.reason}), "
-          f"price {start[price]:.6g} -> {end[price]:.6g} {unit}")
+          f"price {amount(start[price])} -> {amount(end[price])} {unit}")
     changes = (end - start).drop(price)
     with pd.option_context("display.float_format", "{:.6g}".format):
         print(pd.DataFrame({"start": start.drop(price), "end": end.drop(price), "change": changes}).loc[changes.abs().sort_values(ascending=False).index])

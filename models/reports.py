@@ -24,6 +24,14 @@ if TYPE_CHECKING:
 METRIC_KEYS = ("rmse", "mae", "r2", "mape", "n")
 
 
+def amount(value: float, digits: int = 6) -> str:
+    """A number in the target's units as a person reads it: `digits` significant digits, thousands separated,
+    never an exponent (0.439031, 62,884.3, 201,600, 1,234,567)."""
+    if abs(value) >= 10 ** (digits - 1):
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}g}"
+
+
 def stage_metrics(logged: dict[str, float], stage: str) -> dict[str, float]:
     """{"test/rmse": ...} as logged by the model -> {"rmse": ..., ..., "n": int}."""
     metrics = {key: float(logged[f"{stage}/{key}"]) for key in METRIC_KEYS}
@@ -34,8 +42,8 @@ def stage_metrics(logged: dict[str, float], stage: str) -> dict[str, float]:
 def metrics_table(metrics: dict[str, float], unit: str) -> str:
     """A small fixed-width table; RMSE and MAE in `unit`, R² unitless, MAPE as a fraction."""
     rows = [
-        ("RMSE", f"{metrics['rmse']:.6g}", unit),
-        ("MAE", f"{metrics['mae']:.6g}", unit),
+        ("RMSE", amount(metrics["rmse"]), unit),
+        ("MAE", amount(metrics["mae"]), unit),
         ("R²", f"{metrics['r2']:.4f}", ""),
         ("MAPE", f"{metrics['mape']:.4f}", "fraction"),
         ("n", f"{metrics['n']}", "rows"),
@@ -120,6 +128,6 @@ def intervals_table(report: dict[str, Any], unit: str) -> str:
     for level, methods in report["levels"].items():
         for method, numbers in methods.items():
             mark = "*" if method == report["method"] else " "
-            lines.append(f"  {float(level):>4.0%} {method:<9}{mark} coverage {numbers['coverage']:6.1%}   mean width {numbers['mean_width']:.4g}"
-                         f"   median width {numbers['median_width']:.4g}")
+            lines.append(f"  {float(level):>4.0%} {method:<9}{mark} coverage {numbers['coverage']:6.1%}   mean width {amount(numbers['mean_width'], 4)}"
+                         f"   median width {amount(numbers['median_width'], 4)}")
     return "\n".join(lines)

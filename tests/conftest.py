@@ -71,6 +71,9 @@ def train(config: str, save_dir: Path, *extra: str) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = [path.parent for path in save_dir.rglob("test_metrics.json")]
     assert "Test metrics of" in result.stdout and str(run) in result.stdout
+    noise = [line for line in (result.stdout + result.stderr).splitlines() if any(
+        text in line for text in ("💡 Tip", "LeafSpec", "smaller than the logging interval"))]  # Lightning's, not about the run
+    assert not noise, noise
     return run
 
 

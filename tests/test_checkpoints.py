@@ -15,6 +15,7 @@ from conftest import ROOT, run_script
 
 from datamodules import HousePriceError, HousingDataModule
 from models import HousePriceRegressor, load_model
+from models.reports import amount
 
 
 def test_evaluate_reproduces_the_training_test_metrics(housing_run, tmp_path):
@@ -28,8 +29,16 @@ def test_evaluate_reproduces_the_training_test_metrics(housing_run, tmp_path):
         assert evaluated[key] == pytest.approx(trained[key], rel=1e-6)
     assert (report / "predicted_vs_actual.png").stat().st_size > 0 and (report / "residuals.png").stat().st_size > 0
     assert "RMSE" in result.stdout and "dollars" in result.stdout
+    rmse = next(line for line in result.stdout.splitlines() if line.strip().startswith("RMSE"))
+    assert rmse.split()[1] == amount(evaluated["rmse"]) and "e+" not in result.stdout, "dollars as people write them"
     again = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(report), cwd=tmp_path)
     assert again.returncode == 2 and "--overwrite" in again.stderr
+
+
+def test_amounts_read_as_people_write_them():
+    assert [amount(value) for value in (0.4390312, 62884.31, 201600.2, 1234567.8, -5029.814)] == [
+        "0.439031", "62,884.3", "201,600", "1,234,568", "-5,029.81"]
+    assert [amount(value, 4) for value in (1.23456, 198512.0, 0.0)] == ["1.235", "198,512", "0"]
 
 
 def test_evaluate_on_a_csv_uses_the_checkpoint_preprocessing(housing_run, housing_csv, tmp_path):

@@ -46,6 +46,21 @@ def test_dates_become_numbers_and_id_like_text_is_left_out_with_a_warning(capsys
     assert np.isfinite(preprocessor.transform(house)[0].numpy()).all()
 
 
+def test_a_row_number_column_is_left_out_and_measured_whole_numbers_stay(capsys):
+    """Sequential ids are all different and fill their range; areas in whole square feet repeat or spread out."""
+    rng = np.random.default_rng(0)
+    frame = sales(400).assign(Id=np.arange(1, 401), area_sqft=rng.integers(400, 6000, 400), rooms=rng.integers(1, 9, 400))
+    frame["sparse_id"] = rng.permutation(np.arange(0, 400 * 100, 100))[:400]  # distinct but spread out: a measurement, as far as we can tell
+    state = HousingDataModule.from_frame(frame, target="price").preprocessing
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: column")]
+    assert state["ignored"] == ["address", "Id"]
+    assert any("'Id'" in line and "row number" in line and "--data.drop_columns" in line for line in warnings)
+    assert {"area_sqft", "rooms", "sparse_id", "area"} <= set(state["numeric"]) and "Id" not in state["numeric"]
+    silenced = HousingDataModule.from_frame(frame, target="price", drop_columns=["Id", "address"]).preprocessing
+    assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: column")]
+    assert silenced["numeric"] == state["numeric"]
+
+
 def test_datetime_columns_of_a_data_frame_are_dates_too():
     frame = sales()
     frame["sold_on"] = pd.to_datetime(frame["sold_on"])
