@@ -94,6 +94,8 @@ class HousingDataModule(L.LightningDataModule):
         if isinstance(drop_columns, str):  # --data.drop_columns Order,PID
             drop_columns = [name.strip() for name in drop_columns.split(",") if name.strip()]
         self.save_hyperparameters()
+        # LightningCLI hands save_hyperparameters the arguments as given, not these locals: store the parsed list.
+        self.hparams.drop_columns = drop_columns
         if path is not None:  # checkpoints remember where the data came from, whatever the working folder
             self.hparams.path = str(Path(path).expanduser().resolve())
         self._frame: pd.DataFrame | None = None
