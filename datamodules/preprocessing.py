@@ -34,6 +34,8 @@ UNKNOWN = 0  # category code for values never seen in training (and for missing 
 MISSING = 1  # category code for a missing value, in columns that had missing values in training
 
 _MAX_BIN_ROWS = 100_000
+# numpy's percentile misplaces a knot by about (number of rows) x 1e-16 of the gap between its neighbours.
+HAIRLINE = 1e-9
 
 # scikit-learn's QuantileTransformer clips probabilities to [1e-7, 1 - 1e-7] before the normal quantile.
 BOUNDS_THRESHOLD = 1e-7
@@ -101,7 +103,7 @@ def fit_statistics(
         scaler = QuantileTransformer(
             n_quantiles=min(n_quantiles, len(train)), output_distribution="normal", subsample=len(train), random_state=seed
         ).fit(filled)
-        state["quantiles"] = scaler.quantiles_.T.tolist()  # one list per feature
+        state["quantiles"] = [snap_to_values(q, column).tolist() for q, column in zip(scaler.quantiles_.T, filled.T)]  # one list per feature
         state["references"] = scaler.references_.tolist()
     else:
         raise HousePriceError(f"unknown scaling '{scaling}'; use 'standard' or 'quantile'")
@@ -287,6 +289,25 @@ class Preprocessor:
 
 def _target_space(values: np.ndarray, log_target: bool) -> np.ndarray:
     return np.log(values) if log_target else values
+
+
+def snap_to_values(quantiles: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Quantiles that lie a rounding error away from a value of the column (within HAIRLINE of the gap to the next
+    value) become that value.
+
+    numpy's percentile interpolates between neighbouring sorted values, so a quantile at the start of a run of tied
+    values (a whole number repeated, a rating) can come out as 80.99999999999989 instead of 81. That piece of the
+    quantile map is then a cliff 1e-13 wide: autograd reads a slope of 1e10 there (`analysis.sensitivity`), and a
+    float32 copy of the knots (the ONNX export) sees a tie, so the two disagree at the tied value by half a quantile
+    step. Snapped, a tie is a tie everywhere, as the averaging of QuantileTransformer means it.
+    """
+    distinct = np.unique(values)
+    if len(distinct) < 2:
+        return quantiles
+    upper = np.searchsorted(distinct, quantiles).clip(1, len(distinct) - 1)
+    low, high = distinct[upper - 1], distinct[upper]
+    share = (quantiles - low) / (high - low)  # where the knot sits between the two values around it
+    return np.where(share < HAIRLINE, low, np.where(share > 1 - HAIRLINE, high, quantiles))
 
 
 def _interp(x: torch.Tensor, knots: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

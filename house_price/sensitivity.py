@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
 
     unit = model.preprocessor.state["target_unit"]
     table = sensitivity_table(model, frame)
-    with pd.option_context("display.width", 140, "display.float_format", "{:.6g}".format):
+    with pd.option_context("display.width", 140, "display.max_columns", None, "display.float_format", "{:.6g}".format):
         print(f"Sensitivity of the predicted {model.target} ({unit}), mean over {len(frame)} rows. gradient_per_unit and "
               "gradient_times_std are local (the slope at each house); plus_one_unit and plus_one_std are real steps "
               f"through the model (price(x + step) - price(x)):\n{table}")

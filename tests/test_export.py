@@ -59,3 +59,17 @@ def test_export_refuses_to_overwrite(housing_run, tmp_path):
     (tmp_path / "model.onnx").write_text("keep me")
     result = run_script("export.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(tmp_path / "model.onnx"), cwd=ROOT)
     assert result.returncode == 2 and "--overwrite" in result.stderr and (tmp_path / "model.onnx").read_text() == "keep me"
+
+
+def test_tied_whole_numbers_export_as_the_checkpoint_prices_them(tmp_path):
+    """Ratings and counts repeat: float32 knots (ONNX) and float64 knots (the checkpoint) must agree on every tie."""
+    rng = np.random.default_rng(0)
+    n = 1500
+    frame = pd.DataFrame({"frontage": rng.integers(40, 130, n).astype(float), "quality": rng.integers(1, 11, n).astype(float),
+                          "area": rng.lognormal(7.3, 0.35, n).round()})
+    frame["price"] = 20_000 * frame["quality"] + 90 * frame["area"] + 300 * frame["frontage"] + rng.normal(0, 20_000, n)
+    datamodule = HousingDataModule.from_frame(frame, target="price")
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32], ensemble_size=2)
+    path = export_onnx(model.eval(), tmp_path / "tied.onnx")
+    check = verify_onnx(path, model, frame.drop(columns="price"))
+    assert check["max_relative_difference"] < 1e-5, check
