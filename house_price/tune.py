@@ -9,7 +9,8 @@ the bundled configs/tune_space.yaml); its objective is the best validation RMSE,
 whose validation RMSE falls behind the median of earlier trials at the same epoch is pruned. The study lives in a
 database (default sqlite:///runs/tune/study.db; any SQLAlchemy URL): the same command after a crash goes on where
 it stopped, and several processes or machines can run the same command on one study at once, until --trials
-trials have finished between them. Written to runs/tune/<study>/: best.yaml (a config `house-price train --config
+trials have finished between them. A study refuses trials with other options than it started with (another data
+file, recipe or search space): name a new one with --study. Written to runs/tune/<study>/: best.yaml (a config `house-price train --config
 best.yaml` accepts: the study's configs, the options passed on, the best values), trials.csv and trials.png, and
 each trial's run folder (trial_<n>/) with its checkpoints.
 """
@@ -17,8 +18,10 @@ each trial's run folder (trial_<n>/) with its checkpoints.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -154,11 +157,37 @@ def storage(url: str) -> Any:
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}  # wait for the other processes' writes
+    # Heartbeats are "experimental" in Optuna's terms since 2.8; they are what makes a killed study resumable here.
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                                          failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2))
+                                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
     except Exception as error:  # SQLAlchemy's many connection errors
         raise HousePriceError(f"cannot open the study database '{url}' ({' '.join(str(error).split())[:200]}); check --storage") from None
+
+
+def check_same_setup(study: Any, setup: dict[str, Any], url: str) -> None:
+    """Record what the study's trials are measured on (the merged config and the search space) when it starts, and
+    refuse to add trials measured on anything else: trials on another data file or recipe would be ranked, pruned
+    and picked as "best" against each other."""
+    setup = json.loads(json.dumps(setup))  # as the database gives it back
+    stored = study.user_attrs.get("setup")
+    if stored is None:
+        study.set_user_attr("setup", setup)
+    elif stored != setup:
+        raise HousePriceError(
+            f"study '{study.study_name}' in {url} was run with other options ({first_difference(stored, setup)}); rerun it with "
+            "those, or start a new study with --study NAME"
+        )
+
+
+def first_difference(before: Any, now: Any, name: str = "") -> str:
+    """The first dotted option where two nested dicts differ, as "name: before -> now"."""
+    if isinstance(before, dict) and isinstance(now, dict):
+        for key in [*before, *(key for key in now if key not in before)]:
+            if before.get(key) != now.get(key):
+                return first_difference(before.get(key), now.get(key), f"{name}.{key}" if name else key)
+    return f"{name}: {before!r} then, {now!r} now"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -187,6 +216,7 @@ def main(argv: list[str] | None = None) -> None:
         handler.addFilter(quiet_interrupts)
     study = optuna.create_study(study_name=name, storage=storage(arguments.storage), direction="minimize", load_if_exists=True,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    check_same_setup(study, {"config": merged_config(configs, passed_on), "space": space}, arguments.storage)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     interrupt = InterruptExit()
 

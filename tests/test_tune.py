@@ -62,6 +62,9 @@ def test_a_killed_study_resumes_and_two_processes_share_one(tmp_path):
     after = trials(tmp_path, "resumed")
     assert len(after) == 4 and set(before) <= set(after), (before, after)
     assert "Best: trial" in again.stdout
+    refused = run([*tune_command(tmp_path, "resumed"), "--model.hidden_sizes=[8]"], tmp_path)  # another recipe, same study
+    assert refused.returncode == 2 and "was run with other options (config.model.hidden_sizes: [16] then, [8] now)" in refused.stderr, refused.stderr
+    assert trials(tmp_path, "resumed") == after, "no trial measured on the other recipe"
 
     # Two processes on one new study at once: no collision, and the study stops at (about) the trials asked for.
     command = tune_command(tmp_path, "shared")
