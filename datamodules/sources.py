@@ -282,14 +282,14 @@ def _delimiter(text: str) -> str:
         return ","
 
 
-def find_column(frame: pd.DataFrame, name: str, role: str) -> str:
-    """`name` if `frame` has it, else an error listing the near misses and the columns there are."""
+def find_column(frame: pd.DataFrame, name: str, role: str, fix: str = "") -> str:
+    """`name` if `frame` has it, else an error listing the near misses and the columns there are (then `fix`)."""
     if name in frame.columns:
         return name
     columns = [str(column) for column in frame.columns]
     close = difflib.get_close_matches(name, columns, n=3, cutoff=0.6)
     hint = f"did you mean {close}? " if close else ""
-    raise HousePriceError(f"{role} column '{name}' is not in the data; {hint}columns are {columns}")
+    raise HousePriceError(f"{role} column '{name}' is not in the data; {hint}columns are {columns}" + (f"; {fix}" if fix else ""))
 
 
 def check_numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

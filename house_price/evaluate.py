@@ -18,7 +18,7 @@ import pandas as pd
 from datamodules.batches import TensorBatches
 from datamodules.errors import HousePriceError, exit_cleanly_on_error
 from datamodules.files import output_folder
-from datamodules.sources import read_table
+from datamodules.sources import find_column, read_table
 from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
 from models.intervals import CHOICE_LEVEL
 from models.prediction import UnseenCategories
@@ -60,6 +60,8 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
     frame = read_table(arguments.data) if arguments.data else training_split(checkpoint)
+    find_column(frame, model.target, "target", fix=f"evaluating needs the true prices; to price houses without them run "
+                f"house-price predict {arguments.checkpoint} --input {arguments.data} --output priced.csv")
     folder = report_folder(arguments.checkpoint, arguments.output, arguments.overwrite)
     metrics = evaluate(model, frame)
     unit = model.preprocessor.state["target_unit"]

@@ -54,6 +54,11 @@ def test_evaluate_on_a_csv_uses_the_checkpoint_preprocessing(housing_run, housin
     predictions = model.predict(rich).to_numpy()
     rmse = float(np.sqrt(np.mean((rich["median_house_value"].to_numpy() - predictions) ** 2)))
     assert metrics["n"] == len(rich) and metrics["rmse"] == pytest.approx(rmse, rel=1e-5)
+    rich.drop(columns="median_house_value").to_csv(tmp_path / "unpriced.csv", index=False)
+    unpriced = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--data", str(tmp_path / "unpriced.csv"),
+                          "--output", str(tmp_path / "nothing"), cwd=tmp_path)
+    assert unpriced.returncode == 2 and "'median_house_value' is not in the data" in unpriced.stderr and "house-price predict" in unpriced.stderr
+    assert not (tmp_path / "nothing").exists(), "no report folder for a report never written"
 
 
 def test_save_load_predict_is_exact(tmp_path, housing_csv):
