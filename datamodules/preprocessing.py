@@ -95,18 +95,20 @@ def fit_statistics(
     state["maximum"] = np.nanmax(values, axis=0).tolist() if numeric else []
     filled = imputed.transform(values) if imputed else values
 
-    if scaling == "standard":
+    if scaling not in ("standard", "quantile"):
+        raise HousePriceError(f"unknown scaling '{scaling}'; use 'standard' or 'quantile'")
+    if not numeric:  # categories only: nothing to scale (scikit-learn's scalers refuse zero columns)
+        state.update({"mean": [], "scale": []} if scaling == "standard" else {"quantiles": [], "references": []})
+    elif scaling == "standard":
         scaler = StandardScaler().fit(filled)
         state["mean"] = scaler.mean_.tolist()
         state["scale"] = scaler.scale_.tolist()
-    elif scaling == "quantile":
+    else:
         scaler = QuantileTransformer(
             n_quantiles=min(n_quantiles, len(train)), output_distribution="normal", subsample=len(train), random_state=seed
         ).fit(filled)
         state["quantiles"] = [snap_to_values(q, column).tolist() for q, column in zip(scaler.quantiles_.T, filled.T)]  # one list per feature
         state["references"] = scaler.references_.tolist()
-    else:
-        raise HousePriceError(f"unknown scaling '{scaling}'; use 'standard' or 'quantile'")
 
     state["vocabularies"] = [sorted(category_text(train[column]).dropna().unique().tolist()) for column in categorical]
     state["category_gaps"] = [column for column in categorical if train[column].isna().any()]

@@ -52,6 +52,9 @@ def main(argv: list[str] | None = None) -> None:
     model = model_from_checkpoint(checkpoint)
     frame = read_table(arguments.data) if arguments.data else training_split(checkpoint)
     model.preprocessor.check_columns(frame)
+    if not model.preprocessor.numeric:
+        raise HousePriceError("this model reads no numeric columns, and sensitivity moves the price along numeric ones; "
+                              "see what each category adds with house-price explain")
     if not 0 <= arguments.row < len(frame):
         raise HousePriceError(f"--row {arguments.row} is outside the data's {len(frame)} rows; give 0..{len(frame) - 1}")
     output = output_folder(arguments.output)

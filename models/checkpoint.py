@@ -14,6 +14,7 @@ import torch
 from datamodules.errors import HousePriceError
 from datamodules.files import write_atomic
 from datamodules.housing import HousingDataModule, fingerprint
+from datamodules.sources import CALIFORNIA_TARGET
 from models.regressor import HousePriceRegressor
 
 
@@ -96,8 +97,8 @@ def training_split(checkpoint: dict[str, Any], split: str = "test") -> pd.DataFr
     (rows appended, edited, reordered) would otherwise give a different "test split", holding training rows.
     """
     arguments = {key: value for key, value in checkpoint.get("datamodule_hyper_parameters", {}).items() if not key.startswith("_")}
-    target = checkpoint["hyper_parameters"]["preprocessing"]["target"]
-    if not arguments or (arguments.get("path") is None and arguments.get("target") not in (None, target)):
+    # No file and a target other than California's: the data was a DataFrame, which a checkpoint does not hold.
+    if not arguments or (arguments.get("path") is None and arguments.get("target") not in (None, CALIFORNIA_TARGET)):
         raise HousePriceError("this checkpoint was trained on an in-memory DataFrame; pass --data CSV")
     frame = HousingDataModule(**arguments).splits[split]
     stored = checkpoint.get(HousingDataModule.__qualname__, {}).get("fingerprints", {}).get(split)

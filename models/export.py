@@ -70,11 +70,11 @@ class ExportedPreprocessing(nn.Module):
         low, high = (torch.tensor(state[key], dtype=torch.float32).reshape(len(numeric)) for key in ("minimum", "maximum"))
         self.register_buffer("low", low[self.binary])
         self.register_buffer("span", torch.where(high > low, high - low, 1.0)[self.binary])
-        self.scaling = state["scaling"]
+        self.scaling = state["scaling"] if self.continuous else "none"  # "none": no continuous column to scale
         if self.scaling == "standard":
             self.register_buffer("mean", torch.tensor(state["mean"], dtype=torch.float64)[self.continuous])
             self.register_buffer("scale", torch.tensor(state["scale"], dtype=torch.float64)[self.continuous])
-        else:
+        elif self.scaling == "quantile":
             # Per continuous column: knots q, the rise of each linear piece, and the step at each tie.
             # Knots as float32 values (the inputs are float32): a value sent as float32 then sits on the same side of
             # each knot, and of each tie's step, as the float64 value does in Preprocessor.
@@ -95,7 +95,9 @@ class ExportedPreprocessing(nn.Module):
         gaps = torch.isnan(raw)
         filled = torch.where(gaps, self.medians, raw)
         x = filled[:, self.continuous].double()  # float64 as in Preprocessor: float32 loses the quantile map's tails
-        if self.scaling == "standard":
+        if self.scaling == "none":
+            scaled = x
+        elif self.scaling == "standard":
             scaled = (x - self.mean) / self.scale
         else:
             offset = x.unsqueeze(-1) - self.knots  # [N, n_continuous, n_pieces]

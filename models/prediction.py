@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
+from datamodules.errors import HousePriceError
 from datamodules.files import table_writer, write_atomic
 from datamodules.preprocessing import Preprocessor
 from datamodules.sources import is_parquet, read_table_chunks
@@ -59,6 +60,8 @@ def predict_file(
     """
     if interval is not None:
         model.check_interval(interval)
+    if Path(output).resolve() == Path(source).resolve():
+        raise HousePriceError(f"the output '{output}' is the input file; write the prices to another file, or the houses are lost")
     unseen = UnseenCategories(model.preprocessor)
     rows = 0
 

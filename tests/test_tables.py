@@ -132,3 +132,37 @@ def test_predict_reads_and_writes_parquet(housing_run, housing_csv, tmp_path):
     from_parquet = pd.read_parquet(tmp_path / "from_parquet.parquet")
     assert from_parquet["id"].tolist() == frame["id"].tolist()
     pd.testing.assert_frame_equal(from_csv, from_parquet)
+
+
+def test_a_table_of_categories_only_trains_prices_and_exports(tmp_path):
+    """No numeric column at all: nothing to scale, bin or vary, and every command still does its part."""
+    import lightning as L
+
+    from house_price import sensitivity
+    from models import HousePriceRegressor, load_model
+    from models.export import export_onnx, verify_onnx
+    from models.prediction import predict_file
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"zone": rng.choice(["a", "b", "c"], 600), "view": rng.choice(["sea", "park", None], 600)})
+    frame["price"] = frame["zone"].map({"a": 100.0, "b": 200.0, "c": 300.0}) + rng.normal(0, 10, 600)
+    datamodule = HousingDataModule.from_frame(frame, target="price")
+    assert datamodule.preprocessing["numeric"] == [] and datamodule.preprocessing["quantiles"] == []
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, learning_rate=0.01)
+    trainer = L.Trainer(max_epochs=60, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(model, datamodule=datamodule)
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    model = load_model(tmp_path / "model.ckpt")
+    prices = model.predict(pd.DataFrame({"zone": ["a", "c"], "view": ["sea", "sea"]}))
+    assert prices.iloc[1] - prices.iloc[0] > 100, "zone c is priced 200 above zone a"
+    check = verify_onnx(export_onnx(model, tmp_path / "model.onnx"), model, frame)
+    assert check["max_relative_difference"] < 1e-5, check
+    frame.to_csv(tmp_path / "houses.csv", index=False)
+    with pytest.raises(HousePriceError, match="in-memory DataFrame; pass --data"):  # not California's test split
+        sensitivity.main([str(tmp_path / "model.ckpt"), "--output", str(tmp_path / "sensitivity")])
+    with pytest.raises(HousePriceError, match="no numeric columns"):
+        sensitivity.main([str(tmp_path / "model.ckpt"), "--data", str(tmp_path / "houses.csv"), "--output", str(tmp_path / "sensitivity")])
+    assert not (tmp_path / "sensitivity").exists()
+    with pytest.raises(HousePriceError, match="is the input file"):
+        predict_file(model, tmp_path / "houses.csv", tmp_path / "." / "houses.csv")
+    assert pd.read_csv(tmp_path / "houses.csv", keep_default_na=False).shape == (600, 3), "the houses are still there"
