@@ -148,10 +148,13 @@ def _csv_chunks(path: Path, rows: int | None, text_columns: list[str]) -> Iterat
 
 
 def _drop_unnamed(frame: pd.DataFrame, unnamed: dict[str, int], path: Path) -> pd.DataFrame:
-    """Columns without a header name (a trailing delimiter, as spreadsheets write) go if they are empty."""
+    """Columns without a header name go if they are empty (a trailing delimiter, as spreadsheets write), or if the
+    first one holds a different whole number on every row (the index pandas' `to_csv` writes, read back by
+    `read_csv(index_col=0)`: a row number, not a fact about the house)."""
     for column, position in unnamed.items():
         values = frame[column].dropna()
-        if len(values):
+        index = position == 1 and len(values) == len(frame) and pd.api.types.is_integer_dtype(values) and values.is_unique
+        if len(values) and not index:
             raise HousePriceError(
                 f"data file '{path}' has a column with an empty name at position {position} holding values "
                 f"(e.g. '{values.iloc[0]}'); name it in the header row"
@@ -209,8 +212,8 @@ def _csv_format(path: Path) -> dict:
             "name every column in the header row"
         )
     if unnamed:
-        print(f"note: data file '{path}' has {len(unnamed)} column(s) without a name (e.g. from a trailing delimiter); "
-              "left out where empty", file=sys.stderr)
+        print(f"note: data file '{path}' has {len(unnamed)} column(s) without a name; left out: empty ones (a trailing "
+              "delimiter) and a first one of row numbers (the index pandas' to_csv writes)", file=sys.stderr)
     return {
         "encoding": encoding,
         "encoding_errors": "replace",

@@ -105,6 +105,12 @@ def test_an_empty_unnamed_trailing_column_is_dropped_one_with_values_is_refused(
     path.write_text("area,price\n100,5,7\n")
     with pytest.raises(HousePriceError, match="more values in data row 1"):
         read_table(path)
+    frame = pd.DataFrame({"area": [100, 120, 90], "price": [5, 6, 4]}, index=[0, 2, 7])  # rows dropped before saving
+    frame.to_csv(path)  # pandas' default: the index first, under an empty name
+    assert read_table(path).equals(frame.reset_index(drop=True)) and "row numbers" in capsys.readouterr().err
+    path.write_text(",area,price\n0,100,5\n0,120,6\n")  # repeated: not an index, values the user must name
+    with pytest.raises(HousePriceError, match="empty name at position 1 holding values"):
+        read_table(path)
 
 
 def test_decimal_commas_in_a_semicolon_file_are_read_and_named_elsewhere(tmp_path):
