@@ -126,8 +126,14 @@ def fit_statistics(
 
 
 def category_text(values: pd.Series) -> pd.Series:
-    """Categories as text without surrounding whitespace ("NEAR BAY " is "NEAR BAY"); missing stays missing."""
-    return values.map(lambda value: str(value).strip() if pd.notna(value) else value)
+    """Categories as text without surrounding whitespace ("NEAR BAY " is "NEAR BAY"); missing stays missing. A whole
+    number that arrives as a float (a column of codes with a gap, from a DataFrame or Parquet) is its integer's text."""
+    def text(value: Any) -> Any:
+        if isinstance(value, float) and value.is_integer():
+            return str(int(value))
+        return str(value).strip() if pd.notna(value) else value
+
+    return values.map(text)
 
 
 def tree_bin_edges(inputs: np.ndarray, target: np.ndarray, n_bins: int, seed: int = 0) -> list[list[float]]:

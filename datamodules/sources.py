@@ -55,19 +55,20 @@ def load_california() -> pd.DataFrame:
     return bunch.frame
 
 
-def read_table(path: str | os.PathLike) -> pd.DataFrame:
+def read_table(path: str | os.PathLike, categories: list[str] = ()) -> pd.DataFrame:
     """Read a user's table as raw values: a CSV (plain or .gz/.zip/.bz2/.xz) or a Parquet file.
 
     CSVs: any delimiter of , ; tab |, a byte-order mark, common NA spellings, decimal commas in `;` files.
     Column names keep inner spaces and lose surrounding whitespace. Duplicate names, binary files, empty
-    files and header-only files are refused with a message naming the file.
+    files and header-only files are refused with a message naming the file. `categories`: columns a model reads
+    as categories, kept as text even where a file holds only numbers in them ("3" stays "3", not 3.0).
     """
-    ((frame, _),) = read_table_chunks(path, rows=None)
+    ((frame, _),) = read_table_chunks(path, rows=None, categories=categories)
     return frame
 
 
 def read_table_chunks(
-    path: str | os.PathLike, rows: int | None, text_columns: list[str] = ()
+    path: str | os.PathLike, rows: int | None, text_columns: list[str] = (), categories: list[str] = ()
 ) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     """`read_table` in chunks of at most `rows` rows (None: one chunk), reading the file as it goes.
 
@@ -77,7 +78,8 @@ def read_table_chunks(
     """
     path = Path(path)
     _check_file(path)
-    chunks = _parquet_chunks(path, rows, list(text_columns)) if is_parquet(path) else _csv_chunks(path, rows, list(text_columns))
+    chunks = (_parquet_chunks(path, rows, list(text_columns)) if is_parquet(path)
+              else _csv_chunks(path, rows, list(text_columns), list(categories)))
     seen = False
     for frame, texts in chunks:
         if frame.empty and not seen:
@@ -127,12 +129,13 @@ def _parquet_chunks(path: Path, rows: int | None, text_columns: list[str]) -> It
         yield pd.DataFrame(columns=names), pd.DataFrame(columns=text_columns)
 
 
-def _csv_chunks(path: Path, rows: int | None, text_columns: list[str]) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+def _csv_chunks(path: Path, rows: int | None, text_columns: list[str], categories: list[str]) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     options = _csv_format(path)
     unnamed = options.pop("unnamed")
     _check_text_columns(options["names"], text_columns)
+    as_text = {column: str for column in categories if column in options["names"]}
     try:
-        frames = pd.read_csv(path, na_values=MISSING_MARKERS, skipinitialspace=True, low_memory=False, chunksize=rows, **options)
+        frames = pd.read_csv(path, na_values=MISSING_MARKERS, skipinitialspace=True, low_memory=False, chunksize=rows, dtype=as_text, **options)
         texts = (
             pd.read_csv(path, usecols=text_columns, dtype=str, keep_default_na=False, na_filter=False, chunksize=rows, **options)
             if text_columns else None

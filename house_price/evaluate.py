@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
 
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
-    frame = read_table(arguments.data) if arguments.data else training_split(checkpoint)
+    frame = read_table(arguments.data, categories=model.preprocessor.categorical) if arguments.data else training_split(checkpoint)
     find_column(frame, model.target, "target", fix=f"evaluating needs the true prices; to price houses without them run "
                 f"house-price predict {arguments.checkpoint} --input {arguments.data} --output priced.csv")
     folder = report_folder(arguments.checkpoint, arguments.output, arguments.overwrite)

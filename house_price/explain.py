@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> None:
     arguments = parser.parse_args(argv)
 
     model = load_model(arguments.checkpoint)
-    frame = read_table(arguments.input)
+    frame = read_table(arguments.input, categories=model.preprocessor.categorical)
     model.preprocessor.check_columns(frame)
     rows = arguments.rows if arguments.rows is not None else list(range(len(frame)))
     bad = [row for row in rows if not 0 <= row < len(frame)]

@@ -50,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
 
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
-    frame = read_table(arguments.data) if arguments.data else training_split(checkpoint)
+    frame = read_table(arguments.data, categories=model.preprocessor.categorical) if arguments.data else training_split(checkpoint)
     model.preprocessor.check_columns(frame)
     if not model.preprocessor.numeric:
         raise HousePriceError("this model reads no numeric columns, and sensitivity moves the price along numeric ones; "

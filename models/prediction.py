@@ -69,7 +69,8 @@ def predict_file(
         nonlocal rows
         with table_writer(temporary, parquet=is_parquet(output)) as append, \
                 tqdm(unit=" rows", delay=3, mininterval=1, file=sys.stderr, desc="pricing") as bar:
-            for frame, kept in read_table_chunks(source, rows=chunk_rows, text_columns=list(keep_columns)):
+            chunks = read_table_chunks(source, rows=chunk_rows, text_columns=list(keep_columns), categories=model.preprocessor.categorical)
+            for frame, kept in chunks:
                 unseen.add(frame)
                 prices = model.predict(frame, interval=interval)
                 append(pd.concat([kept, prices], axis=1).reset_index(drop=True))

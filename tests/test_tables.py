@@ -172,3 +172,26 @@ def test_a_table_of_categories_only_trains_prices_and_exports(tmp_path):
     with pytest.raises(HousePriceError, match="is the input file"):
         predict_file(model, tmp_path / "houses.csv", tmp_path / "." / "houses.csv")
     assert pd.read_csv(tmp_path / "houses.csv", keep_default_na=False).shape == (600, 3), "the houses are still there"
+
+
+def test_categories_written_as_numbers_stay_categories_in_new_files(tmp_path, capsys):
+    """Bedrooms "2", "3", "4", "5+": a new file without "5+" (and with a gap) parses as numbers, 3.0 is not "3"."""
+    from models import HousePriceRegressor
+    from models.prediction import predict_file
+
+    rng = np.random.default_rng(0)
+    beds = rng.choice(["2", "3", "4", "5+"], 600)
+    frame = pd.DataFrame({"beds": beds, "area": rng.normal(100, 20, 600)})
+    frame["price"] = frame["area"] + pd.Series(beds).map({"2": 0, "3": 20, "4": 40, "5+": 60}).to_numpy()
+    model = HousePriceRegressor(preprocessing=HousingDataModule.from_frame(frame, target="price").preprocessing, hidden_sizes=[8], ensemble_size=2)
+    assert model.preprocessor.categorical == ["beds"]
+    new = pd.DataFrame({"beds": [None, "4", "3", "2"], "area": [90.0, 110.0, 101.0, 78.0]})
+    new.to_csv(tmp_path / "new.csv", index=False)
+    capsys.readouterr()
+    predict_file(model, tmp_path / "new.csv", tmp_path / "priced.csv")
+    assert "never seen in training" not in capsys.readouterr().err
+    expected = model.predict(new)
+    assert pd.read_csv(tmp_path / "priced.csv")["price_prediction"].tolist() == pytest.approx(expected.tolist(), rel=1e-12)
+    as_floats = new.assign(beds=[np.nan, 4.0, 3.0, 2.0])  # a DataFrame or Parquet column of codes with a gap
+    assert model.predict(as_floats).tolist() == expected.tolist()
+    assert model.preprocessor.unseen_categories(as_floats) == {}
