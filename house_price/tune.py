@@ -31,7 +31,7 @@ import yaml
 from datamodules.errors import HousePriceError
 from datamodules.files import write_text_atomic
 from house_price.train import MONITOR, HousePriceCLI, bundled_config, configs_folder, run_cli
-from models.reports import save_figure
+from models.reports import amount, save_figure
 from models.safety import InterruptExit
 
 DEFAULT_STORAGE = "sqlite:///runs/tune/study.db"
@@ -223,9 +223,9 @@ def main(argv: list[str] | None = None) -> None:
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, space)
         pruning = PruneOnValidation(trial)
-        args = ["fit", *[f"--config={config}" for config in configs], *train_options, *(as_option(k, v) for k, v in values.items()),
-                f"--trainer.logger.init_args.save_dir={folder}", f"--trainer.logger.init_args.name=trial_{trial.number}",
-                "--trainer.enable_progress_bar=false"]
+        quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]  # the user's options may turn them on
+        args = ["fit", *[f"--config={config}" for config in configs], *quiet, *train_options, *(as_option(k, v) for k, v in values.items()),
+                f"--trainer.logger.init_args.save_dir={folder}", f"--trainer.logger.init_args.name=trial_{trial.number}"]
         try:
             cli = run_cli(args, interrupt, cli=TrialCLI, callbacks=(pruning,))
         except SystemExit:  # how Lightning ends a fit stopped by Ctrl-C or SIGTERM
@@ -262,7 +262,7 @@ def report(study: Any, space: dict[str, dict[str, Any]], configs: list[str], pas
     folder.mkdir(parents=True, exist_ok=True)
     best = study.best_trial
     config = merged_config(configs, passed_on | values_of(best.params, space))
-    header = f"# Best trial {best.number} of study '{study.study_name}': validation RMSE {best.value:.6g}\n"
+    header = f"# Best trial {best.number} of study '{study.study_name}': validation RMSE {amount(best.value)}\n"
     best_yaml = write_text_atomic(folder / "best.yaml", header + yaml.safe_dump(config, sort_keys=False))
     table = study.trials_dataframe(attrs=("number", "value", "state", "params", "duration"))
     write_text_atomic(folder / "trials.csv", table.to_csv(index=False))
@@ -276,5 +276,5 @@ def report(study: Any, space: dict[str, dict[str, Any]], configs: list[str], pas
     save_figure(figure, folder / "trials.png")
     counts = {state.name.lower(): sum(trial.state == state for trial in study.trials) for state in optuna.trial.TrialState}
     print(f"Study '{study.study_name}': {', '.join(f'{n} {s}' for s, n in counts.items() if n)}. Best: trial {best.number}, "
-          f"validation RMSE {best.value:.6g}, {values_of(best.params, space)}")
+          f"validation RMSE {amount(best.value)}, {values_of(best.params, space)}")
     print(f"Wrote {best_yaml} (train it: house-price train --config {best_yaml}), {folder / 'trials.csv'}, {folder / 'trials.png'}")
