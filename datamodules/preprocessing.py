@@ -69,6 +69,9 @@ def fit_statistics(
               file=sys.stderr)
     numeric = [column for column in numeric if column not in ignored]
     categorical = [column for column in categorical if column not in dates and column not in ignored]
+    if not numeric and not categorical and not dates:
+        raise HousePriceError(f"every feature column was left out as an id ({list(ignored)}); there is nothing to learn the "
+                              f"price '{target}' from: add columns that describe the houses")
     train = with_date_features(train, dates)
     numeric += [name for column in dates for name in date_feature_names(column)]
     state: dict[str, Any] = {

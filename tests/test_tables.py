@@ -59,6 +59,8 @@ def test_a_row_number_column_is_left_out_and_measured_whole_numbers_stay(capsys)
     silenced = HousingDataModule.from_frame(frame, target="price", drop_columns=["Id", "address"]).preprocessing
     assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: column")]
     assert silenced["numeric"] == state["numeric"]
+    with pytest.raises(HousePriceError, match=r"every feature column was left out as an id \(\['address', 'Id'\]\)"):
+        HousingDataModule.from_frame(frame[["address", "Id", "price"]], target="price").preprocessing
 
 
 def test_datetime_columns_of_a_data_frame_are_dates_too():
