@@ -308,9 +308,9 @@ def snap_to_values(quantiles: np.ndarray, values: np.ndarray) -> np.ndarray:
 
     numpy's percentile interpolates between neighbouring sorted values, so a quantile at the start of a run of tied
     values (a whole number repeated, a rating) can come out as 80.99999999999989 instead of 81. That piece of the
-    quantile map is then a cliff 1e-13 wide: autograd reads a slope of 1e10 there (`analysis.sensitivity`), and a
-    float32 copy of the knots (the ONNX export) sees a tie, so the two disagree at the tied value by half a quantile
-    step. Snapped, a tie is a tie everywhere, as the averaging of QuantileTransformer means it.
+    quantile map is then a cliff a rounding error wide: autograd reads an enormous slope there at the tied value
+    (`analysis.sensitivity`), and a float32 copy of the knots (the ONNX export) sees a tie, so the two disagree there by
+    half a quantile step. Snapped, a tie is a tie everywhere, as the averaging of QuantileTransformer means it.
     """
     distinct = np.unique(values)
     if len(distinct) < 2:

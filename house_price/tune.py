@@ -10,9 +10,9 @@ whose validation RMSE falls behind the median of earlier trials at the same epoc
 database (default sqlite:///runs/tune/study.db; any SQLAlchemy URL): the same command after a crash goes on where
 it stopped, and several processes or machines can run the same command on one study at once, until --trials
 trials have finished between them. A study refuses trials with other options than it started with (another data
-file, recipe or search space): name a new one with --study. Written to runs/tune/<study>/: best.yaml (a config `house-price train --config
-best.yaml` accepts: the study's configs, the options passed on, the best values), trials.csv and trials.png, and
-each trial's run folder (trial_<n>/) with its checkpoints.
+file, recipe or search space): name a new one with --study. Written to runs/tune/<study>/: best.yaml (a config
+`house-price train --config best.yaml` accepts: the study's configs, the options passed on, the best values),
+trials.csv and trials.png, and each trial's run folder (trial_<n>/) with its checkpoints.
 """
 
 from __future__ import annotations
@@ -182,7 +182,7 @@ def check_same_setup(study: Any, setup: dict[str, Any], url: str) -> None:
 
 
 def first_difference(before: Any, now: Any, name: str = "") -> str:
-    """The first dotted option where two nested dicts differ, as "name: before -> now"."""
+    """The first dotted option where two nested dicts differ, as "name: <before> then, <now> now"."""
     if isinstance(before, dict) and isinstance(now, dict):
         for key in [*before, *(key for key in now if key not in before)]:
             if before.get(key) != now.get(key):
