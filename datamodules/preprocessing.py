@@ -20,6 +20,7 @@ from datamodules.errors import HousePriceError
 from datamodules.sources import (
     check_numeric_columns,
     check_target_values,
+    constant_columns,
     date_columns,
     date_feature_names,
     find_column,
@@ -63,14 +64,16 @@ def fit_statistics(
 
     numeric, categorical = numeric_and_categorical(train, target)
     dates = date_columns(train, categorical)
-    ignored = id_like_columns(train, text=[column for column in categorical if column not in dates], numeric=numeric)
+    text = [column for column in categorical if column not in dates]
+    ignored = id_like_columns(train, text=text, numeric=numeric)
+    ignored |= constant_columns(train, [column for column in numeric + text if column not in ignored])
     for column, why in ignored.items():
         print(f"warning: column '{column}' {why}; it is left out: name it in --data.drop_columns to drop it yourself",
               file=sys.stderr)
     numeric = [column for column in numeric if column not in ignored]
     categorical = [column for column in categorical if column not in dates and column not in ignored]
     if not numeric and not categorical and not dates:
-        raise HousePriceError(f"every feature column was left out as an id ({list(ignored)}); there is nothing to learn the "
+        raise HousePriceError(f"every feature column was left out ({list(ignored)}: see the warnings); there is nothing to learn the "
                               f"price '{target}' from: add columns that describe the houses")
     train = with_date_features(train, dates)
     numeric += [name for column in dates for name in date_feature_names(column)]

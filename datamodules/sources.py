@@ -406,6 +406,20 @@ def id_like_columns(frame: pd.DataFrame, text: list[str], numeric: list[str]) ->
     return found
 
 
+def constant_columns(frame: pd.DataFrame, columns: list[str]) -> dict[str, str]:
+    """`columns` holding one value in every row, or none at all: {column: why, for the warning}. They cannot tell
+    houses apart, and a new value at prediction time would be a setting the model never saw. A value that is
+    sometimes missing is not constant: whether it is there can matter."""
+    found = {}
+    for column in columns:
+        values = frame[column]
+        if values.nunique(dropna=False) <= 1:
+            value = values.dropna().iloc[0] if values.notna().any() else None
+            found[column] = f"holds the same value ({value!r}) in all {len(values):,} training rows" if value is not None \
+                else f"is empty in all {len(values):,} training rows"
+    return found
+
+
 def check_target_values(frame: pd.DataFrame, target: str) -> None:
     """The target must be numeric, complete and finite, in training data and in evaluation data alike."""
     target_values = frame[target]

@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, run_script
 
 from datamodules import HousePriceError, HousingDataModule
-from datamodules.sources import read_table
+from datamodules.sources import constant_columns, read_table
 
 
 def sales(n: int = 300) -> pd.DataFrame:
@@ -49,17 +49,21 @@ def test_dates_become_numbers_and_id_like_text_is_left_out_with_a_warning(capsys
 def test_a_row_number_column_is_left_out_and_measured_whole_numbers_stay(capsys):
     """Sequential ids are all different and fill their range; areas in whole square feet repeat or spread out."""
     rng = np.random.default_rng(0)
-    frame = sales(400).assign(Id=np.arange(1, 401), area_sqft=rng.integers(400, 6000, 400), rooms=rng.integers(1, 9, 400))
+    frame = sales(400).assign(Id=np.arange(1, 401), area_sqft=rng.integers(400, 6000, 400), rooms=rng.integers(1, 9, 400),
+                              utilities="AllPub", gap=[np.nan] + [1.0] * 399)  # constant; sometimes missing
     frame["sparse_id"] = rng.permutation(np.arange(0, 400 * 100, 100))[:400]  # distinct but spread out: a measurement, as far as we can tell
     state = HousingDataModule.from_frame(frame, target="price").preprocessing
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: column")]
-    assert state["ignored"] == ["address", "Id"]
+    assert state["ignored"] == ["address", "Id", "utilities"]
     assert any("'Id'" in line and "row number" in line and "--data.drop_columns" in line for line in warnings)
+    assert any("'utilities' holds the same value ('AllPub') in all" in line for line in warnings)
+    assert "gap" in state["numeric"] and "gap" in state["indicators"], "whether it is there can matter"
+    assert constant_columns(pd.DataFrame({"pool": [np.nan] * 3}), ["pool"]) == {"pool": "is empty in all 3 training rows"}  # in this split
     assert {"area_sqft", "rooms", "sparse_id", "area"} <= set(state["numeric"]) and "Id" not in state["numeric"]
-    silenced = HousingDataModule.from_frame(frame, target="price", drop_columns=["Id", "address"]).preprocessing
+    silenced = HousingDataModule.from_frame(frame, target="price", drop_columns=["Id", "address", "utilities"]).preprocessing
     assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: column")]
     assert silenced["numeric"] == state["numeric"]
-    with pytest.raises(HousePriceError, match=r"every feature column was left out as an id \(\['address', 'Id'\]\)"):
+    with pytest.raises(HousePriceError, match=r"every feature column was left out \(\['address', 'Id'\]: see the warnings\)"):
         HousingDataModule.from_frame(frame[["address", "Id", "price"]], target="price").preprocessing
 
 
