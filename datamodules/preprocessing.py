@@ -71,7 +71,7 @@ def fit_statistics(
         print(f"warning: column '{column}' {why}; it is left out: name it in --data.drop_columns to drop it yourself",
               file=sys.stderr)
     numeric = [column for column in numeric if column not in ignored]
-    categorical = [column for column in categorical if column not in dates and column not in ignored]
+    categorical = [column for column in text if column not in ignored]
     if not numeric and not categorical and not dates:
         raise HousePriceError(f"every feature column was left out ({list(ignored)}: see the warnings); there is nothing to learn the "
                               f"price '{target}' from: add columns that describe the houses")

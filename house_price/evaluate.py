@@ -18,8 +18,8 @@ import pandas as pd
 from datamodules.batches import TensorBatches
 from datamodules.errors import HousePriceError, exit_cleanly_on_error
 from datamodules.files import output_folder
-from datamodules.sources import find_column, read_table
-from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
+from datamodules.sources import find_column
+from models.checkpoint import houses, model_from_checkpoint, read_checkpoint
 from models.intervals import CHOICE_LEVEL
 from models.prediction import UnseenCategories
 from models.regressor import HousePriceRegressor
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> None:
 
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
-    frame = read_table(arguments.data, categories=model.preprocessor.categorical) if arguments.data else training_split(checkpoint)
+    frame = houses(checkpoint, model, arguments.data)
     find_column(frame, model.target, "target", fix=f"evaluating needs the true prices; to price houses without them run "
                 f"house-price predict {arguments.checkpoint} --input {arguments.data} --output priced.csv")
     folder = report_folder(arguments.checkpoint, arguments.output, arguments.overwrite)

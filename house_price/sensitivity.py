@@ -22,8 +22,7 @@ import pandas as pd
 from analysis.sensitivity import price_ascent, sensitivity_table
 from datamodules.errors import HousePriceError, exit_cleanly_on_error
 from datamodules.files import output_folder
-from datamodules.sources import read_table
-from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
+from models.checkpoint import houses, model_from_checkpoint, read_checkpoint
 from models.reports import amount
 
 
@@ -50,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
 
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
-    frame = read_table(arguments.data, categories=model.preprocessor.categorical) if arguments.data else training_split(checkpoint)
+    frame = houses(checkpoint, model, arguments.data)
     model.preprocessor.check_columns(frame)
     if not model.preprocessor.numeric:
         raise HousePriceError("this model reads no numeric columns, and sensitivity moves the price along numeric ones; "

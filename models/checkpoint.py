@@ -14,7 +14,7 @@ import torch
 from datamodules.errors import HousePriceError
 from datamodules.files import write_atomic
 from datamodules.housing import HousingDataModule, fingerprint
-from datamodules.sources import CALIFORNIA_TARGET
+from datamodules.sources import CALIFORNIA_TARGET, read_table
 from models.regressor import HousePriceRegressor
 
 
@@ -111,6 +111,12 @@ def training_split(checkpoint: dict[str, Any], split: str = "test") -> pd.DataFr
             f"was trained with ({stored['rows']} rows); pass --data FILE to evaluate a file on purpose"
         )
     return frame
+
+
+def houses(checkpoint: dict[str, Any], model: HousePriceRegressor, path: str | os.PathLike | None) -> pd.DataFrame:
+    """The houses a command works on: the table at `path`, read for `model` (its categorical columns as text), or
+    without a path the checkpoint's own test split."""
+    return read_table(path, categories=model.preprocessor.categorical) if path else training_split(checkpoint)
 
 
 def load_model(path: str | os.PathLike) -> HousePriceRegressor:
