@@ -20,8 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,19 +132,73 @@ def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
             into[key] = value
 
 
+class InterruptGate:
+    """Ctrl-C during a study: a KeyboardInterrupt while the gate is open (a trial's training), held while it is
+    closed (Optuna's own work around the trial) and raised when it next opens; a trial that finishes with an
+    interrupt held is the study's last.
+
+    Optuna is not safe to interrupt: a KeyboardInterrupt as it starts a trial's heartbeat thread leaves that thread
+    running, so the process never exits and the trial never fails; one inside a database write skips its rollback.
+    """
+
+    def __init__(self) -> None:
+        self.held = False
+        self._open = False
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        """The SIGINT handler."""
+        if self._open:
+            raise KeyboardInterrupt
+        self.held = True
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Handle SIGINT while inside; a process that ignores it (a background job, nohup) keeps ignoring it."""
+        before = signal.getsignal(signal.SIGINT)
+        if before is not signal.default_int_handler:
+            yield
+            return
+        signal.signal(signal.SIGINT, self)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, before)
+
+    @contextmanager
+    def opened(self, is_open: bool = True) -> Iterator[None]:
+        """Open (or, with False, close) the gate inside; an interrupt held until it opens is raised then."""
+        before, self._open = self._open, is_open
+        try:
+            if is_open and self.held:
+                raise KeyboardInterrupt
+            yield
+        finally:
+            self._open = before
+        if before and not is_open and self.held:
+            raise KeyboardInterrupt
+
+    def stop_study(self, study: Any, trial: Any) -> None:
+        """An Optuna callback, after each trial: no new trial once Ctrl-C was pressed."""
+        if self.held:
+            study.stop()
+
+
 class PruneOnValidation(L.Callback):
     """Reports each epoch's validation RMSE to the trial and stops training when Optuna's pruner says so."""
 
-    def __init__(self, trial: Any) -> None:
+    def __init__(self, trial: Any, gate: InterruptGate) -> None:
         self.trial = trial
+        self.gate = gate
         self.pruned = False
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         value = trainer.callback_metrics.get(MONITOR)
         if trainer.sanity_checking or value is None:
             return
-        self.trial.report(float(value), step=trainer.current_epoch)
-        if self.trial.should_prune():
+        with self.gate.opened(False):  # database writes
+            self.trial.report(float(value), step=trainer.current_epoch)
+            prune = self.trial.should_prune()
+        if prune:
             self.pruned = True
             trainer.should_stop = True
 
@@ -218,16 +275,17 @@ def main(argv: list[str] | None = None) -> None:
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     check_same_setup(study, {"config": merged_config(configs, passed_on), "space": space}, arguments.storage)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    interrupt = InterruptExit()
+    interrupt, gate = InterruptExit(), InterruptGate()
 
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, space)
-        pruning = PruneOnValidation(trial)
+        pruning = PruneOnValidation(trial, gate)
         quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]  # the user's options may turn them on
         args = ["fit", *[f"--config={config}" for config in configs], *quiet, *train_options, *(as_option(k, v) for k, v in values.items()),
                 f"--trainer.logger.init_args.save_dir={folder}", f"--trainer.logger.init_args.name=trial_{trial.number}"]
         try:
-            cli = run_cli(args, interrupt, cli=TrialCLI, callbacks=(pruning,))
+            with gate.opened():
+                cli = run_cli(args, interrupt, cli=TrialCLI, callbacks=(pruning,))
         except SystemExit:  # how Lightning ends a fit stopped by Ctrl-C or SIGTERM
             if interrupt.exit_code is None:
                 raise
@@ -242,10 +300,14 @@ def main(argv: list[str] | None = None) -> None:
 
     done = len(study.get_trials(deepcopy=False, states=finished))
     try:
-        if done < arguments.trials:
-            study.optimize(objective, n_trials=arguments.trials - done,
-                           callbacks=[optuna.study.MaxTrialsCallback(arguments.trials, states=finished)])
+        with gate.installed():
+            if done < arguments.trials:
+                study.optimize(objective, n_trials=arguments.trials - done,
+                               callbacks=[optuna.study.MaxTrialsCallback(arguments.trials, states=finished), gate.stop_study])
+        interrupted = gate.held
     except KeyboardInterrupt:
+        interrupted = True
+    if interrupted:
         print(f"Interrupted: study '{name}' keeps its finished trials; rerun the same command to go on", file=sys.stderr)
         sys.exit(interrupt.exit_code or 130)
     report(study, space, configs, passed_on, folder)

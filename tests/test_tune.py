@@ -8,6 +8,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -98,6 +99,54 @@ def test_ctrl_c_fails_the_running_trial_with_one_line_and_exit_130(tmp_path):
     assert process.returncode == 130, stderr[-2000:]
     assert "Interrupted: study 'interrupted' keeps its finished trials" in stderr
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-2000:]
-    # Not finished, so a rerun measures it again: FAIL, or RUNNING when the signal lands inside Optuna's own
-    # bookkeeping (the next process's heartbeat check fails it then).
-    assert trials(tmp_path, "interrupted") == [] and trials(tmp_path, "interrupted", states=("FAIL", "RUNNING")) == [0]
+    # Failed, so a rerun measures it again (the signal lands as Optuna starts the trial: see InterruptGate).
+    assert trials(tmp_path, "interrupted") == [] and trials(tmp_path, "interrupted", states=("FAIL",)) == [0]
+
+
+def test_ctrl_c_is_held_through_optunas_own_work_and_raised_in_training(tmp_path, monkeypatch):
+    import optuna
+    from optuna.storages._heartbeat import HeartbeatThread
+
+    from house_price.tune import InterruptGate, storage
+
+    start = HeartbeatThread.start
+
+    def start_then_ctrl_c(self):
+        start(self)
+        signal.raise_signal(signal.SIGINT)  # as Optuna starts the trial's heartbeat thread: unsafe to interrupt
+
+    monkeypatch.setattr(HeartbeatThread, "start", start_then_ctrl_c)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal (a pytest worker may differ)
+    try:
+        study = optuna.create_study(study_name="held", storage=storage(f"sqlite:///{tmp_path / 'study.db'}"))
+        gate, trained = InterruptGate(), []
+
+        def objective(trial):
+            with gate.opened():
+                trained.append(trial.number)
+            return 1.0
+
+        with gate.installed(), pytest.raises(KeyboardInterrupt):
+            study.optimize(objective, n_trials=3, callbacks=[gate.stop_study])
+        # Raised where training would start: the trial failed (a rerun measures it again) and its heartbeat stopped.
+        assert trained == [] and [trial.state.name for trial in study.trials] == ["FAIL"]
+        assert not [thread for thread in threading.enumerate() if "_record_heartbeat" in thread.name]
+
+        monkeypatch.setattr(HeartbeatThread, "start", start)
+        gate = InterruptGate()
+
+        def objective_then_ctrl_c(trial):
+            with gate.opened():
+                with pytest.raises(KeyboardInterrupt):  # held through a database write inside training, raised after it
+                    with gate.opened(False):
+                        signal.raise_signal(signal.SIGINT)
+                        trained.append(trial.number)
+            signal.raise_signal(signal.SIGINT)  # after training: the trial is told as usual, and no other starts
+            return 1.0
+
+        with gate.installed():
+            study.optimize(objective_then_ctrl_c, n_trials=3, callbacks=[gate.stop_study])
+        assert gate.held and trained == [1] and [trial.state.name for trial in study.trials] == ["FAIL", "COMPLETE"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the gate's handler ends with the study
+    finally:
+        signal.signal(signal.SIGINT, previous)
