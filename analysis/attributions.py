@@ -21,14 +21,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.regressor import HousePriceRegressor, evaluating
+from models.pricing import PriceModel, evaluating
 
 EXACT_UP_TO = 12
 PERMUTATIONS = 64
 _PRICES_PER_PASS = 8192  # house x coalition prices through the network at once: bounds memory
 
 
-def shapley_values(model: HousePriceRegressor, frame: pd.DataFrame, permutations: int = PERMUTATIONS, seed: int = 0) -> pd.DataFrame:
+def shapley_values(model: PriceModel, frame: pd.DataFrame, permutations: int = PERMUTATIONS, seed: int = 0) -> pd.DataFrame:
     """Attributions [rows, raw feature columns] in target units, plus `baseline` (the reference house's price) and
     `prediction` (this house's): baseline + the row's attributions = prediction, to float32 rounding (the
     network's own precision; each price is the model's, as `predict` gives it). The model prices in eval mode and
@@ -37,7 +37,7 @@ def shapley_values(model: HousePriceRegressor, frame: pd.DataFrame, permutations
         return _shapley_values(model, frame, permutations, seed)
 
 
-def _shapley_values(model: HousePriceRegressor, frame: pd.DataFrame, permutations: int, seed: int) -> pd.DataFrame:
+def _shapley_values(model: PriceModel, frame: pd.DataFrame, permutations: int, seed: int) -> pd.DataFrame:
     preprocessor = model.preprocessor
     columns = preprocessor.features
     reference_raw, reference_codes = preprocessor.reference()

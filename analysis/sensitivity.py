@@ -13,15 +13,15 @@ import pandas as pd
 import torch
 
 from analysis.ascent import Trajectory, gradient_ascent
-from models.regressor import HousePriceRegressor
+from models.pricing import PriceModel
 
 
-def _float64(model: HousePriceRegressor) -> HousePriceRegressor:
+def _float64(model: PriceModel) -> PriceModel:
     """A float64 copy in eval mode: gradients exact enough to compare with finite differences."""
     return copy.deepcopy(model).double().eval()
 
 
-def price_function(model: HousePriceRegressor, frame: pd.DataFrame):
+def price_function(model: PriceModel, frame: pd.DataFrame):
     """price(raw numeric [n, n_numeric] float64) -> predicted prices [n], with the frame's categories fixed."""
     model = _float64(model)
     preprocessor = model.preprocessor
@@ -29,7 +29,7 @@ def price_function(model: HousePriceRegressor, frame: pd.DataFrame):
     return lambda raw: model.predict_price(preprocessor.scale_numeric(raw), codes)
 
 
-def price_gradients(model: HousePriceRegressor, frame: pd.DataFrame) -> pd.DataFrame:
+def price_gradients(model: PriceModel, frame: pd.DataFrame) -> pd.DataFrame:
     """d(predicted price)/d(feature) per row and numeric feature, in target units per feature unit.
 
     NaN where the feature is missing in that row (the model sees the training median there instead).
@@ -41,7 +41,7 @@ def price_gradients(model: HousePriceRegressor, frame: pd.DataFrame) -> pd.DataF
     return pd.DataFrame(gradients.numpy(), index=frame.index, columns=model.preprocessor.numeric)
 
 
-def step_effects(model: HousePriceRegressor, frame: pd.DataFrame, steps: pd.Series) -> pd.DataFrame:
+def step_effects(model: PriceModel, frame: pd.DataFrame, steps: pd.Series) -> pd.DataFrame:
     """price(x + step) - price(x) per row and numeric feature, through the model: the effect of a real change.
 
     `steps` holds one step per feature in its own units (1.0: "one more room"). Unlike the gradient, this sees
@@ -60,7 +60,7 @@ def step_effects(model: HousePriceRegressor, frame: pd.DataFrame, steps: pd.Seri
     return pd.DataFrame(effects, index=frame.index)
 
 
-def sensitivity_table(model: HousePriceRegressor, frame: pd.DataFrame) -> pd.DataFrame:
+def sensitivity_table(model: PriceModel, frame: pd.DataFrame) -> pd.DataFrame:
     """Per numeric feature, in target units: the local gradient (per unit) and, through the model, the mean price
     change for +1 unit and for +1 standard deviation of the feature, with the gradient's linear guess beside it.
 
@@ -82,7 +82,7 @@ def sensitivity_table(model: HousePriceRegressor, frame: pd.DataFrame) -> pd.Dat
 
 
 def price_ascent(
-    model: HousePriceRegressor, house: pd.DataFrame, step: float = 0.05, max_steps: int = 200
+    model: PriceModel, house: pd.DataFrame, step: float = 0.05, max_steps: int = 200
 ) -> tuple[pd.DataFrame, Trajectory]:
     """Gradient ascent of one house's predicted price over its numeric features, kept inside the training range.
 

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
     arguments = parser.parse_args(argv)
 
     checkpoint = read_checkpoint(arguments.checkpoint)
-    model = model_from_checkpoint(checkpoint)
+    model = model_from_checkpoint(checkpoint, HousePriceRegressor)
     frame = houses(checkpoint, model, arguments.data)
     find_column(frame, model.target, "target", fix=f"evaluating needs the true prices; to price houses without them run "
                 f"house-price predict {arguments.checkpoint} --input {arguments.data} --output priced.csv")

@@ -3,7 +3,7 @@
 import importlib
 
 # Loaded on first use, so importing a light module (models.intervals, models.reports) does not import Lightning.
-_EXPORTS = {"HousePriceRegressor": "models.regressor", "load_model": "models.checkpoint"}
+_EXPORTS = {"HousePriceRegressor": "models.regressor", "PriceModel": "models.pricing", "load_model": "models.checkpoint"}
 __all__ = list(_EXPORTS)
 
 

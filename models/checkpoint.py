@@ -13,9 +13,8 @@ import torch
 
 from datamodules.errors import HousePriceError
 from datamodules.files import write_atomic
-from datamodules.housing import HousingDataModule, fingerprint
 from datamodules.sources import CALIFORNIA_TARGET, read_table
-from models.regressor import HousePriceRegressor
+from models.pricing import PriceModel
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -55,15 +54,16 @@ def verified_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return checkpoint
 
 
-def model_from_checkpoint(checkpoint: dict[str, Any]) -> HousePriceRegressor:
-    """Rebuild the model from the checkpoint's hyperparameters and weights, in eval mode on the CPU.
+def model_from_checkpoint(checkpoint: dict[str, Any], model_class: type[PriceModel] = PriceModel) -> PriceModel:
+    """Rebuild the model from the checkpoint's hyperparameters and weights, in eval mode on the CPU: a `PriceModel`
+    (no Lightning), or a `HousePriceRegressor` to test it with Lightning's Trainer.
 
     The hyperparameters are first checked against the stored weights on the "meta" device, which allocates
     nothing: an edited file asking for a network of terabytes is refused before anything is built.
     """
     hyper_parameters = {key: value for key, value in checkpoint["hyper_parameters"].items() if not key.startswith("_")}
     check_weights_fit(checkpoint, hyper_parameters)
-    model = HousePriceRegressor(**hyper_parameters)
+    model = model_class(**model_class.options(hyper_parameters))
     model.load_state_dict(checkpoint["state_dict"])
     model.on_load_checkpoint(checkpoint)
     return model.eval()
@@ -77,7 +77,7 @@ def check_weights_fit(checkpoint: dict[str, Any], hyper_parameters: dict[str, An
     """
     try:
         with torch.device("meta"):
-            expected = {name: tuple(value.shape) for name, value in HousePriceRegressor(**hyper_parameters).state_dict().items()}
+            expected = {name: tuple(value.shape) for name, value in PriceModel(**PriceModel.options(hyper_parameters)).state_dict().items()}
     except (TypeError, ValueError, RuntimeError) as error:
         raise HousePriceError(f"checkpoint hyperparameters do not describe a model ({' '.join(str(error).split())[:160]}); the file is damaged") from None
     stored = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items() if isinstance(value, torch.Tensor)}
@@ -96,6 +96,8 @@ def training_split(checkpoint: dict[str, Any], split: str = "test") -> pd.DataFr
     The rebuilt split must hash to the fingerprint stored at training time: a data file that changed since
     (rows appended, edited, reordered) would otherwise give a different "test split", holding training rows.
     """
+    from datamodules.housing import HousingDataModule, fingerprint  # Lightning: imported only to rebuild a split
+
     arguments = {key: value for key, value in checkpoint.get("datamodule_hyper_parameters", {}).items() if not key.startswith("_")}
     # No file and a target other than California's: the data was a DataFrame, which a checkpoint does not hold.
     if not arguments or (arguments.get("path") is None and arguments.get("target") not in (None, CALIFORNIA_TARGET)):
@@ -113,14 +115,14 @@ def training_split(checkpoint: dict[str, Any], split: str = "test") -> pd.DataFr
     return frame
 
 
-def houses(checkpoint: dict[str, Any], model: HousePriceRegressor, path: str | os.PathLike | None) -> pd.DataFrame:
+def houses(checkpoint: dict[str, Any], model: PriceModel, path: str | os.PathLike | None) -> pd.DataFrame:
     """The houses a command works on: the table at `path`, read for `model` (its categorical columns as text), or
     without a path the checkpoint's own test split."""
     return read_table(path, categories=model.preprocessor.categorical) if path else training_split(checkpoint)
 
 
-def load_model(path: str | os.PathLike) -> HousePriceRegressor:
-    """A trained `HousePriceRegressor` from a checkpoint file alone; `.predict(frame)` gives prices.
+def load_model(path: str | os.PathLike) -> PriceModel:
+    """A trained model's `PriceModel` from a checkpoint file alone; `.predict(frame)` gives prices.
 
     >>> model = load_model("runs/california/version_0/checkpoints/best.ckpt")
     >>> model.predict(frame)  # pandas Series in the target's own units
@@ -128,7 +130,7 @@ def load_model(path: str | os.PathLike) -> HousePriceRegressor:
     return model_from_checkpoint(read_checkpoint(path))
 
 
-def store_calibration(path: str | os.PathLike, model: HousePriceRegressor) -> None:
+def store_calibration(path: str | os.PathLike, model: PriceModel) -> None:
     """Rewrite the checkpoint at `path` (whole, or not at all) with `model`'s interval calibration added."""
     checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     model.on_save_checkpoint(checkpoint)

@@ -24,7 +24,7 @@ from torch import nn
 from datamodules.errors import HousePriceError
 from datamodules.files import write_atomic
 from datamodules.preprocessing import BOUNDS_THRESHOLD, MISSING, QUANTILE_MARGIN, UNKNOWN, Preprocessor, category_text
-from models.regressor import HousePriceRegressor
+from models.pricing import PriceModel
 
 OPSET = 18
 _CODE_SUFFIX = "__code"
@@ -115,7 +115,7 @@ class ExportedPreprocessing(nn.Module):
 class ExportedModel(nn.Module):
     """(each numeric column [N, 1] float32, each categorical column's codes [N, 1] int64) -> price [N], target units."""
 
-    def __init__(self, model: HousePriceRegressor) -> None:
+    def __init__(self, model: PriceModel) -> None:
         super().__init__()
         self.preprocessing = ExportedPreprocessing(model.preprocessor)
         self.network = model.network
@@ -131,7 +131,7 @@ class ExportedModel(nn.Module):
         return torch.exp(price) if self.log_target else price
 
 
-def export_onnx(model: HousePriceRegressor, path: str | os.PathLike) -> Path:
+def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
     """Write `model` with its preprocessing as one ONNX file at `path` (see the module's description)."""
     import onnx
     from onnx import TensorProto, helper
@@ -188,7 +188,7 @@ def onnx_inputs(frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, np
     return inputs
 
 
-def verify_onnx(path: str | os.PathLike, model: HousePriceRegressor, frame: pd.DataFrame) -> dict[str, float]:
+def verify_onnx(path: str | os.PathLike, model: PriceModel, frame: pd.DataFrame) -> dict[str, float]:
     """onnxruntime on `frame` against `model.predict`: {"rows", "max_abs_difference", "max_relative_difference"}."""
     import onnxruntime
 

@@ -14,7 +14,7 @@ from datamodules.errors import HousePriceError
 from datamodules.files import table_writer, write_atomic
 from datamodules.preprocessing import Preprocessor
 from datamodules.sources import is_parquet, read_table_chunks
-from models.regressor import HousePriceRegressor
+from models.pricing import PriceModel
 
 CHUNK_ROWS = 65_536  # a multiple of the model's batch, so chunked and whole-file predictions are the same numbers
 
@@ -44,7 +44,7 @@ class UnseenCategories:
 
 
 def predict_file(
-    model: HousePriceRegressor,
+    model: PriceModel,
     source: str | os.PathLike,
     output: str | os.PathLike,
     *,

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
 from typing import Any, Literal
 
 import lightning as L
-import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 from torch import nn
@@ -22,27 +20,12 @@ from torchmetrics import (
 )
 
 from datamodules.errors import HousePriceError
-from datamodules.preprocessing import Preprocessor
 from models.hardware import compile_mode
-from models.intervals import Calibration, calibrate
-from models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
+from models.network import Activation, Ensemble, Normalization, NumericEmbedding
+from models.pricing import PriceModel
 
 Scheduler = Literal["onecycle", "cosine", "none"]
 STAGES = ("train", "val", "test")
-PREDICT_BATCH = 4096
-CALIBRATION_KEY = "conformal_calibration"  # checkpoint entry: plain numbers
-
-
-@contextlib.contextmanager
-def evaluating(module: nn.Module) -> Iterator[nn.Module]:
-    """`module` in eval mode inside the block (dropout off, normalization on running statistics), handed back in
-    the mode it came in, even when the block raises."""
-    was_training = module.training
-    module.eval()
-    try:
-        yield module
-    finally:
-        module.train(was_training)
 
 
 def regression_metrics() -> MetricCollection:
@@ -61,8 +44,8 @@ def regression_metrics() -> MetricCollection:
     return metrics.set_dtype(torch.float64)
 
 
-class HousePriceRegressor(L.LightningModule):
-    """An MLP-ensemble house-price regressor that carries its own preprocessing.
+class HousePriceRegressor(PriceModel, L.LightningModule):
+    """An MLP-ensemble house-price regressor that carries its own preprocessing: a `PriceModel` that trains.
 
     The defaults are the recipe of benchmarks/RESULTS.md (TabM-mini, k = 8 members of 256x2, piecewise-linear
     embeddings, each member its own batch order), chosen on validation RMSE on California within a CPU budget.
@@ -119,60 +102,22 @@ class HousePriceRegressor(L.LightningModule):
         gradient_clip: float | None = None,
         compile: bool | None = None,
     ) -> None:
-        super().__init__()
-        if preprocessing is None:
-            raise HousePriceError(
-                "HousePriceRegressor needs the fitted preprocessing: HousePriceRegressor(preprocessing=datamodule.preprocessing)"
-            )
-        if not hidden_sizes or min(hidden_sizes) < 1:
-            raise HousePriceError(f"model.hidden_sizes is {hidden_sizes}; give one or more positive layer widths")
-        if not 0 <= dropout < 1:
-            raise HousePriceError(f"model.dropout is {dropout}; it must lie in [0, 1)")
-        if ensemble_size < 1:
-            raise HousePriceError(f"model.ensemble_size is {ensemble_size}; it must be 1 or more")
         if learning_rate <= 0 or weight_decay < 0:
             raise HousePriceError("model.learning_rate must be > 0 and model.weight_decay >= 0")
         if gradient_clip is not None and not gradient_clip > 0:
             raise HousePriceError(f"model.gradient_clip is {gradient_clip}; give a positive norm, such as 1.0, or leave it out")
+        super().__init__(preprocessing=preprocessing, hidden_sizes=hidden_sizes, activation=activation, dropout=dropout,
+                         normalization=normalization, numeric_embedding=numeric_embedding, embedding_dim=embedding_dim,
+                         n_frequencies=n_frequencies, frequency_scale=frequency_scale, category_dim=category_dim,
+                         ensemble_size=ensemble_size, ensemble=ensemble)
         self.save_hyperparameters()
         self.automatic_optimization = False  # see training_step
-        self.preprocessor = Preprocessor(preprocessing)
-        self.network = TabularMLP(
-            n_numeric=self.preprocessor.n_numeric_inputs,
-            n_embedded=self.preprocessor.n_continuous,
-            cardinalities=self.preprocessor.cardinalities,
-            hidden_sizes=list(hidden_sizes),
-            activation=activation,
-            dropout=dropout,
-            normalization=normalization,
-            numeric_embedding=numeric_embedding,
-            embedding_dim=embedding_dim,
-            n_frequencies=n_frequencies,
-            frequency_scale=frequency_scale,
-            category_dim=category_dim,
-            k=ensemble_size,
-            ensemble=ensemble,
-            bin_edges=self.preprocessor.state["bin_edges"],
-        )
         self.loss = nn.MSELoss()
         # Keys get a suffix because ModuleDict refuses "train", the name of Module.train.
         self.metrics = nn.ModuleDict({f"{stage}_metrics": regression_metrics() for stage in STAGES})
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {stage: [] for stage in STAGES}
-        self.calibration: Calibration | None = None  # conformal intervals, from `calibrate` after training
         self.compile_mode: str | None = None  # set for each fit, from `compile` and the device
         self._train_outputs = self.network.member_outputs
-
-    @property
-    def target(self) -> str:
-        return self.preprocessor.target
-
-    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Standardized features -> standardized prediction [B]."""
-        return self.network(numeric, codes)
-
-    def predict_price(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """Standardized features -> prediction in the target's own units [B]."""
-        return self.preprocessor.decode_target(self(numeric, codes))
 
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
         numeric, codes, target = batch
@@ -289,66 +234,3 @@ class HousePriceRegressor(L.LightningModule):
         if trainer.max_steps != -1:  # max_steps counts optimizer steps
             steps = min(steps, trainer.max_steps)
         return max(1, math.ceil(steps))
-
-    @torch.no_grad()
-    def member_statistics(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mean, spread) of the members' standardized predictions for a raw frame, float64 [n] each, in eval mode.
-
-        Rows go through the network PREDICT_BATCH at a time, so a row's numbers never depend on how many rows
-        came with it. The spread is the members' standard deviation (0 with one member).
-        """
-        numeric, codes = self.preprocessor.transform(frame)
-        means, spreads = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
-        with evaluating(self):
-            for begin in range(0, len(frame), PREDICT_BATCH):
-                batch = numeric[begin : begin + PREDICT_BATCH].to(self.device), codes[begin : begin + PREDICT_BATCH].to(self.device)
-                members = self.network.member_outputs(*batch).double().cpu()  # [k, B]
-                means.append(members.mean(dim=0))
-                spreads.append(members.std(dim=0, correction=0))
-        return torch.cat(means), torch.cat(spreads)
-
-    def predict(self, frame: pd.DataFrame, interval: float | None = None) -> pd.Series | pd.DataFrame:
-        """Predictions for a raw frame, in the target's own units, named `<target>_prediction`, same index.
-
-        Columns are matched by name (any order, extras ignored); unseen categories and missing numbers are
-        handled as in training. With `interval` (a level in (0, 1), e.g. 0.9): a DataFrame of `<target>_lower`,
-        `<target>_prediction` and `<target>_upper`, a conformal interval holding the true price with that
-        probability (see models.intervals).
-        """
-        mean, spread = self.member_statistics(frame)
-        decode = self.preprocessor.decode_target
-        prices = pd.Series(decode(mean).numpy(), index=frame.index, name=f"{self.target}_prediction", dtype=float)
-        if interval is None:
-            return prices
-        lower, upper = self.interval_bounds(mean, spread, interval)
-        return pd.DataFrame({f"{self.target}_lower": lower.numpy(), prices.name: prices, f"{self.target}_upper": upper.numpy()},
-                            index=frame.index)
-
-    def interval_bounds(self, mean: torch.Tensor, spread: torch.Tensor, level: float, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(lower, upper) in target units for standardized member statistics, from the stored calibration."""
-        self.check_interval(level)
-        lower, upper = self.calibration.bounds(mean, spread, level, method)
-        return self.preprocessor.decode_target(lower), self.preprocessor.decode_target(upper)
-
-    def check_interval(self, level: float) -> None:
-        """Refuse an interval level outside (0, 1), or any interval from a model without a calibration."""
-        if not 0 < level < 1:
-            raise HousePriceError(f"interval level {level} must lie strictly between 0 and 1, e.g. 0.9 for 90%")
-        if self.calibration is None:
-            raise HousePriceError(
-                "this checkpoint has no interval calibration (train.py fit adds one to best.ckpt); use the run's best.ckpt"
-            )
-
-    def calibrate(self, frame: pd.DataFrame, split: str = "val") -> Calibration:
-        """Calibrate conformal intervals on `frame`, rows the model did not train on, and keep the calibration."""
-        mean, spread = self.member_statistics(frame)
-        self.calibration = calibrate(mean, spread, self.preprocessor.encode_target(frame[self.target]), split)
-        return self.calibration
-
-    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if self.calibration is not None:
-            checkpoint[CALIBRATION_KEY] = self.calibration.as_dict()
-
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        stored = checkpoint.get(CALIBRATION_KEY)
-        self.calibration = Calibration(**stored) if stored else None

@@ -19,7 +19,7 @@ from datamodules.files import write_atomic, write_text_atomic
 from models.intervals import LEVELS, METHODS, coverage_report
 
 if TYPE_CHECKING:
-    from models.regressor import HousePriceRegressor
+    from models.pricing import PriceModel
 
 METRIC_KEYS = ("rmse", "mae", "r2", "mape", "n")
 
@@ -93,7 +93,7 @@ def plot_predictions(actual: np.ndarray, predicted: np.ndarray, folder: Path, un
     return scatter, save_figure(figure, folder / "residuals.png")
 
 
-def interval_report(model: HousePriceRegressor, frame: pd.DataFrame) -> dict[str, Any]:
+def interval_report(model: PriceModel, frame: pd.DataFrame) -> dict[str, Any]:
     """Coverage and mean / median width (target units) of both interval methods at each of LEVELS on `frame`."""
     mean, spread = model.member_statistics(frame)
     actual = torch.tensor(frame[model.target].to_numpy(dtype=float))

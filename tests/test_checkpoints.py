@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import pickle
+import subprocess
+import sys
 import zipfile
 
 import lightning as L
@@ -14,7 +16,7 @@ import torch
 from conftest import ROOT, run_script
 
 from datamodules import HousePriceError, HousingDataModule
-from models import HousePriceRegressor, load_model
+from models import HousePriceRegressor, PriceModel, load_model
 from models.reports import amount
 
 
@@ -69,10 +71,23 @@ def test_save_load_predict_is_exact(tmp_path, housing_csv):
     frame = datamodule.splits["test"]
     before = model.predict(frame)
     trainer.save_checkpoint(tmp_path / "model.ckpt")
-    for loaded in (load_model(tmp_path / "model.ckpt"), HousePriceRegressor.load_from_checkpoint(tmp_path / "model.ckpt")):
+    light = load_model(tmp_path / "model.ckpt")
+    assert type(light) is PriceModel  # pricing without Lightning
+    for loaded in (light, HousePriceRegressor.load_from_checkpoint(tmp_path / "model.ckpt")):
         after = loaded.predict(frame)
         assert after.name == "median_house_value_prediction" and after.index.equals(frame.index)
         assert np.array_equal(after.to_numpy(), before.to_numpy())
+
+
+def test_pricing_from_a_checkpoint_never_imports_lightning(housing_run, housing_csv):
+    # Lightning's import alone takes seconds: predict, explain, export and sensitivity load a PriceModel.
+    code = ("import sys, pandas as pd, house_price.predict, house_price.explain, house_price.export, house_price.sensitivity\n"
+            "from models import load_model\n"
+            f"prices = load_model({str(housing_run / 'checkpoints' / 'best.ckpt')!r}).predict(pd.read_csv({str(housing_csv)!r}).head(50), interval=0.9)\n"
+            "assert prices.notna().all().all() and len(prices) == 50, prices\n"
+            "print(sorted(name for name in sys.modules if name.split('.')[0] in ('lightning', 'pytorch_lightning', 'torchmetrics')))")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "[]", (result.stdout, result.stderr[-2000:])
 
 
 def test_predict_script_on_a_messy_csv_keeps_row_order(housing_run, housing_csv, tmp_path):

@@ -162,7 +162,7 @@ def test_byte_dropout_keeps_the_expected_share_and_the_mean(compiled):
 
 
 def test_evaluating_switches_dropout_off_and_hands_the_mode_back_even_on_error():
-    from models.regressor import evaluating
+    from models.pricing import evaluating
 
     model = network("tabm-mini", dropout=0.5).train()
     x, codes = inputs()

@@ -18,6 +18,8 @@ import pytest
 import torch
 from conftest import ROOT, TRAIN, assert_clean_failure, run_script, train_command, wait_for
 
+from datamodules.errors import HousePriceError
+
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory) -> Path:
@@ -199,6 +201,10 @@ def test_edited_hyperparameters_are_refused_before_allocating(housing_run, tmp_p
                             "--output", str(tmp_path / "out.csv"), cwd=tmp_path, timeout=60)
         assert_clean_failure(result, "do not match its weights")
     assert not (tmp_path / "out.csv").exists()
+    from models.checkpoint import model_from_checkpoint
+
+    with pytest.raises(HousePriceError, match=r"do not describe a model \(PriceModel takes no unknown=\['hidden_size'\]\)"):
+        model_from_checkpoint({**original, "hyper_parameters": {**original["hyper_parameters"], "hidden_size": 64}})
 
 
 def test_train_refuses_a_code_carrying_checkpoint_to_resume(tmp_path):

@@ -1,0 +1,180 @@
+"""`PriceModel`: a trained model's pricing (preprocessing, network, interval calibration) in plain torch.
+
+Loading a checkpoint to price, explain or export houses needs nothing of Lightning, whose import alone takes
+seconds; `HousePriceRegressor` is a `PriceModel` that also trains.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Iterator
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import nn
+
+from datamodules.errors import HousePriceError
+from datamodules.preprocessing import Preprocessor
+from models.intervals import Calibration, calibrate
+from models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
+
+PREDICT_BATCH = 4096
+CALIBRATION_KEY = "conformal_calibration"  # checkpoint entry: plain numbers
+# The hyperparameters a checkpoint stores that only training uses (see HousePriceRegressor).
+TRAINING_OPTIONS = frozenset({"learning_rate", "weight_decay", "scheduler", "share_training_batches", "gradient_clip", "compile"})
+
+
+@contextlib.contextmanager
+def evaluating(module: nn.Module) -> Iterator[nn.Module]:
+    """`module` in eval mode inside the block (dropout off, normalization on running statistics), handed back in
+    the mode it came in, even when the block raises."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)
+
+
+class PriceModel(nn.Module):
+    """Raw houses (a DataFrame) -> prices in the target's own units, and conformal intervals around them.
+
+    Args: as `HousePriceRegressor`'s, less those of training (TRAINING_OPTIONS).
+    """
+
+    def __init__(
+        self,
+        preprocessing: dict[str, Any] | None = None,
+        hidden_sizes: list[int] = [256, 256],  # noqa: B006 - jsonargparse shows list defaults
+        activation: Activation = "relu",
+        dropout: float = 0.1,
+        normalization: Normalization = "none",
+        numeric_embedding: NumericEmbedding = "piecewise",
+        embedding_dim: int = 16,
+        n_frequencies: int = 16,
+        frequency_scale: float = 0.1,
+        category_dim: int = 8,
+        ensemble_size: int = 8,
+        ensemble: Ensemble = "tabm-mini",
+    ) -> None:
+        super().__init__()
+        if preprocessing is None:
+            raise HousePriceError(
+                f"{type(self).__name__} needs the fitted preprocessing: {type(self).__name__}(preprocessing=datamodule.preprocessing)"
+            )
+        if not hidden_sizes or min(hidden_sizes) < 1:
+            raise HousePriceError(f"model.hidden_sizes is {hidden_sizes}; give one or more positive layer widths")
+        if not 0 <= dropout < 1:
+            raise HousePriceError(f"model.dropout is {dropout}; it must lie in [0, 1)")
+        if ensemble_size < 1:
+            raise HousePriceError(f"model.ensemble_size is {ensemble_size}; it must be 1 or more")
+        self.preprocessor = Preprocessor(preprocessing)
+        self.network = TabularMLP(
+            n_numeric=self.preprocessor.n_numeric_inputs,
+            n_embedded=self.preprocessor.n_continuous,
+            cardinalities=self.preprocessor.cardinalities,
+            hidden_sizes=list(hidden_sizes),
+            activation=activation,
+            dropout=dropout,
+            normalization=normalization,
+            numeric_embedding=numeric_embedding,
+            embedding_dim=embedding_dim,
+            n_frequencies=n_frequencies,
+            frequency_scale=frequency_scale,
+            category_dim=category_dim,
+            k=ensemble_size,
+            ensemble=ensemble,
+            bin_edges=self.preprocessor.state["bin_edges"],
+        )
+        self.calibration: Calibration | None = None  # conformal intervals, from `calibrate` after training
+
+    @classmethod
+    def options(cls, hyperparameters: dict[str, Any]) -> dict[str, Any]:
+        """A checkpoint's hyperparameters -> this class's arguments (training options dropped for a `PriceModel`).
+
+        Raises TypeError for a name that neither this class nor training knows: the checkpoint is not ours.
+        """
+        accepted = inspect.signature(cls).parameters
+        unknown = sorted(name for name in hyperparameters if name not in accepted and name not in TRAINING_OPTIONS)
+        if unknown:
+            raise TypeError(f"{cls.__name__} takes no {unknown=}")
+        return {name: value for name, value in hyperparameters.items() if name in accepted}
+
+    @property
+    def target(self) -> str:
+        return self.preprocessor.target
+
+    def forward(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Standardized features -> standardized prediction [B]."""
+        return self.network(numeric, codes)
+
+    def predict_price(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """Standardized features -> prediction in the target's own units [B]."""
+        return self.preprocessor.decode_target(self(numeric, codes))
+
+    @torch.no_grad()
+    def member_statistics(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, spread) of the members' standardized predictions for a raw frame, float64 [n] each, in eval mode.
+
+        Rows go through the network PREDICT_BATCH at a time, so a row's numbers never depend on how many rows
+        came with it. The spread is the members' standard deviation (0 with one member).
+        """
+        numeric, codes = self.preprocessor.transform(frame)
+        device = next(self.network.parameters()).device
+        means, spreads = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
+        with evaluating(self):
+            for begin in range(0, len(frame), PREDICT_BATCH):
+                batch = numeric[begin : begin + PREDICT_BATCH].to(device), codes[begin : begin + PREDICT_BATCH].to(device)
+                members = self.network.member_outputs(*batch).double().cpu()  # [k, B]
+                means.append(members.mean(dim=0))
+                spreads.append(members.std(dim=0, correction=0))
+        return torch.cat(means), torch.cat(spreads)
+
+    def predict(self, frame: pd.DataFrame, interval: float | None = None) -> pd.Series | pd.DataFrame:
+        """Predictions for a raw frame, in the target's own units, named `<target>_prediction`, same index.
+
+        Columns are matched by name (any order, extras ignored); unseen categories and missing numbers are
+        handled as in training. With `interval` (a level in (0, 1), e.g. 0.9): a DataFrame of `<target>_lower`,
+        `<target>_prediction` and `<target>_upper`, a conformal interval holding the true price with that
+        probability (see models.intervals).
+        """
+        mean, spread = self.member_statistics(frame)
+        decode = self.preprocessor.decode_target
+        prices = pd.Series(decode(mean).numpy(), index=frame.index, name=f"{self.target}_prediction", dtype=float)
+        if interval is None:
+            return prices
+        lower, upper = self.interval_bounds(mean, spread, interval)
+        return pd.DataFrame({f"{self.target}_lower": lower.numpy(), prices.name: prices, f"{self.target}_upper": upper.numpy()},
+                            index=frame.index)
+
+    def interval_bounds(self, mean: torch.Tensor, spread: torch.Tensor, level: float, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(lower, upper) in target units for standardized member statistics, from the stored calibration."""
+        self.check_interval(level)
+        lower, upper = self.calibration.bounds(mean, spread, level, method)
+        return self.preprocessor.decode_target(lower), self.preprocessor.decode_target(upper)
+
+    def check_interval(self, level: float) -> None:
+        """Refuse an interval level outside (0, 1), or any interval from a model without a calibration."""
+        if not 0 < level < 1:
+            raise HousePriceError(f"interval level {level} must lie strictly between 0 and 1, e.g. 0.9 for 90%")
+        if self.calibration is None:
+            raise HousePriceError(
+                "this checkpoint has no interval calibration (train.py fit adds one to best.ckpt); use the run's best.ckpt"
+            )
+
+    def calibrate(self, frame: pd.DataFrame, split: str = "val") -> Calibration:
+        """Calibrate conformal intervals on `frame`, rows the model did not train on, and keep the calibration."""
+        mean, spread = self.member_statistics(frame)
+        self.calibration = calibrate(mean, spread, self.preprocessor.encode_target(frame[self.target]), split)
+        return self.calibration
+
+    # Lightning's checkpoint hooks, by name, so a HousePriceRegressor's checkpoints carry the calibration too.
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.calibration is not None:
+            checkpoint[CALIBRATION_KEY] = self.calibration.as_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get(CALIBRATION_KEY)
+        self.calibration = Calibration(**stored) if stored else None
