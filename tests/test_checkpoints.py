@@ -149,3 +149,12 @@ def test_pickled_payload_in_a_plain_pickle_file_is_refused(tmp_path):
         load_model(tmp_path / "evil.ckpt")
     assert not marker.exists()
     assert zipfile.is_zipfile(tmp_path / "evil.ckpt") is False
+
+
+def test_a_price_model_takes_every_hyperparameter_but_the_training_ones():
+    import inspect
+
+    from models.pricing import TRAINING_OPTIONS
+
+    pricing, training = set(inspect.signature(PriceModel).parameters), set(inspect.signature(HousePriceRegressor).parameters)
+    assert training == pricing | TRAINING_OPTIONS and not pricing & TRAINING_OPTIONS
