@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 from torch import nn
 
+from datamodules.preprocessing import UNKNOWN
+
 Activation = Literal["relu", "gelu", "silu"]
 Normalization = Literal["none", "batch", "layer"]
 NumericEmbedding = Literal["none", "periodic", "piecewise"]
@@ -239,7 +241,9 @@ class TabularMLP(nn.Module):
             self.numeric = PiecewiseLinearEmbedding(bin_edges, embedding_dim)
         else:
             self.numeric = nn.Identity()
-        self.categories = nn.ModuleList(nn.Embedding(cardinality, category_dim) for cardinality in cardinalities)
+        # A value never seen in training (code UNKNOWN) embeds as zeros, never trained: the one-hot all-zeros of
+        # scikit-learn's handle_unknown="ignore". Its random initial vector priced such houses worse (benchmarks/UNSEEN.md).
+        self.categories = nn.ModuleList(nn.Embedding(cardinality, category_dim, padding_idx=UNKNOWN) for cardinality in cardinalities)
         # One chunk per feature, for the first adapter's initialisation.
         chunks = [embedding_dim if self.n_embedded else 1] * self.n_embedded + [1] * (n_numeric - self.n_embedded)
         chunks += [category_dim] * len(cardinalities)

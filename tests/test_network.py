@@ -133,6 +133,24 @@ def test_piecewise_embedding_version_b_is_a_linear_map_plus_ramps():
     assert not any(name in embedding.state_dict() for name in ("left", "width")), "edges come from the preprocessing state"
 
 
+def test_a_category_never_seen_in_training_embeds_as_zeros_that_training_never_moves(ensemble="tabm-mini"):
+    model = network(ensemble)
+    numeric = torch.randn(64, 3)
+    codes = torch.stack([torch.randint(1, 3, (64,)), torch.randint(1, 5, (64,))], dim=1)  # training: no code 0 (UNKNOWN)
+    before = [embedding.weight.detach().clone() for embedding in model.categories]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
+    for _ in range(5):
+        optimizer.zero_grad()
+        model(numeric, codes).square().mean().backward()
+        optimizer.step()
+    for embedding, initial in zip(model.categories, before):
+        assert torch.equal(embedding.weight[0], torch.zeros(8)) and not torch.equal(embedding.weight[1:], initial[1:])
+    unseen = codes.clone()
+    unseen[:, 1] = 0
+    vectors = [model.categories[0](unseen[:, 0]), torch.zeros(64, 8)]  # the unseen value's vector is zero
+    torch.testing.assert_close(model(numeric, unseen), model.mlp_outputs(model.combine(numeric, vectors)).mean(dim=0))
+
+
 def test_binary_inputs_enter_unembedded():
     model = TabularMLP(n_numeric=3, n_embedded=1, cardinalities=[], hidden_sizes=[8], numeric_embedding="piecewise", embedding_dim=4,
                        bin_edges=[[0.0, 1.0, 2.0]], k=2, ensemble="tabm-mini")
