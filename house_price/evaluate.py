@@ -22,7 +22,7 @@ from datamodules.sources import find_column
 from models.checkpoint import houses, model_from_checkpoint, read_checkpoint
 from models.intervals import CHOICE_LEVEL
 from models.prediction import UnseenCategories
-from models.regressor import HousePriceRegressor
+from models.regressor import HousePriceRegressor, quiet_lightning
 from models.reports import (
     METRIC_KEYS,
     interval_report,
@@ -38,6 +38,7 @@ from models.reports import (
 def evaluate(model: HousePriceRegressor, frame: pd.DataFrame, batch_size: int = 4096) -> dict[str, float]:
     """Metrics of `model` on every row of `frame`, through the same test step that training reports with."""
     batches = TensorBatches(model.preprocessor.tensors(frame), batch_size=batch_size)
+    quiet_lightning()
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
     return stage_metrics(trainer.test(model, dataloaders=batches, verbose=False)[0], "test")
 
@@ -66,7 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     metrics = evaluate(model, frame)
     unit = model.preprocessor.state["target_unit"]
     # One pricing pass for the plots: with a calibration, the kept interval at CHOICE_LEVEL comes with the prices.
-    priced = model.predict(frame, interval=CHOICE_LEVEL) if model.calibration is not None else model.predict(frame).to_frame()
+    plotted = model.calibration is not None and model.calibration.reaches(CHOICE_LEVEL)
+    priced = model.predict(frame, interval=CHOICE_LEVEL) if plotted else model.predict(frame).to_frame()
     predictions = priced[f"{model.target}_prediction"].to_numpy()
     unseen = UnseenCategories(model.preprocessor)
     unseen.add(frame)
@@ -76,7 +78,8 @@ def main(argv: list[str] | None = None) -> None:
     intervals = {}
     if model.calibration is not None:
         intervals = interval_report(model, frame)
-        plots.append(plot_intervals(actual, priced, folder / "intervals.png", unit, CHOICE_LEVEL))
+        if plotted:
+            plots.append(plot_intervals(actual, priced, folder / "intervals.png", unit, CHOICE_LEVEL))
         print(intervals_table(intervals, unit))
     write_metrics(folder / "metrics.json", metrics, unseen_categories=unseen.columns, intervals=intervals)
     source = arguments.data or "the training run's test split"

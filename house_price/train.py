@@ -10,7 +10,6 @@ test_metrics.json and learning_curve.png beside config.yaml, metrics.csv and che
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 import warnings
@@ -33,6 +32,7 @@ from models.callbacks import EpochTimer
 from models.checkpoint import store_calibration, verified_checkpoint
 from models.hardware import default_precision, fast_cpu_bfloat16
 from models.intervals import CHOICE_LEVEL
+from models.regressor import quiet_lightning
 from models.reports import amount, interval_report, metrics_table, plot_learning_curve, stage_metrics, write_metrics
 from models.safety import AtomicCheckpointIO, InterruptExit, RandomState, StopOnNonFiniteLoss
 
@@ -104,9 +104,14 @@ class HousePriceCLI(LightningCLI):
         if best:  # the model holds the best weights now (test loaded them): calibrate intervals on validation
             calibration = self.model.calibrate(self.datamodule.splits["val"], split="val")
             store_calibration(best, self.model)
-            covered = interval_report(self.model, self.datamodule.splits["test"])["levels"][f"{CHOICE_LEVEL:g}"][calibration.method]
-            print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} validation rows): "
-                  f"test coverage {covered['coverage']:.1%}, mean width {amount(covered['mean_width'], 4)} {unit}")
+            report = interval_report(self.model, self.datamodule.splits["test"])
+            if calibration.reaches(CHOICE_LEVEL):
+                covered = report["levels"][f"{CHOICE_LEVEL:g}"][calibration.method]
+                print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} validation rows): "
+                      f"test coverage {covered['coverage']:.1%}, mean width {amount(covered['mean_width'], 4)} {unit}")
+            else:
+                print(f"No {CHOICE_LEVEL:.0%} intervals: they need at least {report['rows_needed'][f'{CHOICE_LEVEL:g}']} validation rows, "
+                      f"and this run had {calibration.rows} (--data.val_fraction)")
         print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
         print(f"  metrics: {run / 'test_metrics.json'}, {run / 'metrics.csv'}\n  learning curve: {curve}")
 
@@ -213,11 +218,6 @@ def program_before(options: list[str]) -> list[str]:
     return sys.argv[:start] if start >= 1 and sys.argv[start:] == options else sys.argv[:1]
 
 
-def no_advertising(record: logging.LogRecord) -> bool:
-    """A logging filter: Lightning's "💡 Tip: try installing <service>" lines say nothing about the run."""
-    return not record.getMessage().startswith("💡 Tip")
-
-
 def run_cli(args: list[str], interrupt: InterruptExit, *, program: list[str] | None = None, cli: type[HousePriceCLI] = HousePriceCLI,
             callbacks: tuple[L.Callback, ...] = ()) -> HousePriceCLI:
     """Run the CLI on `args` with the package's callbacks (and any extra `callbacks`); returns it, trainer and all.
@@ -228,9 +228,7 @@ def run_cli(args: list[str], interrupt: InterruptExit, *, program: list[str] | N
     saved, sys.argv = sys.argv, [*(program or sys.argv[:1]), *args]
     try:
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
-        logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_advertising)  # added once: same object
-        # Raised by Lightning's own batch flattening under newer torch, at every fit and test: nothing a user can change.
-        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+        quiet_lightning()
         # The model logs once per epoch (HousePriceRegressor._log_epoch_metrics), so the logging interval never matters.
         warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
         return cli(

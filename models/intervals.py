@@ -41,8 +41,12 @@ class Calibration:
         if not 0 < level < 1:
             raise ValueError(f"{level=} must lie strictly between 0 and 1")
         scores = self.scores[method or self.method]
-        rank = math.ceil((len(scores) + 1) * level)
+        rank = _rank(len(scores), level)
         return scores[rank - 1] if rank <= len(scores) else math.inf
+
+    def reaches(self, level: float) -> bool:
+        """Whether the calibration rows are enough for a finite interval at `level`: see `rows_needed`."""
+        return _rank(self.rows, level) <= self.rows
 
     def bounds(self, mean: torch.Tensor, spread: torch.Tensor, level: float, method: Method | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(lower, upper) in the standardized target space, for predictions `mean` [n] with member spread [n]."""
@@ -52,6 +56,19 @@ class Calibration:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _rank(rows: int, level: float) -> int:
+    return math.ceil((rows + 1) * level)
+
+
+def rows_needed(level: float) -> int:
+    """The fewest calibration rows that give a finite interval at `level` (9 for 0.9, 19 for 0.95): with fewer,
+    the only interval that keeps the guarantee is unbounded."""
+    rows = max(1, math.floor(level / (1 - level)) - 1)
+    while _rank(rows, level) > rows:
+        rows += 1
+    return rows
 
 
 def calibrate(mean: torch.Tensor, spread: torch.Tensor, target: torch.Tensor, split: str) -> Calibration:

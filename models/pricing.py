@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,7 +18,7 @@ from torch import nn
 
 from datamodules.errors import HousePriceError
 from datamodules.preprocessing import Preprocessor
-from models.intervals import Calibration, calibrate
+from models.intervals import Calibration, calibrate, rows_needed
 from models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
 
 PREDICT_BATCH = 4096
@@ -156,12 +157,21 @@ class PriceModel(nn.Module):
         return self.preprocessor.decode_target(lower), self.preprocessor.decode_target(upper)
 
     def check_interval(self, level: float) -> None:
-        """Refuse an interval level outside (0, 1), or any interval from a model without a calibration."""
+        """Refuse an interval level outside (0, 1), any interval from a model without a calibration, and a level its
+        calibration rows are too few for (the interval would be unbounded)."""
         if not 0 < level < 1:
             raise HousePriceError(f"interval level {level} must lie strictly between 0 and 1, e.g. 0.9 for 90%")
-        if self.calibration is None:
+        calibration = self.calibration
+        if calibration is None:
             raise HousePriceError(
                 "this checkpoint has no interval calibration (train.py fit adds one to best.ckpt); use the run's best.ckpt"
+            )
+        if not calibration.reaches(level):
+            rows = calibration.rows
+            highest = f"ask for {math.floor(1000 * rows / (rows + 1)) / 1000:g} or less, or " if rows else ""  # n/(n+1), rounded down
+            raise HousePriceError(
+                f"a {level:g} interval needs at least {rows_needed(level)} calibration rows, and this model was calibrated on "
+                f"{rows} {calibration.split} rows: {highest}train with more validation rows (--data.val_fraction)"
             )
 
     def calibrate(self, frame: pd.DataFrame, split: str = "val") -> Calibration:

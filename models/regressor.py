@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
+import warnings
 from typing import Any, Literal
 
 import lightning as L
@@ -26,6 +28,18 @@ from models.pricing import PriceModel
 
 Scheduler = Literal["onecycle", "cosine", "none"]
 STAGES = ("train", "val", "test")
+
+
+def no_advertising(record: logging.LogRecord) -> bool:
+    """A logging filter: Lightning's "💡 Tip: try installing <service>" lines say nothing about the run."""
+    return not record.getMessage().startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Leave out what Lightning prints at every fit and test that says nothing about this model's run."""
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_advertising)  # added once: same object
+    # Raised by Lightning's own batch flattening under newer torch: nothing a user can change.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
 
 
 def regression_metrics() -> MetricCollection:

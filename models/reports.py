@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from datamodules.files import write_atomic, write_text_atomic
-from models.intervals import LEVELS, METHODS, coverage_report
+from models.intervals import LEVELS, METHODS, coverage_report, rows_needed
 
 if TYPE_CHECKING:
     from models.pricing import PriceModel
@@ -97,12 +97,14 @@ def interval_report(model: PriceModel, frame: pd.DataFrame) -> dict[str, Any]:
     """Coverage and mean / median width (target units) of both interval methods at each of LEVELS on `frame`."""
     mean, spread = model.member_statistics(frame)
     actual = torch.tensor(frame[model.target].to_numpy(dtype=float))
+    calibration = model.calibration
     levels = {
         f"{level:g}": {method: coverage_report(*model.interval_bounds(mean, spread, level, method), actual) for method in METHODS}
-        for level in LEVELS
+        for level in LEVELS if calibration.reaches(level)
     }
-    calibration = model.calibration
-    return {"method": calibration.method, "calibrated_on": {"split": calibration.split, "rows": calibration.rows}, "levels": levels}
+    unreachable = {f"{level:g}": rows_needed(level) for level in LEVELS if not calibration.reaches(level)}
+    return {"method": calibration.method, "calibrated_on": {"split": calibration.split, "rows": calibration.rows}, "levels": levels,
+            "rows_needed": unreachable}
 
 
 def plot_intervals(actual: np.ndarray, bounds: pd.DataFrame, path: str | os.PathLike, unit: str, level: float) -> Path:
@@ -130,4 +132,6 @@ def intervals_table(report: dict[str, Any], unit: str) -> str:
             mark = "*" if method == report["method"] else " "
             lines.append(f"  {float(level):>4.0%} {method:<9}{mark} coverage {numbers['coverage']:6.1%}   mean width {amount(numbers['mean_width'], 4)}"
                          f"   median width {amount(numbers['median_width'], 4)}")
+    for level, rows in report["rows_needed"].items():
+        lines.append(f"  {float(level):>4.0%} none: needs at least {rows} calibration rows")
     return "\n".join(lines)

@@ -6,11 +6,14 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from conftest import ROOT, assert_clean_failure, run_script
 
+from datamodules.errors import HousePriceError
 from models import load_model
-from models.intervals import calibrate, coverage_report
+from models.intervals import calibrate, coverage_report, rows_needed
+from models.reports import interval_report, intervals_table
 
 
 def noisy_predictions(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -75,3 +78,20 @@ def test_predict_and_evaluate_report_intervals(housing_run, housing_csv, tmp_pat
                              "--interval", level, cwd=ROOT)
         assert_clean_failure(refused, message)
         assert not (tmp_path / "no.csv").exists()
+
+
+def test_a_level_the_calibration_rows_cannot_bound_is_refused_not_infinite(housing_run, housing_csv):
+    assert [rows_needed(level) for level in (0.5, 0.8, 0.9, 0.95, 0.99)] == [1, 4, 9, 19, 99]
+    model = load_model(housing_run / "checkpoints" / "best.ckpt")
+    frame = pd.read_csv(housing_csv).sample(200, random_state=0)
+    model.calibrate(frame.head(12), split="val")  # a small table's validation split
+    priced = model.predict(frame, interval=0.9)
+    assert np.isfinite(priced.to_numpy()).all()
+    with pytest.raises(HousePriceError, match=r"a 0.95 interval needs at least 19 calibration rows, and this model was calibrated on 12 "
+                                              r"val rows: ask for 0.923 or less, or train with more validation rows"):
+        model.predict(frame, interval=0.95)
+    model.predict(frame, interval=0.923)
+    report = interval_report(model, frame)
+    assert list(report["levels"]) == ["0.8", "0.9"] and report["rows_needed"] == {"0.95": 19}
+    json.dumps(report, allow_nan=False)  # metrics.json stays JSON: no Infinity
+    assert "95% none: needs at least 19 calibration rows" in intervals_table(report, "dollars")
