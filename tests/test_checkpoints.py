@@ -24,6 +24,7 @@ def test_evaluate_reproduces_the_training_test_metrics(housing_run, tmp_path):
     report = tmp_path / "report"
     result = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(report), cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "💡 Tip" not in result.stdout + result.stderr and "LeafSpec" not in result.stderr  # Lightning's noise, as in train
     trained = json.loads((housing_run / "test_metrics.json").read_text())
     evaluated = json.loads((report / "metrics.json").read_text())
     assert evaluated.keys() == trained.keys() | {"unseen_categories", "intervals"} and evaluated["unseen_categories"] == {}
