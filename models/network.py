@@ -271,7 +271,7 @@ class TabularMLP(nn.Module):
 
     def combine(self, numeric: torch.Tensor, category_vectors: list[torch.Tensor]) -> torch.Tensor:
         """(numeric [..., n_numeric], each categorical column's embedding vector [..., category_dim]) -> the MLP's
-        input [..., width]. Attributions call it with vectors between two categories' embeddings."""
+        input [..., width]."""
         embedded, plain = numeric[..., : self.n_embedded], numeric[..., self.n_embedded :]
         return torch.cat([self.numeric(embedded), plain, *category_vectors], dim=-1)
 
