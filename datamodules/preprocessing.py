@@ -21,7 +21,7 @@ from datamodules.sources import (
     check_numeric_columns,
     check_target_values,
     constant_columns,
-    date_columns,
+    date_formats,
     date_feature_names,
     find_column,
     id_like_columns,
@@ -63,7 +63,8 @@ def fit_statistics(
     from sklearn.preprocessing import QuantileTransformer, StandardScaler
 
     numeric, categorical = numeric_and_categorical(train, target)
-    dates = date_columns(train, categorical)
+    formats = date_formats(train, categorical)
+    dates = list(formats)
     text = [column for column in categorical if column not in dates]
     ignored = id_like_columns(train, text=text, numeric=numeric)
     ignored |= constant_columns(train, [column for column in numeric + text if column not in ignored])
@@ -75,7 +76,7 @@ def fit_statistics(
     if not numeric and not categorical and not dates:
         raise HousePriceError(f"every feature column was left out ({list(ignored)}: see the warnings); there is nothing to learn the "
                               f"price '{target}' from: add columns that describe the houses")
-    train = with_date_features(train, dates)
+    train = with_date_features(train, formats)
     numeric += [name for column in dates for name in date_feature_names(column)]
     state: dict[str, Any] = {
         "version": STATE_VERSION,
@@ -84,6 +85,7 @@ def fit_statistics(
         "numeric": numeric,  # the model's numeric inputs: numeric columns, then each date column's derived numbers
         "categorical": categorical,
         "dates": dates,
+        "date_formats": list(formats.values()),  # how each date column's text reads (checkpoints before it: ISO)
         "ignored": list(ignored),
         "scaling": scaling,
         "log_target": log_target,
@@ -181,6 +183,7 @@ class Preprocessor:
         self.binary: list[str] = state["binary"]
         self.continuous: list[str] = [name for name in self.numeric if name not in self.binary]
         self.dates: list[str] = state.get("dates", [])
+        self.date_formats: dict[str, str] = dict(zip(self.dates, state.get("date_formats") or ["ISO8601"] * len(self.dates)))
         self._date_of = {name: column for column in self.dates for name in date_feature_names(column)}  # derived input -> date
 
     @property
@@ -235,7 +238,7 @@ class Preprocessor:
 
     def raw_numeric(self, frame: pd.DataFrame) -> torch.Tensor:
         """The numeric inputs in their own units, float64 [n, n_numeric], NaN where missing (dates as numbers)."""
-        frame = with_date_features(frame, self.dates)
+        frame = with_date_features(frame, self.date_formats)
         check_numeric_columns(frame, self.numeric)
         if not self.numeric:
             return torch.empty((len(frame), 0), dtype=torch.float64)

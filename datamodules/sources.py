@@ -311,17 +311,19 @@ def check_numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFra
         text = values.dropna().astype(str)
         if text.empty:
             continue
-        numeric_looking = text.str.match(_NUMBER_WITH_DECORATION)
+        numeric_looking = text.str.match(_NUMBER_WITH_DECORATION) & ~text.str.match(_NUMERIC_DATE)  # 29.06.2022 is a date
         if numeric_looking.mean() >= 0.9:
             parsed = pd.to_numeric(text, errors="coerce")
             bad = text[parsed.isna()]
             example = bad.iloc[0] if len(bad) else text.iloc[0]
             row = bad.index[0] if len(bad) else text.index[0]
-            fix = (
-                "its decimal mark looks like a comma: separate the file's columns with ';' (then ',' reads as the "
-                "decimal mark) or write decimals with '.'"
-                if _DECIMAL_COMMA.match(str(example)) else "remove currency signs and thousands separators"
-            )
+            if _DECIMAL_COMMA.match(str(example)):
+                fix = ("its decimal mark looks like a comma: separate the file's columns with ';' (then ',' reads as the "
+                       "decimal mark) or write decimals with '.'")
+            elif not any(character.isdigit() for character in str(example)):
+                fix = "if it marks a missing value, leave those cells empty or write NA"
+            else:
+                fix = "remove currency signs and thousands separators"
             raise HousePriceError(
                 f"column '{column}' looks numeric but holds text such as '{example}' (data row {row + 1}); "
                 f"{fix}, or list it in drop_columns"
@@ -341,36 +343,57 @@ def numeric_and_categorical(frame: pd.DataFrame, target: str) -> tuple[list[str]
     return numeric, categorical
 
 
+# Dates written with '/' or '.', read with the one of these formats that fits the column (see date_formats).
+DATE_FORMATS = ("%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%Y/%m/%d")
+_NUMERIC_DATE = re.compile(r"^\d{1,4}[/.]\d{1,2}[/.]\d{1,4}$")
 _ISO_DATE = re.compile(r"^\s*\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?\s*$")
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 
-def date_columns(frame: pd.DataFrame, columns: list[str]) -> list[str]:
-    """The `columns` that hold dates: datetime dtypes, or text whose values are (nearly all) ISO dates ("2021-05-03")."""
-    dates = []
+def date_formats(frame: pd.DataFrame, columns: list[str]) -> dict[str, str]:
+    """The `columns` that hold dates, each with the format that reads it: "ISO8601" for datetime dtypes and text of
+    (nearly all) ISO dates ("2021-05-03"), else the one of DATE_FORMATS that reads (nearly) all of its values.
+
+    Month-first and day-first dates are told apart by a day past the 12th; a column where both read every value is
+    refused rather than guessed.
+    """
+    formats = {}
     for column in columns:
         values = frame[column].dropna()
-        if pd.api.types.is_datetime64_any_dtype(values) or len(values) and values.astype(str).str.match(_ISO_DATE).mean() >= 0.95:
-            dates.append(column)
-    return dates
+        if not len(values):
+            continue
+        text = values.astype(str).str.strip()
+        if pd.api.types.is_datetime64_any_dtype(values) or text.str.match(_ISO_DATE).mean() >= 0.95:
+            formats[column] = "ISO8601"
+        elif text.str.match(_NUMERIC_DATE).mean() >= 0.95:
+            fits = [form for form in DATE_FORMATS if pd.to_datetime(text, format=form, errors="coerce").notna().mean() >= 0.95]
+            if len(fits) > 1:
+                raise HousePriceError(
+                    f"column '{column}' holds dates such as '{text.iloc[0]}' that read both as {fits[0]} and as {fits[1]} (no "
+                    "day is past the 12th); write them as YYYY-MM-DD, or list the column in drop_columns"
+                )
+            if fits:
+                formats[column] = fits[0]
+    return formats
 
 
 def date_feature_names(column: str) -> list[str]:
     return [f"{column}.days", f"{column}.month"]
 
 
-def with_date_features(frame: pd.DataFrame, dates: list[str]) -> pd.DataFrame:
-    """`frame` plus two numbers per date column: days since 1970-01-01 (trend) and the month, 1-12 (season).
+def with_date_features(frame: pd.DataFrame, formats: dict[str, str]) -> pd.DataFrame:
+    """`frame` plus two numbers per date column (`formats`: column -> how to read its text, see `date_formats`):
+    days since 1970-01-01 (trend) and the month, 1-12 (season).
 
     Values that are not dates become missing numbers, as any missing number does.
     """
-    if not dates:
+    if not formats:
         return frame
     added = {}
-    for column in dates:
+    for column, form in formats.items():
         values = frame[column]
         if not pd.api.types.is_datetime64_any_dtype(values):
-            values = pd.to_datetime(values.astype("string").str.strip(), format="ISO8601", errors="coerce", utc=True)
+            values = pd.to_datetime(values.astype("string").str.strip(), format=form, errors="coerce", utc=True)
         elif values.dt.tz is None:
             values = values.dt.tz_localize("UTC")
         days, month = date_feature_names(column)

@@ -71,8 +71,8 @@ def predict_file(
                 tqdm(unit=" rows", delay=3, mininterval=1, file=sys.stderr, desc="pricing") as bar:
             chunks = read_table_chunks(source, rows=chunk_rows, text_columns=list(keep_columns), categories=model.preprocessor.categorical)
             for frame, kept in chunks:
+                prices = model.predict(frame, interval=interval)  # first: it names any missing column
                 unseen.add(frame)
-                prices = model.predict(frame, interval=interval)
                 append(pd.concat([kept, prices], axis=1).reset_index(drop=True))
                 rows += len(frame)
                 bar.update(len(frame))

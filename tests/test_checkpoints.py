@@ -110,12 +110,13 @@ def test_predict_script_on_a_messy_csv_keeps_row_order(housing_run, housing_csv,
     assert written["median_house_value_prediction"].notna().all()
 
 
-def test_predict_names_missing_feature_columns(housing_run, housing_csv, tmp_path):
-    pd.read_csv(housing_csv).head(20).drop(columns=["median_income", "households"]).to_csv(tmp_path / "in.csv", index=False)
+@pytest.mark.parametrize("dropped", [["median_income", "households"], ["ocean_proximity"]])  # numbers, categories
+def test_predict_names_missing_feature_columns(housing_run, housing_csv, tmp_path, dropped):
+    pd.read_csv(housing_csv).head(20).drop(columns=dropped).to_csv(tmp_path / "in.csv", index=False)
     result = run_script("predict.py", str(housing_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "in.csv"),
                         "--output", str(tmp_path / "out.csv"), cwd=tmp_path)
     assert result.returncode == 2
-    assert "['households', 'median_income']" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert f"lacks feature columns {sorted(dropped)}" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
     assert not (tmp_path / "out.csv").exists()
 
 

@@ -48,6 +48,8 @@ def bad_data_cases(tmp: Path) -> list[tuple[list[str], list[str]]]:
          ["'gap' has 1 missing", "row 11"]),
         (["--data.path", str(numbers_csv(tmp / "e.csv", void=[None] * n))], ["['void'] are entirely empty"]),
         (["--data.path", str(numbers_csv(tmp / "d.csv", cost=dollars))], ["'cost' looks numeric", "'$0,000'"]),
+        (["--data.path", str(numbers_csv(tmp / "u.csv", age=[1] * 9 + ["unknown"] + [2] * (n - 10)))],
+         ["'age' looks numeric but holds text such as 'unknown' (data row 10)", "if it marks a missing value, leave those cells empty or write NA"]),
         (["--data.path", str(numbers_csv(tmp / "i.csv", area=[1.0] * 5 + [float("inf")] + [1.0] * (n - 6)))], ["'area' holds an infinite", "row 6"]),
         (["--trainer.max_epochs=-5"], ["max_epochs"]),
         (["--data.test_fraction=1.5"], ["test_fraction is 1.5"]),

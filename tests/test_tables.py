@@ -67,6 +67,22 @@ def test_a_row_number_column_is_left_out_and_measured_whole_numbers_stay(capsys)
         HousingDataModule.from_frame(frame[["address", "Id", "price"]], target="price").preprocessing
 
 
+def test_dates_written_month_first_or_day_first_read_as_the_iso_ones():
+    iso = HousingDataModule.from_frame(sales(), target="price", drop_columns="address")
+    days = pd.to_datetime(sales()["sold_on"])
+    for form in ("%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y"):
+        written = HousingDataModule.from_frame(sales().assign(sold_on=days.dt.strftime(form)), target="price", drop_columns="address")
+        assert written.preprocessing["date_formats"] == [form]
+        assert np.array_equal(written.tensors("train")[0].numpy(), iso.tensors("train")[0].numpy())
+    house = pd.DataFrame({"area": [100.0], "sold_on": ["05/03/2021"], "zone": ["a"]})
+    month_first = HousingDataModule.from_frame(sales().assign(sold_on=days.dt.strftime("%m/%d/%Y")), target="price", drop_columns="address")
+    assert month_first.preprocessor.raw_numeric(house).numpy()[0].tolist() == [100.0, 18750.0, 5.0]  # May 3rd, 2021
+    early = sales().assign(sold_on=[f"0{1 + i % 9}/0{1 + i % 7}/2020" for i in range(300)])  # no day past the 12th
+    with pytest.raises(HousePriceError, match=r"column 'sold_on' holds dates such as '0\d/0\d/2020' that read both as %m/%d/%Y and as "
+                                              r"%d/%m/%Y \(no day is past the 12th\); write them as YYYY-MM-DD"):
+        HousingDataModule.from_frame(early, target="price", drop_columns="address").preprocessing
+
+
 def test_datetime_columns_of_a_data_frame_are_dates_too():
     frame = sales()
     frame["sold_on"] = pd.to_datetime(frame["sold_on"])
