@@ -26,6 +26,7 @@ from datamodules.sources import (
     find_column,
     id_like_columns,
     numeric_and_categorical,
+    read_dates,
     with_date_features,
 )
 
@@ -286,6 +287,17 @@ class Preprocessor:
             unseen = text[~text.isin(lookup.keys())]
             if len(unseen):
                 report[column] = {"rows": len(unseen), "examples": unseen.unique()[:examples].tolist()}
+        return report
+
+    def unreadable_dates(self, frame: pd.DataFrame, examples: int = 3) -> dict[str, dict[str, Any]]:
+        """Per date column, the rows whose (present) value does not read as a date in the training's format: they
+        are priced as missing dates. {"rows", "examples"}."""
+        report = {}
+        for column, form in self.date_formats.items():
+            values = frame[column].dropna()
+            unreadable = values[read_dates(values, form).isna()]
+            if len(unreadable):
+                report[column] = {"rows": len(unreadable), "examples": unreadable.astype(str).unique()[:examples].tolist()}
         return report
 
     def tensors(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

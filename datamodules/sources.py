@@ -377,6 +377,13 @@ def date_formats(frame: pd.DataFrame, columns: list[str]) -> dict[str, str]:
     return formats
 
 
+def read_dates(values: pd.Series, form: str) -> pd.Series:
+    """Dates in UTC from a datetime column, or from text written in `form` (NaT where a value is not one)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return values.dt.tz_localize("UTC") if values.dt.tz is None else values
+    return pd.to_datetime(values.astype("string").str.strip(), format=form, errors="coerce", utc=True)
+
+
 def date_feature_names(column: str) -> list[str]:
     return [f"{column}.days", f"{column}.month"]
 
@@ -391,11 +398,7 @@ def with_date_features(frame: pd.DataFrame, formats: dict[str, str]) -> pd.DataF
         return frame
     added = {}
     for column, form in formats.items():
-        values = frame[column]
-        if not pd.api.types.is_datetime64_any_dtype(values):
-            values = pd.to_datetime(values.astype("string").str.strip(), format=form, errors="coerce", utc=True)
-        elif values.dt.tz is None:
-            values = values.dt.tz_localize("UTC")
+        values = read_dates(frame[column], form)
         days, month = date_feature_names(column)
         added[days] = (values - _EPOCH) / pd.Timedelta(days=1)
         added[month] = values.dt.month.astype(float)

@@ -21,7 +21,7 @@ from datamodules.files import output_folder
 from datamodules.sources import find_column
 from models.checkpoint import houses, model_from_checkpoint, read_checkpoint
 from models.intervals import CHOICE_LEVEL
-from models.prediction import UnseenCategories
+from models.prediction import UnseenValues
 from models.regressor import HousePriceRegressor, quiet_lightning
 from models.reports import (
     METRIC_KEYS,
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     plotted = model.calibration is not None and model.calibration.reaches(CHOICE_LEVEL)
     priced = model.predict(frame, interval=CHOICE_LEVEL) if plotted else model.predict(frame).to_frame()
     predictions = priced[f"{model.target}_prediction"].to_numpy()
-    unseen = UnseenCategories(model.preprocessor)
+    unseen = UnseenValues(model.preprocessor)
     unseen.add(frame)
     unseen.warn()
     actual = frame[model.target].to_numpy(dtype=float)
@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
         if plotted:
             plots.append(plot_intervals(actual, priced, folder / "intervals.png", unit, CHOICE_LEVEL))
         print(intervals_table(intervals, unit))
-    write_metrics(folder / "metrics.json", metrics, unseen_categories=unseen.columns, intervals=intervals)
+    write_metrics(folder / "metrics.json", metrics, unseen_categories=unseen.categories, unreadable_dates=unseen.dates,
+                  intervals=intervals)
     source = arguments.data or "the training run's test split"
     print(f"{arguments.checkpoint} on {source} ({model.target}, {unit}):\n{metrics_table(metrics, unit)}")
     print(f"Report: {folder / 'metrics.json'} ({', '.join(METRIC_KEYS)}, intervals), {', '.join(plot.name for plot in plots)}")

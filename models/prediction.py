@@ -19,28 +19,32 @@ from models.pricing import PriceModel
 CHUNK_ROWS = 65_536  # a multiple of the model's batch, so chunked and whole-file predictions are the same numbers
 
 
-class UnseenCategories:
-    """Counts, per categorical column, the rows whose value training never saw, over any number of frames."""
+class UnseenValues:
+    """Counts, over any number of frames, the rows priced without their value: per categorical column the values
+    training never saw (`categories`), per date column the values that do not read as dates in the training's
+    format (`dates`)."""
 
     def __init__(self, preprocessor: Preprocessor) -> None:
         self.preprocessor = preprocessor
-        self.columns: dict[str, dict[str, Any]] = {}
+        self.categories: dict[str, dict[str, Any]] = {}
+        self.dates: dict[str, dict[str, Any]] = {}
 
     def add(self, frame: pd.DataFrame) -> None:
-        for column, seen in self.preprocessor.unseen_categories(frame).items():
-            entry = self.columns.setdefault(column, {"rows": 0, "examples": []})
-            entry["rows"] += seen["rows"]
-            entry["examples"] = list(dict.fromkeys(entry["examples"] + seen["examples"]))[:3]
+        for counts, found in ((self.categories, self.preprocessor.unseen_categories(frame)), (self.dates, self.preprocessor.unreadable_dates(frame))):
+            for column, seen in found.items():
+                entry = counts.setdefault(column, {"rows": 0, "examples": []})
+                entry["rows"] += seen["rows"]
+                entry["examples"] = list(dict.fromkeys(entry["examples"] + seen["examples"]))[:3]
 
     def warn(self) -> None:
         """One line per column on stderr: how many rows, a few examples, and what they were priced as."""
-        for column, entry in self.columns.items():
-            examples = ", ".join(repr(value) for value in entry["examples"])
-            print(
-                f"warning: column '{column}': {entry['rows']} rows hold values never seen in training (e.g. {examples}); "
-                "they were priced as an unknown category",
-                file=sys.stderr,
-            )
+        formats = self.preprocessor.date_formats
+        for counts, meaning, priced_as in ((self.categories, "values never seen in training", "an unknown category"),
+                                           (self.dates, "values that are not dates as training wrote them ({form})", "missing dates")):
+            for column, entry in counts.items():
+                examples = ", ".join(repr(value) for value in entry["examples"])
+                print(f"warning: column '{column}': {entry['rows']} rows hold {meaning.format(form=formats.get(column))} "
+                      f"(e.g. {examples}); they were priced as {priced_as}", file=sys.stderr)
 
 
 def predict_file(
@@ -62,7 +66,7 @@ def predict_file(
         model.check_interval(interval)
     if Path(output).resolve() == Path(source).resolve():
         raise HousePriceError(f"the output '{output}' is the input file; write the prices to another file, or the houses are lost")
-    unseen = UnseenCategories(model.preprocessor)
+    unseen = UnseenValues(model.preprocessor)
     rows = 0
 
     def write(temporary: str) -> None:

@@ -83,6 +83,21 @@ def test_dates_written_month_first_or_day_first_read_as_the_iso_ones():
         HousingDataModule.from_frame(early, target="price", drop_columns="address").preprocessing
 
 
+def test_dates_not_written_as_in_training_are_named_when_priced(tmp_path, capsys):
+    from models.prediction import predict_file
+    from models.pricing import PriceModel
+
+    days = pd.to_datetime(sales()["sold_on"])
+    state = HousingDataModule.from_frame(sales().assign(sold_on=days.dt.strftime("%m/%d/%Y")), target="price", drop_columns="address").preprocessing
+    houses = sales(5).drop(columns="price")  # ISO dates, where training had month-first ones
+    houses.to_csv(tmp_path / "houses.csv", index=False)
+    capsys.readouterr()
+    assert predict_file(PriceModel(preprocessing=state, hidden_sizes=[8], ensemble_size=2), tmp_path / "houses.csv", tmp_path / "priced.csv") == 5
+    warning = capsys.readouterr().err
+    assert (f"warning: column 'sold_on': 5 rows hold values that are not dates as training wrote them (%m/%d/%Y) (e.g. '{houses['sold_on'][0]}'"
+            in warning and "they were priced as missing dates" in warning), warning
+
+
 def test_datetime_columns_of_a_data_frame_are_dates_too():
     frame = sales()
     frame["sold_on"] = pd.to_datetime(frame["sold_on"])
