@@ -378,10 +378,16 @@ def date_formats(frame: pd.DataFrame, columns: list[str]) -> dict[str, str]:
 
 
 def read_dates(values: pd.Series, form: str) -> pd.Series:
-    """Dates in UTC from a datetime column, or from text written in `form` (NaT where a value is not one)."""
+    """Dates in UTC from a datetime column, or from text written in `form` or, failing that, as ISO dates, which
+    cannot be misread (NaT where a value is neither)."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return values.dt.tz_localize("UTC") if values.dt.tz is None else values
-    return pd.to_datetime(values.astype("string").str.strip(), format=form, errors="coerce", utc=True)
+    text = values.astype("string").str.strip()
+    dates = pd.to_datetime(text, format=form, errors="coerce", utc=True)
+    unread = dates.isna() & text.notna()
+    if form != "ISO8601" and unread.any():
+        dates[unread] = pd.to_datetime(text[unread], format="ISO8601", errors="coerce", utc=True)
+    return dates
 
 
 def date_feature_names(column: str) -> list[str]:

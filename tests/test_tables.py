@@ -89,13 +89,21 @@ def test_dates_not_written_as_in_training_are_named_when_priced(tmp_path, capsys
 
     days = pd.to_datetime(sales()["sold_on"])
     state = HousingDataModule.from_frame(sales().assign(sold_on=days.dt.strftime("%m/%d/%Y")), target="price", drop_columns="address").preprocessing
-    houses = sales(5).drop(columns="price")  # ISO dates, where training had month-first ones
-    houses.to_csv(tmp_path / "houses.csv", index=False)
+    model = PriceModel(preprocessing=state, hidden_sizes=[8], ensemble_size=2)
+    houses = sales(5).drop(columns="price")
+    houses.assign(sold_on=pd.to_datetime(houses["sold_on"]).dt.strftime("%m/%d/%Y")).to_csv(tmp_path / "as_trained.csv", index=False)
+    houses.to_csv(tmp_path / "iso.csv", index=False)  # ISO dates cannot be misread: read as dates too
+    houses.assign(sold_on=["13/05/2021", "2021-05-03", "14/05/2021", "05/03/2021", None]).to_csv(tmp_path / "day_first.csv", index=False)
     capsys.readouterr()
-    assert predict_file(PriceModel(preprocessing=state, hidden_sizes=[8], ensemble_size=2), tmp_path / "houses.csv", tmp_path / "priced.csv") == 5
-    warning = capsys.readouterr().err
-    assert (f"warning: column 'sold_on': 5 rows hold values that are not dates as training wrote them (%m/%d/%Y) (e.g. '{houses['sold_on'][0]}'"
-            in warning and "they were priced as missing dates" in warning), warning
+    for name in ("as_trained", "iso", "day_first"):
+        assert predict_file(model, tmp_path / f"{name}.csv", tmp_path / f"{name}_priced.csv") == 5
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert warnings == ["warning: column 'sold_on': 2 rows hold values that are not dates as training wrote them (%m/%d/%Y) "
+                        "(e.g. '13/05/2021', '14/05/2021'); they were priced as missing dates"], warnings
+    priced = pd.read_csv(tmp_path / "as_trained_priced.csv")
+    assert priced.equals(pd.read_csv(tmp_path / "iso_priced.csv"))
+    raw = model.preprocessor.raw_numeric(pd.read_csv(tmp_path / "day_first.csv")).numpy()
+    assert raw[[1, 3], 2].tolist() == [5.0, 5.0] and np.isnan(raw[[0, 2, 4], 1]).all()  # May 3rd twice; the rest missing
 
 
 def test_datetime_columns_of_a_data_frame_are_dates_too():
