@@ -31,7 +31,7 @@ from models import HousePriceRegressor
 from models.callbacks import EpochTimer
 from models.checkpoint import store_calibration, verified_checkpoint
 from models.hardware import default_precision, fast_cpu_bfloat16
-from models.intervals import CHOICE_LEVEL
+from models.intervals import CHOICE_LEVEL, rows_needed
 from models.regressor import quiet_lightning
 from models.reports import amount, interval_report, metrics_table, plot_learning_curve, stage_metrics, write_metrics
 from models.safety import AtomicCheckpointIO, InterruptExit, RandomState, StopOnNonFiniteLoss
@@ -104,13 +104,12 @@ class HousePriceCLI(LightningCLI):
         if best:  # the model holds the best weights now (test loaded them): calibrate intervals on validation
             calibration = self.model.calibrate(self.datamodule.splits["val"], split="val")
             store_calibration(best, self.model)
-            report = interval_report(self.model, self.datamodule.splits["test"])
             if calibration.reaches(CHOICE_LEVEL):
-                covered = report["levels"][f"{CHOICE_LEVEL:g}"][calibration.method]
+                covered = interval_report(self.model, self.datamodule.splits["test"])["levels"][f"{CHOICE_LEVEL:g}"][calibration.method]
                 print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} validation rows): "
                       f"test coverage {covered['coverage']:.1%}, mean width {amount(covered['mean_width'], 4)} {unit}")
             else:
-                print(f"No {CHOICE_LEVEL:.0%} intervals: they need at least {report['rows_needed'][f'{CHOICE_LEVEL:g}']} validation rows, "
+                print(f"No {CHOICE_LEVEL:.0%} intervals: they need at least {rows_needed(CHOICE_LEVEL)} validation rows, "
                       f"and this run had {calibration.rows} (--data.val_fraction)")
         print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
         print(f"  metrics: {run / 'test_metrics.json'}, {run / 'metrics.csv'}\n  learning curve: {curve}")
