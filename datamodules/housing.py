@@ -208,9 +208,16 @@ class HousingDataModule(L.LightningDataModule):
             self._tensors[split] = self.preprocessor.tensors(self.splits[split])
         return self._tensors[split]
 
+    def table_rows(self, split: str) -> torch.Tensor:
+        """Each row of a split as its 0-based data row in the table (the file, or scikit-learn's California frame),
+        int64 [n]: where a comparable sale can be read back from."""
+        return torch.as_tensor(self.splits[split].index.to_numpy(), dtype=torch.int64)
+
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:
         trainer = self.trainer
         tensors = self.tensors(split)
+        if shuffle:  # each training row carries its place in the split: the comparables network leaves it out of its context
+            tensors = (*tensors, torch.arange(len(tensors[0])))
         if trainer is not None and self.hparams.resident_on_device:
             tensors = tuple(tensor.to(trainer.strategy.root_device) for tensor in tensors)
         return TensorBatches(

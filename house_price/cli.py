@@ -13,6 +13,7 @@ COMMANDS = {
     "evaluate": "metrics, intervals and plots of a checkpoint on its test split or a table",
     "predict": "price a table with a checkpoint alone, optionally with intervals",
     "explain": "per-house attributions of a checkpoint",
+    "comparables": "the comparable sales behind each price (comparables models)",
     "tune": "hyperparameter search with Optuna on a study database",
     "export": "one ONNX file, preprocessing included",
     "sensitivity": "how the predicted price moves with each feature",

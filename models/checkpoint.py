@@ -14,6 +14,7 @@ import torch
 from datamodules.errors import HousePriceError
 from datamodules.files import write_atomic
 from datamodules.sources import CALIFORNIA_TARGET, read_table
+from models.comparables import CANDIDATES
 from models.pricing import PriceModel
 
 
@@ -81,6 +82,12 @@ def check_weights_fit(checkpoint: dict[str, Any], hyper_parameters: dict[str, An
     except (TypeError, ValueError, RuntimeError) as error:
         raise HousePriceError(f"checkpoint hyperparameters do not describe a model ({' '.join(str(error).split())[:160]}); the file is damaged") from None
     stored = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items() if isinstance(value, torch.Tensor)}
+    # A comparables network's candidates are data: as many rows as the training split had, the same in each.
+    candidates = {name: shape for name, shape in stored.items() if name.rpartition(".")[2] in CANDIDATES}
+    if len({shape[0] for shape in candidates.values()}) > 1:
+        raise HousePriceError(f"checkpoint candidates disagree in their row counts ({candidates}); the file is damaged or was edited")
+    for name in candidates.keys() & expected.keys():
+        expected[name] = (stored[name][0], *expected[name][1:])
     if expected != stored:
         differ = sorted(name for name in expected.keys() | stored.keys() if expected.get(name) != stored.get(name))
         example = differ[0]

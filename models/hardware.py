@@ -21,14 +21,14 @@ def fast_cpu_bfloat16() -> bool:
     return bool(check and check())
 
 
-def compile_mode(compile: bool | None, device: torch.device, world_size: int) -> str | None:
+def compile_mode(compile: bool, device: torch.device, world_size: int) -> str | None:
     """How `torch.compile` runs the training step: None (eager), "reduce-overhead" or "default".
 
-    `compile` None means on CUDA only. A step of this small network is hundreds of tiny kernels, so on a GPU the
-    launches are the cost: one process gets "reduce-overhead" (inductor's fused kernels replayed as CUDA graphs);
-    several (DDP) get "default" (fused kernels, no graphs), CUDA graphs being unmeasured under DDP. On a CPU eager
-    is as fast at these sizes and compiling costs seconds per batch shape, so it stays off unless asked for.
+    Off unless asked for, on every device: the eager step is the one measured to finish on a GPU. Asked for, one
+    GPU gets "reduce-overhead" (inductor's fused kernels replayed as CUDA graphs: a step of this small network is
+    hundreds of tiny kernels, so launches are the cost there); several processes (DDP) and CPUs get "default"
+    (fused kernels, no graphs).
     """
-    if compile is False or (compile is None and device.type != "cuda"):
+    if not compile:
         return None
     return "reduce-overhead" if device.type == "cuda" and world_size == 1 else "default"

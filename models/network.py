@@ -7,7 +7,7 @@ by all members ([B, d]) or holds each member's own rows ([k, B, d]: TabM's `shar
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -16,7 +16,7 @@ from datamodules.preprocessing import UNKNOWN
 
 Activation = Literal["relu", "gelu", "silu"]
 Normalization = Literal["none", "batch", "layer"]
-NumericEmbedding = Literal["none", "periodic", "piecewise"]
+NumericEmbedding = Literal["none", "periodic", "periodic-lite", "piecewise"]
 Ensemble = Literal["packed", "tabm", "tabm-mini"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
@@ -30,19 +30,23 @@ def _uniform_(tensor: torch.Tensor, d: int) -> torch.Tensor:
 class PeriodicEmbedding(nn.Module):
     """Each numeric feature x -> ReLU(W_f [cos(2 pi c_f x), sin(2 pi c_f x)] + b_f): "PLR" of Gorishniy et al. 2022.
 
+    `lite` shares W and b across features ("PLR-lite", as TabR uses it; the frequencies c_f stay per feature).
     [..., n_features] -> [..., n_features * dim].
     """
 
-    def __init__(self, n_features: int, n_frequencies: int, dim: int, scale: float) -> None:
+    def __init__(self, n_features: int, n_frequencies: int, dim: int, scale: float, lite: bool = False) -> None:
         super().__init__()
         self.frequencies = nn.Parameter(torch.randn(n_features, n_frequencies) * scale)
-        self.weight = _uniform_(nn.Parameter(torch.empty(n_features, 2 * n_frequencies, dim)), 2 * n_frequencies)
-        self.bias = _uniform_(nn.Parameter(torch.empty(n_features, dim)), 2 * n_frequencies)
+        self.lite = lite
+        shape = () if lite else (n_features,)
+        self.weight = _uniform_(nn.Parameter(torch.empty(*shape, 2 * n_frequencies, dim)), 2 * n_frequencies)
+        self.bias = _uniform_(nn.Parameter(torch.empty(*shape, dim)), 2 * n_frequencies)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         angles = 2 * math.pi * self.frequencies * x.unsqueeze(-1)
         periodic = torch.cat([torch.cos(angles), torch.sin(angles)], dim=-1)
-        return torch.relu(torch.einsum("...fk,fkd->...fd", periodic, self.weight) + self.bias).flatten(-2)
+        mixed = periodic @ self.weight if self.lite else torch.einsum("...fk,fkd->...fd", periodic, self.weight)
+        return torch.relu(mixed + self.bias).flatten(-2)
 
 
 class PiecewiseLinearEmbedding(nn.Module):
@@ -198,16 +202,12 @@ class ByteDropout(nn.Module):
         return f"p={self.p}"
 
 
-class TabularMLP(nn.Module):
-    """Numeric features (the first `n_embedded` optionally embedded) and categorical embeddings -> k MLPs.
+class EmbeddedInputs(nn.Module):
+    """The networks' shared front: continuous numeric inputs through a numeric embedding, 0/1 inputs as they are,
+    each categorical column through its own embedding table. Subclasses read `features(numeric, codes)` [..., width].
 
-    `ensemble` picks how the k members share weights (Gorishniy et al. 2024, "TabM"):
-    - "packed": k fully independent MLPs computed in batched matmuls (TabM-packed);
-    - "tabm": one MLP whose every linear layer is a BatchEnsemble layer (shared W, per-member r, s, bias);
-    - "tabm-mini": one fully shared MLP behind a per-member multiplicative adapter on its input.
-    All three end in k independent linear heads; the prediction is the mean over members. k = 1 with
-    "packed" is a plain MLP. Feature embeddings are always shared. Binary inputs (0/1 columns, missing-indicators)
-    come after the `n_embedded` continuous ones and enter as they are: embedding a 0/1 value adds nothing.
+    Binary inputs (0/1 columns, missing-indicators) come after the `n_embedded` continuous ones: embedding a 0/1
+    value adds nothing.
     """
 
     def __init__(
@@ -216,25 +216,20 @@ class TabularMLP(nn.Module):
         n_numeric: int,
         n_embedded: int,
         cardinalities: list[int],
-        hidden_sizes: list[int],
-        activation: Activation = "relu",
-        dropout: float = 0.0,
-        normalization: Normalization = "none",
         numeric_embedding: NumericEmbedding = "none",
         embedding_dim: int = 16,
         n_frequencies: int = 16,
         frequency_scale: float = 0.1,
         category_dim: int = 8,
-        k: int = 1,
-        ensemble: Ensemble = "packed",
         bin_edges: list[list[float]] | None = None,
     ) -> None:
         super().__init__()
         if not 0 <= n_embedded <= n_numeric:
             raise ValueError(f"{n_embedded=} must lie in [0, {n_numeric=}]")
         self.n_embedded = n_embedded if numeric_embedding != "none" else 0
-        if numeric_embedding == "periodic" and self.n_embedded:
-            self.numeric = PeriodicEmbedding(self.n_embedded, n_frequencies, embedding_dim, frequency_scale)
+        if numeric_embedding in ("periodic", "periodic-lite") and self.n_embedded:
+            self.numeric = PeriodicEmbedding(self.n_embedded, n_frequencies, embedding_dim, frequency_scale,
+                                             lite=numeric_embedding == "periodic-lite")
         elif numeric_embedding == "piecewise" and self.n_embedded:
             if bin_edges is None or len(bin_edges) != self.n_embedded:
                 raise ValueError(f"piecewise embeddings need bin edges for each of the {self.n_embedded} embedded inputs")
@@ -244,10 +239,49 @@ class TabularMLP(nn.Module):
         # A value never seen in training (code UNKNOWN) embeds as zeros, never trained: the one-hot all-zeros of
         # scikit-learn's handle_unknown="ignore". Its random initial vector priced such houses worse (benchmarks/UNSEEN.md).
         self.categories = nn.ModuleList(nn.Embedding(cardinality, category_dim, padding_idx=UNKNOWN) for cardinality in cardinalities)
-        # One chunk per feature, for the first adapter's initialisation.
-        chunks = [embedding_dim if self.n_embedded else 1] * self.n_embedded + [1] * (n_numeric - self.n_embedded)
-        chunks += [category_dim] * len(cardinalities)
-        width = sum(chunks)
+        # One chunk of the input per feature (TabM initialises its first adapter chunk by chunk).
+        self.chunks = [embedding_dim if self.n_embedded else 1] * self.n_embedded + [1] * (n_numeric - self.n_embedded)
+        self.chunks += [category_dim] * len(cardinalities)
+        self.width = sum(self.chunks)
+
+    def features(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """(numeric [..., n_numeric], codes [..., n_cat]) -> the network's input [..., width]."""
+        return self.combine(numeric, [embed(codes[..., j]) for j, embed in enumerate(self.categories)])
+
+    def combine(self, numeric: torch.Tensor, category_vectors: list[torch.Tensor]) -> torch.Tensor:
+        """(numeric [..., n_numeric], each categorical column's embedding vector [..., category_dim]) -> the
+        network's input [..., width]."""
+        embedded, plain = numeric[..., : self.n_embedded], numeric[..., self.n_embedded :]
+        return torch.cat([self.numeric(embedded), plain, *category_vectors], dim=-1)
+
+
+class TabularMLP(EmbeddedInputs):
+    """Numeric features (the first `n_embedded` optionally embedded) and categorical embeddings -> k MLPs.
+
+    `ensemble` picks how the k members share weights (Gorishniy et al. 2024, "TabM"):
+    - "packed": k fully independent MLPs computed in batched matmuls (TabM-packed);
+    - "tabm": one MLP whose every linear layer is a BatchEnsemble layer (shared W, per-member r, s, bias);
+    - "tabm-mini": one fully shared MLP behind a per-member multiplicative adapter on its input.
+    All three end in k independent linear heads; the prediction is the mean over members. k = 1 with
+    "packed" is a plain MLP. Feature embeddings are always shared.
+    """
+
+    retrieves = False  # prices each house alone
+
+    def __init__(
+        self,
+        *,
+        hidden_sizes: list[int],
+        activation: Activation = "relu",
+        dropout: float = 0.0,
+        normalization: Normalization = "none",
+        k: int = 1,
+        ensemble: Ensemble = "packed",
+        **inputs: Any,
+    ) -> None:
+        """`inputs`: `EmbeddedInputs`' arguments."""
+        super().__init__(**inputs)
+        chunks, width = self.chunks, self.width
         self.k, self.ensemble = k, ensemble
         embedded = self.n_embedded > 0
         layers: list[nn.Module] = [MiniEnsembleAdapter(k, width, chunks, embedded)] if ensemble == "tabm-mini" else []
@@ -264,16 +298,6 @@ class TabularMLP(nn.Module):
             width = size
         layers.append(GroupedLinear(k, width, 1))
         self.mlp = nn.Sequential(*layers)
-
-    def features(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-        """(numeric [..., n_numeric], codes [..., n_cat]) -> the MLP's input [..., width]."""
-        return self.combine(numeric, [embed(codes[..., j]) for j, embed in enumerate(self.categories)])
-
-    def combine(self, numeric: torch.Tensor, category_vectors: list[torch.Tensor]) -> torch.Tensor:
-        """(numeric [..., n_numeric], each categorical column's embedding vector [..., category_dim]) -> the MLP's
-        input [..., width]."""
-        embedded, plain = numeric[..., : self.n_embedded], numeric[..., self.n_embedded :]
-        return torch.cat([self.numeric(embedded), plain, *category_vectors], dim=-1)
 
     def member_outputs(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Each member's standardized prediction [k, B].

@@ -10,7 +10,7 @@ import contextlib
 import inspect
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 import torch
@@ -19,8 +19,10 @@ from torch import nn
 from datamodules.errors import HousePriceError
 from datamodules.preprocessing import Preprocessor
 from models.intervals import Calibration, calibrate, rows_needed
+from models.comparables import ComparablesNetwork
 from models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
 
+Architecture = Literal["mlp", "comparables"]
 PREDICT_BATCH = 4096
 CALIBRATION_KEY = "conformal_calibration"  # checkpoint entry: plain numbers
 # The hyperparameters a checkpoint stores that only training uses (see HousePriceRegressor).
@@ -59,6 +61,11 @@ class PriceModel(nn.Module):
         category_dim: int = 8,
         ensemble_size: int = 8,
         ensemble: Ensemble = "tabm-mini",
+        architecture: Architecture = "mlp",
+        d_main: int = 122,
+        predictor_blocks: int = 2,
+        context_size: int = 96,
+        context_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if preprocessing is None:
@@ -71,24 +78,33 @@ class PriceModel(nn.Module):
             raise HousePriceError(f"model.dropout is {dropout}; it must lie in [0, 1)")
         if ensemble_size < 1:
             raise HousePriceError(f"model.ensemble_size is {ensemble_size}; it must be 1 or more")
+        if architecture == "comparables" and ensemble_size != 1:
+            raise HousePriceError(
+                f"model.ensemble_size is {ensemble_size}, but the comparables network is one model; give --model.ensemble_size 1 "
+                "(configs/comparables.yaml does)"
+            )
         self.preprocessor = Preprocessor(preprocessing)
-        self.network = TabularMLP(
+        inputs = dict(
             n_numeric=self.preprocessor.n_numeric_inputs,
             n_embedded=self.preprocessor.n_continuous,
             cardinalities=self.preprocessor.cardinalities,
-            hidden_sizes=list(hidden_sizes),
-            activation=activation,
-            dropout=dropout,
-            normalization=normalization,
             numeric_embedding=numeric_embedding,
             embedding_dim=embedding_dim,
             n_frequencies=n_frequencies,
             frequency_scale=frequency_scale,
             category_dim=category_dim,
-            k=ensemble_size,
-            ensemble=ensemble,
             bin_edges=self.preprocessor.state["bin_edges"],
         )
+        if architecture == "comparables":
+            self.network: TabularMLP | ComparablesNetwork = ComparablesNetwork(
+                d_main=d_main, predictor_blocks=predictor_blocks, context_size=context_size, context_dropout=context_dropout,
+                dropout=dropout, activation=activation, **inputs,
+            )
+        else:
+            self.network = TabularMLP(
+                hidden_sizes=list(hidden_sizes), activation=activation, dropout=dropout, normalization=normalization,
+                k=ensemble_size, ensemble=ensemble, **inputs,
+            )
         self.calibration: Calibration | None = None  # conformal intervals, from `calibrate` after training
 
     @classmethod
@@ -149,6 +165,33 @@ class PriceModel(nn.Module):
         lower, upper = self.interval_bounds(mean, spread, interval)
         return pd.DataFrame({f"{self.target}_lower": lower.numpy(), prices.name: prices, f"{self.target}_upper": upper.numpy()},
                             index=frame.index)
+
+    @torch.no_grad()
+    def comparables(self, frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+        """The k comparable sales each house of a raw frame is priced from: the training houses with the largest
+        attention weights in its context. Columns `row` (0-based position in `frame`), `rank` (1..k), `weight` (of
+        the whole context, which sums to 1) and `train_row` (0-based data row of the training table).
+
+        Only a comparables network (`architecture: comparables`) has them.
+        """
+        network = self.network
+        if not network.retrieves:
+            raise HousePriceError("this checkpoint prices each house alone (an MLP): it has no comparable sales; train with "
+                                  "--config configs/comparables.yaml after the dataset's config")
+        if k < 1:
+            raise HousePriceError(f"--k is {k}; give how many comparable sales to list per house, such as 5")
+        numeric, codes = self.preprocessor.transform(frame)
+        device = network.candidate_target.device
+        parts = []
+        with evaluating(self):
+            for begin in range(0, len(frame), PREDICT_BATCH):
+                weights, indices = network.comparables(numeric[begin : begin + PREDICT_BATCH].to(device), codes[begin : begin + PREDICT_BATCH].to(device))
+                weights, indices = weights[:, :k].cpu(), indices[:, :k].cpu()
+                rows = torch.arange(begin, begin + len(weights)).unsqueeze(1).expand_as(indices)
+                ranks = torch.arange(1, weights.shape[1] + 1).expand_as(indices)
+                parts.append(pd.DataFrame({"row": rows.flatten().numpy(), "rank": ranks.flatten().numpy(), "weight": weights.flatten().double().numpy(),
+                                           "train_row": network.candidate_rows.cpu()[indices.flatten()].numpy()}))
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["row", "rank", "weight", "train_row"])
 
     def interval_bounds(self, mean: torch.Tensor, spread: torch.Tensor, level: float, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(lower, upper) in target units for standardized member statistics, from the stored calibration."""

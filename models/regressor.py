@@ -24,7 +24,7 @@ from torchmetrics import (
 from datamodules.errors import HousePriceError
 from models.hardware import compile_mode
 from models.network import Activation, Ensemble, Normalization, NumericEmbedding
-from models.pricing import PriceModel
+from models.pricing import Architecture, PriceModel
 
 Scheduler = Literal["onecycle", "cosine", "none"]
 STAGES = ("train", "val", "test")
@@ -86,10 +86,14 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
             independent MLPs), after Gorishniy et al. 2024.
         share_training_batches: False gives each member its own order of the training rows (TabM's
             recommendation); the CLI passes it on to the data module (`data.member_batches`).
+        architecture: "mlp" (the ensemble above) or "comparables": each house priced from its m nearest training
+            houses and their prices, after TabR (`models.comparables`); the candidates are the training split,
+            stored in the checkpoint. Its options: d_main (width), predictor_blocks, context_size (m),
+            context_dropout; it uses dropout, activation and the numeric and category embeddings too.
         gradient_clip: largest gradient norm per optimizer step (all parameters together); None: no clipping.
-        compile: run the training step's forward and backward through `torch.compile` (on one GPU as CUDA
-            graphs, see `models.hardware.compile_mode`); None: on CUDA, eager elsewhere. Validation, test and
-            predictions stay eager, so they are the same numbers whichever way the model was trained.
+        compile: experimental: run the MLP's training step through `torch.compile` (on one GPU as CUDA graphs, see
+            `models.hardware.compile_mode`). Off by default on every device: eager is the path measured to finish
+            on a GPU. Validation, test and predictions stay eager, so they are the same numbers either way.
 
     Optimization is manual: `training_step` takes a list of batches (`data.batches_per_call`) and steps the
     optimizer and the schedule once per batch, so Lightning's hooks run once per list rather than once per step.
@@ -113,8 +117,13 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         ensemble_size: int = 8,
         ensemble: Ensemble = "tabm-mini",
         share_training_batches: bool = False,
+        architecture: Architecture = "mlp",
+        d_main: int = 122,
+        predictor_blocks: int = 2,
+        context_size: int = 96,
+        context_dropout: float = 0.0,
         gradient_clip: float | None = None,
-        compile: bool | None = None,
+        compile: bool = False,
     ) -> None:
         if learning_rate <= 0 or weight_decay < 0:
             raise HousePriceError("model.learning_rate must be > 0 and model.weight_decay >= 0")
@@ -123,7 +132,8 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         super().__init__(preprocessing=preprocessing, hidden_sizes=hidden_sizes, activation=activation, dropout=dropout,
                          normalization=normalization, numeric_embedding=numeric_embedding, embedding_dim=embedding_dim,
                          n_frequencies=n_frequencies, frequency_scale=frequency_scale, category_dim=category_dim,
-                         ensemble_size=ensemble_size, ensemble=ensemble)
+                         ensemble_size=ensemble_size, ensemble=ensemble, architecture=architecture, d_main=d_main,
+                         predictor_blocks=predictor_blocks, context_size=context_size, context_dropout=context_dropout)
         self.save_hyperparameters()
         self.automatic_optimization = False  # see training_step
         self.loss = nn.MSELoss()
@@ -134,12 +144,15 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         self._train_outputs = self.network.member_outputs
 
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
-        numeric, codes, target = batch
+        numeric, codes, target, *rows = batch  # training batches end with each row's place in the training split
         # Only training runs under trainer.precision (bf16-mixed, say); validation and test run in full precision,
         # so their metrics are what the checkpoint predicts anywhere (evaluate.py, predict.py, `predict`).
         precision = contextlib.nullcontext() if stage == "train" else torch.autocast(self.device.type, enabled=False)
         with precision:
-            members = (self._train_outputs if stage == "train" else self.network.member_outputs)(numeric, codes)  # [k, B]
+            if stage == "train" and self.network.retrieves:  # a training row is a candidate: never its own comparable
+                members = self.network.member_outputs(numeric, codes, exclude=rows[0])
+            else:
+                members = (self._train_outputs if stage == "train" else self.network.member_outputs)(numeric, codes)  # [k, B]
         # Each member learns on its own (mean of their losses); the ensemble predicts their mean.
         loss = self.loss(members, target.expand_as(members))
         if target.dim() == 2:  # each member saw its own rows ([k, B]): the epoch's metrics are the members' own
@@ -175,7 +188,12 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         metrics.reset()
 
     def on_fit_start(self) -> None:
-        self.compile_mode = compile_mode(self.hparams.compile, self.device, self.trainer.world_size)
+        if self.network.retrieves:
+            datamodule = self.trainer.datamodule
+            if datamodule is None or not hasattr(datamodule, "table_rows"):
+                raise HousePriceError("the comparables network trains with a HousingDataModule: trainer.fit(model, datamodule=...)")
+            self.network.remember(*datamodule.tensors("train"), datamodule.table_rows("train"))
+        self.compile_mode = compile_mode(self.hparams.compile and not self.network.retrieves, self.device, self.trainer.world_size)
         self._train_outputs = self.network.member_outputs
         if self.compile_mode:
             # Static shapes: a full batch and the epoch's last, shorter one, each compiled once.
@@ -183,7 +201,29 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
             rank_zero_info(f"Training step compiled (torch.compile, mode {self.compile_mode}): the first batch of each shape "
                            "waits for the compiler; --model.compile=false trains eager")
 
-    def on_fit_end(self) -> None:
+    @property
+    def _graphs_own_outputs(self) -> bool:
+        """CUDA graphs (compile mode "reduce-overhead") overwrite their outputs at the next replay."""
+        return self.compile_mode == "reduce-overhead"
+
+    def on_train_start(self) -> None:
+        # A CUDA graph hands its output memory over as .grad wherever .grad is None, and overwrites it at its next
+        # replay: Lightning's teardown then read one ("accessing tensor output of CUDAGraphs that has been
+        # overwritten"). Gradients that are the parameters' own zeroed memory, allocated here (after Lightning
+        # released them before the run) and only ever zeroed in place, just get the graph's outputs added into them.
+        if self._graphs_own_outputs:
+            for parameter in self.parameters():
+                if parameter.requires_grad and parameter.grad is None:
+                    parameter.grad = torch.zeros_like(parameter)
+
+    def on_validation_model_zero_grad(self) -> None:
+        # Lightning releases the gradients (set to None) before each validation; under CUDA graphs that would hand
+        # the graph's memory over again at the next step, so they are zeroed in place.
+        self.zero_grad(set_to_none=not self._graphs_own_outputs)
+
+    def on_train_end(self) -> None:
+        # Before Lightning's teardown moves the module: the gradients are of no use after fit.
+        self.zero_grad(set_to_none=True)
         self.compile_mode, self._train_outputs = None, self.network.member_outputs
 
     def on_train_epoch_end(self) -> None:
@@ -200,7 +240,7 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         optimizer, schedule = self.optimizers(), self.lr_schedulers()
         # CUDA graphs write the gradients into their own memory; adding them into zeroed .grad tensors copies them
         # out (a .grad set to None would take that memory itself, to be overwritten by the next replay).
-        set_to_none = self.compile_mode != "reduce-overhead"
+        set_to_none = not self._graphs_own_outputs
         losses, max_steps = [], self.trainer.max_steps
         for batch in [batches] if isinstance(batches, tuple) else batches:
             if max_steps != -1 and self.trainer.global_step >= max_steps:  # Lightning checks only between calls
@@ -209,12 +249,21 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
             optimizer.zero_grad(set_to_none=set_to_none)
             self.manual_backward(loss)
             if self.hparams.gradient_clip is not None:
-                self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip, gradient_clip_algorithm="norm")
+                self._clip_gradients(optimizer)
             optimizer.step()
             if schedule is not None:
                 schedule.step()
             losses.append(loss.detach())
         return torch.stack(losses)
+
+    def _clip_gradients(self, optimizer: Any) -> None:
+        """Clip the gradient norm the optimizer will apply. Only float16 scales the loss (a GradScaler), and then
+        Lightning's clipping unscales first; under bf16-mixed and 32-true the gradients are the true ones, so they are
+        clipped directly, which also works with a fused optimizer (Lightning's AMP plugin refuses those)."""
+        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+            self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip, gradient_clip_algorithm="norm")
+        else:
+            nn.utils.clip_grad_norm_([p for p in self.parameters() if p.grad is not None], self.hparams.gradient_clip)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> None:
         self._step(batch, "val")
@@ -227,9 +276,7 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        # Fused: one kernel for the whole update on a GPU, instead of several per parameter group.
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay,
-                                      fused=self.device.type == "cuda" or None)
+        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=self.fused_optimizer() or None)
         if hp.scheduler == "none":
             return optimizer
         steps = self._total_steps()
@@ -238,6 +285,11 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         else:
             schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def fused_optimizer(self) -> bool:
+        """One kernel for the whole AdamW update on a GPU, instead of several per parameter group. Not under float16,
+        whose gradient scaler must unscale before clipping, which a fused optimizer does inside its step."""
+        return self.device.type == "cuda" and getattr(self.trainer.precision_plugin, "scaler", None) is None
 
     def _total_steps(self) -> int:
         """Optimizer steps in the whole fit: one per training batch, where Lightning counts `training_step` calls."""

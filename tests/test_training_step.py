@@ -8,6 +8,7 @@ case runs on a GPU machine (benchmarks/gpu_session.sh).
 from __future__ import annotations
 
 import copy
+import inspect
 
 import lightning as L
 import numpy as np
@@ -83,13 +84,40 @@ def test_compiled_training_step_trains_as_the_eager_one(accelerator, mode, monke
     assert compiled_model.compile_mode is None, "evaluation after fit is eager"
 
 
-def test_compile_mode_follows_the_device_and_the_process_count():
+def test_compile_mode_is_eager_unless_asked_and_follows_the_device_when_asked():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert compile_mode(None, cpu, world_size=1) is None, "eager on a CPU unless asked"
-    assert compile_mode(None, cuda, world_size=1) == "reduce-overhead", "CUDA graphs on one GPU"
-    assert compile_mode(None, cuda, world_size=2) == "default"
+    assert compile_mode(False, cpu, world_size=1) is None
+    assert compile_mode(False, cuda, world_size=1) is None, "eager on a GPU too: the path measured to finish there"
+    assert compile_mode(True, cuda, world_size=1) == "reduce-overhead", "CUDA graphs on one GPU, when asked"
+    assert compile_mode(True, cuda, world_size=2) == "default"
     assert compile_mode(True, cpu, world_size=1) == "default"
-    assert compile_mode(False, cuda, world_size=1) is None
+    assert inspect.signature(HousePriceRegressor).parameters["compile"].default is False
+
+
+class GradientMemory(L.Callback):
+    """The memory of every parameter's gradient at each training batch's start (None where there is none)."""
+
+    def __init__(self) -> None:
+        self.seen: list[list[int | None]] = []
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        self.seen.append([None if p.grad is None else p.grad.data_ptr() for p in pl_module.parameters()])
+
+
+def test_under_cuda_graphs_gradients_stay_the_parameters_own_memory_from_first_step_to_last(monkeypatch):
+    # A CUDA graph hands its own output memory over as .grad wherever .grad is None and overwrites it at the next
+    # replay: Lightning's teardown crashed reading one. Lightning releases gradients before the run and before each
+    # validation; the model keeps them allocated and zeroes them in place instead, so the graph's outputs are only ever
+    # added into them. Inductor's "reduce-overhead" mode runs on the CPU too (without graphs), so this runs anywhere.
+    monkeypatch.setattr("models.regressor.compile_mode", lambda *args: "reduce-overhead")
+    torch._dynamo.reset()
+    memory = GradientMemory()
+    datamodule = HousingDataModule.from_frame(priced_frame(300), target="price", batch_size=100, batches_per_call=1)
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[8], ensemble_size=2, dropout=0.0, compile=True)
+    quiet_trainer(max_epochs=2, callbacks=[memory]).fit(model, datamodule=datamodule)  # a validation between the epochs
+    assert len(memory.seen) == 4 and None not in memory.seen[0]
+    assert all(pointers == memory.seen[0] for pointers in memory.seen), "a gradient changed memory during fit"
+    assert all(p.grad is None for p in model.parameters()), "no gradient is left for teardown to move"
 
 
 def test_each_batch_of_a_group_is_one_optimizer_step_exactly_as_a_plain_loop():
@@ -158,3 +186,22 @@ def test_gradient_clip_bounds_every_step_and_only_when_asked():
 def test_max_steps_counts_optimizer_steps_even_within_a_call():
     # 5 steps end inside the second call of 3: the one-cycle schedule (5 steps long) must not be stepped a 6th time.
     assert small_fit(max_epochs=3, max_steps=5).global_step == 5
+
+
+class FusedAdamW(HousePriceRegressor):
+    """The GPU's optimizer (fused AdamW) on the CPU, where torch has one too."""
+
+    def fused_optimizer(self) -> bool:
+        return True
+
+
+def test_gradient_clip_works_under_bf16_mixed_with_a_fused_optimizer():
+    # Lightning's AMP plugin refuses to clip for a fused optimizer ("performs unscaling of gradients internally"), as
+    # a GPU's bf16-mixed run did; bfloat16 scales no loss, so the model clips the true gradients itself.
+    seen = GradientNorms()
+    datamodule = HousingDataModule.from_frame(priced_frame(600), target="price", batch_size=50, batches_per_call=3)
+    model = FusedAdamW(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, gradient_clip=0.01)
+    trainer = quiet_trainer(max_epochs=1, precision="bf16-mixed", callbacks=[seen])
+    trainer.fit(model, datamodule=datamodule)
+    assert model.optimizers().optimizer.defaults["fused"] is True
+    assert len(seen.norms) == 8 and max(seen.norms) <= 0.01 * (1 + 1e-3)

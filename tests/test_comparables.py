@@ -1,0 +1,111 @@
+"""The comparables network (models/comparables.py): exact search, no leakage, checkpoints that price alone, and the
+comparable sales a user reads back from the training file."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import ROOT, assert_clean_failure, run_in_process, run_script, train
+from datamodules import HousingDataModule
+from models.checkpoint import load_model, read_checkpoint
+from models.comparables import ComparablesNetwork, nearest
+from models.pricing import PriceModel
+
+SMALL = ["--config=configs/comparables.yaml", "--model.d_main=32", "--model.context_size=16", "--model.n_frequencies=8",
+         "--model.embedding_dim=8"]
+
+
+def test_chunked_search_equals_the_whole_search_and_sorting_every_distance():
+    generator = torch.Generator().manual_seed(0)
+    queries, keys = torch.randn(37, 5, generator=generator), torch.randn(1000, 5, generator=generator)
+    whole_distances, whole = nearest(queries, keys, 12, chunk=10**9)
+    for chunk in (37 * 12, 37 * 50, 37 * 999):  # slices of 12 (= m), 50 and 999 keys
+        distances, indices = nearest(queries, keys, 12, chunk=chunk)
+        assert torch.equal(indices, whole)
+        torch.testing.assert_close(distances, whole_distances)
+    brute = torch.cdist(queries.double(), keys.double()).square()
+    assert torch.equal(whole, brute.argsort(dim=1)[:, :12])
+
+
+def network(n_candidates: int = 200) -> ComparablesNetwork:
+    torch.manual_seed(0)
+    model = ComparablesNetwork(n_numeric=3, n_embedded=3, cardinalities=[4], numeric_embedding="periodic-lite", embedding_dim=4,
+                               n_frequencies=4, frequency_scale=1.0, category_dim=2, d_main=16, context_size=8)
+    with torch.no_grad():
+        model.key.weight *= 10  # keys far apart, as after training: a row is then its own nearest candidate by far
+    model.remember(torch.randn(n_candidates, 3), torch.randint(0, 4, (n_candidates, 1)), torch.randn(n_candidates), torch.arange(n_candidates) * 3)
+    return model.eval()
+
+
+def test_a_training_row_never_reads_its_own_price():
+    model = network()
+    rows = torch.arange(0, 200, 7)
+    numeric, codes = model.candidate_numeric[rows], model.candidate_codes[rows]
+    _, indices, _ = model.context(model.encode(numeric, codes)[1], model.candidate_keys(), rows)
+    assert not (indices == rows.unsqueeze(1)).any()
+    for row in rows.tolist():
+        query = model.candidate_numeric[[row]], model.candidate_codes[[row]]
+        excluded, included = model.member_outputs(*query, exclude=torch.tensor([row])), model.member_outputs(*query)
+        model.candidate_target[row] += 100.0  # the row's own price, and nothing else, changes
+        assert torch.equal(model.member_outputs(*query, exclude=torch.tensor([row])), excluded), "its own price reached a row"
+        assert not torch.equal(model.member_outputs(*query), included), "without exclusion it does: the test can fail"
+
+
+def test_attention_weights_sum_to_one_and_comparables_come_by_decreasing_weight():
+    model = network()
+    weights, indices = model.comparables(torch.randn(30, 3), torch.randint(0, 4, (30, 1)))
+    assert weights.shape == indices.shape == (30, 8)
+    torch.testing.assert_close(weights.sum(dim=1), torch.ones(30))
+    assert (weights.diff(dim=1) <= 0).all()
+
+
+@pytest.fixture(scope="module")
+def comparables_run(tmp_path_factory, housing_csv):
+    return train("housing_csv.yaml", tmp_path_factory.mktemp("comparables_run"), *SMALL)
+
+
+def test_candidates_are_the_training_split_and_a_checkpoint_prices_alone(comparables_run, housing_csv):
+    best = comparables_run / "checkpoints" / "best.ckpt"
+    checkpoint = read_checkpoint(best)
+    datamodule = HousingDataModule(**checkpoint["datamodule_hyper_parameters"])
+    candidates = checkpoint["state_dict"]["network.candidate_rows"]
+    assert torch.equal(candidates, datamodule.table_rows("train"))
+    assert not set(candidates.tolist()) & set(datamodule.splits["val"].index) | set(datamodule.splits["test"].index)
+    torch.testing.assert_close(checkpoint["state_dict"]["network.candidate_target"], datamodule.tensors("train")[2])
+    model = load_model(best)
+    test = datamodule.splits["test"]
+    rmse = float(((model.predict(test) - test["median_house_value"]) ** 2).mean() ** 0.5)
+    stored = pd.read_json(comparables_run / "test_metrics.json", typ="series")["rmse"]
+    assert rmse == pytest.approx(stored, rel=1e-5), "load_model prices the test split as the fitted model tested it"
+
+
+def test_comparables_command_reads_each_sale_back_from_the_training_file(comparables_run, housing_csv, tmp_path):
+    houses = pd.read_csv(housing_csv).sample(6, random_state=0)
+    houses.to_csv(tmp_path / "houses.csv", index=False)
+    result = run_script("comparables.py", str(comparables_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "houses.csv"),
+                        "--rows", "1", "4", "--k", "5", "--output", str(tmp_path / "report"), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "report" / "comparables.csv")
+    assert table["row"].tolist() == [1] * 5 + [4] * 5 and table["rank"].tolist() == [1, 2, 3, 4, 5] * 2
+    for _, own in table.groupby("row"):
+        assert (own["weight"].diff().dropna() <= 0).all() and own["weight"].sum() <= 1 + 1e-6
+    sales = pd.read_csv(housing_csv).iloc[table["train_row"]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(table[sales.columns], sales, check_dtype=False)
+    assert (tmp_path / "report" / "comparables_map.png").stat().st_size > 0
+    assert "Row 1: priced" in result.stdout
+
+
+def test_comparables_of_an_mlp_checkpoint_are_refused_in_one_line(housing_run, capsys, tmp_path):
+    pd.read_csv(ROOT.parent / "shared" / "data" / "housing.csv", nrows=3).to_csv(tmp_path / "h.csv", index=False)
+    result = run_in_process(capsys, "comparables.py", str(housing_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "h.csv"),
+                            "--output", str(tmp_path / "out"))
+    assert_clean_failure(result, "prices each house alone", "configs/comparables.yaml")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_ensemble_of_comparables_networks_is_refused_with_the_fix():
+    datamodule = HousingDataModule()
+    with pytest.raises(Exception, match="ensemble_size 1"):
+        PriceModel(preprocessing=datamodule.preprocessing, architecture="comparables", ensemble_size=8)
