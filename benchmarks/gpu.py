@@ -6,7 +6,7 @@
 Measured on the same device, same split, network, batch (256), member batches and one-cycle schedule:
 - the package: `scripts/train.py fit --config configs/california.yaml` as a user runs it (wall from command to test
   metrics, compiling included; median epoch from metrics.csv, validation included), with its training step compiled
-  (`--model.compile=true`, the default on CUDA) and eager (`--model.compile=false`, the default on a CPU);
+  (`--model.compile=true`, experimental) and eager (`--model.compile=false`, the default everywhere);
 - a raw loop, eager: the same steps on tensors resident on the device, fused AdamW on CUDA, the package's precision;
 - the same raw loop with the forward and backward under `torch.compile` in the package's mode
   (`models.hardware.compile_mode`: "reduce-overhead", i.e. CUDA graphs, on one GPU), the shapes kept static by dropping
@@ -59,6 +59,8 @@ def raw_loop(datamodule: HousingDataModule, *, device: str, epochs: int, mode: s
         return loss.detach()
 
     step = torch.compile(loss_and_backward, mode=mode, dynamic=False) if mode else loss_and_backward
+    for parameter in network.parameters():  # the gradients' own memory from the start: CUDA graphs only add into it
+        parameter.grad = torch.zeros_like(parameter)
     generator = torch.Generator(device=device).manual_seed(seed)
     epoch_times = []
     start = time.perf_counter()

@@ -9,6 +9,8 @@ objects and loads with `torch.load(..., weights_only=True)`.
 
 from __future__ import annotations
 
+import functools
+import math
 import sys
 from typing import Any, Literal
 
@@ -128,7 +130,7 @@ def fit_statistics(
     state["target_mean"] = float(target_values.mean())
     state["target_std"] = float(target_values.std()) or 1.0
 
-    preprocessor = Preprocessor(state)
+    preprocessor = Preprocessor({**state, "bin_edges": []})  # to scale the inputs the bins are fitted on
     inputs = preprocessor.scale_numeric(preprocessor.raw_numeric(train))[:, : preprocessor.n_continuous].numpy()
     state["bin_edges"] = tree_bin_edges(inputs, preprocessor.encode_target(train[target]).numpy(), n_bins, seed)
     return state
@@ -176,16 +178,22 @@ class Preprocessor:
     def __init__(self, state: dict[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
             raise HousePriceError(f"preprocessing state version {state.get('version')} is not supported; retrain the model")
+        check_state(state)
         self.state = state
         self.target: str = state["target"]
         self.numeric: list[str] = state["numeric"]
         self.categorical: list[str] = state["categorical"]
-        self._codes = [{value: code for code, value in enumerate(vocab, start=MISSING + 1)} for vocab in state["vocabularies"]]
         self.binary: list[str] = state["binary"]
         self.continuous: list[str] = [name for name in self.numeric if name not in self.binary]
         self.dates: list[str] = state.get("dates", [])
         self.date_formats: dict[str, str] = dict(zip(self.dates, state.get("date_formats") or ["ISO8601"] * len(self.dates)))
         self._date_of = {name: column for column in self.dates for name in date_feature_names(column)}  # derived input -> date
+
+    @functools.cached_property
+    def _codes(self) -> list[dict[str, int]]:
+        """Per categorical column, value -> code; built on first use, so a model's shapes are checked against its
+        weights before a vocabulary of any size is read."""
+        return [{value: code for code, value in enumerate(vocab, start=MISSING + 1)} for vocab in self.state["vocabularies"]]
 
     @property
     def features(self) -> list[str]:
@@ -314,6 +322,60 @@ class Preprocessor:
         """Standardized predictions -> the target's own units (dollars, $100k, ...); works under autograd."""
         values = standardized * self.state["target_std"] + self.state["target_mean"]
         return torch.exp(values) if self.state["log_target"] else values
+
+
+def check_state(state: dict[str, Any]) -> None:
+    """Refuse a preprocessing state that is not what `fit_statistics` writes, in one line naming the field: a checkpoint
+    edited or damaged so that its numbers, not its code, are wrong (weights_only loading stops only code).
+
+    Lengths agree with the columns, every statistic is finite, scales are positive, quantile knots and bin edges
+    never decrease, and the target's scale is positive: anything else would price silently wrong.
+    """
+    def refuse(field: str, why: str) -> None:
+        raise HousePriceError(f"checkpoint preprocessing field '{field}' {why}; the file is damaged or was edited: use another checkpoint")
+
+    def numbers(field: str, values: Any, length: int | None, positive: bool = False, increasing: bool = False) -> None:
+        if not isinstance(values, list) or (length is not None and len(values) != length):
+            refuse(field, f"should hold {length} numbers, one per column")
+        if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
+            refuse(field, "holds a value that is not a finite number")
+        if positive and not all(value > 0 for value in values):
+            refuse(field, "holds a value that is not positive")
+        if increasing and any(later < earlier for earlier, later in zip(values, values[1:])):
+            refuse(field, "decreases somewhere; its values must never decrease")
+
+    numeric, categorical = state.get("numeric"), state.get("categorical")
+    for field, names in (("numeric", numeric), ("categorical", categorical), ("dates", state.get("dates", []))):
+        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+            refuse(field, "should be a list of column names")
+    for field in ("binary", "indicators"):
+        if not set(state.get(field, [])) <= set(numeric):
+            refuse(field, "names columns that are not numeric inputs")
+    for field in ("medians", "minimum", "maximum"):
+        numbers(field, state.get(field), len(numeric))
+    if state.get("scaling") == "standard":
+        numbers("mean", state.get("mean"), len(numeric))
+        numbers("scale", state.get("scale"), len(numeric), positive=True)
+    elif state.get("scaling") == "quantile":
+        references = state.get("references")
+        numbers("references", references, None, increasing=True)
+        quantiles = state.get("quantiles")
+        if not isinstance(quantiles, list) or len(quantiles) != len(numeric):
+            refuse("quantiles", f"should hold one list of knots per numeric column ({len(numeric)})")
+        for knots in quantiles:
+            numbers("quantiles", knots, len(references), increasing=True)
+    else:
+        refuse("scaling", f"is {state.get('scaling')!r}, not 'standard' or 'quantile'")
+    for field, length in (("vocabularies", len(categorical)), ("modes", len(categorical)), ("date_formats", len(state.get("dates", [])))):
+        if field in state and (not isinstance(state[field], list) or len(state[field]) != length):
+            refuse(field, f"should hold {length} entries, one per column")
+    numbers("target_mean", [state.get("target_mean")], 1)
+    numbers("target_std", [state.get("target_std")], 1, positive=True)
+    edges = state.get("bin_edges")
+    if not isinstance(edges, list) or (edges and len(edges) != len([name for name in numeric if name not in state["binary"]])):
+        refuse("bin_edges", "should hold a list of edges per continuous input")
+    for column_edges in edges:
+        numbers("bin_edges", column_edges, None, increasing=True)
 
 
 def _target_space(values: np.ndarray, log_target: bool) -> np.ndarray:

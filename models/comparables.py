@@ -51,13 +51,13 @@ def nearest(queries: torch.Tensor, keys: torch.Tensor, m: int, chunk: int = SEAR
     for begin in range(0, len(keys), step):
         part = keys[begin : begin + step]
         distances = (squared - 2 * queries @ part.T + part.square().sum(-1)).clamp_min_(0)  # [B, slice]
-        indices = torch.arange(begin, begin + len(part), device=keys.device).expand(len(queries), -1)
+        indices = torch.arange(begin, begin + len(part), device=keys.device).expand_as(distances)
         best_distances = torch.cat([best_distances, distances], dim=1)
         best_indices = torch.cat([best_indices, indices], dim=1)
         if best_distances.shape[1] > m:
             best_distances, order = best_distances.topk(m, dim=1, largest=False, sorted=False)
             best_indices = best_indices.gather(1, order)
-    best_distances, order = best_distances.sort(dim=1, stable=True)
+    best_distances, order = best_distances.topk(best_distances.shape[1], dim=1, largest=False, sorted=True)  # ONNX has TopK, not a stable sort
     return best_distances, best_indices.gather(1, order)
 
 
@@ -179,7 +179,7 @@ class ComparablesNetwork(EmbeddedInputs):
         candidate_keys = self.candidate_keys()
         weights, indices, _ = self.context(key, candidate_keys, exclude)
         weights = self.context_dropout(weights).unsqueeze(1)  # [B, 1, m]
-        labels = self.label_encoder(self.candidate_target[indices].unsqueeze(-1))  # [B, m, d]
+        labels = self.label_encoder(self.candidate_target.unsqueeze(-1))[indices]  # [B, m, d]: each candidate's once
         # sum_i w_i T(k - k_i) = W2 sum_i w_i act(W1 k + b1 - W1 k_i): see __init__.
         hidden = self.difference_activation(self.difference_in(key).unsqueeze(1) - (candidate_keys @ self.difference_in.weight.T)[indices])
         x = x + (weights @ labels).squeeze(1) + self.difference_out((weights @ hidden).squeeze(1))

@@ -141,6 +141,12 @@ def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
         raise HousePriceError(f"this model reads date columns {preprocessor.dates}; ONNX export does not support them yet")
     if not preprocessor.features:
         raise HousePriceError("this model has no feature columns to export")
+    if model.network.retrieves:
+        # The graph traces and runs (candidates as constants, TopK inside), but onnxruntime's distances round
+        # differently, so a house whose m-th and (m+1)-th nearest sales are nearly tied gets another context and
+        # another price (measured: benchmarks/COMPARABLES.md). A file that prices some houses otherwise is not written.
+        raise HousePriceError("a comparables model cannot be exported to ONNX exactly (nearly tied comparables are chosen differently "
+                              "by onnxruntime); price it with house-price predict, or export an MLP model")
     exported = ExportedModel(copy.deepcopy(model).float().eval()).eval()
     numeric, categorical = preprocessor.numeric, preprocessor.categorical
     examples = tuple(torch.zeros(2, 1) for _ in numeric) + tuple(torch.zeros(2, 1, dtype=torch.long) for _ in categorical)

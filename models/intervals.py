@@ -20,6 +20,8 @@ from typing import Any, Literal
 
 import torch
 
+from datamodules.errors import HousePriceError
+
 Method = Literal["constant", "adaptive"]
 METHODS: tuple[Method, ...] = ("constant", "adaptive")
 LEVELS = (0.8, 0.9, 0.95)
@@ -35,6 +37,26 @@ class Calibration:
     eps: float
     scores: dict[str, list[float]]
     method: Method
+
+    def __post_init__(self) -> None:
+        """Refuse a calibration that `calibrate` cannot have written (an edited checkpoint), naming the field: it would
+        give intervals that look fine and are not."""
+        def refuse(field: str, why: str) -> None:
+            raise HousePriceError(f"checkpoint interval calibration field '{field}' {why}; the file is damaged or was edited: "
+                                  "use another checkpoint")
+
+        if self.method not in METHODS or not isinstance(self.scores, dict) or set(self.scores) != set(METHODS):
+            refuse("method", f"is {self.method!r} with scores for {sorted(self.scores) if isinstance(self.scores, dict) else self.scores}, "
+                   f"not one of {list(METHODS)} with scores for both")
+        if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
+            refuse("eps", f"is {self.eps}, not a finite number >= 0")
+        for method, scores in self.scores.items():
+            if len(scores) != self.rows:
+                refuse("scores", f"holds {len(scores)} {method} scores for {self.rows} rows")
+            if not all(isinstance(score, (int, float)) and math.isfinite(score) and score >= 0 for score in scores):
+                refuse("scores", f"holds a {method} score that is not a finite number >= 0")
+            if any(later < earlier for earlier, later in zip(scores, scores[1:])):
+                refuse("scores", f"holds {method} scores out of order; they are stored sorted")
 
     def quantile(self, level: float, method: Method | None = None) -> float:
         """q such that ŷ ± q·scale covers a new row with probability >= level (inf when too few rows for it)."""

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, assert_clean_failure, run_in_process, run_script
 
 from datamodules import HousePriceError, HousingDataModule
 from models import HousePriceRegressor, PriceModel, load_model
@@ -161,3 +161,36 @@ def test_a_price_model_takes_every_hyperparameter_but_the_training_ones():
 
     pricing, training = set(inspect.signature(PriceModel).parameters), set(inspect.signature(HousePriceRegressor).parameters)
     assert training == pricing | TRAINING_OPTIONS and not pricing & TRAINING_OPTIONS
+
+
+def edit(path, destination, change):
+    """Load a checkpoint as plain data, apply `change` to it, save it at `destination`, keeping every tensor shape."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, destination)
+    return destination
+
+
+def preprocessing(checkpoint):
+    return checkpoint["hyper_parameters"]["preprocessing"]
+
+
+EDITS = {
+    "medians": lambda c: preprocessing(c).update(medians=preprocessing(c)["medians"][:2]),
+    "quantiles": lambda c: preprocessing(c)["quantiles"][0].reverse(),
+    "target_std": lambda c: preprocessing(c).update(target_std=float("nan")),
+    "method": lambda c: c["conformal_calibration"].update(method="bogus"),
+    "eps": lambda c: c["conformal_calibration"].update(eps=-5.0),
+    "scores": lambda c: c["conformal_calibration"]["scores"]["constant"].reverse(),
+}
+
+
+@pytest.mark.parametrize("field", EDITS)
+def test_an_edited_checkpoint_is_refused_in_one_line_naming_the_field(field, housing_run, housing_csv, tmp_path, capsys):
+    # weights_only stops code, not wrong numbers: each of these priced silently wrong, or failed with a traceback.
+    edited = edit(housing_run / "checkpoints" / "best.ckpt", tmp_path / "edited.ckpt", EDITS[field])
+    pd.read_csv(housing_csv, nrows=5).to_csv(tmp_path / "houses.csv", index=False)
+    result = run_in_process(capsys, "predict.py", str(edited), "--input", str(tmp_path / "houses.csv"), "--output", str(tmp_path / "p.csv"),
+                            "--interval", "0.9")
+    assert_clean_failure(result, f"field '{field}'", "damaged or was edited")
+    assert not (tmp_path / "p.csv").exists()
