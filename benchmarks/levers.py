@@ -42,8 +42,11 @@ def train(config: Path, seed: int, overrides: list[str], threads: int | None = N
         test = json.loads(run.read_text())
         epochs = pd.read_csv(run.parent / "metrics.csv")
     val = epochs["val/rmse"].dropna()
+    seconds = epochs["epoch_seconds"].dropna()
+    # The best validation RMSE reached after each epoch, against the training seconds spent so far.
+    curve = list(zip(seconds.cumsum().tolist(), val.cummin().tolist()))
     return {"val_rmse": float(val.min()), "val_last": float(val.iloc[-1]), "rmse": test["rmse"], "mae": test["mae"], "r2": test["r2"],
-            "wall": wall, "epoch": float(epochs["epoch_seconds"].dropna().median()), "epochs": int(epochs["epoch_seconds"].notna().sum())}
+            "wall": wall, "epoch": float(seconds.median()), "epochs": int(seconds.size), "curve": curve}
 
 
 def main() -> None:
@@ -60,7 +63,7 @@ def main() -> None:
             parser.error(f"override '{override}' is not <section>.<option>=<value>")
     overrides = arguments.overrides + ([f"trainer.max_epochs={arguments.epochs}"] if arguments.epochs else [])
     result = train(arguments.config, arguments.seed, [*overrides, "trainer.enable_progress_bar=false"], arguments.threads)
-    print(json.dumps({"overrides": arguments.overrides, "seed": arguments.seed, **{k: round(v, 4) for k, v in result.items()}}))
+    print(json.dumps({"overrides": arguments.overrides, "seed": arguments.seed, **{k: round(v, 4) for k, v in result.items() if k != "curve"}}))
 
 
 if __name__ == "__main__":

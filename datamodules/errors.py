@@ -19,6 +19,10 @@ def exit_cleanly_on_error(main: Callable[[], None]) -> None:
     """
     try:
         main()
+    except KeyboardInterrupt:
+        # Every output is written to a temporary file and renamed, so an interrupted command leaves nothing half-written.
+        print("interrupted (Ctrl-C): stopped; no output was left half-written", file=sys.stderr)
+        sys.exit(130)
     except Exception as error:
         if os.environ.get("HOUSE_PRICE_DEBUG") == "1" or not _is_user_error(error):
             raise

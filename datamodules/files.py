@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -48,7 +49,14 @@ def write_atomic(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(handle)
     try:
-        write(temporary)
+        try:
+            write(temporary)
+        except RuntimeError as error:
+            # torch's zip writer (torch.save) reports a full or failing disk as a RuntimeError, not an OSError:
+            # "[enforce fail at inline_container.cc:...] . unexpected pos ..." or "... file write failed".
+            if "inline_container" not in str(error):
+                raise
+            raise OSError(errno.ENOSPC, "the disk is full or failed while writing", str(path)) from None
         os.chmod(temporary, 0o666 & ~_umask())  # mkstemp creates 0600; end with the mode open() would give
         os.replace(temporary, path)
     finally:

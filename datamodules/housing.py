@@ -211,7 +211,7 @@ class HousingDataModule(L.LightningDataModule):
     def table_rows(self, split: str) -> torch.Tensor:
         """Each row of a split as its 0-based data row in the table (the file, or scikit-learn's California frame),
         int64 [n]: where a comparable sale can be read back from."""
-        return torch.as_tensor(self.splits[split].index.to_numpy(), dtype=torch.int64)
+        return torch.tensor(self.splits[split].index.to_numpy(), dtype=torch.int64)
 
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:
         trainer = self.trainer

@@ -491,3 +491,12 @@ def check_table(frame: pd.DataFrame, target: str, log_target: bool = False) -> N
         if np.isinf(values).any():
             row = int(np.flatnonzero(np.isinf(values))[0])
             raise HousePriceError(f"column '{column}' holds an infinite value (data row {row + 1}); replace it or leave it empty")
+
+
+def chosen_rows(frame: pd.DataFrame, rows: list[int] | None) -> list[int]:
+    """The 0-based data rows a command's `--rows` names (all of them when None), each checked to lie in `frame`."""
+    rows = rows if rows is not None else list(range(len(frame)))
+    bad = [row for row in rows if not 0 <= row < len(frame)]
+    if bad:
+        raise HousePriceError(f"--rows {bad[0]} is outside the input's {len(frame)} rows; give 0..{len(frame) - 1}")
+    return rows

@@ -20,7 +20,7 @@ import pandas as pd
 
 from datamodules.errors import HousePriceError, exit_cleanly_on_error
 from datamodules.files import output_folder, write_atomic
-from datamodules.sources import read_table
+from datamodules.sources import chosen_rows, read_table
 from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
 from models.reports import amount, save_figure
 
@@ -41,10 +41,7 @@ def main(argv: list[str] | None = None) -> None:
                               "with --config configs/comparables.yaml after the dataset's config")
     frame = read_table(arguments.input, categories=model.preprocessor.categorical)
     model.preprocessor.check_columns(frame)
-    rows = arguments.rows if arguments.rows is not None else list(range(len(frame)))
-    bad = [row for row in rows if not 0 <= row < len(frame)]
-    if bad:
-        raise HousePriceError(f"--rows {bad[0]} is outside the input's {len(frame)} rows; give 0..{len(frame) - 1}")
+    rows = chosen_rows(frame, arguments.rows)
     sales = training_split(checkpoint, "train")  # verified against the training fingerprint: the rows the model holds
     folder = output_folder(arguments.output)
 

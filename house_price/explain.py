@@ -19,9 +19,9 @@ import pandas as pd
 
 from analysis.attributions import shapley_values
 from analysis.plots import plot_importance, plot_waterfall
-from datamodules.errors import HousePriceError, exit_cleanly_on_error
+from datamodules.errors import exit_cleanly_on_error
 from datamodules.files import output_folder, write_atomic
-from datamodules.sources import read_table
+from datamodules.sources import chosen_rows, read_table
 from models.checkpoint import load_model
 from models.reports import amount
 
@@ -37,10 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     model = load_model(arguments.checkpoint)
     frame = read_table(arguments.input, categories=model.preprocessor.categorical)
     model.preprocessor.check_columns(frame)
-    rows = arguments.rows if arguments.rows is not None else list(range(len(frame)))
-    bad = [row for row in rows if not 0 <= row < len(frame)]
-    if bad:
-        raise HousePriceError(f"--rows {bad[0]} is outside the input's {len(frame)} rows; give 0..{len(frame) - 1}")
+    rows = chosen_rows(frame, arguments.rows)
     folder = output_folder(arguments.output)
 
     attributions = shapley_values(model, frame.iloc[rows].reset_index(drop=True))

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, assert_clean_failure, run_in_process, run_script, train
+from conftest import ROOT, SHARED_DATA, assert_clean_failure, run_in_process, run_script, train
 from datamodules import HousingDataModule
 from models.checkpoint import load_model, read_checkpoint
 from models.comparables import ComparablesNetwork, nearest
@@ -61,12 +61,15 @@ def test_attention_weights_sum_to_one_and_comparables_come_by_decreasing_weight(
     assert (weights.diff(dim=1) <= 0).all()
 
 
+SACRAMENTO = SHARED_DATA / "tables" / "sacramento.csv"  # 932 sales with latitude and longitude: small, and mapped
+
+
 @pytest.fixture(scope="module")
-def comparables_run(tmp_path_factory, housing_csv):
-    return train("housing_csv.yaml", tmp_path_factory.mktemp("comparables_run"), *SMALL)
+def comparables_run(tmp_path_factory):
+    return train("housing_csv.yaml", tmp_path_factory.mktemp("comparables_run"), f"--data.path={SACRAMENTO}", "--data.target=price", *SMALL)
 
 
-def test_candidates_are_the_training_split_and_a_checkpoint_prices_alone(comparables_run, housing_csv):
+def test_candidates_are_the_training_split_and_a_checkpoint_prices_alone(comparables_run):
     best = comparables_run / "checkpoints" / "best.ckpt"
     checkpoint = read_checkpoint(best)
     datamodule = HousingDataModule(**{key: value for key, value in checkpoint["datamodule_hyper_parameters"].items() if not key.startswith("_")})
@@ -76,13 +79,13 @@ def test_candidates_are_the_training_split_and_a_checkpoint_prices_alone(compara
     torch.testing.assert_close(checkpoint["state_dict"]["network.candidate_target"], datamodule.tensors("train")[2])
     model = load_model(best)
     test = datamodule.splits["test"]
-    rmse = float(((model.predict(test) - test["median_house_value"]) ** 2).mean() ** 0.5)
+    rmse = float(((model.predict(test) - test["price"]) ** 2).mean() ** 0.5)
     stored = pd.read_json(comparables_run / "test_metrics.json", typ="series")["rmse"]
     assert rmse == pytest.approx(stored, rel=1e-5), "load_model prices the test split as the fitted model tested it"
 
 
-def test_comparables_command_reads_each_sale_back_from_the_training_file(comparables_run, housing_csv, tmp_path):
-    houses = pd.read_csv(housing_csv).sample(6, random_state=0)
+def test_comparables_command_reads_each_sale_back_from_the_training_file(comparables_run, tmp_path):
+    houses = pd.read_csv(SACRAMENTO).sample(6, random_state=0)
     houses.to_csv(tmp_path / "houses.csv", index=False)
     result = run_script("comparables.py", str(comparables_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "houses.csv"),
                         "--rows", "1", "4", "--k", "5", "--output", str(tmp_path / "report"), cwd=tmp_path)
@@ -91,7 +94,7 @@ def test_comparables_command_reads_each_sale_back_from_the_training_file(compara
     assert table["row"].tolist() == [1] * 5 + [4] * 5 and table["rank"].tolist() == [1, 2, 3, 4, 5] * 2
     for _, own in table.groupby("row"):
         assert (own["weight"].diff().dropna() <= 0).all() and own["weight"].sum() <= 1 + 1e-6
-    sales = pd.read_csv(housing_csv).iloc[table["train_row"]].reset_index(drop=True)
+    sales = pd.read_csv(SACRAMENTO, dtype={"zip": str}).iloc[table["train_row"]].reset_index(drop=True)
     pd.testing.assert_frame_equal(table[sales.columns], sales, check_dtype=False)
     assert (tmp_path / "report" / "comparables_map.png").stat().st_size > 0
     assert "Row 1: priced" in result.stdout

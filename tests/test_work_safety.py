@@ -244,3 +244,39 @@ def test_predict_streams_in_chunks_with_identical_output(housing_run, housing_cs
     assert sizes == [4096, 4096, 1808]
     prediction.predict_file(model, source, tmp_path / "whole.csv", chunk_rows=None)
     assert (tmp_path / "whole.csv").read_bytes() == (tmp_path / "chunked.csv").read_bytes() == (tmp_path / "script.csv").read_bytes()
+
+
+TORCH_FULL_DISK = "[enforce fail at inline_container.cc:672] . unexpected pos 258112 vs 258000"  # what torch.save raised on a full tmpfs
+
+
+def test_a_full_disk_under_torch_save_is_one_line_exit_2_and_the_old_file_intact(tmp_path, monkeypatch, capsys):
+    # torch's zip writer reports a full disk as a RuntimeError, which the one-line handler for unwritable places missed.
+    from datamodules.errors import exit_cleanly_on_error
+    from datamodules.files import write_atomic
+
+    def full_disk(obj, destination, *args, **kwargs):
+        Path(destination).write_bytes(b"partial")
+        raise RuntimeError(TORCH_FULL_DISK)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    checkpoint = tmp_path / "best.ckpt"
+    checkpoint.write_bytes(b"the previous checkpoint")
+    with pytest.raises(SystemExit) as exit_:
+        exit_cleanly_on_error(lambda: write_atomic(checkpoint, lambda temporary: torch.save({}, temporary)))
+    error = capsys.readouterr().err.strip().splitlines()
+    assert exit_.value.code == 2 and len(error) == 1 and error[0].startswith("error: cannot write") and "best.ckpt" in error[0], error
+    assert checkpoint.read_bytes() == b"the previous checkpoint" and sorted(tmp_path.iterdir()) == [checkpoint], "no temporary file left"
+
+
+def test_ctrl_c_during_predict_is_one_line_exit_130_and_no_output(housing_run, housing_csv, tmp_path, monkeypatch, capsys):
+    from conftest import run_in_process
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("house_price.predict.predict_file", interrupted)
+    shutil.copy(housing_csv, tmp_path / "houses.csv")
+    result = run_in_process(capsys, "predict.py", str(housing_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "houses.csv"),
+                            "--output", str(tmp_path / "priced.csv"))
+    assert result.returncode == 130 and result.stderr.strip().splitlines() == ["interrupted (Ctrl-C): stopped; no output was left half-written"]
+    assert not (tmp_path / "priced.csv").exists()

@@ -1,0 +1,131 @@
+"""Small real housing tables: house-price beside CatBoost, LightGBM and HistGradientBoosting, in one run, on the same
+splits: writes benchmarks/TABLES.md.
+
+    python benchmarks/tables.py                               # every table in ../shared/data/tables, split seeds 0-4
+    python benchmarks/tables.py --tables sacramento --seeds 0 1 --housing-csv
+
+For each table (target `price`) and split seed (`--data.split_seed`: a different test split each), in one process at a
+time: the package's CSV recipe (`configs/housing_csv.yaml` with `--data.path`, `--data.target price`), the comparables
+recipe (`configs/comparables.yaml` on top), and gradient boosting as a user runs it on the very same training,
+validation and test rows (`HousingDataModule.splits`): CatBoost (defaults, categorical columns as such, early
+stopping on validation), LightGBM (learning rate 0.05, categories as pandas categories, early stopping) and
+HistGradientBoosting (defaults, native categories), 2 threads each. Reports the mean and spread over seeds of test
+R² and RMSE, and the mean wall seconds per split. `--housing-csv` adds ../shared/data/housing.csv (minutes per seed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from benchmarks.compare import cpu_name, scores  # noqa: E402
+from benchmarks.levers import train  # noqa: E402
+from datamodules import HousingDataModule  # noqa: E402
+from datamodules.files import write_text_atomic  # noqa: E402
+
+TABLES = ROOT.parent / "shared" / "data" / "tables"
+HOUSING_CSV = ROOT.parent / "shared" / "data" / "housing.csv"
+CSV_CONFIG = ROOT / "configs" / "housing_csv.yaml"
+COMPARABLES = ROOT / "configs" / "comparables.yaml"
+
+
+def boosting(splits: dict[str, pd.DataFrame], target: str, seed: int) -> dict[str, dict[str, float]]:
+    """CatBoost, LightGBM and HistGradientBoosting on the split's rows; text columns as categories."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    features = [column for column in splits["train"].columns if column != target]
+    text = [column for column in features if not pd.api.types.is_numeric_dtype(splits["train"][column])]
+
+    def frame(split: str, categories: bool) -> pd.DataFrame:
+        x = splits[split][features].copy()
+        for column in text:
+            x[column] = x[column].astype("string").fillna("missing")
+            if categories:
+                x[column] = pd.Categorical(x[column], categories=sorted(splits["train"][column].astype("string").fillna("missing").unique()))
+        return x
+
+    y = {split: splits[split][target].to_numpy(dtype=float) for split in splits}
+    runs = {}
+
+    def record(name: str, fit, predict, categories: bool) -> None:
+        start = time.perf_counter()
+        fit(frame("train", categories), frame("val", categories))
+        runs[name] = {**scores(y["test"], predict(frame("test", categories))), "wall": time.perf_counter() - start}
+
+    try:
+        from catboost import CatBoostRegressor
+    except ImportError:
+        print("catboost is not installed (pip install -e \".[bench]\"): skipped", file=sys.stderr)
+    else:
+        catboost = CatBoostRegressor(random_seed=seed, thread_count=2, verbose=0, allow_writing_files=False, cat_features=text)
+        record("CatBoost", lambda train_x, val_x: catboost.fit(train_x, y["train"], eval_set=(val_x, y["val"]), early_stopping_rounds=100),
+               catboost.predict, categories=False)
+    try:
+        import lightgbm
+    except ImportError:
+        print("lightgbm is not installed (pip install -e \".[bench]\"): skipped", file=sys.stderr)
+    else:
+        lgbm = lightgbm.LGBMRegressor(n_estimators=5000, learning_rate=0.05, n_jobs=2, random_state=seed, verbose=-1)
+        record("LightGBM", lambda train_x, val_x: lgbm.fit(train_x, y["train"], eval_set=[(val_x, y["val"])],
+                                                           callbacks=[lightgbm.early_stopping(100, verbose=False)]), lgbm.predict, categories=True)
+    hgb = HistGradientBoostingRegressor(random_state=seed, categorical_features="from_dtype")
+    record("HistGradientBoosting", lambda train_x, val_x: hgb.fit(train_x, y["train"]), hgb.predict, categories=True)
+    return runs
+
+
+def package(path: Path, target: str, seed: int, extra: list[str]) -> dict[str, float]:
+    run = train(CSV_CONFIG, 0, [f"data.path={path}", f"data.target={target}", f"data.split_seed={seed}", "trainer.enable_progress_bar=false",
+                                *extra])
+    return run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tables", nargs="+", help="table names (file stems) to run; default: all")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
+    parser.add_argument("--housing-csv", action="store_true", help="also ../shared/data/housing.csv (target median_house_value)")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "TABLES.md")
+    arguments = parser.parse_args()
+    tables = [(path, "price") for path in sorted(TABLES.glob("*.csv")) if not arguments.tables or path.stem in arguments.tables]
+    if arguments.housing_csv:
+        tables.append((HOUSING_CSV, "median_house_value"))
+    lines = ["| table | rows | model | test R² (mean ± std) | test RMSE (mean) | wall s per split |", "|---|---|---|---|---|---|"]
+    for path, target in tables:
+        results: dict[str, list[dict[str, float]]] = {}
+        for seed in arguments.seeds:
+            results.setdefault("house-price (configs/housing_csv.yaml)", []).append(package(path, target, seed, []))
+            results.setdefault("house-price comparables (+ configs/comparables.yaml)", []).append(
+                package(path, target, seed, [f"config={COMPARABLES}"]))
+            splits = HousingDataModule(path=str(path), target=target, split_seed=seed).splits
+            for name, run in boosting(splits, target, seed).items():
+                results.setdefault(name, []).append(run)
+        rows = sum(len(frame) for frame in splits.values())
+        for name, runs in results.items():
+            r2 = [run["r2"] for run in runs]
+            lines.append(f"| {path.stem} | {rows:,} | {name} | {statistics.mean(r2):.4f} ± {np.std(r2):.4f} | "
+                         f"{statistics.mean(run['rmse'] for run in runs):,.0f} | {statistics.mean(run['wall'] for run in runs):.1f} |")
+        print("\n".join(lines[-len(results):]), flush=True)
+    command = "python benchmarks/tables.py" + (f" --tables {' '.join(arguments.tables)}" if arguments.tables else "")
+    command += "" if arguments.seeds == [0, 1, 2, 3, 4] else " --seeds " + " ".join(map(str, arguments.seeds))
+    command += " --housing-csv" if arguments.housing_csv else ""
+    text = "\n".join([
+        "# Small real housing tables", "",
+        f"Written by `{command}` on {cpu_name()}; split seeds {arguments.seeds}; one process at a time. RMSE in the table's "
+        "price units; wall: the package's from command to test metrics (start-up included), boosting's fit alone.", "",
+        *lines, "",
+    ])
+    write_text_atomic(arguments.output, text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
