@@ -129,6 +129,7 @@ def fit_statistics(
     target_values = _target_space(train[target].to_numpy(dtype=np.float64), log_target)
     state["target_mean"] = float(target_values.mean())
     state["target_std"] = float(target_values.std()) or 1.0
+    state["target_minimum"] = float(train[target].min())  # a target positive in every training row gets no negative bound
 
     preprocessor = Preprocessor({**state, "bin_edges": []})  # to scale the inputs the bins are fitted on
     inputs = preprocessor.scale_numeric(preprocessor.raw_numeric(train))[:, : preprocessor.n_continuous].numpy()
@@ -295,6 +296,25 @@ class Preprocessor:
             unseen = text[~text.isin(lookup.keys())]
             if len(unseen):
                 report[column] = {"rows": len(unseen), "examples": unseen.unique()[:examples].tolist()}
+        return report
+
+    def training_range(self, column: str) -> str:
+        """'low to high', the values a numeric column held in training."""
+        index = self.numeric.index(column)
+        return f"{self.state['minimum'][index]:g} to {self.state['maximum'][index]:g}"
+
+    def out_of_range(self, frame: pd.DataFrame, examples: int = 3) -> dict[str, dict[str, Any]]:
+        """Per numeric column (dates aside), the rows whose value lies outside the training range: {"rows", "examples"}."""
+        report = {}
+        columns = [name for name in self.numeric if name not in self._date_of]
+        if not columns:
+            return report
+        raw = self.raw_numeric(frame)[:, : len(columns)].numpy()  # dates' numbers come last
+        low, high = np.array(self.state["minimum"][: len(columns)]), np.array(self.state["maximum"][: len(columns)])
+        outside = (raw < low) | (raw > high)  # NaN (missing) compares false: imputed, not extrapolated
+        for j in np.flatnonzero(outside.any(axis=0)):
+            values = raw[outside[:, j], j]
+            report[columns[j]] = {"rows": int(outside[:, j].sum()), "examples": [float(value) for value in dict.fromkeys(values.tolist())][:examples]}
         return report
 
     def unreadable_dates(self, frame: pd.DataFrame, examples: int = 3) -> dict[str, dict[str, Any]]:

@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> None:
             plots.append(plot_intervals(actual, priced, folder / "intervals.png", unit, CHOICE_LEVEL))
         print(intervals_table(intervals, unit))
     write_metrics(folder / "metrics.json", metrics, unseen_categories=unseen.categories, unreadable_dates=unseen.dates,
+                  out_of_range=unseen.out_of_range,
                   intervals=intervals)
     source = arguments.data or "the training run's test split"
     print(f"{arguments.checkpoint} on {source} ({model.target}, {unit}):\n{metrics_table(metrics, unit)}")

@@ -77,6 +77,8 @@ class HousePriceCLI(LightningCLI):
             refuse_automatic_optimization_options(config)
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             resume_in_latest_run(config.trainer.logger)
+        elif self.subcommand == "fit" and not config.get("ckpt_path"):
+            refuse_a_used_run_folder(config.trainer.logger)
 
     def _parse_ckpt_path(self) -> None:
         # Lightning reads a given checkpoint's hyperparameters into the config here, before any other hook: refuse
@@ -155,6 +157,22 @@ def resume_in_latest_run(logger: Any) -> None:
     if not versions:
         raise HousePriceError(f"--ckpt_path last: no {runs}/version_*/checkpoints/last.ckpt to resume; train first or give a checkpoint path")
     arguments.version = max(versions)
+
+
+def refuse_a_used_run_folder(logger: Any) -> None:
+    """A new run told to write into a run folder that holds a run (`--trainer.logger.init_args.version`) would replace
+    its best.ckpt and append to its metrics.csv: refused, with the two ways on. Checked in the launching process
+    only: under DDP the other processes start after it, when the run's own folder may already exist."""
+    arguments = logger.init_args if hasattr(logger, "init_args") else None
+    if arguments is None or arguments.get("version") is None or int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0))):
+        return
+    version = arguments.version if isinstance(arguments.version, str) else f"version_{arguments.version}"
+    folder = Path(arguments.save_dir) / (arguments.get("name") or "") / version
+    if (folder / "metrics.csv").exists() or (folder / "checkpoints").is_dir():
+        raise HousePriceError(
+            f"run folder '{folder}' already holds a run, which a new one would overwrite (its checkpoints) and mix into (its "
+            "metrics.csv); leave out --trainer.logger.init_args.version for a new version, or add --ckpt_path last to resume it"
+        )
 
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")

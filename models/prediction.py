@@ -22,15 +22,18 @@ CHUNK_ROWS = 65_536  # a multiple of the model's batch, so chunked and whole-fil
 class UnseenValues:
     """Counts, over any number of frames, the rows priced without their value: per categorical column the values
     training never saw (`categories`), per date column the values that do not read as dates in the training's
-    format (`dates`)."""
+    format (`dates`); and per numeric column the rows outside the range training saw (`out_of_range`), priced by
+    extrapolation."""
 
     def __init__(self, preprocessor: Preprocessor) -> None:
         self.preprocessor = preprocessor
         self.categories: dict[str, dict[str, Any]] = {}
         self.dates: dict[str, dict[str, Any]] = {}
+        self.out_of_range: dict[str, dict[str, Any]] = {}
 
     def add(self, frame: pd.DataFrame) -> None:
-        for counts, found in ((self.categories, self.preprocessor.unseen_categories(frame)), (self.dates, self.preprocessor.unreadable_dates(frame))):
+        for counts, found in ((self.categories, self.preprocessor.unseen_categories(frame)), (self.dates, self.preprocessor.unreadable_dates(frame)),
+                              (self.out_of_range, self.preprocessor.out_of_range(frame))):
             for column, seen in found.items():
                 entry = counts.setdefault(column, {"rows": 0, "examples": []})
                 entry["rows"] += seen["rows"]
@@ -38,13 +41,17 @@ class UnseenValues:
 
     def warn(self) -> None:
         """One line per column on stderr: how many rows, a few examples, and what they were priced as."""
-        formats = self.preprocessor.date_formats
-        for counts, meaning, priced_as in ((self.categories, "values never seen in training", "an unknown category"),
-                                           (self.dates, "values that are not dates as training wrote them ({form})", "missing dates")):
+        preprocessor = self.preprocessor
+        for counts, meaning, detail, priced_as in (
+            (self.categories, "values never seen in training", lambda column: "", "an unknown category"),
+            (self.dates, "values that are not dates as training wrote them", lambda column: f" ({preprocessor.date_formats[column]})", "missing dates"),
+            (self.out_of_range, "values outside the range training saw", lambda column: f" ({preprocessor.training_range(column)})",
+             "extrapolations: check them, the model never saw such houses"),
+        ):
             for column, entry in counts.items():
                 examples = ", ".join(repr(value) for value in entry["examples"])
-                print(f"warning: column '{column}': {entry['rows']} rows hold {meaning.format(form=formats.get(column))} "
-                      f"(e.g. {examples}); they were priced as {priced_as}", file=sys.stderr)
+                print(f"warning: column '{column}': {entry['rows']} rows hold {meaning}{detail(column)} (e.g. {examples}); they were priced as "
+                      f"{priced_as}", file=sys.stderr)
 
 
 def predict_file(

@@ -197,7 +197,10 @@ class PriceModel(nn.Module):
         """(lower, upper) in target units for standardized member statistics, from the stored calibration."""
         self.check_interval(level)
         lower, upper = self.calibration.bounds(mean, spread, level, method)
-        return self.preprocessor.decode_target(lower), self.preprocessor.decode_target(upper)
+        lower, upper = self.preprocessor.decode_target(lower), self.preprocessor.decode_target(upper)
+        if self.preprocessor.state.get("target_minimum", -math.inf) > 0:  # prices: never a bound below zero
+            lower = lower.clamp_min(0.0)
+        return lower, upper
 
     def check_interval(self, level: float) -> None:
         """Refuse an interval level outside (0, 1), any interval from a model without a calibration, and a level its

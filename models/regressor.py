@@ -40,6 +40,9 @@ def quiet_lightning() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_advertising)  # added once: same object
     # Raised by Lightning's own batch flattening under newer torch: nothing a user can change.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    # Under DDP Lightning advises `self.log(..., sync_dist=True)` for every epoch metric: these are already reduced
+    # across processes (see `_log_epoch_metrics`), so the advice, once per metric, says something untrue.
+    warnings.filterwarnings("ignore", message=r".*It is recommended to use `self\.log\(.*sync_dist=True\)`")
 
 
 def regression_metrics() -> MetricCollection:

@@ -280,3 +280,33 @@ def test_ctrl_c_during_predict_is_one_line_exit_130_and_no_output(housing_run, h
                             "--output", str(tmp_path / "priced.csv"))
     assert result.returncode == 130 and result.stderr.strip().splitlines() == ["interrupted (Ctrl-C): stopped; no output was left half-written"]
     assert not (tmp_path / "priced.csv").exists()
+
+
+def test_a_new_run_into_a_folder_that_holds_a_run_is_refused_with_both_ways_on(tmp_path, capsys):
+    from conftest import run_in_process
+
+    run = tmp_path / "california" / "version_0"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "metrics.csv").write_text("epoch\n0\n")
+    (run / "checkpoints" / "best.ckpt").write_bytes(b"the first run's model")
+    result = run_in_process(capsys, "train.py", "fit", "--config=configs/california.yaml", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                            "--trainer.logger.init_args.version=0")
+    assert_clean_failure(result, "already holds a run", "leave out --trainer.logger.init_args.version", "--ckpt_path last")
+    assert (run / "checkpoints" / "best.ckpt").read_bytes() == b"the first run's model" and (run / "metrics.csv").read_text() == "epoch\n0\n"
+
+
+def test_impossible_houses_are_named_on_stderr_and_a_positive_price_never_gets_a_negative_bound(housing_run, housing_csv, tmp_path):
+    houses = pd.read_csv(housing_csv, nrows=4)
+    houses.loc[0, "population"] = 1e12
+    houses.loc[1, "median_income"] = 1000.0
+    houses.loc[2, "total_rooms"] = -50.0
+    houses.to_csv(tmp_path / "houses.csv", index=False)
+    result = run_script("predict.py", str(housing_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "houses.csv"),
+                        "--output", str(tmp_path / "priced.csv"), "--interval", "0.9", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    named = {line.split("'")[1]: line for line in result.stderr.splitlines() if "outside the range training saw" in line}
+    assert set(named) == {"population", "median_income", "total_rooms"}, result.stderr
+    assert "1 rows" in named["population"] and "1000000000000.0" in named["population"] and "extrapolations" in named["population"]
+    priced = pd.read_csv(tmp_path / "priced.csv")
+    assert (priced["median_house_value_lower"] >= 0).all()
+    assert (priced["median_house_value_lower"] <= priced["median_house_value_prediction"]).all()
