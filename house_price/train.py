@@ -20,7 +20,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
-from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+from lightning.pytorch.callbacks import EarlyStopping
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
@@ -34,7 +34,7 @@ from models.hardware import default_precision, fast_cpu_bfloat16
 from models.intervals import CHOICE_LEVEL, rows_needed
 from models.regressor import quiet_lightning
 from models.reports import amount, interval_report, metrics_table, plot_learning_curve, stage_metrics, write_metrics
-from models.safety import AtomicCheckpointIO, InterruptExit, RandomState, StopOnNonFiniteLoss
+from models.safety import AtomicCheckpointIO, EpochCheckpoint, InterruptExit, RandomState, StopOnNonFiniteLoss
 
 MONITOR = "val/rmse"
 
@@ -47,7 +47,7 @@ class HousePriceCLI(LightningCLI):
         parser.link_arguments(
             ("model.ensemble_size", "model.share_training_batches"), "data.member_batches", compute_fn=member_batches, apply_on="parse"
         )
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(EpochCheckpoint, "checkpoint")
         parser.set_defaults(
             {"checkpoint.monitor": MONITOR, "checkpoint.mode": "min", "checkpoint.filename": "best", "checkpoint.save_last": True}
         )
@@ -77,6 +77,7 @@ class HousePriceCLI(LightningCLI):
             refuse_automatic_optimization_options(config)
         if self.subcommand == "fit" and config.get("ckpt_path") == "last":
             resume_in_latest_run(config.trainer.logger)
+            refuse_resuming_a_finished_run(config)
         elif self.subcommand == "fit" and not config.get("ckpt_path"):
             refuse_a_used_run_folder(config.trainer.logger)
 
@@ -157,6 +158,23 @@ def resume_in_latest_run(logger: Any) -> None:
     if not versions:
         raise HousePriceError(f"--ckpt_path last: no {runs}/version_*/checkpoints/last.ckpt to resume; train first or give a checkpoint path")
     arguments.version = max(versions)
+
+
+def refuse_resuming_a_finished_run(config: Any) -> None:
+    """`--ckpt_path last` on a run whose last.ckpt holds its final epoch: nothing is left to train, and Lightning would
+    test and calibrate it again; say so, and how to train it further."""
+    arguments = config.trainer.logger.init_args if hasattr(config.trainer.logger, "init_args") else None
+    max_epochs = config.trainer.get("max_epochs")
+    if arguments is None or arguments.get("version") is None or max_epochs is None or max_epochs < 0:
+        return
+    version = arguments.version if isinstance(arguments.version, str) else f"version_{arguments.version}"
+    last = Path(arguments.save_dir) / (arguments.get("name") or "") / version / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return
+    epoch = verified_checkpoint(last).get("epoch", -1)
+    if epoch + 1 >= max_epochs:
+        raise HousePriceError(f"the run in '{last.parents[1]}' has finished: its last.ckpt holds epoch {epoch + 1} of --trainer.max_epochs "
+                              f"{max_epochs}; to train it further, resume with a larger --trainer.max_epochs")
 
 
 def refuse_a_used_run_folder(logger: Any) -> None:

@@ -152,13 +152,12 @@ class ComparablesNetwork(EmbeddedInputs):
 
     def candidate_keys(self) -> torch.Tensor:
         """Every candidate's key [N, d]. In training they carry gradients, as in TabR: the encoder also learns from
-        the keys it is compared with (without them it learned more slowly per second too, benchmarks/COMPARABLES.md).
-        Encoding all N candidates at every step is the largest part of a step."""
+        the keys it is compared with. Encoding all N candidates at every step is the largest part of a step."""
         return self.encode(self.candidate_numeric, self.candidate_codes)[1]
 
-    def context(self, key: torch.Tensor, candidate_keys: torch.Tensor, exclude: torch.Tensor | None) -> tuple[torch.Tensor, ...]:
-        """(attention weights [B, m], candidate indices [B, m], their keys [B, m, d]) nearest first; `exclude` [B]:
-        each row's own candidate index, never in its context (training), or None."""
+    def context(self, key: torch.Tensor, candidate_keys: torch.Tensor, exclude: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(attention weights [B, m], candidate indices [B, m]) nearest first; `exclude` [B]: each row's own candidate
+        index, never in its context (training), or None."""
         m = min(self.context_size, self.n_candidates - (exclude is not None))
         if m < 1:
             raise ValueError(f"the comparables network needs candidates to price from; it has {self.n_candidates}")
@@ -170,14 +169,14 @@ class ComparablesNetwork(EmbeddedInputs):
             indices = indices.gather(1, distances.argsort(dim=1, stable=True)[:, :m])
         context_keys = candidate_keys[indices]  # [B, m, d]: gradients reach the candidates' keys through these
         similarities = -(key.unsqueeze(1) - context_keys).square().sum(-1)
-        return similarities.softmax(dim=-1), indices, context_keys
+        return similarities.softmax(dim=-1), indices
 
     def member_outputs(self, numeric: torch.Tensor, codes: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
         """The standardized prediction as a one-member ensemble [1, B]. numeric [B, n_numeric], codes [B, n_cat];
         `exclude` [B]: in training, each row's own candidate index (it must not read its own price)."""
         x, key = self.encode(numeric, codes)
         candidate_keys = self.candidate_keys()
-        weights, indices, _ = self.context(key, candidate_keys, exclude)
+        weights, indices = self.context(key, candidate_keys, exclude)
         weights = self.context_dropout(weights).unsqueeze(1)  # [B, 1, m]
         labels = self.label_encoder(self.candidate_target.unsqueeze(-1))[indices]  # [B, m, d]: each candidate's once
         # sum_i w_i T(k - k_i) = W2 sum_i w_i act(W1 k + b1 - W1 k_i): see __init__.
@@ -196,6 +195,6 @@ class ComparablesNetwork(EmbeddedInputs):
         """Each house's context by decreasing attention weight: (weights [B, m], which sum to 1; candidate indices
         [B, m])."""
         _, key = self.encode(numeric, codes)
-        weights, indices, _ = self.context(key, self.candidate_keys(), None)
+        weights, indices = self.context(key, self.candidate_keys(), None)
         weights, order = weights.sort(dim=1, descending=True, stable=True)
         return weights, indices.gather(1, order)

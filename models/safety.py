@@ -11,6 +11,7 @@ import lightning as L
 import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -31,6 +32,28 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             raise TypeError(f"{type(self).__name__} takes no storage_options; got {storage_options}")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, lambda temporary: torch.save(checkpoint, temporary))
+
+
+class EpochCheckpoint(ModelCheckpoint):
+    """`ModelCheckpoint` whose last.ckpt is the end of every epoch, as the README promises.
+
+    Lightning (2.6) writes last.ckpt only when it writes a best checkpoint in the same step, so after epochs without
+    progress it held an older epoch, and `--ckpt_path last` on a finished run trained its last epochs again.
+    """
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_last_anyway(trainer, at_train_epoch_end=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_last_anyway(trainer, at_train_epoch_end=False)
+
+    def _save_last_anyway(self, trainer: L.Trainer, at_train_epoch_end: bool) -> None:
+        # Only where the parent checkpoints (by default at the end of the training epoch, after its validation), and
+        # skipped when it saved at this step (last.ckpt is then this epoch already) or in sanity checks.
+        if self.save_last and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end and not self._should_skip_saving_checkpoint(trainer):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class RandomState(L.Callback):

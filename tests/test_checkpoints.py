@@ -27,7 +27,7 @@ def test_evaluate_reproduces_the_training_test_metrics(housing_run, tmp_path):
     assert "💡 Tip" not in result.stdout + result.stderr and "LeafSpec" not in result.stderr  # Lightning's noise, as in train
     trained = json.loads((housing_run / "test_metrics.json").read_text())
     evaluated = json.loads((report / "metrics.json").read_text())
-    assert evaluated.keys() == trained.keys() | {"unseen_categories", "unreadable_dates", "intervals"}
+    assert evaluated.keys() == trained.keys() | {"unseen_categories", "unreadable_dates", "out_of_range", "intervals"}
     assert evaluated["unseen_categories"] == {} and evaluated["unreadable_dates"] == {}
     for key in trained:
         assert evaluated[key] == pytest.approx(trained[key], rel=1e-6)

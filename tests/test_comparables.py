@@ -43,7 +43,7 @@ def test_a_training_row_never_reads_its_own_price():
     model = network()
     rows = torch.arange(0, 200, 7)
     numeric, codes = model.candidate_numeric[rows], model.candidate_codes[rows]
-    _, indices, _ = model.context(model.encode(numeric, codes)[1], model.candidate_keys(), rows)
+    _, indices = model.context(model.encode(numeric, codes)[1], model.candidate_keys(), rows)
     assert not (indices == rows.unsqueeze(1)).any()
     for row in rows.tolist():
         query = model.candidate_numeric[[row]], model.candidate_codes[[row]]

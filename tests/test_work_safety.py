@@ -310,3 +310,17 @@ def test_impossible_houses_are_named_on_stderr_and_a_positive_price_never_gets_a
     priced = pd.read_csv(tmp_path / "priced.csv")
     assert (priced["median_house_value_lower"] >= 0).all()
     assert (priced["median_house_value_lower"] <= priced["median_house_value_prediction"]).all()
+
+
+def test_last_ckpt_is_the_last_epoch_and_a_finished_run_is_not_resumed(tmp_path):
+    # With mode "max" the "best" checkpoint is only ever the first epoch: Lightning then left last.ckpt at epoch 1 too,
+    # and --ckpt_path last retrained the later epochs, appending them to metrics.csv a second time.
+    first = subprocess.run(train_command(tmp_path, "--checkpoint.mode=max"), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    run = tmp_path / "california" / "version_0"
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 2, "the end of the third and last epoch"
+    metrics = (run / "metrics.csv").read_text()
+    again = subprocess.run(train_command(tmp_path, "--checkpoint.mode=max", "--ckpt_path=last"), cwd=ROOT, capture_output=True, text=True,
+                           timeout=300)
+    assert_clean_failure(again, "has finished", "epoch 3 of --trainer.max_epochs 3", "larger --trainer.max_epochs")
+    assert (run / "metrics.csv").read_text() == metrics
