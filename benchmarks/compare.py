@@ -254,6 +254,11 @@ The comparables network (`--config configs/comparables.yaml`) beside the default
 against training seconds, and exact search up to 1M candidates: [COMPARABLES.md](COMPARABLES.md)
 (`python benchmarks/comparables.py`).
 
+## Small real tables
+
+The three tables of `../shared/data/tables/` on split seeds 0-4, house-price beside CatBoost, LightGBM and
+HistGradientBoosting on the very same rows: [TABLES.md](TABLES.md) (`python benchmarks/tables.py`).
+
 ## GPU
 
 No GPU was available to the session that produced this file. The GPU recipe (`configs/gpu.yaml`) was measured by
