@@ -4,6 +4,7 @@ benchmarks/COMPARABLES.md.
     python benchmarks/comparables.py                                  # seeds 0-2, each run to its early stop
     python benchmarks/comparables.py --seeds 0 --max-minutes 2.5      # the best a wall budget allows
     python benchmarks/comparables.py --search                         # exact search alone, up to 1M candidates
+    python benchmarks/comparables.py trainer.max_epochs=12            # a change to the comparables recipe
 
 Same split (13,209 / 3,303 / 4,128), same threads, one process at a time: the default config
 (`configs/california.yaml`), the comparables recipe (`--config configs/comparables.yaml` on top, optionally cut at
@@ -60,6 +61,7 @@ def search_timing(sizes: tuple[int, ...] = (13_209, 100_000, 1_000_000), queries
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("overrides", nargs="*", help="section.option=value, applied to the comparables recipe")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--max-minutes", type=float, help="cut each comparables run's training after this long")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "COMPARABLES.md")
@@ -75,7 +77,7 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"house-price default config": [], "comparables recipe": [], CATBOOST: []}
     splits = HousingDataModule().splits
     for seed in arguments.seeds:
-        runs["comparables recipe"].append(train(CALIFORNIA, seed, [f"config={COMPARABLES}", *budget]))
+        runs["comparables recipe"].append(train(CALIFORNIA, seed, [f"config={COMPARABLES}", *arguments.overrides, *budget]))
         runs["house-price default config"].append(train(CALIFORNIA, seed, []))
         catboost = boosting_runs(splits, "MedHouseVal", seed).get(CATBOOST)
         if catboost:
@@ -95,6 +97,7 @@ def main() -> None:
         trade.append(f"| ≤ {limit} | " + " | ".join(f"{value:.4f}" for value in reached) + " |")
     command = "python benchmarks/comparables.py" + ("" if arguments.seeds == [0, 1, 2] else " --seeds " + " ".join(map(str, arguments.seeds)))
     command += f" --max-minutes {arguments.max_minutes:g}" if arguments.max_minutes else ""
+    command += "".join(f" {override}" for override in arguments.overrides)
     text = "\n".join([
         "# The comparables network on California", "",
         f"Written by `{command}` on {cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads); "
