@@ -18,6 +18,7 @@ trials.csv and trials.png, and each trial's run folder (trial_<n>/) with its che
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import logging
 import signal
@@ -274,6 +275,7 @@ def main(argv: list[str] | None = None) -> None:
     study = optuna.create_study(study_name=name, storage=storage(arguments.storage), direction="minimize", load_if_exists=True,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     check_same_setup(study, {"config": merged_config(configs, passed_on), "space": space}, arguments.storage)
+    claim_report_folder(folder, arguments.storage)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     interrupt, gate = InterruptExit(), InterruptGate()
 
@@ -313,6 +315,19 @@ def main(argv: list[str] | None = None) -> None:
     report(study, space, configs, passed_on, folder)
 
 
+def claim_report_folder(folder: Path, storage_url: str) -> None:
+    """A study's report folder (best.yaml, trials.csv, trial runs) belongs to one database: a study of the same name
+    in another would replace its files. The folder keeps a fingerprint of its storage's URL (not the URL, which may
+    hold a password) and refuses any other."""
+    mark = folder / ".storage"
+    fingerprint = hashlib.sha256(storage_url.encode()).hexdigest()[:16]
+    if mark.exists() and mark.read_text().strip() != fingerprint:
+        raise HousePriceError(f"report folder '{folder}' belongs to a study named '{folder.name}' in another database (--storage); "
+                              "give this one another --study name")
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(mark, fingerprint + "\n")
+
+
 def report(study: Any, space: dict[str, dict[str, Any]], configs: list[str], passed_on: dict[str, Any], folder: Path) -> None:
     """best.yaml, trials.csv and trials.png in `folder`, and a summary on stdout."""
     import matplotlib.pyplot as plt
@@ -337,6 +352,9 @@ def report(study: Any, space: dict[str, dict[str, Any]], configs: list[str], pas
     axis.legend()
     save_figure(figure, folder / "trials.png")
     counts = {state.name.lower(): sum(trial.state == state for trial in study.trials) for state in optuna.trial.TrialState}
+    if counts.get("running"):  # nothing runs here any more: another process's, or one a killed process left behind
+        counts[f"running (in another process, or abandoned by one that was killed: once its heartbeat is {GRACE_SECONDS} s old, "
+               "the next run of this command marks it failed and tries its values again)"] = counts.pop("running")
     print(f"Study '{study.study_name}': {', '.join(f'{n} {s}' for s, n in counts.items() if n)}. Best: trial {best.number}, "
           f"validation RMSE {amount(best.value)}, {values_of(best.params, space)}")
     print(f"Wrote {best_yaml} (train it: house-price train --config {best_yaml}), {folder / 'trials.csv'}, {folder / 'trials.png'}")

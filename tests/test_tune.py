@@ -63,6 +63,8 @@ def test_a_killed_study_resumes_and_two_processes_share_one(tmp_path):
     after = trials(tmp_path, "resumed")
     assert len(after) == 4 and set(before) <= set(after), (before, after)
     assert "Best: trial" in again.stdout
+    if " running" in again.stdout:  # the killed trial, unless its heartbeat went stale during the rerun: named, with its fate
+        assert "abandoned by one that was killed" in again.stdout and "tries its values again" in again.stdout, again.stdout
     refused = run([*tune_command(tmp_path, "resumed"), "--model.hidden_sizes=[8]"], tmp_path)  # another recipe, same study
     assert refused.returncode == 2 and "was run with other options (config.model.hidden_sizes: [16] then, [8] now)" in refused.stderr, refused.stderr
     assert trials(tmp_path, "resumed") == after, "no trial measured on the other recipe"
@@ -150,3 +152,17 @@ def test_ctrl_c_is_held_through_optunas_own_work_and_raised_in_training(tmp_path
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the gate's handler ends with the study
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_a_study_of_the_same_name_in_another_database_does_not_share_its_report_folder(tmp_path):
+    # Two storages, one study name: the second wrote its best.yaml, trials.csv and trial folders over the first's.
+    (tmp_path / "space.yaml").write_text(SPACE)
+    report = tmp_path / "runs" / "tune" / "shared"
+    report.mkdir(parents=True)
+    (report / ".storage").write_text("0123456789abcdef\n")  # the fingerprint of another database's URL
+    (report / "best.yaml").write_text("the other study's best\n")
+    result = run(tune_command(tmp_path, "shared"), tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(lines) == 1 and "belongs to a study named 'shared' in another database" in lines[0] and "another --study name" in lines[0]
+    assert (report / "best.yaml").read_text() == "the other study's best\n" and not trials(tmp_path, "shared")
