@@ -324,3 +324,25 @@ def test_last_ckpt_is_the_last_epoch_and_a_finished_run_is_not_resumed(tmp_path)
                            timeout=300)
     assert_clean_failure(again, "has finished", "epoch 3 of --trainer.max_epochs 3", "larger --trainer.max_epochs")
     assert (run / "metrics.csv").read_text() == metrics
+
+
+def test_a_checkpoint_too_big_for_a_real_small_filesystem_is_one_line_and_leaves_the_old_one(tmp_path, capsys):
+    # The same through torch's own writer on a real 1 MiB tmpfs (mounting needs root, as CI has; skipped elsewhere).
+    from datamodules.errors import exit_cleanly_on_error
+    from datamodules.files import write_atomic
+
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (not root)")
+    try:
+        checkpoint = disk / "best.ckpt"
+        torch.save({"weights": torch.zeros(1000)}, checkpoint)
+        before = checkpoint.read_bytes()
+        with pytest.raises(SystemExit) as exit_:
+            exit_cleanly_on_error(lambda: write_atomic(checkpoint, lambda temporary: torch.save({"weights": torch.zeros(2**19)}, temporary)))
+        error = capsys.readouterr().err.strip().splitlines()
+        assert exit_.value.code == 2 and len(error) == 1 and error[0].startswith("error: cannot write") and "best.ckpt" in error[0], error
+        assert checkpoint.read_bytes() == before and sorted(disk.iterdir()) == [checkpoint]
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], capture_output=True)  # lazy: a failed write may still hold a descriptor
