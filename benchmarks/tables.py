@@ -83,9 +83,8 @@ def boosting(splits: dict[str, pd.DataFrame], target: str, seed: int) -> dict[st
 
 
 def package(path: Path, target: str, seed: int, extra: list[str]) -> dict[str, float]:
-    run = train(CSV_CONFIG, 0, [f"data.path={path}", f"data.target={target}", f"data.split_seed={seed}", "trainer.enable_progress_bar=false",
-                                *extra])
-    return run
+    return train(CSV_CONFIG, 0, [f"data.path={path}", f"data.target={target}", f"data.split_seed={seed}", "trainer.enable_progress_bar=false",
+                                 *extra])
 
 
 def main() -> None:

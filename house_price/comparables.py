@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.errors import HousePriceError, exit_cleanly_on_error
+from datamodules.errors import exit_cleanly_on_error
 from datamodules.files import output_folder, write_atomic
 from datamodules.sources import chosen_rows, read_table
 from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
@@ -36,9 +36,7 @@ def main(argv: list[str] | None = None) -> None:
 
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
-    if not model.network.retrieves:
-        raise HousePriceError(f"{arguments.checkpoint} prices each house alone (an MLP), so it has no comparable sales; train one "
-                              "with --config configs/comparables.yaml after the dataset's config")
+    model.check_comparables()  # before reading anything else
     frame = read_table(arguments.input, categories=model.preprocessor.categorical)
     model.preprocessor.check_columns(frame)
     rows = chosen_rows(frame, arguments.rows)

@@ -160,20 +160,26 @@ def resume_in_latest_run(logger: Any) -> None:
     arguments.version = max(versions)
 
 
+def named_run_folder(logger: Any) -> Path | None:
+    """The run folder a CSV logger's config names by its version (as Lightning spells it: version_<n>, or a string
+    as given), or None when it names none and Lightning will choose a new one."""
+    arguments = logger.init_args if hasattr(logger, "init_args") else None
+    if arguments is None or arguments.get("version") is None:
+        return None
+    version = arguments.version if isinstance(arguments.version, str) else f"version_{arguments.version}"
+    return Path(arguments.save_dir) / (arguments.get("name") or "") / version
+
+
 def refuse_resuming_a_finished_run(config: Any) -> None:
     """`--ckpt_path last` on a run whose last.ckpt holds its final epoch: nothing is left to train, and Lightning would
     test and calibrate it again; say so, and how to train it further."""
-    arguments = config.trainer.logger.init_args if hasattr(config.trainer.logger, "init_args") else None
-    max_epochs = config.trainer.get("max_epochs")
-    if arguments is None or arguments.get("version") is None or max_epochs is None or max_epochs < 0:
-        return
-    version = arguments.version if isinstance(arguments.version, str) else f"version_{arguments.version}"
-    last = Path(arguments.save_dir) / (arguments.get("name") or "") / version / "checkpoints" / "last.ckpt"
-    if not last.is_file():
+    folder, max_epochs = named_run_folder(config.trainer.logger), config.trainer.get("max_epochs")
+    last = folder / "checkpoints" / "last.ckpt" if folder is not None else None
+    if last is None or max_epochs is None or max_epochs < 0 or not last.is_file():
         return
     epoch = verified_checkpoint(last).get("epoch", -1)
     if epoch + 1 >= max_epochs:
-        raise HousePriceError(f"the run in '{last.parents[1]}' has finished: its last.ckpt holds epoch {epoch + 1} of --trainer.max_epochs "
+        raise HousePriceError(f"the run in '{folder}' has finished: its last.ckpt holds epoch {epoch + 1} of --trainer.max_epochs "
                               f"{max_epochs}; to train it further, resume with a larger --trainer.max_epochs")
 
 
@@ -181,11 +187,9 @@ def refuse_a_used_run_folder(logger: Any) -> None:
     """A new run told to write into a run folder that holds a run (`--trainer.logger.init_args.version`) would replace
     its best.ckpt and append to its metrics.csv: refused, with the two ways on. Checked in the launching process
     only: under DDP the other processes start after it, when the run's own folder may already exist."""
-    arguments = logger.init_args if hasattr(logger, "init_args") else None
-    if arguments is None or arguments.get("version") is None or int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0))):
+    folder = named_run_folder(logger)
+    if folder is None or int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0))):
         return
-    version = arguments.version if isinstance(arguments.version, str) else f"version_{arguments.version}"
-    folder = Path(arguments.save_dir) / (arguments.get("name") or "") / version
     if (folder / "metrics.csv").exists() or (folder / "checkpoints").is_dir():
         raise HousePriceError(
             f"run folder '{folder}' already holds a run, which a new one would overwrite (its checkpoints) and mix into (its "

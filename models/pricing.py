@@ -138,16 +138,21 @@ class PriceModel(nn.Module):
         Rows go through the network PREDICT_BATCH at a time, so a row's numbers never depend on how many rows
         came with it. The spread is the members' standard deviation (0 with one member).
         """
+        means, spreads = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
+        for _, numeric, codes in self.network_batches(frame):
+            members = self.network.member_outputs(numeric, codes).double().cpu()  # [k, B]
+            means.append(members.mean(dim=0))
+            spreads.append(members.std(dim=0, correction=0))
+        return torch.cat(means), torch.cat(spreads)
+
+    def network_batches(self, frame: pd.DataFrame) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        """(first row, numeric inputs, category codes) of a raw frame, PREDICT_BATCH rows at a time on the network's
+        device, with the model in eval mode while they are read."""
         numeric, codes = self.preprocessor.transform(frame)
         device = next(self.network.parameters()).device
-        means, spreads = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
         with evaluating(self):
             for begin in range(0, len(frame), PREDICT_BATCH):
-                batch = numeric[begin : begin + PREDICT_BATCH].to(device), codes[begin : begin + PREDICT_BATCH].to(device)
-                members = self.network.member_outputs(*batch).double().cpu()  # [k, B]
-                means.append(members.mean(dim=0))
-                spreads.append(members.std(dim=0, correction=0))
-        return torch.cat(means), torch.cat(spreads)
+                yield begin, numeric[begin : begin + PREDICT_BATCH].to(device), codes[begin : begin + PREDICT_BATCH].to(device)
 
     def predict(self, frame: pd.DataFrame, interval: float | None = None) -> pd.Series | pd.DataFrame:
         """Predictions for a raw frame, in the target's own units, named `<target>_prediction`, same index.
@@ -174,24 +179,23 @@ class PriceModel(nn.Module):
 
         Only a comparables network (`architecture: comparables`) has them.
         """
-        network = self.network
-        if not network.retrieves:
-            raise HousePriceError("this checkpoint prices each house alone (an MLP): it has no comparable sales; train with "
-                                  "--config configs/comparables.yaml after the dataset's config")
+        self.check_comparables()
         if k < 1:
             raise HousePriceError(f"--k is {k}; give how many comparable sales to list per house, such as 5")
-        numeric, codes = self.preprocessor.transform(frame)
-        device = network.candidate_target.device
-        parts = []
-        with evaluating(self):
-            for begin in range(0, len(frame), PREDICT_BATCH):
-                weights, indices = network.comparables(numeric[begin : begin + PREDICT_BATCH].to(device), codes[begin : begin + PREDICT_BATCH].to(device))
-                weights, indices = weights[:, :k].cpu(), indices[:, :k].cpu()
-                rows = torch.arange(begin, begin + len(weights)).unsqueeze(1).expand_as(indices)
-                ranks = torch.arange(1, weights.shape[1] + 1).expand_as(indices)
-                parts.append(pd.DataFrame({"row": rows.flatten().numpy(), "rank": ranks.flatten().numpy(), "weight": weights.flatten().double().numpy(),
-                                           "train_row": network.candidate_rows.cpu()[indices.flatten()].numpy()}))
+        network, parts = self.network, []
+        for begin, numeric, codes in self.network_batches(frame):
+            weights, indices = (part[:, :k].cpu() for part in network.comparables(numeric, codes))
+            rows = torch.arange(begin, begin + len(weights)).unsqueeze(1).expand_as(indices)
+            ranks = torch.arange(1, weights.shape[1] + 1).expand_as(indices)
+            parts.append(pd.DataFrame({"row": rows.flatten().numpy(), "rank": ranks.flatten().numpy(), "weight": weights.flatten().double().numpy(),
+                                       "train_row": network.candidate_rows.cpu()[indices.flatten()].numpy()}))
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["row", "rank", "weight", "train_row"])
+
+    def check_comparables(self) -> None:
+        """Refuse, in one line, a model without comparable sales: an MLP prices each house alone."""
+        if not self.network.retrieves:
+            raise HousePriceError("this checkpoint prices each house alone (an MLP), so it has no comparable sales; train one with "
+                                  "--config configs/comparables.yaml after the dataset's config")
 
     def interval_bounds(self, mean: torch.Tensor, spread: torch.Tensor, level: float, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(lower, upper) in target units for standardized member statistics, from the stored calibration."""

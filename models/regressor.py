@@ -263,7 +263,7 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         """Clip the gradient norm the optimizer will apply. Only float16 scales the loss (a GradScaler), and then
         Lightning's clipping unscales first; under bf16-mixed and 32-true the gradients are the true ones, so they are
         clipped directly, which also works with a fused optimizer (Lightning's AMP plugin refuses those)."""
-        if getattr(self.trainer.precision_plugin, "scaler", None) is not None:
+        if self._scales_loss:
             self.clip_gradients(optimizer, gradient_clip_val=self.hparams.gradient_clip, gradient_clip_algorithm="norm")
         else:
             nn.utils.clip_grad_norm_([p for p in self.parameters() if p.grad is not None], self.hparams.gradient_clip)
@@ -292,7 +292,12 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
     def fused_optimizer(self) -> bool:
         """One kernel for the whole AdamW update on a GPU, instead of several per parameter group. Not under float16,
         whose gradient scaler must unscale before clipping, which a fused optimizer does inside its step."""
-        return self.device.type == "cuda" and getattr(self.trainer.precision_plugin, "scaler", None) is None
+        return self.device.type == "cuda" and not self._scales_loss
+
+    @property
+    def _scales_loss(self) -> bool:
+        """Whether training scales the loss (float16's GradScaler), so gradients must be unscaled before clipping."""
+        return getattr(self.trainer.precision_plugin, "scaler", None) is not None
 
     def _total_steps(self) -> int:
         """Optimizer steps in the whole fit: one per training batch, where Lightning counts `training_step` calls."""
