@@ -54,7 +54,7 @@ def raw_loop(datamodule: HousingDataModule, *, device: str, epochs: int, mode: s
     def loss_and_backward(x: torch.Tensor, codes: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.autocast(device, dtype=torch.bfloat16, enabled=bfloat16):
             members = network.member_outputs(x, codes)
-        loss = torch.nn.functional.mse_loss(members, y.expand_as(members))
+        loss = torch.nn.functional.mse_loss(members.float(), y.expand_as(members))  # bf16 members: the loss in float32
         loss.backward()
         return loss.detach()
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, SHARED_DATA, assert_clean_failure, run_in_process, run_script, train
+from conftest import HOUSING_CSV, ROOT, SHARED_DATA, assert_clean_failure, run_in_process, run_script, train
 from datamodules import HousingDataModule
 from models.checkpoint import load_model, read_checkpoint
 from models.comparables import ComparablesNetwork, nearest
@@ -101,7 +101,7 @@ def test_comparables_command_reads_each_sale_back_from_the_training_file(compara
 
 
 def test_comparables_of_an_mlp_checkpoint_are_refused_in_one_line(housing_run, capsys, tmp_path):
-    pd.read_csv(ROOT.parent / "shared" / "data" / "housing.csv", nrows=3).to_csv(tmp_path / "h.csv", index=False)
+    pd.read_csv(HOUSING_CSV, nrows=3).to_csv(tmp_path / "h.csv", index=False)
     result = run_in_process(capsys, "comparables.py", str(housing_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "h.csv"),
                             "--output", str(tmp_path / "out"))
     assert_clean_failure(result, "prices each house alone", "configs/comparables.yaml")

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, TRAIN, assert_clean_failure, run_script, train_command, wait_for
+from conftest import HOUSING_CSV, ROOT, TRAIN, assert_clean_failure, run_script, train_command, wait_for
 
 from datamodules.errors import HousePriceError
 
@@ -181,7 +181,7 @@ def test_a_read_only_output_location_gives_one_line(housing_run, tmp_path):
         ["train.py", "fit", "--config=configs/housing_csv.yaml", "--trainer.max_epochs=1", f"--trainer.logger.init_args.save_dir={locked}"],
         ["evaluate.py", best, "--output", str(locked / "report")],
         ["sensitivity.py", best, "--output", str(locked / "sensitivity")],
-        ["predict.py", best, "--input", str(ROOT.parent / "shared" / "data" / "housing.csv"), "--output", str(locked / "p.csv")],
+        ["predict.py", best, "--input", str(HOUSING_CSV), "--output", str(locked / "p.csv")],
     ]
     for command in commands:
         result = subprocess.run([*prefix, sys.executable, str(ROOT / "scripts" / command[0]), *command[1:]], cwd=ROOT,
@@ -197,7 +197,7 @@ def test_edited_hyperparameters_are_refused_before_allocating(housing_run, tmp_p
         checkpoint = {**original, "hyper_parameters": {**original["hyper_parameters"], key: value}}
         path = tmp_path / f"{key}.ckpt"
         torch.save(checkpoint, path)
-        result = run_script("predict.py", str(path), "--input", str(ROOT.parent / "shared" / "data" / "housing.csv"),
+        result = run_script("predict.py", str(path), "--input", str(HOUSING_CSV),
                             "--output", str(tmp_path / "out.csv"), cwd=tmp_path, timeout=60)
         assert_clean_failure(result, "do not match its weights")
     assert not (tmp_path / "out.csv").exists()
