@@ -191,10 +191,22 @@ class Preprocessor:
         self._date_of = {name: column for column in self.dates for name in date_feature_names(column)}  # derived input -> date
 
     @functools.cached_property
-    def _codes(self) -> list[dict[str, int]]:
-        """Per categorical column, value -> code; built on first use, so a model's shapes are checked against its
-        weights before a vocabulary of any size is read."""
-        return [{value: code for code, value in enumerate(vocab, start=MISSING + 1)} for vocab in self.state["vocabularies"]]
+    def _vocabularies(self) -> list[pd.Index]:
+        """Per categorical column, its training values as an index (a value's code is its position + MISSING + 1),
+        looked up a whole column at a time; built on first use, so a model's shapes are checked against its weights
+        before a vocabulary of any size is read."""
+        return [pd.Index(vocab, dtype=object) for vocab in self.state["vocabularies"]]
+
+    @functools.cached_property
+    def _numbers(self) -> dict[str, torch.Tensor]:
+        """The state's per-column numbers as float64 tensors, converted once: pricing one house otherwise spends
+        most of its time turning lists of thousands of quantiles into tensors."""
+        keys = ("medians", "mean", "scale", "quantiles", "references", "minimum", "maximum")
+        return {key: torch.tensor(self.state[key], dtype=torch.float64) for key in keys if key in self.state}
+
+    def _positions(self, column: int, text: pd.Series) -> np.ndarray:
+        """Each value's position in the column's vocabulary, -1 where training never saw it (or it is missing)."""
+        return self._vocabularies[column].get_indexer(text)
 
     @property
     def features(self) -> list[str]:
@@ -227,7 +239,8 @@ class Preprocessor:
         each categorical column's most frequent training category, int64 [1, n_categorical]."""
         medians = torch.tensor([self.state["medians"]], dtype=torch.float64).reshape(1, len(self.numeric))
         modes = self.state.get("modes", [None] * len(self.categorical))
-        codes = [lookup.get(mode, UNKNOWN) for lookup, mode in zip(self._codes, modes)]
+        positions = [self._positions(j, pd.Series([mode], dtype=object))[0] for j, mode in enumerate(modes)]
+        codes = [position + MISSING + 1 if position >= 0 else UNKNOWN for position in positions]
         return medians, torch.tensor([codes], dtype=torch.int64).reshape(1, len(self.categorical))
 
     def check_columns(self, frame: pd.DataFrame) -> None:
@@ -259,21 +272,19 @@ class Preprocessor:
 
         Pure torch, so gradients flow from the model's output back to the raw features (see analysis).
         """
-        def numbers(key: str) -> torch.Tensor:
-            return torch.tensor(self.state[key], dtype=torch.float64)
-
+        numbers = self._numbers
         raw = raw.double()
         gaps = torch.isnan(raw)
-        filled = torch.where(gaps, numbers("medians"), raw)
+        filled = torch.where(gaps, numbers["medians"], raw)
         if self.state["scaling"] == "standard":
-            scaled = (filled - numbers("mean")) / numbers("scale")
+            scaled = (filled - numbers["mean"]) / numbers["scale"]
+        elif self.numeric:  # quantiles [n_numeric, n_quantiles]
+            scaled = _quantile_normal(filled.T, numbers["quantiles"], numbers["references"]).T
         else:
-            quantiles, references = numbers("quantiles"), numbers("references")
-            columns = [_quantile_normal(filled[:, j], quantiles[j], references) for j in range(len(quantiles))]
-            scaled = torch.stack(columns, dim=1) if columns else filled
+            scaled = filled
         continuous = [self.numeric.index(name) for name in self.continuous]
         binary = [self.numeric.index(name) for name in self.binary]
-        low, high = numbers("minimum")[binary], numbers("maximum")[binary]
+        low, high = numbers["minimum"][binary], numbers["maximum"][binary]
         flags = (filled[:, binary] - low) / torch.where(high > low, high - low, 1.0)
         indicators = [self.numeric.index(name) for name in self.state["indicators"]]
         return torch.cat([scaled[:, continuous], flags, gaps[:, indicators].double()], dim=1)
@@ -282,18 +293,19 @@ class Preprocessor:
         """Category codes int64 [n, n_categorical]: 2.. for training values, MISSING (1) for a missing value in a
         column that had missing values in training, UNKNOWN (0) for anything else."""
         codes = np.zeros((len(frame), len(self.categorical)), dtype=np.int64)
-        for j, (column, lookup) in enumerate(zip(self.categorical, self._codes)):
+        for j, column in enumerate(self.categorical):
             missing = MISSING if column in self.state["category_gaps"] else UNKNOWN
             text = category_text(frame[column])
-            codes[:, j] = text.map(lambda value: lookup.get(value, UNKNOWN) if pd.notna(value) else missing)
+            positions = self._positions(j, text)
+            codes[:, j] = np.where(positions >= 0, positions + MISSING + 1, np.where(text.isna(), missing, UNKNOWN))
         return torch.from_numpy(codes)
 
     def unseen_categories(self, frame: pd.DataFrame, examples: int = 3) -> dict[str, dict[str, Any]]:
         """Per categorical column, the rows whose (present) value training never saw: {"rows", "examples"}."""
         report = {}
-        for column, lookup in zip(self.categorical, self._codes):
+        for j, column in enumerate(self.categorical):
             text = category_text(frame[column]).dropna()
-            unseen = text[~text.isin(lookup.keys())]
+            unseen = text[self._positions(j, text) < 0]
             if len(unseen):
                 report[column] = {"rows": len(unseen), "examples": unseen.unique()[:examples].tolist()}
         return report
@@ -422,18 +434,25 @@ def snap_to_values(quantiles: np.ndarray, values: np.ndarray) -> np.ndarray:
 
 
 def _interp(x: torch.Tensor, knots: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-    """numpy.interp inside [knots[0], knots[-1]] (ties resolved like numpy), differentiable in x."""
-    right = torch.searchsorted(knots, x.contiguous(), right=True).clamp(1, len(knots) - 1)
-    x0, x1, y0, y1 = knots[right - 1], knots[right], values[right - 1], values[right]
+    """numpy.interp inside [knots[0], knots[-1]] (ties resolved like numpy), row by row, differentiable in x.
+
+    x [d, n]; knots and values [d, q], each row increasing knots and their values.
+    """
+    right = torch.searchsorted(knots, x.contiguous(), right=True).clamp(1, knots.shape[-1] - 1)
+    x0, x1, y0, y1 = knots.gather(-1, right - 1), knots.gather(-1, right), values.gather(-1, right - 1), values.gather(-1, right)
     weight = (x - x0) / (x1 - x0).clamp_min(torch.finfo(x.dtype).tiny)
     return y0 + weight * (y1 - y0)
 
 
-def _quantile_normal(column: torch.Tensor, quantiles: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-    """scikit-learn's QuantileTransformer(output_distribution="normal") for one column, from its numbers."""
+def _quantile_normal(columns: torch.Tensor, quantiles: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
+    """scikit-learn's QuantileTransformer(output_distribution="normal"), from its numbers, all columns at once.
+
+    columns [d, n] (a column per row); quantiles [d, q]; references [q], shared by every column.
+    """
+    references = references.expand_as(quantiles)
     # Interpolating up and down and averaging gives repeated quantiles (ties) their middle rank.
-    uniform = 0.5 * (_interp(column, quantiles, references) - _interp(-column, -quantiles.flip(0), -references.flip(0)))
-    uniform = torch.where(column + BOUNDS_THRESHOLD > quantiles[-1], 1.0, uniform)
-    uniform = torch.where(column - BOUNDS_THRESHOLD < quantiles[0], 0.0, uniform)
+    uniform = 0.5 * (_interp(columns, quantiles, references) - _interp(-columns, -quantiles.flip(-1), -references.flip(-1)))
+    uniform = torch.where(columns + BOUNDS_THRESHOLD > quantiles[:, -1:], 1.0, uniform)
+    uniform = torch.where(columns - BOUNDS_THRESHOLD < quantiles[:, :1], 0.0, uniform)
     # Clamping before the normal quantile (not after, as scikit-learn does) gives the same values and finite gradients.
     return torch.special.ndtri(uniform.clamp(QUANTILE_MARGIN, 1 - QUANTILE_MARGIN))

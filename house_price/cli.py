@@ -16,6 +16,7 @@ COMMANDS = {
     "comparables": "the comparable sales behind each price (comparables models)",
     "tune": "hyperparameter search with Optuna on a study database",
     "export": "one ONNX file, preprocessing included",
+    "serve": "a pricing API and a page to price a house by hand, over HTTP",
     "sensitivity": "how the predicted price moves with each feature",
     "peaks": "extrema, zeros and gradient ascent of the peaks polynomial",
 }

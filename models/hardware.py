@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
+import sys
+
 import torch
 
 
@@ -32,3 +35,22 @@ def compile_mode(compile: bool, device: torch.device, world_size: int) -> str | 
     if not compile:
         return None
     return "reduce-overhead" if device.type == "cuda" and world_size == 1 else "default"
+
+
+def keep_freed_memory() -> None:
+    """Ask glibc's malloc to keep freed blocks of up to 32 MiB for reuse instead of returning them to the system.
+
+    Pricing allocates the same few multi-MiB tensors on every call; by default each is mapped fresh and faulted in
+    page by page, which costs more than the arithmetic on it (benchmarks/SERVE.md). Only where the C library is
+    glibc (Linux); elsewhere nothing changes. The numbers computed are the same either way.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # musl and friends
+        return
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # <malloc.h>
+    libc.mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's largest allowed on 64-bit
+    libc.mallopt(m_trim_threshold, 256 * 2**20)
+    libc.mallopt(m_top_pad, 64 * 2**20)

@@ -135,8 +135,10 @@ class PriceModel(nn.Module):
     def member_statistics(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, spread) of the members' standardized predictions for a raw frame, float64 [n] each, in eval mode.
 
-        Rows go through the network PREDICT_BATCH at a time, so a row's numbers never depend on how many rows
-        came with it. The spread is the members' standard deviation (0 with one member).
+        Rows go through the network PREDICT_BATCH at a time, which bounds memory. The float32 matrix kernels pick
+        their blocking by batch size, so a row priced in another batch size can differ in its last bits; the same
+        rows in the same batches are the same numbers. The spread is the members' standard deviation (0 with one
+        member).
         """
         means, spreads = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
         for _, numeric, codes in self.network_batches(frame):

@@ -1,0 +1,287 @@
+"""How fast `house-price serve` prices: over HTTP against a running server, beside in-process `predict`, onnxruntime
+and the same pricing served by LitServe, on the same rows of housing.csv; writes benchmarks/SERVE.md.
+
+    python benchmarks/serve.py                        # trains a small housing.csv model first (the default recipe, 2 epochs)
+    python benchmarks/serve.py --checkpoint best.ckpt
+
+Measured: one-house requests (sequential, keep-alive: p50 and p99 latency), 1,000-house requests (rows/s,
+sequential and from 8 concurrent clients), the largest resident memory of any server process, and whether the
+served prices equal `PriceModel.predict`'s exactly. The clients run on the same machine as the server and take
+some of its cores: run nothing else meanwhile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from datamodules.sources import read_table  # noqa: E402
+from models.checkpoint import load_model  # noqa: E402
+
+HOUSING_CSV = ROOT.parent / "shared" / "data" / "housing.csv"
+ONE_HOUSE_REQUESTS = 1000
+BATCH = 1000
+SEQUENTIAL_BATCHES = 30
+CLIENTS = 8
+BATCHES_PER_CLIENT = 6
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(command: list[str], port: int) -> Iterator[subprocess.Popen]:
+    """A server process started with `command`, once it answers GET /health; stopped (Ctrl-C) after."""
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while True:
+        with contextlib.suppress(OSError):
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                break
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise SystemExit(f"the server did not start: {' '.join(command)}\n{process.stdout.read()[-3000:]}")
+        time.sleep(0.2)
+    try:
+        yield process
+    finally:
+        process.send_signal(2)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def peak_rss_mib(pid: int) -> float:
+    """The largest peak resident memory (VmHWM) of the process and its children, MiB."""
+    pids = [pid] + [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    peaks = []
+    for each in pids:
+        with contextlib.suppress(FileNotFoundError):
+            line = next(line for line in Path(f"/proc/{each}/status").read_text().splitlines() if line.startswith("VmHWM"))
+            peaks.append(int(line.split()[1]) / 1024)
+    return max(peaks)
+
+
+class Client:
+    def __init__(self, port: int) -> None:
+        self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+
+    def post(self, path: str, body: bytes) -> bytes:  # raises TimeoutError after 20 s
+        self.connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+        response = self.connection.getresponse()
+        data = response.read()
+        if response.status != 200:
+            raise SystemExit(f"POST {path}: HTTP {response.status}: {data[:300]!r}")
+        return data
+
+
+def latencies(port: int, path: str, bodies: list[bytes]) -> dict[str, float]:
+    client = Client(port)
+    for body in bodies[:50]:  # warm up
+        client.post(path, body)
+    times = []
+    for body in bodies:
+        start = time.perf_counter()
+        client.post(path, body)
+        times.append(time.perf_counter() - start)
+    return {"p50_ms": 1000 * float(np.percentile(times, 50)), "p99_ms": 1000 * float(np.percentile(times, 99))}
+
+
+def throughput(port: int, path: str, body: bytes, rows: int, clients: int, requests_each: int) -> float:
+    """Rows priced per second by `clients` concurrent keep-alive clients, each sending `requests_each` requests."""
+    connections = [Client(port) for _ in range(clients)]
+    for client in connections:
+        client.post(path, body)
+    barrier = threading.Barrier(clients + 1)
+    failures = []
+
+    def work(client: Client) -> None:
+        barrier.wait()
+        try:
+            for _ in range(requests_each):
+                client.post(path, body)
+        except (OSError, SystemExit) as error:  # a server that stalls: recorded, not waited for
+            failures.append(error)
+
+    threads = [threading.Thread(target=work, args=(client,)) for client in connections]
+    for thread in threads:
+        thread.start()
+    barrier.wait()
+    start = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    if failures:
+        print(f"{len(failures)} of {clients} clients failed: {failures[0]!r}", file=sys.stderr)
+        return float("nan")
+    return clients * requests_each * rows / (time.perf_counter() - start)
+
+
+def measure_server(command: list[str], port: int, path: str, one_house: list[bytes], batch: bytes) -> dict[str, float]:
+    print(f"measuring {' '.join(command[1:])}", file=sys.stderr, flush=True)
+    with running(command, port) as process:
+        result = latencies(port, path, one_house)
+        result["sequential_rows_per_s"] = throughput(port, path, batch, BATCH, 1, SEQUENTIAL_BATCHES)
+        result["concurrent_rows_per_s"] = throughput(port, path, batch, BATCH, CLIENTS, BATCHES_PER_CLIENT)
+        result["peak_rss_mib"] = peak_rss_mib(process.pid)
+    return result
+
+
+def in_process(price, frames: list, batch) -> dict[str, float]:
+    """`price(frame)` on one-row frames (latency) and on the 1,000-row frame (rows/s)."""
+    for frame in frames[:50]:
+        price(frame)
+    times = []
+    for frame in frames:
+        start = time.perf_counter()
+        price(frame)
+        times.append(time.perf_counter() - start)
+    price(batch)
+    start = time.perf_counter()
+    for _ in range(SEQUENTIAL_BATCHES):
+        price(batch)
+    rate = SEQUENTIAL_BATCHES * len(batch) / (time.perf_counter() - start)
+    return {"p50_ms": 1000 * float(np.percentile(times, 50)), "p99_ms": 1000 * float(np.percentile(times, 99)), "sequential_rows_per_s": rate}
+
+
+def train_small_model(folder: Path) -> Path:
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "fit", "--config", "configs/housing_csv.yaml",
+                    f"--data.path={HOUSING_CSV}", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
+                    f"--trainer.logger.init_args.save_dir={folder}"], cwd=ROOT, check=True, capture_output=True)
+    return next(folder.rglob("best.ckpt"))
+
+
+try:
+    import litserve
+except ImportError:  # the LitServe row is left out
+    litserve = None
+
+if litserve is not None:
+    class PriceAPI(litserve.LitAPI):
+        """The same pricing (house_price.service.Pricer) behind LitServe: predict prices a request's houses."""
+
+        def __init__(self, checkpoint: str) -> None:
+            super().__init__()
+            self.checkpoint = checkpoint
+
+        def setup(self, device) -> None:
+            from house_price.service import Limits, Pricer
+
+            self.pricer, self.limits = Pricer(self.checkpoint), Limits()
+
+        def decode_request(self, request):
+            return request["houses"]
+
+        def predict(self, houses):
+            return self.pricer.predict(self.pricer.frame(houses, self.limits), None)
+
+        def encode_response(self, output):
+            return output
+
+
+def litserve_worker(checkpoint: str, port: int) -> None:
+    server = litserve.LitServer(PriceAPI(checkpoint), accelerator="cpu", workers_per_device=1, healthcheck_path="/health")
+    server.run(port=port, generate_client_file=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint", type=Path, help="default: a 2-epoch housing.csv model trained here")
+    parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "SERVE.md")
+    parser.add_argument("--litserve-worker", nargs=2, metavar=("CKPT", "PORT"), help=argparse.SUPPRESS)
+    arguments = parser.parse_args()
+    if arguments.litserve_worker:
+        litserve_worker(arguments.litserve_worker[0], int(arguments.litserve_worker[1]))
+        return
+
+    import torch
+
+    from house_price.service import Limits, Pricer
+    from models.export import export_onnx, onnx_inputs
+    from models.hardware import keep_freed_memory
+
+    keep_freed_memory()  # as the server does
+    with tempfile.TemporaryDirectory() as temporary:
+        checkpoint = arguments.checkpoint or train_small_model(Path(temporary) / "runs")
+        model = load_model(checkpoint)
+        frame = read_table(HOUSING_CSV, categories=model.preprocessor.categorical).drop(columns=model.target, errors="ignore")
+        houses = json.loads(frame.head(max(ONE_HOUSE_REQUESTS, BATCH)).to_json(orient="records"))  # NaN -> null
+        one_house = [json.dumps({"houses": [house]}).encode() for house in houses[:ONE_HOUSE_REQUESTS]]
+        batch = json.dumps({"houses": houses[:BATCH]}).encode()
+        rows: dict[str, dict[str, float]] = {}
+
+        for workers in (1, 2):
+            port = free_port()
+            command = [sys.executable, str(ROOT / "scripts" / "serve.py"), str(checkpoint), "--port", str(port), "--workers", str(workers)]
+            rows[f"house-price serve, {workers} worker{'s' * (workers > 1)}"] = measure_server(command, port, "/predict", one_house, batch)
+            if workers == 1:
+                with running(command, port):
+                    served = json.loads(Client(port).post("/predict", batch))["predictions"]
+                expected = model.predict(frame.head(BATCH)).tolist()
+                identical = [entry["price"] for entry in served] == expected
+        if litserve is not None:
+            port = free_port()
+            command = [sys.executable, __file__, "--litserve-worker", str(checkpoint), str(port)]
+            rows["LitServe, 1 worker (same pricing)"] = measure_server(command, port, "/predict", one_house, batch)
+
+        pricer, limits = Pricer(checkpoint), Limits()
+        frames = [pricer.frame([house], limits) for house in houses[:ONE_HOUSE_REQUESTS]]
+        with torch.inference_mode():
+            rows["in process: PriceModel.predict"] = in_process(model.predict, frames, frame.head(BATCH))
+        onnx_path = export_onnx(model, Path(temporary) / "model.onnx")
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        rows["in process: onnxruntime (inputs converted)"] = in_process(
+            lambda houses_frame: session.run(None, onnx_inputs(houses_frame, model.preprocessor)), frames, frame.head(BATCH))
+
+    def cell(row: dict[str, float], key: str, form: str) -> str:
+        if key not in row:
+            return "—"
+        return "stalled (a request timed out after 20 s)" if np.isnan(row[key]) else form.format(row[key])
+
+    lines = [
+        "# Serving speed",
+        "",
+        f"`python benchmarks/serve.py` on {Path('/proc/cpuinfo').read_text().count('processor')} CPU cores, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads in process). Model: `{Path(checkpoint).name}` "
+        f"({pricer.about()['architecture']}, the default recipe unless --checkpoint said otherwise), rows of housing.csv. "
+        f"One-house requests: {ONE_HOUSE_REQUESTS} in a row over one keep-alive connection; 1,000-house requests: "
+        f"{SEQUENTIAL_BATCHES} in a row, and {CLIENTS} clients at once sending {BATCHES_PER_CLIENT} each. The clients share the "
+        "machine's cores with the server.",
+        "",
+        "| pricing | one house p50 (ms) | p99 (ms) | 1,000-house rows/s, sequential | 8 clients | peak RSS per process (MiB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, row in rows.items():
+        lines.append(f"| {name} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {cell(row, 'sequential_rows_per_s', '{:,.0f}')} | "
+                     f"{cell(row, 'concurrent_rows_per_s', '{:,.0f}')} | {cell(row, 'peak_rss_mib', '{:.0f}')} |")
+    lines += ["", f"Served prices of the 1,000 houses equal `PriceModel.predict`'s exactly: {'yes' if identical else 'NO'}.", ""]
+    report = "\n".join(lines)
+    arguments.output.write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,269 @@
+"""The pricing service behind `house-price serve`: one checkpoint, loaded once, answering over HTTP (FastAPI).
+
+    POST /predict  {"houses": [{column: value, ...}, ...], "interval": 0.9}  -> prices, intervals, unseen values
+    POST /explain  {"house": {column: value, ...}}                          -> price, range, attributions, comparables
+    GET  /schema   the columns a house needs: types, categories, training ranges; the target and its unit
+    GET  /health   ok, and the checkpoint's sha256
+    GET  /         a page to price a house by hand (page.html); GET /docs: the OpenAPI docs
+
+Prices are `PriceModel.predict`'s on the same rows, so they equal `house-price predict`'s. Bad input is one line
+under HTTP 422 ({"detail": "..."}) naming the house, the column and the value, a body over the size limit 413;
+never a traceback. Bodies are parsed here rather than by pydantic: validating 1,000 houses field by field costs
+more than pricing them, and the messages are ours.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.resources
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from fastapi import FastAPI, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+
+from analysis.attributions import shapley_values
+from datamodules.errors import HousePriceError
+from models.hardware import keep_freed_memory
+from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
+from models.prediction import UnseenValues
+from models.pricing import PriceModel
+
+COMPARABLES_SHOWN = 5
+EXPLAIN_INTERVAL = 0.9  # the range /explain (and the page) shows
+
+
+def _reads_as_number(value: Any) -> bool:
+    if value is None:
+        return True
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class BodyTooLarge(HousePriceError):
+    """A request body over `Limits.max_body_bytes`: HTTP 413."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may carry."""
+
+    max_rows: int = 10_000
+    max_body_bytes: int = 32 * 2**20
+
+    def __post_init__(self) -> None:
+        if self.max_rows < 1 or self.max_body_bytes < 1:
+            raise HousePriceError(f"serve limits must be positive ({self.max_rows=}, {self.max_body_bytes=}): give --max-rows and "
+                                  "--max-body-mb above 0")
+
+
+class Pricer:
+    """A loaded model and what the service says about it: the columns it reads, the house rows it prices, the
+    comparable sales it shows."""
+
+    def __init__(self, checkpoint_path: str | Path) -> None:
+        path = Path(checkpoint_path)
+        checkpoint = read_checkpoint(path)
+        self.model: PriceModel = model_from_checkpoint(checkpoint)
+        self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.name = path.name
+        preprocessor = self.model.preprocessor
+        self.numbers = [column for column in preprocessor.features if column not in preprocessor.dates + preprocessor.categorical]
+        # The training sales the comparables point at, read once (the table must be where training read it).
+        self.sales = training_split(checkpoint, "train") if self.model.network.retrieves else None
+
+    def about(self) -> dict[str, Any]:
+        state = self.model.preprocessor.state
+        return {"checkpoint": self.name, "sha256": self.sha256, "target": self.model.target, "unit": state["target_unit"],
+                "architecture": "comparables" if self.sales is not None else "mlp",
+                "intervals": self.model.calibration is not None}
+
+    def schema(self, limits: Limits) -> dict[str, Any]:
+        """Each input column in training order: `number` (with the training range and median; `values` for a 0/1
+        column), `category` (its training categories, the most frequent first in `default`) or `date` (its format)."""
+        preprocessor = self.model.preprocessor
+        state = preprocessor.state
+        columns = []
+        for column in self.numbers:
+            index = preprocessor.numeric.index(column)
+            entry = {"name": column, "type": "number", "min": state["minimum"][index], "max": state["maximum"][index],
+                     "default": state["medians"][index], "missing_allowed": True}
+            if column in preprocessor.binary:
+                entry["values"] = sorted({state["minimum"][index], state["maximum"][index]})
+            columns.append(entry)
+        for column, form in preprocessor.date_formats.items():
+            columns.append({"name": column, "type": "date", "format": form, "missing_allowed": True})
+        modes = state.get("modes") or [None] * len(preprocessor.categorical)
+        for column, vocabulary, mode in zip(preprocessor.categorical, state["vocabularies"], modes):
+            columns.append({"name": column, "type": "category", "categories": vocabulary, "default": mode, "missing_allowed": True})
+        return {"target": self.model.target, "unit": state["target_unit"], "columns": columns, "max_rows": limits.max_rows,
+                "intervals": self.model.calibration is not None}
+
+    def frame(self, houses: Any, limits: Limits) -> pd.DataFrame:
+        """JSON houses -> the frame `predict` would read from a file of them; every bad value refused in one line."""
+        if not isinstance(houses, list) or not houses:
+            raise HousePriceError('"houses" must be a non-empty list of houses, each an object of column: value')
+        if len(houses) > limits.max_rows:
+            raise HousePriceError(f"{len(houses)} houses in one request, and the limit is {limits.max_rows}: send them in requests of "
+                                  f"at most {limits.max_rows} (or start the server with a higher --max-rows)")
+        features = self.model.preprocessor.features
+        try:
+            columns = {column: [house[column] for house in houses] for column in features}
+        except (KeyError, TypeError):  # a house that is not an object, or lacks a column: find the first, name it
+            for number, house in enumerate(houses):
+                if not isinstance(house, dict):
+                    raise HousePriceError(f"house {number} is {json.dumps(house)[:60]}, not an object of column: value") from None
+                missing = [column for column in features if column not in house]
+                if missing:
+                    raise HousePriceError(f"house {number} lacks column {missing[0]!r}; send every column of GET /schema (null where "
+                                          "unknown)") from None
+            raise
+        return pd.DataFrame({column: self._column(values, column) for column, values in columns.items()})
+
+    def _column(self, values: list[Any], column: str) -> np.ndarray | list[Any]:
+        """One column's JSON values as a file would give them: numbers as float64 (null as missing; numeric text read as a
+        number, as a CSV reads it), categories and dates as they are; anything else names its house."""
+        if column in self.numbers:
+            with contextlib.suppress(TypeError, ValueError):
+                numbers = np.array(values, dtype=np.float64)
+                if numbers.ndim == 1:
+                    return numbers
+            kind = "a number"
+        else:
+            kind = "a date as text" if column in self.model.preprocessor.dates else "a category as text or a number"
+        for number, value in enumerate(values):
+            if isinstance(value, (list, dict)) or (kind == "a number" and not _reads_as_number(value)):
+                raise HousePriceError(f"house {number}: column {column!r} holds {json.dumps(value)[:60]}, not {kind}; send {kind}, or "
+                                      "null when unknown")
+        return values
+
+    def predict(self, frame: pd.DataFrame, interval: Any) -> dict[str, Any]:
+        """Prices of a frame's houses (with `interval`, a conformal range), the unseen and out-of-range counts."""
+        if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))):
+            raise HousePriceError(f'"interval" is {json.dumps(interval)}; give a level between 0 and 1 such as 0.9, or leave it out')
+        prices = self.model.predict(frame, interval=interval)
+        target = self.model.target
+        if interval is None:
+            predictions = [{"price": price} for price in prices.tolist()]
+        else:
+            predictions = [{"price": price, "lower": lower, "upper": upper} for lower, price, upper in zip(
+                prices[f"{target}_lower"].tolist(), prices[f"{target}_prediction"].tolist(), prices[f"{target}_upper"].tolist())]
+        unseen = UnseenValues(self.model.preprocessor)
+        unseen.add(frame)
+        return {"predictions": predictions,
+                "unseen": {column: entry["rows"] for counts in (unseen.categories, unseen.dates) for column, entry in counts.items()},
+                "out_of_range": {column: entry["rows"] for column, entry in unseen.out_of_range.items()},
+                "model": self.about()}
+
+    def explain(self, house: Any, limits: Limits) -> dict[str, Any]:
+        """One house: its price (and 90% range when the model has intervals), the reference price and each column's
+        share of the difference (largest first), and its comparable sales when the model has them."""
+        frame = self.frame([house], limits)
+        priced = self.predict(frame, EXPLAIN_INTERVAL if self.model.calibration is not None else None)
+        attributions = shapley_values(self.model, frame).iloc[0]
+        shares = attributions.drop(["baseline", "prediction"])
+        order = shares.abs().sort_values(ascending=False, kind="stable").index
+        result = {**priced["predictions"][0], "baseline": float(attributions["baseline"]),
+                  "attributions": {column: float(shares[column]) for column in order},
+                  **{key: priced[key] for key in ("unseen", "out_of_range", "model")}}
+        if self.sales is not None:
+            table = self.model.comparables(frame, COMPARABLES_SHOWN)
+            sales = self.sales.loc[table["train_row"]].reset_index(drop=True)
+            result["comparables"] = json.loads(pd.concat([table.drop(columns="row"), sales], axis=1).to_json(orient="records"))
+        return result
+
+
+async def read_json(request: Request, limits: Limits) -> Any:
+    """The request body as JSON, read no further than the size limit."""
+    declared = request.headers.get("content-length", "")
+    too_large = BodyTooLarge(f"the body is over {limits.max_body_bytes:,} bytes; send fewer houses per request (or start the server with "
+                             "a higher --max-body-mb)")
+    if declared.isdigit() and int(declared) > limits.max_body_bytes:
+        raise too_large
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limits.max_body_bytes:
+            raise too_large
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as error:
+        raise HousePriceError(f"the body is not JSON ({error}); send {{\"houses\": [{{column: value, ...}}]}} with Content-Type "
+                              "application/json") from None
+
+
+def answer(content: Any, status: int = 200) -> Response:
+    """JSON as the standard library writes it: floats round-trip exactly; no NaN (null instead)."""
+    return Response(json.dumps(content, allow_nan=False, default=str), status_code=status, media_type="application/json")
+
+
+def body_schema(properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    """The OpenAPI request body of an endpoint that reads its JSON itself (see the module's docstring)."""
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "properties": properties, "required": required}}}}}
+
+
+HOUSE = {"type": "object", "additionalProperties": True, "description": "column: value, every column of GET /schema"}
+
+
+def create_app(checkpoint_path: str | Path, limits: Limits = Limits()) -> FastAPI:
+    keep_freed_memory()
+    pricer = Pricer(checkpoint_path)
+    about = pricer.about()
+    app = FastAPI(title=f"house-price: {about['target']} ({about['unit']})", version=about["sha256"][:12],
+                  description=f"Prices houses with `{about['checkpoint']}` (sha256 {about['sha256']}).")
+
+    @app.exception_handler(HousePriceError)
+    async def bad_input(request: Request, error: HousePriceError) -> Response:
+        return answer({"detail": " ".join(str(error).split())}, 413 if isinstance(error, BodyTooLarge) else 422)
+
+    @app.exception_handler(Exception)
+    async def bug(request: Request, error: Exception) -> Response:  # a bug of ours: one line, no traceback to the client
+        return answer({"detail": f"internal error ({type(error).__name__}); the server's log has the details"}, 500)
+
+    @app.post("/predict", openapi_extra=body_schema(
+        {"houses": {"type": "array", "items": HOUSE, "maxItems": limits.max_rows},
+         "interval": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "example": 0.9}}, ["houses"]))
+    async def predict(request: Request) -> Response:
+        """Prices of the houses in input order (with `interval`, a conformal range holding the price with that
+        probability: `lower`, `upper`); `unseen`: per column, houses whose category or date training never saw;
+        `out_of_range`: per column, houses outside the training range (extrapolated)."""
+        body = await read_json(request, limits)
+        if not isinstance(body, dict):
+            raise HousePriceError('the body must be an object: {"houses": [{column: value, ...}], "interval": 0.9}')
+        return answer(pricer.predict(pricer.frame(body.get("houses"), limits), body.get("interval")))
+
+    @app.post("/explain", openapi_extra=body_schema({"house": HOUSE}, ["house"]))
+    async def explain(request: Request) -> Response:
+        """One house's price and 90% range, the reference house's price (`baseline`) and each column's share of the
+        difference (`attributions`, largest first: baseline + shares = price), and its comparable sales when the
+        model prices from them."""
+        body = await read_json(request, limits)
+        if not isinstance(body, dict) or "house" not in body:
+            raise HousePriceError('the body must be an object: {"house": {column: value, ...}}')
+        return answer(pricer.explain(body["house"], limits))
+
+    @app.get("/schema")
+    async def schema() -> Response:
+        """The model's input columns (types, categories, training ranges), its target and unit."""
+        return answer(pricer.schema(limits))
+
+    @app.get("/health")
+    async def health() -> Response:
+        return answer({"status": "ok", **about})
+
+    page = importlib.resources.files("house_price").joinpath("page.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def form() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    return app

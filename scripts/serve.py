@@ -1,0 +1,12 @@
+"""`house-price serve` from a checkout, without installing: see house_price/serve.py (`--help`)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from datamodules.errors import exit_cleanly_on_error
+from house_price.serve import main
+
+if __name__ == "__main__":
+    exit_cleanly_on_error(main)

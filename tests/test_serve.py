@@ -1,0 +1,148 @@
+"""`house-price serve`: a real server process asked by a real HTTP client; prices equal `predict`'s, bad input is
+one line under HTTP 422."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+
+import httpx
+import pandas as pd
+import pytest
+from conftest import ROOT, assert_clean_failure, run_in_process, run_script, serving
+
+from datamodules.sources import read_table
+
+MAX_ROWS = 50
+
+
+@pytest.fixture(scope="module")
+def checkpoint(housing_run):
+    return housing_run / "checkpoints" / "best.ckpt"
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint):
+    with serving(checkpoint, "--max-rows", str(MAX_ROWS), "--max-body-mb", "0.05") as url:
+        yield url
+
+
+def as_json(frame: pd.DataFrame) -> list[dict]:
+    return json.loads(frame.to_json(orient="records"))  # NaN -> null, as a client would send a missing value
+
+
+@pytest.fixture(scope="module")
+def houses(housing_csv, tmp_path_factory):
+    """Twenty houses of housing.csv, one with a missing number and one with a category training never saw, as a
+    file for `predict` and as JSON."""
+    frame = read_table(housing_csv, categories=["ocean_proximity"])
+    gap = int(frame["total_bedrooms"].isna().idxmax())
+    frame = pd.concat([frame.head(18), frame.iloc[[gap]], frame.head(1).assign(ocean_proximity="ON THE MOON")], ignore_index=True)
+    path = tmp_path_factory.mktemp("houses") / "houses.csv"
+    frame.to_csv(path, index=False)
+    return path, as_json(frame.drop(columns="median_house_value"))
+
+
+def test_predict_over_http_equals_the_predict_command(server, checkpoint, houses, tmp_path):
+    path, records = houses
+    result = run_script("predict.py", str(checkpoint), "--input", str(path), "--output", str(tmp_path / "p.csv"), "--interval", "0.9", cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    expected = pd.read_csv(tmp_path / "p.csv")
+
+    response = httpx.post(f"{server}/predict", json={"houses": records, "interval": 0.9})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    predictions = pd.DataFrame(body["predictions"])
+    assert predictions["price"].tolist() == expected["median_house_value_prediction"].tolist()
+    assert predictions["lower"].tolist() == expected["median_house_value_lower"].tolist()
+    assert predictions["upper"].tolist() == expected["median_house_value_upper"].tolist()
+    assert body["unseen"] == {"ocean_proximity": 1}
+    assert body["model"]["target"] == "median_house_value" and body["model"]["unit"] == "dollars"
+
+    without = httpx.post(f"{server}/predict", json={"houses": records}).json()["predictions"]
+    assert [entry["price"] for entry in without] == predictions["price"].tolist() and "lower" not in without[0]
+    shuffled = [dict(reversed(list(house.items())), extra="ignored") for house in records]  # any key order, extras ignored
+    assert httpx.post(f"{server}/predict", json={"houses": shuffled}).json()["predictions"] == without
+    # Alone, a house meets other matrix-kernel blocking than among twenty: the same price to float32's last bits.
+    alone = httpx.post(f"{server}/predict", json={"houses": records[:1]}).json()["predictions"][0]["price"]
+    assert alone == pytest.approx(without[0]["price"], rel=1e-6)
+
+
+def test_explain_adds_up_to_the_price_and_schema_health_and_docs_describe_the_model(server, checkpoint, houses):
+    _, records = houses
+    answer = httpx.post(f"{server}/explain", json={"house": records[0]}).json()
+    price = httpx.post(f"{server}/predict", json={"houses": records[:1], "interval": 0.9}).json()["predictions"][0]  # alone too
+    assert answer["price"] == price["price"] and answer["lower"] == price["lower"] and answer["upper"] == price["upper"]
+    shares = answer["attributions"]
+    assert set(shares) == {"longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms", "population",
+                           "households", "median_income", "ocean_proximity"}
+    assert list(shares.values()) == sorted(shares.values(), key=abs, reverse=True), "largest first"
+    assert answer["baseline"] + sum(shares.values()) == pytest.approx(answer["price"], rel=1e-5)
+    assert "comparables" not in answer, "an MLP prices each house alone"
+
+    schema = httpx.get(f"{server}/schema").json()
+    columns = {column["name"]: column for column in schema["columns"]}
+    assert schema["target"] == "median_house_value" and schema["max_rows"] == MAX_ROWS
+    assert columns["ocean_proximity"]["type"] == "category" and "INLAND" in columns["ocean_proximity"]["categories"]
+    assert columns["median_income"]["type"] == "number" and columns["median_income"]["min"] < columns["median_income"]["default"]
+    health = httpx.get(f"{server}/health").json()
+    assert health["status"] == "ok" and health["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
+    assert {"/predict", "/explain", "/schema", "/health"} <= set(httpx.get(f"{server}/openapi.json").json()["paths"])
+    assert "swagger" in httpx.get(f"{server}/docs").text.lower()
+    page = httpx.get(f"{server}/")
+    assert page.status_code == 200 and "/schema" in page.text
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "fragments"),
+    [
+        ({"houses": [{"longitude": -122.2}]}, 422, ["house 0 lacks column 'latitude'"]),
+        ("TEXT_IN_A_NUMBER", 422, ["house 1: column 'median_income' holds \"a lot\", not a number"]),
+        (b"{not json", 422, ["the body is not JSON"]),
+        ("TOO_MANY", 422, [f"{MAX_ROWS + 1} houses in one request, and the limit is {MAX_ROWS}", "--max-rows"]),
+        ({"houses": "a house"}, 422, ['"houses" must be a non-empty list']),
+        ({"houses": [[1, 2]]}, 422, ["house 0 is [1, 2], not an object"]),
+        ("NESTED_CATEGORY", 422, ["house 0: column 'ocean_proximity' holds [\"INLAND\"]"]),
+        ("BAD_INTERVAL", 422, ["interval level 2 must lie strictly between 0 and 1"]),
+        ("TOO_LARGE", 413, ["the body is over 52,428 bytes", "--max-body-mb"]),
+    ],
+)
+def test_bad_input_is_one_line_naming_the_problem_never_a_500(server, houses, body, status, fragments):
+    _, records = houses
+    if body == "TEXT_IN_A_NUMBER":
+        body = {"houses": [records[0], {**records[1], "median_income": "a lot"}]}
+    elif body == "TOO_MANY":
+        body = {"houses": [records[0]] * (MAX_ROWS + 1)}
+    elif body == "NESTED_CATEGORY":
+        body = {"houses": [{**records[0], "ocean_proximity": ["INLAND"]}]}
+    elif body == "BAD_INTERVAL":
+        body = {"houses": records[:1], "interval": 2}
+    elif body == "TOO_LARGE":
+        body = {"houses": records * 40}
+    response = httpx.post(f"{server}/predict", content=body if isinstance(body, bytes) else json.dumps(body),
+                          headers={"Content-Type": "application/json"})
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail
+    for fragment in fragments:
+        assert fragment in detail, detail
+    assert httpx.get(f"{server}/health").status_code == 200, "the server lives on"
+
+
+def test_serve_refuses_a_bad_checkpoint_and_a_busy_port_in_one_line(capsys, checkpoint, tmp_path):
+    assert_clean_failure(run_in_process(capsys, "serve.py", str(tmp_path / "missing.ckpt"), "--port", "0"), "does not exist")
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        assert_clean_failure(run_in_process(capsys, "serve.py", str(checkpoint), "--port", str(port)), f"cannot answer on 127.0.0.1:{port}",
+                             "--port")
+    assert_clean_failure(run_in_process(capsys, "serve.py", str(checkpoint), "--max-rows", "0"), "--max-rows")
+
+
+@pytest.mark.slow
+def test_two_workers_answer_with_the_same_prices(checkpoint, houses, server):
+    _, records = houses
+    one = httpx.post(f"{server}/predict", json={"houses": records}).json()["predictions"]
+    with serving(checkpoint, "--workers", "2") as url:
+        answers = [httpx.post(f"{url}/predict", json={"houses": records}).json()["predictions"] for _ in range(4)]
+    assert all(answer == one for answer in answers)
