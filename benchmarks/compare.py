@@ -259,6 +259,11 @@ against training seconds, and exact search up to 1M candidates: [COMPARABLES.md]
 The three tables of `../shared/data/tables/` on split seeds 0-4, house-price beside CatBoost, LightGBM and
 HistGradientBoosting on the very same rows: [TABLES.md](TABLES.md) (`python benchmarks/tables.py`).
 
+## Serving
+
+`house-price serve` over HTTP beside LitServe with the same pricing, in-process `predict` and onnxruntime, on
+rows of housing.csv: [SERVE.md](SERVE.md) (`python benchmarks/serve.py`).
+
 ## GPU
 
 The CPU figures above come from a machine without a GPU. On one NVIDIA H200 (torch 2.11, CUDA 13, Lightning

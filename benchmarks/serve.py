@@ -40,6 +40,7 @@ BATCH = 1000
 SEQUENTIAL_BATCHES = 30
 CLIENTS = 8
 BATCHES_PER_CLIENT = 6
+FAILURES = (OSError, http.client.HTTPException, SystemExit)  # no answer in time, a broken connection, an HTTP error
 
 
 def free_port() -> int:
@@ -112,17 +113,19 @@ def latencies(port: int, path: str, bodies: list[bytes]) -> dict[str, float]:
 def throughput(port: int, path: str, body: bytes, rows: int, clients: int, requests_each: int) -> float:
     """Rows priced per second by `clients` concurrent keep-alive clients, each sending `requests_each` requests."""
     connections = [Client(port) for _ in range(clients)]
-    for client in connections:
-        client.post(path, body)
     barrier = threading.Barrier(clients + 1)
     failures = []
 
     def work(client: Client) -> None:
+        try:
+            client.post(path, body)  # warm: connected, and the server's first request behind it
+        except FAILURES as error:
+            failures.append(error)
         barrier.wait()
         try:
             for _ in range(requests_each):
                 client.post(path, body)
-        except (OSError, SystemExit) as error:  # a server that stalls: recorded, not waited for
+        except FAILURES as error:  # a server that stalls: recorded, not waited for
             failures.append(error)
 
     threads = [threading.Thread(target=work, args=(client,)) for client in connections]
@@ -141,7 +144,11 @@ def throughput(port: int, path: str, body: bytes, rows: int, clients: int, reque
 def measure_server(command: list[str], port: int, path: str, one_house: list[bytes], batch: bytes) -> dict[str, float]:
     print(f"measuring {' '.join(command[1:])}", file=sys.stderr, flush=True)
     with running(command, port) as process:
-        result = latencies(port, path, one_house)
+        try:
+            result = latencies(port, path, one_house)
+        except FAILURES as error:  # a server that stalls: recorded, not waited for
+            print(f"one-house requests failed: {error!r}", file=sys.stderr)
+            result = {"p50_ms": float("nan"), "p99_ms": float("nan")}
         result["sequential_rows_per_s"] = throughput(port, path, batch, BATCH, 1, SEQUENTIAL_BATCHES)
         result["concurrent_rows_per_s"] = throughput(port, path, batch, BATCH, CLIENTS, BATCHES_PER_CLIENT)
         result["peak_rss_mib"] = peak_rss_mib(process.pid)
@@ -205,14 +212,51 @@ def litserve_worker(checkpoint: str, port: int) -> None:
     server.run(port=port, generate_client_file=False)
 
 
+def screenshot(checkpoint: Path, path: Path) -> None:
+    """The page as the README shows it: a house in Sacramento typed in and priced."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1100,1180"):
+        options.add_argument(argument)
+    options.binary_location = "/usr/bin/chromium"
+    port = free_port()
+    with running([sys.executable, str(ROOT / "scripts" / "serve.py"), str(checkpoint), "--port", str(port)], port):
+        driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+        try:
+            driver.get(f"http://127.0.0.1:{port}/")
+            wait = WebDriverWait(driver, 30)
+            wait.until(lambda page: page.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
+            for column, value in (("longitude", "-121.49"), ("latitude", "38.58"), ("housing_median_age", "15"), ("median_income", "5.25")):
+                field = driver.find_element(By.ID, f"field-{column}")
+                field.clear()
+                field.send_keys(value)
+            Select(driver.find_element(By.ID, "field-ocean_proximity")).select_by_visible_text("INLAND")
+            driver.find_element(By.ID, "submit").click()
+            wait.until(lambda page: page.find_element(By.ID, "price").get_attribute("data-value"))
+            driver.execute_script("window.scrollTo(0, 0)")
+            driver.save_screenshot(str(path))
+        finally:
+            driver.quit()
+    print(f"Wrote {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="default: a 2-epoch housing.csv model trained here")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "SERVE.md")
+    parser.add_argument("--screenshot", type=Path, help="only save a screenshot of the page pricing a house (Debian's chromium)")
     parser.add_argument("--litserve-worker", nargs=2, metavar=("CKPT", "PORT"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.litserve_worker:
         litserve_worker(arguments.litserve_worker[0], int(arguments.litserve_worker[1]))
+        return
+    if arguments.screenshot:
+        with tempfile.TemporaryDirectory() as temporary:
+            screenshot(arguments.checkpoint or train_small_model(Path(temporary) / "runs"), arguments.screenshot)
         return
 
     import torch
@@ -259,12 +303,12 @@ def main() -> None:
     def cell(row: dict[str, float], key: str, form: str) -> str:
         if key not in row:
             return "—"
-        return "stalled (a request timed out after 20 s)" if np.isnan(row[key]) else form.format(row[key])
+        return "stalled (no answer in 20 s)" if np.isnan(row[key]) else form.format(row[key])
 
     lines = [
         "# Serving speed",
         "",
-        f"`python benchmarks/serve.py` on {Path('/proc/cpuinfo').read_text().count('processor')} CPU cores, torch "
+        f"`python benchmarks/serve.py {' '.join(sys.argv[1:])}`".replace(" `", "`") + f" on {Path('/proc/cpuinfo').read_text().count('processor')} CPU cores, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads in process). Model: `{Path(checkpoint).name}` "
         f"({pricer.about()['architecture']}, the default recipe unless --checkpoint said otherwise), rows of housing.csv. "
         f"One-house requests: {ONE_HOUSE_REQUESTS} in a row over one keep-alive connection; 1,000-house requests: "
@@ -275,7 +319,7 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
-        lines.append(f"| {name} | {row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {cell(row, 'sequential_rows_per_s', '{:,.0f}')} | "
+        lines.append(f"| {name} | {cell(row, 'p50_ms', '{:.2f}')} | {cell(row, 'p99_ms', '{:.2f}')} | {cell(row, 'sequential_rows_per_s', '{:,.0f}')} | "
                      f"{cell(row, 'concurrent_rows_per_s', '{:,.0f}')} | {cell(row, 'peak_rss_mib', '{:.0f}')} |")
     lines += ["", f"Served prices of the 1,000 houses equal `PriceModel.predict`'s exactly: {'yes' if identical else 'NO'}.", ""]
     report = "\n".join(lines)
