@@ -16,8 +16,9 @@ import argparse
 import contextlib
 import http.client
 import json
+import os
+import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +53,8 @@ def free_port() -> int:
 @contextlib.contextmanager
 def running(command: list[str], port: int) -> Iterator[subprocess.Popen]:
     """A server process started with `command`, once it answers GET /health; stopped (Ctrl-C) after."""
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    # Its own process group: LitServe's inference workers are the server's children, stopped with it.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     deadline = time.monotonic() + 120
     while True:
         with contextlib.suppress(OSError):
@@ -61,17 +63,20 @@ def running(command: list[str], port: int) -> Iterator[subprocess.Popen]:
             if connection.getresponse().status == 200:
                 break
         if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             raise SystemExit(f"the server did not start: {' '.join(command)}\n{process.stdout.read()[-3000:]}")
         time.sleep(0.2)
     try:
         yield process
     finally:
-        process.send_signal(2)
+        os.killpg(process.pid, signal.SIGINT)
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
-            process.kill()
+            pass
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
 
 
 def peak_rss_mib(pid: int) -> float:

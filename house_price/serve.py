@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
               "authentication", file=sys.stderr)
     print(f"Serving {arguments.checkpoint} on http://{arguments.host}:{arguments.port}: the page at /, the API at /docs "
           f"({arguments.workers} worker{'s' if arguments.workers > 1 else ''}; Ctrl-C stops)", flush=True)
-    options = dict(host=arguments.host, port=arguments.port, log_level="warning", access_log=arguments.access_log)
+    options = {"host": arguments.host, "port": arguments.port, "log_level": "warning", "access_log": arguments.access_log}
     if arguments.workers == 1:
         uvicorn.run(app, **options)
     else:

@@ -6,7 +6,7 @@
     GET  /health   ok, and the checkpoint's sha256
     GET  /         a page to price a house by hand (page.html); GET /docs: the OpenAPI docs
 
-Prices are `PriceModel.predict`'s on the same rows, so they equal `house-price predict`'s. Bad input is one line
+Prices are `PriceModel.predict`'s, so the same rows sent together get `house-price predict`'s prices exactly. Bad input is one line
 under HTTP 422 ({"detail": "..."}) naming the house, the column and the value, a body over the size limit 413;
 never a traceback. Bodies are parsed here rather than by pydantic: validating 1,000 houses field by field costs
 more than pricing them, and the messages are ours.
@@ -25,12 +25,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 
 from analysis.attributions import shapley_values
 from datamodules.errors import HousePriceError
-from models.hardware import keep_freed_memory
 from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
+from models.hardware import keep_freed_memory
 from models.prediction import UnseenValues
 from models.pricing import PriceModel
 
