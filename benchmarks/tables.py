@@ -10,7 +10,9 @@ recipe (`configs/comparables.yaml` on top), and gradient boosting as a user runs
 validation and test rows (`HousingDataModule.splits`): CatBoost (defaults, categorical columns as such, early
 stopping on validation), LightGBM (learning rate 0.05, categories as pandas categories, early stopping) and
 HistGradientBoosting (defaults, native categories), 2 threads each. Reports the mean and spread over seeds of test
-R² and RMSE, and the mean wall seconds per split. `--housing-csv` adds ../shared/data/housing.csv (minutes per seed).
+R² and RMSE, the package's validation RMSE (what a recipe is chosen on), and the mean wall seconds per split.
+`--housing-csv` adds ../shared/data/housing.csv (minutes per seed); `--variant NAME=OVERRIDES` adds a house-price row
+with the CSV recipe changed, e.g. `--variant 'log=data.log_target=true'`.
 """
 
 from __future__ import annotations
@@ -92,30 +94,43 @@ def main() -> None:
     parser.add_argument("--tables", nargs="+", help="table names (file stems) to run; default: all")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--housing-csv", action="store_true", help="also ../shared/data/housing.csv (target median_house_value)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OVERRIDE[;OVERRIDE...]",
+                        help="another house-price row: the CSV recipe with these overrides, e.g. 'batch64=data.batch_size=64'")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "TABLES.md")
     arguments = parser.parse_args()
+    variants = {}
+    for variant in arguments.variant:
+        name, _, overrides = variant.partition("=")
+        if not name or not overrides:
+            parser.error(f"--variant '{variant}' is not NAME=section.option=value[;section.option=value...]")
+        variants[f"house-price {name} ({overrides})"] = overrides.split(";")
     tables = [(path, "price") for path in sorted(TABLES.glob("*.csv")) if not arguments.tables or path.stem in arguments.tables]
     if arguments.housing_csv:
         tables.append((HOUSING_CSV, "median_house_value"))
-    lines = ["| table | rows | model | test R² (mean ± std) | test RMSE (mean) | wall s per split |", "|---|---|---|---|---|---|"]
+    lines = ["| table | rows | model | val RMSE (mean) | test R² (mean ± std) | test RMSE (mean) | wall s per split |",
+             "|---|---|---|---|---|---|---|"]
     for path, target in tables:
         results: dict[str, list[dict[str, float]]] = {}
         for seed in arguments.seeds:
             results.setdefault("house-price (configs/housing_csv.yaml)", []).append(package(path, target, seed, []))
             results.setdefault("house-price comparables (+ configs/comparables.yaml)", []).append(
                 package(path, target, seed, [f"config={COMPARABLES}"]))
+            for name, overrides in variants.items():
+                results.setdefault(name, []).append(package(path, target, seed, overrides))
             splits = HousingDataModule(path=str(path), target=target, split_seed=seed).splits
             for name, run in boosting(splits, target, seed).items():
                 results.setdefault(name, []).append(run)
         rows = sum(len(frame) for frame in splits.values())
         for name, runs in results.items():
             r2 = [run["r2"] for run in runs]
-            lines.append(f"| {path.stem} | {rows:,} | {name} | {statistics.mean(r2):.4f} ± {np.std(r2):.4f} | "
+            val = f"{statistics.mean(run['val_rmse'] for run in runs):,.0f}" if "val_rmse" in runs[0] else "—"
+            lines.append(f"| {path.stem} | {rows:,} | {name} | {val} | {statistics.mean(r2):.4f} ± {np.std(r2):.4f} | "
                          f"{statistics.mean(run['rmse'] for run in runs):,.0f} | {statistics.mean(run['wall'] for run in runs):.1f} |")
         print("\n".join(lines[-len(results):]), flush=True)
     command = "python benchmarks/tables.py" + (f" --tables {' '.join(arguments.tables)}" if arguments.tables else "")
     command += "" if arguments.seeds == [0, 1, 2, 3, 4] else " --seeds " + " ".join(map(str, arguments.seeds))
     command += " --housing-csv" if arguments.housing_csv else ""
+    command += "".join(f" --variant '{variant}'" for variant in arguments.variant)
     text = "\n".join([
         "# Small real housing tables", "",
         f"Written by `{command}` on {cpu_name()}; split seeds {arguments.seeds}; one process at a time. RMSE in the table's "

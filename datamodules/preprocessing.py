@@ -195,7 +195,12 @@ class Preprocessor:
         """Per categorical column, its training values as an index (a value's code is its position + MISSING + 1),
         looked up a whole column at a time; built on first use, so a model's shapes are checked against its weights
         before a vocabulary of any size is read."""
-        return [pd.Index(vocab, dtype=object) for vocab in self.state["vocabularies"]]
+        indexes = [pd.Index(vocab, dtype=object) for vocab in self.state["vocabularies"]]
+        for column, index in zip(self.categorical, indexes):
+            if not index.is_unique:
+                raise HousePriceError(f"checkpoint preprocessing field 'vocabularies' lists a category of '{column}' twice "
+                                      f"({index[index.duplicated()][0]!r}); the file is damaged or was edited: use another checkpoint")
+        return indexes
 
     @functools.cached_property
     def _numbers(self) -> dict[str, torch.Tensor]:

@@ -179,6 +179,7 @@ EDITS = {
     "medians": lambda c: preprocessing(c).update(medians=preprocessing(c)["medians"][:2]),
     "quantiles": lambda c: preprocessing(c)["quantiles"][0].reverse(),
     "target_std": lambda c: preprocessing(c).update(target_std=float("nan")),
+    "vocabularies": lambda c: preprocessing(c)["vocabularies"][0].__setitem__(-1, preprocessing(c)["vocabularies"][0][0]),  # same length
     "method": lambda c: c["conformal_calibration"].update(method="bogus"),
     "eps": lambda c: c["conformal_calibration"].update(eps=-5.0),
     "scores": lambda c: c["conformal_calibration"]["scores"]["constant"].reverse(),
