@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import importlib.resources
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,13 +78,25 @@ class Pricer:
         self.name = path.name
         preprocessor = self.model.preprocessor
         self.numbers = [column for column in preprocessor.features if column not in preprocessor.dates + preprocessor.categorical]
-        # The training sales the comparables point at, read once (the table must be where training read it).
-        self.sales = training_split(checkpoint, "train") if self.model.network.retrieves else None
+        self.sales = self._training_sales(checkpoint) if self.model.network.retrieves else None
+
+    def _training_sales(self, checkpoint: dict[str, Any]) -> pd.DataFrame:
+        """The training sales the comparables point at, by their data row: read once from the training table where
+        training read it; without that table (a checkpoint copied to a server alone), each sale's price from the
+        checkpoint, which holds every candidate's price."""
+        try:
+            return training_split(checkpoint, "train")
+        except HousePriceError as error:
+            print(f"warning: the training sales cannot be read back ({error}); /explain lists each comparable sale's row and price "
+                  "only", file=sys.stderr)
+        network = self.model.network
+        prices = self.model.preprocessor.decode_target(network.candidate_target.double()).numpy()
+        return pd.DataFrame({self.model.target: prices}, index=network.candidate_rows.numpy())
 
     def about(self) -> dict[str, Any]:
         state = self.model.preprocessor.state
         return {"checkpoint": self.name, "sha256": self.sha256, "target": self.model.target, "unit": state["target_unit"],
-                "architecture": "comparables" if self.sales is not None else "mlp",
+                "architecture": "comparables" if self.model.network.retrieves else "mlp",
                 "intervals": self.model.calibration is not None}
 
     def schema(self, limits: Limits) -> dict[str, Any]:

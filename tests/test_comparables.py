@@ -136,3 +136,18 @@ def test_the_service_explains_a_house_with_its_comparable_sales_as_the_command_l
     # Looser than an MLP's 1e-5: the attributions price 2^8 coalitions in one batch, where sales tied at the edge of the
     # context (Sacramento repeats houses) can be chosen otherwise than for the house alone.
     assert answer["baseline"] + sum(answer["attributions"].values()) == pytest.approx(answer["price"], rel=1e-3)
+
+
+def test_served_alone_a_comparables_checkpoint_lists_each_sale_with_its_price_from_the_checkpoint(comparables_run, tmp_path):
+    import httpx
+
+    checkpoint = torch.load(comparables_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
+    checkpoint["datamodule_hyper_parameters"]["path"] = str(tmp_path / "moved.csv")  # copied to a server without its data
+    torch.save(checkpoint, tmp_path / "alone.ckpt")
+    house = pd.read_csv(SACRAMENTO, dtype={"zip": str}).sample(1, random_state=1)
+    sales = pd.read_csv(SACRAMENTO, dtype={"zip": str})
+    with serving(tmp_path / "alone.ckpt") as url:
+        answer = httpx.post(f"{url}/explain", json={"house": json.loads(house.to_json(orient="records"))[0]}).json()
+    served = pd.DataFrame(answer["comparables"])
+    assert list(served.columns) == ["rank", "weight", "train_row", "price"]
+    assert served["price"].tolist() == pytest.approx(sales["price"].iloc[served["train_row"]].tolist(), rel=1e-6)
