@@ -40,7 +40,7 @@ EXPLAIN_INTERVAL = 0.9  # the range /explain (and the page) shows
 
 
 def _reads_as_number(value: Any) -> bool:
-    if value is None:
+    if value is None or (isinstance(value, str) and not value.strip()):
         return True
     try:
         float(value)
@@ -100,23 +100,24 @@ class Pricer:
                 "intervals": self.model.calibration is not None}
 
     def schema(self, limits: Limits) -> dict[str, Any]:
-        """Each input column in training order: `number` (with the training range and median; `values` for a 0/1
-        column), `category` (its training categories, the most frequent first in `default`) or `date` (its format)."""
+        """Each input column in training order: `number` (its training range, `default` the training median;
+        `values` for a 0/1 column), `date` (its `format`) or `category` (its training `categories`, `default` the
+        most frequent). Any value may be null: unknown, priced as a missing value."""
         preprocessor = self.model.preprocessor
         state = preprocessor.state
         columns = []
         for column in self.numbers:
             index = preprocessor.numeric.index(column)
             entry = {"name": column, "type": "number", "min": state["minimum"][index], "max": state["maximum"][index],
-                     "default": state["medians"][index], "missing_allowed": True}
+                     "default": state["medians"][index]}
             if column in preprocessor.binary:
                 entry["values"] = sorted({state["minimum"][index], state["maximum"][index]})
             columns.append(entry)
         for column, form in preprocessor.date_formats.items():
-            columns.append({"name": column, "type": "date", "format": form, "missing_allowed": True})
+            columns.append({"name": column, "type": "date", "format": form})
         modes = state.get("modes") or [None] * len(preprocessor.categorical)
         for column, vocabulary, mode in zip(preprocessor.categorical, state["vocabularies"], modes):
-            columns.append({"name": column, "type": "category", "categories": vocabulary, "default": mode, "missing_allowed": True})
+            columns.append({"name": column, "type": "category", "categories": vocabulary, "default": mode})
         return {"target": self.model.target, "unit": state["target_unit"], "columns": columns, "max_rows": limits.max_rows,
                 "intervals": self.model.calibration is not None}
 
@@ -142,11 +143,12 @@ class Pricer:
         return pd.DataFrame({column: self._column(values, column) for column, values in columns.items()})
 
     def _column(self, values: list[Any], column: str) -> np.ndarray | list[Any]:
-        """One column's JSON values as a file would give them: numbers as float64 (null as missing; numeric text read as a
-        number, as a CSV reads it), categories and dates as they are; anything else names its house."""
+        """One column's JSON values as a file would give them: numbers as float64 (null or blank text as missing, numeric
+        text read as a number, as a CSV reads them), categories and dates as they are; anything else names its house."""
         if column in self.numbers:
+            blanks_as_null = [None if isinstance(value, str) and not value.strip() else value for value in values]  # an empty cell
             with contextlib.suppress(TypeError, ValueError):
-                numbers = np.array(values, dtype=np.float64)
+                numbers = np.array(blanks_as_null, dtype=np.float64)
                 if numbers.ndim == 1:
                     return numbers
             kind = "a number"

@@ -64,6 +64,9 @@ def test_predict_over_http_equals_the_predict_command(server, checkpoint, houses
     assert [entry["price"] for entry in without] == predictions["price"].tolist() and "lower" not in without[0]
     shuffled = [dict(reversed(list(house.items())), extra="ignored") for house in records]  # any key order, extras ignored
     assert httpx.post(f"{server}/predict", json={"houses": shuffled}).json()["predictions"] == without
+    as_text = [{**house, "median_income": str(house["median_income"]), "total_bedrooms": "" if house["total_bedrooms"] is None
+                else house["total_bedrooms"]} for house in records]  # numbers as text, a blank as missing: as a CSV reads them
+    assert httpx.post(f"{server}/predict", json={"houses": as_text}).json()["predictions"] == without
     # Alone, a house meets other matrix-kernel blocking than among twenty: the same price to float32's last bits.
     alone = httpx.post(f"{server}/predict", json={"houses": records[:1]}).json()["predictions"][0]["price"]
     assert alone == pytest.approx(without[0]["price"], rel=1e-6)
