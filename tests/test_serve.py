@@ -10,7 +10,8 @@ import socket
 import httpx
 import pandas as pd
 import pytest
-from conftest import ROOT, assert_clean_failure, run_in_process, run_script, serving
+from conftest import ROOT, assert_clean_failure, run_in_process, run_script, serving, train
+from test_tables import sales
 
 from datamodules.sources import read_table
 
@@ -149,3 +150,21 @@ def test_two_workers_answer_with_the_same_prices(checkpoint, houses, server):
     with serving(checkpoint, "--workers", "2") as url:
         answers = [httpx.post(f"{url}/predict", json={"houses": records}).json()["predictions"] for _ in range(4)]
     assert all(answer == one for answer in answers)
+
+
+def test_a_table_with_dates_is_served_as_predict_prices_it(tmp_path):
+    days = pd.to_datetime(sales()["sold_on"])
+    sales().assign(sold_on=days.dt.strftime("%m/%d/%Y")).to_csv(tmp_path / "sales.csv", index=False)  # month first
+    run = train("housing_csv.yaml", tmp_path / "runs", f"--data.path={tmp_path / 'sales.csv'}", "--data.target=price",
+                "--data.drop_columns=address")
+    houses = pd.DataFrame({"sold_on": ["05/03/2021", "12/31/2019", "not a date"], "area": [100.0, 80.5, 120.0], "zone": ["a", "c", "b"]})
+    houses.to_csv(tmp_path / "houses.csv", index=False)
+    result = run_script("predict.py", str(run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "houses.csv"), "--output",
+                        str(tmp_path / "p.csv"), cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    with serving(run / "checkpoints" / "best.ckpt") as url:
+        schema = {column["name"]: column for column in httpx.get(f"{url}/schema").json()["columns"]}
+        body = httpx.post(f"{url}/predict", json={"houses": as_json(houses)}).json()
+    assert schema["sold_on"] == {"name": "sold_on", "type": "date", "format": "%m/%d/%Y"}
+    assert [entry["price"] for entry in body["predictions"]] == pd.read_csv(tmp_path / "p.csv")["price_prediction"].tolist()
+    assert body["unseen"] == {"sold_on": 1}, "a text that is no date, priced as a missing date and counted"
