@@ -176,6 +176,7 @@ def test_step_effects_see_the_jumps_that_tied_values_leave_in_the_quantile_scali
     frame = pd.DataFrame({"quality": rng.integers(1, 11, 3000).astype(float), "area": rng.uniform(50, 200, 3000)})
     frame["price"] = 1000.0 * frame["quality"] + 10.0 * frame["area"]
     datamodule = HousingDataModule.from_frame(frame, target="price")  # quantile scaling: ties make a staircase
+    torch.manual_seed(0)  # an untrained network: unseeded, about one in twenty draws nearly cancels the step (flaky)
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, numeric_embedding="none", ensemble_size=1, dropout=0.0)
     head = frame.head(50)
     gradient = price_gradients(model, head)["quality"].mean()
