@@ -39,6 +39,15 @@ COMPARABLES_SHOWN = 5
 EXPLAIN_INTERVAL = 0.9  # the range /explain (and the page) shows
 
 
+def _float_column(values: list[Any]) -> np.ndarray | None:
+    """JSON values as float64 [n] (null as NaN, numeric text as its number), or None if any is not one number."""
+    with contextlib.suppress(TypeError, ValueError):
+        numbers = np.array(values, dtype=np.float64)
+        if numbers.ndim == 1:
+            return numbers
+    return None
+
+
 def _reads_as_number(value: Any) -> bool:
     if value is None or (isinstance(value, str) and not value.strip()):
         return True
@@ -51,6 +60,11 @@ def _reads_as_number(value: Any) -> bool:
 
 class BodyTooLarge(HousePriceError):
     """A request body over `Limits.max_body_bytes`: HTTP 413."""
+
+    @classmethod
+    def over(cls, limits: Limits) -> BodyTooLarge:
+        return cls(f"the body is over {limits.max_body_bytes:,} bytes; send fewer houses per request (or start the server with a "
+                   "higher --max-body-mb)")
 
 
 @dataclass(frozen=True)
@@ -146,11 +160,11 @@ class Pricer:
         """One column's JSON values as a file would give them: numbers as float64 (null or blank text as missing, numeric
         text read as a number, as a CSV reads them), categories and dates as they are; anything else names its house."""
         if column in self.numbers:
-            blanks_as_null = [None if isinstance(value, str) and not value.strip() else value for value in values]  # an empty cell
-            with contextlib.suppress(TypeError, ValueError):
-                numbers = np.array(blanks_as_null, dtype=np.float64)
-                if numbers.ndim == 1:
-                    return numbers
+            numbers = _float_column(values)
+            if numbers is None:  # blank text is an empty cell: only rewritten when the plain reading fails
+                numbers = _float_column([None if isinstance(value, str) and not value.strip() else value for value in values])
+            if numbers is not None:
+                return numbers
             kind = "a number"
         else:
             kind = "a date as text" if column in self.model.preprocessor.dates else "a category as text or a number"
@@ -199,15 +213,13 @@ class Pricer:
 async def read_json(request: Request, limits: Limits) -> Any:
     """The request body as JSON, read no further than the size limit."""
     declared = request.headers.get("content-length", "")
-    too_large = BodyTooLarge(f"the body is over {limits.max_body_bytes:,} bytes; send fewer houses per request (or start the server with "
-                             "a higher --max-body-mb)")
     if declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise too_large
+        raise BodyTooLarge.over(limits)
     body = bytearray()
     async for chunk in request.stream():
         body += chunk
         if len(body) > limits.max_body_bytes:
-            raise too_large
+            raise BodyTooLarge.over(limits)
     try:
         return json.loads(body)
     except (ValueError, UnicodeDecodeError) as error:
@@ -216,7 +228,8 @@ async def read_json(request: Request, limits: Limits) -> Any:
 
 
 def answer(content: Any, status: int = 200) -> Response:
-    """JSON as the standard library writes it: floats round-trip exactly; no NaN (null instead)."""
+    """JSON as the standard library writes it: floats round-trip exactly. A NaN is refused (it is not JSON): every
+    answer's numbers are finite, so one would be a bug, answered as a one-line 500."""
     return Response(json.dumps(content, allow_nan=False, default=str), status_code=status, media_type="application/json")
 
 
