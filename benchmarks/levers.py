@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -45,8 +47,10 @@ def train(config: Path, seed: int, overrides: list[str], threads: int | None = N
     seconds = epochs["epoch_seconds"].dropna()
     # The best validation RMSE reached after each epoch, against the training seconds spent so far.
     curve = list(zip(seconds.cumsum().tolist(), val.cummin().tolist()))
+    covered = re.search(r"test coverage ([\d.]+)%", result.stdout)  # of the 90% intervals, printed after fit
     return {"val_rmse": float(val.min()), "val_last": float(val.iloc[-1]), "rmse": test["rmse"], "mae": test["mae"], "r2": test["r2"],
-            "wall": wall, "epoch": float(seconds.median()), "epochs": int(seconds.size), "curve": curve}
+            "wall": wall, "epoch": float(seconds.median()), "epochs": int(seconds.size), "curve": curve,
+            "coverage": float(covered.group(1)) / 100 if covered else math.nan}
 
 
 def main() -> None:

@@ -6,16 +6,17 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import pandas as pd
 import torch
-from sklearn.model_selection import train_test_split
+from lightning.pytorch.utilities import rank_zero_info
+from sklearn.model_selection import KFold, train_test_split
 
 from datamodules.batches import TensorBatches
 from datamodules.errors import HousePriceError
-from datamodules.preprocessing import Preprocessor, Scaling, fit_statistics
+from datamodules.preprocessing import Preprocessor, Scaling, fit_statistics, fold_bin_edges
 from datamodules.sources import (
     CALIFORNIA_TARGET,
     CALIFORNIA_UNIT,
@@ -26,6 +27,9 @@ from datamodules.sources import (
 )
 
 SPLITS = ("train", "val", "test")
+# `folds: auto`: cross-fit where a validation split would be a few hundred rows, and K fits of every row cost seconds.
+AUTO_FOLDS = 5
+AUTO_FOLDS_BELOW = 2_500  # rows left after the test split
 
 
 def fingerprint(frame: pd.DataFrame) -> dict[str, Any]:
@@ -52,11 +56,18 @@ class HousingDataModule(L.LightningDataModule):
         split_seed: random state of the test split; the validation split uses `split_seed + 1`. The defaults
             give the split of the published tabular deep-learning benchmarks (13,209 / 3,303 / 4,128 rows on
             California).
+        folds: 1, or K >= 2 for k-fold cross-fitting (`models.folds`): the rows left after the test split are cut
+            into K folds (shuffled with `split_seed + 1`, see `row_folds`) and are both the training and the
+            validation split, each row validated by the network that did not learn its fold (`val_fraction` is then
+            unused). The test split is the same either way. "auto" (the training CLI's default) decides by the
+            table: AUTO_FOLDS when fewer than AUTO_FOLDS_BELOW rows are left after the test split, else 1; the
+            decision is printed and kept (`folds` property, the checkpoint). The CLI passes it on to `model.folds`.
         batch_size: training rows per optimizer step, per process.
         eval_batch_size: rows per validation / test / predict batch.
         resident_on_device: keep the split tensors on the training device (a GPU) rather than copying each batch.
         member_batches: k > 1 gives training batches [k, batch_size, ...], each ensemble member its own order of
-            the rows; the training CLI sets it from `model.ensemble_size` and `model.share_training_batches`.
+            the rows (times `folds` when cross-fitting: each network's members their own); the training CLI sets it
+            from `model.ensemble_size` and `model.share_training_batches`.
         batches_per_call: training batches handed to one `training_step` call as a list, each its own optimizer
             step: Lightning's hooks around a call cost more than a step of this network (see `TensorBatches`).
     """
@@ -74,6 +85,7 @@ class HousingDataModule(L.LightningDataModule):
         test_fraction: float = 0.2,
         val_fraction: float = 0.2,
         split_seed: int = 0,
+        folds: int | Literal["auto"] = 1,
         batch_size: int = 256,
         eval_batch_size: int = 4096,
         resident_on_device: bool = True,
@@ -89,6 +101,8 @@ class HousingDataModule(L.LightningDataModule):
         for name, size in sizes:
             if size < 1:
                 raise HousePriceError(f"data.{name} is {size}; it must be a positive integer")
+        if folds != "auto" and not (isinstance(folds, int) and folds >= 1):
+            raise HousePriceError(f"data.folds is {folds}; give 1 (a validation split), K >= 2 (k-fold cross-fitting) or auto")
         if path is not None and target is None:
             raise HousePriceError("a CSV needs its target column: pass --data.target NAME (or target: in the config)")
         if isinstance(drop_columns, str):  # --data.drop_columns Order,PID
@@ -135,25 +149,62 @@ class HousingDataModule(L.LightningDataModule):
         return frame
 
     def split(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        """Train / val / test frames: test first with `split_seed`, then validation with `split_seed + 1`."""
+        """Train / val / test frames: test first with `split_seed`, then validation with `split_seed + 1`; with
+        `folds`, train and val are both the rows left after the test split (see `row_folds`)."""
         hp = self.hparams
         rows = list(range(len(frame)))
-        n_test = int(-(-len(rows) * hp.test_fraction // 1))
-        n_val = int(-(-(len(rows) - n_test) * hp.val_fraction // 1))
+        n_test = self._test_rows(len(rows))
+        n_val = int(-(-(len(rows) - n_test) * hp.val_fraction // 1)) if hp.folds == 1 else -(-(len(rows) - n_test) // hp.folds)
+        validation = f"a {hp.val_fraction:.0%} validation split" if hp.folds == 1 else f"{hp.folds} folds"  # n_val: a fold
         if len(rows) - n_test - n_val < 2 or n_test < 1 or n_val < 1:
             raise HousePriceError(
-                f"the data has {len(rows)} rows, too few for a {hp.test_fraction:.0%} test split, a {hp.val_fraction:.0%} "
-                "validation split and at least 2 training rows; add rows or change the fractions"
+                f"the data has {len(rows)} rows, too few for a {hp.test_fraction:.0%} test split, {validation} and at least "
+                "2 training rows; add rows or change the fractions"
             )
         rest, test = train_test_split(rows, test_size=hp.test_fraction, random_state=hp.split_seed)
+        if hp.folds > 1:
+            return {"train": frame.iloc[rest], "val": frame.iloc[rest], "test": frame.iloc[test]}
         train, val = train_test_split(rest, test_size=hp.val_fraction, random_state=hp.split_seed + 1)
         return {"train": frame.iloc[train], "val": frame.iloc[val], "test": frame.iloc[test]}
+
+    def _test_rows(self, rows: int) -> int:
+        return int(-(-rows * self.hparams.test_fraction // 1))
 
     @property
     def splits(self) -> dict[str, pd.DataFrame]:
         if self._splits is None:
-            self._splits = self.split(self.load_frame())
+            frame = self.load_frame()
+            self._decide_folds(len(frame))
+            self._splits = self.split(frame)
         return self._splits
+
+    @property
+    def folds(self) -> int:
+        """K, the folds of cross-fitting (1: a validation split): `folds` as given, or as "auto" decided for this table."""
+        if self.hparams.folds == "auto":
+            self.splits  # noqa: B018 - reads the table, which decides
+        return self.hparams.folds
+
+    def _decide_folds(self, rows: int) -> None:
+        """Resolve `folds: auto` for a table of `rows` rows, say so, and keep the number (hyperparameters, checkpoint)."""
+        if self.hparams.folds != "auto":
+            return
+        left = rows - self._test_rows(rows)
+        self.hparams.folds = AUTO_FOLDS if left < AUTO_FOLDS_BELOW else 1
+        # Lightning logs the hyperparameters as first given, and refuses a key the model holds with another value.
+        self._hparams_initial.folds = self.hparams.folds
+        way = f"{AUTO_FOLDS} folds (cross-fitting)" if self.hparams.folds > 1 else "1 (a validation split)"
+        rank_zero_info(f"data.folds auto: {way}, as {left:,} rows are left after the test split (cross-fitting below "
+                       f"{AUTO_FOLDS_BELOW:,}); --data.folds N decides instead")
+
+    def row_folds(self) -> torch.Tensor:
+        """With `folds` K >= 2, the fold (0 .. K-1) of each row of the training split, int64 [n]: scikit-learn's
+        KFold, shuffled with `split_seed + 1`."""
+        n, k = len(self.splits["train"]), self.folds
+        folds = torch.empty(n, dtype=torch.int64)
+        for fold, (_, rows) in enumerate(KFold(k, shuffle=True, random_state=self.hparams.split_seed + 1).split(range(n))):
+            folds[rows] = fold
+        return folds
 
     @property
     def preprocessing(self) -> dict[str, Any]:
@@ -170,6 +221,9 @@ class HousingDataModule(L.LightningDataModule):
                 target_unit=self.target_unit,
                 n_bins=hp.n_bins,
             )
+            if self.folds > 1:  # each fold's network gets bins fitted on the rows it learns from
+                self._state["fold_bin_edges"] = fold_bin_edges(self.splits["train"], self.target, self._state, self.row_folds().numpy(),
+                                                               hp.n_bins, seed=hp.split_seed)
         return self._state
 
     @property
@@ -216,7 +270,9 @@ class HousingDataModule(L.LightningDataModule):
     def _batches(self, split: str, shuffle: bool) -> TensorBatches:
         trainer = self.trainer
         tensors = self.tensors(split)
-        if shuffle:  # each training row carries its place in the split: the comparables network leaves it out of its context
+        # Each training row carries its place in the split: the comparables network leaves it out of its context, and
+        # a cross-fitted model (folds) looks up its fold, in training and in validation.
+        if shuffle or (split == "val" and self.folds > 1):
             tensors = (*tensors, torch.arange(len(tensors[0])))
         if trainer is not None and self.hparams.resident_on_device:
             tensors = tuple(tensor.to(trainer.strategy.root_device) for tensor in tensors)
@@ -227,9 +283,15 @@ class HousingDataModule(L.LightningDataModule):
             seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
-            k=self.hparams.member_batches if shuffle else 1,
+            k=self._member_batches() if shuffle else 1,
             group=self.hparams.batches_per_call if shuffle else 1,
         )
+
+    def _member_batches(self) -> int:
+        """Training batches per step: `member_batches`, times the folds when cross-fitting, so that every member of
+        every fold's network has its own order of the rows (see `models.folds.FoldEnsemble.fold_outputs`)."""
+        members = self.hparams.member_batches
+        return members * self.folds if members > 1 else members
 
     def train_dataloader(self) -> TensorBatches:
         return self._batches("train", shuffle=True)

@@ -137,6 +137,17 @@ def fit_statistics(
     return state
 
 
+def fold_bin_edges(train: pd.DataFrame, target: str, state: dict[str, Any], row_folds: np.ndarray, n_bins: int,
+                   seed: int = 0) -> list[list[list[float]]]:
+    """For k-fold cross-fitting: per fold f, the bin edges (`tree_bin_edges`) fitted on the training rows outside fold
+    f, the rows network f learns from. The bins follow the target, so bins fitted on every row would have seen the
+    targets of the rows that validate network f."""
+    preprocessor = Preprocessor(state)
+    inputs = preprocessor.scale_numeric(preprocessor.raw_numeric(train))[:, : preprocessor.n_continuous].numpy()
+    values = preprocessor.encode_target(train[target]).numpy()
+    return [tree_bin_edges(inputs[row_folds != fold], values[row_folds != fold], n_bins, seed) for fold in range(int(row_folds.max()) + 1)]
+
+
 def category_text(values: pd.Series) -> pd.Series:
     """Categories as text without surrounding whitespace ("NEAR BAY " is "NEAR BAY"); missing stays missing. A whole
     number that arrives as a float (a column of codes with a gap, from a DataFrame or Parquet) is its integer's text."""
@@ -408,11 +419,12 @@ def check_state(state: dict[str, Any]) -> None:
             refuse(field, f"should hold {length} entries, one per column")
     numbers("target_mean", [state.get("target_mean")], 1)
     numbers("target_std", [state.get("target_std")], 1, positive=True)
-    edges = state.get("bin_edges")
-    if not isinstance(edges, list) or (edges and len(edges) != len([name for name in numeric if name not in state["binary"]])):
-        refuse("bin_edges", "should hold a list of edges per continuous input")
-    for column_edges in edges:
-        numbers("bin_edges", column_edges, None, increasing=True)
+    continuous = len([name for name in numeric if name not in state["binary"]])
+    for field, edges in [("bin_edges", state.get("bin_edges")), *(("fold_bin_edges", fold) for fold in state.get("fold_bin_edges") or [])]:
+        if not isinstance(edges, list) or (edges and len(edges) != continuous):
+            refuse(field, "should hold a list of edges per continuous input")
+        for column_edges in edges:
+            numbers(field, column_edges, None, increasing=True)
 
 
 def _target_space(values: np.ndarray, log_target: bool) -> np.ndarray:

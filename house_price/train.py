@@ -43,10 +43,13 @@ class HousePriceCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The model is built around the data's fitted preprocessing, which then travels in its checkpoints.
         parser.link_arguments("data.preprocessing", "model.preprocessing", apply_on="instantiate")
+        # The data module cuts the folds (deciding "auto" from the table); the model holds a network per fold.
+        parser.link_arguments("data.folds", "model.folds", apply_on="instantiate")
         # TabM trains each member on its own order of the rows unless batches are shared.
         parser.link_arguments(
             ("model.ensemble_size", "model.share_training_batches"), "data.member_batches", compute_fn=member_batches, apply_on="parse"
         )
+        parser.set_defaults({"data.folds": "auto"})
         parser.add_lightning_class_args(EpochCheckpoint, "checkpoint")
         parser.set_defaults(
             {"checkpoint.monitor": MONITOR, "checkpoint.mode": "min", "checkpoint.filename": "best", "checkpoint.save_last": True}
@@ -105,17 +108,25 @@ class HousePriceCLI(LightningCLI):
         curve = plot_learning_curve(run / "metrics.csv", run / "learning_curve.png", unit)
         print(f"\nTest metrics of {best} ({self.model.target}, {unit}):\n{metrics_table(metrics, unit)}")
         if best:  # the model holds the best weights now (test loaded them): calibrate intervals on validation
-            calibration = self.model.calibrate(self.datamodule.splits["val"], split="val")
+            calibration = self.calibrate()
             store_calibration(best, self.model)
             if calibration.reaches(CHOICE_LEVEL):
                 covered = interval_report(self.model, self.datamodule.splits["test"])["levels"][f"{CHOICE_LEVEL:g}"][calibration.method]
-                print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} validation rows): "
+                print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} {calibration.split} rows): "
                       f"test coverage {covered['coverage']:.1%}, mean width {amount(covered['mean_width'], 4)} {unit}")
             else:
                 print(f"No {CHOICE_LEVEL:.0%} intervals: they need at least {rows_needed(CHOICE_LEVEL)} validation rows, "
                       f"and this run had {calibration.rows} (--data.val_fraction)")
         print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
         print(f"  metrics: {run / 'test_metrics.json'}, {run / 'metrics.csv'}\n  learning curve: {curve}")
+
+    def calibrate(self) -> Any:
+        """Conformal intervals from the validation rows, each priced by a model that never learned it: the validation
+        split, or with folds every training row out of fold."""
+        datamodule = self.datamodule
+        if datamodule.folds > 1:
+            return self.model.calibrate(datamodule.splits["val"], split="out-of-fold", folds=datamodule.row_folds())
+        return self.model.calibrate(datamodule.splits["val"], split="val")
 
 
 def collective_timeout() -> float:

@@ -20,6 +20,7 @@ from datamodules.errors import HousePriceError
 from datamodules.preprocessing import Preprocessor
 from models.intervals import Calibration, calibrate, rows_needed
 from models.comparables import ComparablesNetwork
+from models.folds import FoldEnsemble
 from models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
 
 Architecture = Literal["mlp", "comparables"]
@@ -66,6 +67,7 @@ class PriceModel(nn.Module):
         predictor_blocks: int = 2,
         context_size: int = 96,
         context_dropout: float = 0.0,
+        folds: int = 1,
     ) -> None:
         super().__init__()
         if preprocessing is None:
@@ -83,6 +85,9 @@ class PriceModel(nn.Module):
                 f"model.ensemble_size is {ensemble_size}, but the comparables network is one model; give --model.ensemble_size 1 "
                 "(configs/comparables.yaml does)"
             )
+        if folds < 1 or (folds > 1 and architecture != "mlp"):
+            raise HousePriceError(f"model.folds is {folds} with the {architecture} architecture; cross-fitting (folds >= 2) trains MLPs only, "
+                                  "give --data.folds 1 or leave out the comparables config")
         self.preprocessor = Preprocessor(preprocessing)
         inputs = dict(
             n_numeric=self.preprocessor.n_numeric_inputs,
@@ -96,15 +101,23 @@ class PriceModel(nn.Module):
             bin_edges=self.preprocessor.state["bin_edges"],
         )
         if architecture == "comparables":
-            self.network: TabularMLP | ComparablesNetwork = ComparablesNetwork(
+            self.network: TabularMLP | ComparablesNetwork | FoldEnsemble = ComparablesNetwork(
                 d_main=d_main, predictor_blocks=predictor_blocks, context_size=context_size, context_dropout=context_dropout,
                 dropout=dropout, activation=activation, **inputs,
             )
         else:
-            self.network = TabularMLP(
-                hidden_sizes=list(hidden_sizes), activation=activation, dropout=dropout, normalization=normalization,
-                k=ensemble_size, ensemble=ensemble, **inputs,
-            )
+            # Cross-fitted, network f embeds its inputs over bins fitted on the rows it learns from (`fold_bin_edges`).
+            edges = self.preprocessor.state.get("fold_bin_edges") or [inputs.pop("bin_edges")] * folds
+            inputs.pop("bin_edges", None)
+            if len(edges) != folds:
+                raise HousePriceError(f"preprocessing field 'fold_bin_edges' holds {len(edges)} folds, and model.folds is {folds}; the "
+                                      "checkpoint is damaged or was edited: use another one")
+            networks = [
+                TabularMLP(hidden_sizes=list(hidden_sizes), activation=activation, dropout=dropout, normalization=normalization,
+                           k=ensemble_size, ensemble=ensemble, bin_edges=fold_edges, **inputs)
+                for fold_edges in edges
+            ]
+            self.network = networks[0] if folds == 1 else FoldEnsemble(networks)
         self.calibration: Calibration | None = None  # conformal intervals, from `calibrate` after training
 
     @classmethod
@@ -132,19 +145,23 @@ class PriceModel(nn.Module):
         return self.preprocessor.decode_target(self(numeric, codes))
 
     @torch.no_grad()
-    def member_statistics(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+    def member_statistics(self, frame: pd.DataFrame, folds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, spread) of the members' standardized predictions for a raw frame, float64 [n] each, in eval mode.
 
         Rows go through the network PREDICT_BATCH at a time, which bounds memory. The float32 matrix kernels pick
         their blocking by batch size, so a row priced in another batch size can differ in its last bits; the same
         rows in the same batches are the same numbers. The spread is the members' standard deviation (0 with one
-        member).
+        member). `folds`, for a cross-fitted model (`FoldEnsemble`), gives each row's fold [n]: a row's mean is then
+        that of the network that never learned it (out of fold), its spread still all members' (the spread a new
+        house gets, which conformal scores must be scaled by alike).
         """
         means, spreads = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
-        for _, numeric, codes in self.network_batches(frame):
+        for begin, numeric, codes in self.network_batches(frame):
             members = self.network.member_outputs(numeric, codes).double().cpu()  # [k, B]
-            means.append(members.mean(dim=0))
             spreads.append(members.std(dim=0, correction=0))
+            if folds is not None:
+                members = self.network.out_of_fold(members.view(self.network.folds, -1, len(numeric)), folds[begin : begin + len(numeric)])
+            means.append(members.mean(dim=0))
         return torch.cat(means), torch.cat(spreads)
 
     def network_batches(self, frame: pd.DataFrame) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
@@ -226,9 +243,10 @@ class PriceModel(nn.Module):
                 f"{rows} {calibration.split} rows: {highest}train with more validation rows (--data.val_fraction)"
             )
 
-    def calibrate(self, frame: pd.DataFrame, split: str = "val") -> Calibration:
-        """Calibrate conformal intervals on `frame`, rows the model did not train on, and keep the calibration."""
-        mean, spread = self.member_statistics(frame)
+    def calibrate(self, frame: pd.DataFrame, split: str = "val", folds: torch.Tensor | None = None) -> Calibration:
+        """Calibrate conformal intervals on `frame`, rows the model did not train on (or, with `folds` [n], each row
+        priced out of fold: see `member_statistics`), and keep the calibration."""
+        mean, spread = self.member_statistics(frame, folds)
         self.calibration = calibrate(mean, spread, self.preprocessor.encode_target(frame[self.target]), split)
         return self.calibration
 

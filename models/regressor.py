@@ -23,7 +23,8 @@ from torchmetrics import (
 
 from datamodules.errors import HousePriceError
 from models.hardware import compile_mode
-from models.network import Activation, Ensemble, Normalization, NumericEmbedding
+from models.folds import FoldEnsemble
+from models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
 from models.pricing import Architecture, PriceModel
 
 Scheduler = Literal["onecycle", "cosine", "none"]
@@ -93,6 +94,8 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
             houses and their prices, after TabR (`models.comparables`); the candidates are the training split,
             stored in the checkpoint. Its options: d_main (width), predictor_blocks, context_size (m),
             context_dropout; it uses dropout, activation and the numeric and category embeddings too.
+        folds: 1, or K >= 2 for k-fold cross-fitting (`models.folds`): K networks, network f trained without fold f of
+            the training rows, all priced together; the CLI sets it from `data.folds`, which makes the folds.
         gradient_clip: largest gradient norm per optimizer step (all parameters together); None: no clipping.
         compile: experimental: run the MLP's training step through `torch.compile` (on one GPU as CUDA graphs, see
             `models.hardware.compile_mode`). Off by default on every device: eager is the path measured to finish
@@ -125,6 +128,7 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         predictor_blocks: int = 2,
         context_size: int = 96,
         context_dropout: float = 0.0,
+        folds: int = 1,
         gradient_clip: float | None = None,
         compile: bool = False,
     ) -> None:
@@ -136,7 +140,8 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
                          normalization=normalization, numeric_embedding=numeric_embedding, embedding_dim=embedding_dim,
                          n_frequencies=n_frequencies, frequency_scale=frequency_scale, category_dim=category_dim,
                          ensemble_size=ensemble_size, ensemble=ensemble, architecture=architecture, d_main=d_main,
-                         predictor_blocks=predictor_blocks, context_size=context_size, context_dropout=context_dropout)
+                         predictor_blocks=predictor_blocks, context_size=context_size, context_dropout=context_dropout,
+                         folds=folds)
         self.save_hyperparameters()
         self.automatic_optimization = False  # see training_step
         self.loss = nn.MSELoss()
@@ -147,19 +152,17 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         self._train_outputs = self.network.member_outputs
 
     def _step(self, batch: tuple[torch.Tensor, ...], stage: str) -> torch.Tensor:
-        numeric, codes, target, *rows = batch  # training batches end with each row's place in the training split
+        # Training batches end with each row's place in the training split (a cross-fitted model's validation ones too).
+        numeric, codes, target, *rows = batch
         # Only training runs under trainer.precision (bf16-mixed, say); validation and test run in full precision,
         # so their metrics are what the checkpoint predicts anywhere (evaluate.py, predict.py, `predict`).
         precision = contextlib.nullcontext() if stage == "train" else torch.autocast(self.device.type, enabled=False)
         with precision:
-            if stage == "train" and self.network.retrieves:  # a training row is a candidate: never its own comparable
-                members = self.network.member_outputs(numeric, codes, exclude=rows[0])
-            else:
-                members = (self._train_outputs if stage == "train" else self.network.member_outputs)(numeric, codes)  # [k, B]
+            members, targets = self._members(numeric, codes, target, rows[0] if rows else None, stage)
         # Each member learns on its own (mean of their losses); the ensemble predicts their mean.
-        loss = self.loss(members, target.expand_as(members))
-        if target.dim() == 2:  # each member saw its own rows ([k, B]): the epoch's metrics are the members' own
-            output, target = members.flatten(), target.flatten()
+        loss = self.loss(members, targets)
+        if target.dim() == 2 or members.dim() == 1:  # each member saw its own rows: the epoch's metrics are the members' own
+            output, target = members.flatten(), targets.flatten()
         else:
             output = members.mean(dim=0)
         # Loss and metrics are computed once per epoch from these outputs: per-step metric updates and
@@ -169,6 +172,26 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
             output = output.clone()
         self._outputs[stage].append((output, target))
         return loss
+
+    def _members(self, numeric: torch.Tensor, codes: torch.Tensor, target: torch.Tensor, rows: torch.Tensor | None,
+                 stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The members' standardized predictions of a batch and the targets they answer, of one shape: [k, B] (rows
+        [B], or each member's own [k, B]); for a cross-fitted model in training, the [M] (network, member, row)
+        triples where the network learns the row (not its own fold's)."""
+        network = self.network
+        if stage == "train" and network.retrieves:  # a training row is a candidate: never its own comparable
+            members = network.member_outputs(numeric, codes, exclude=rows)
+        elif isinstance(network, FoldEnsemble) and stage != "test":
+            outputs = network.fold_outputs(numeric, codes)  # [K, k, B]
+            if stage == "train":
+                learns = network.learns(rows)  # [K, B] or [K, k, B]
+                learns = learns.unsqueeze(1).expand_as(outputs) if learns.dim() == 2 else learns
+                target = target.expand_as(outputs) if target.dim() == 1 else target.view_as(outputs)  # [B] or [K·k, B]
+                return outputs[learns], target[learns]
+            members = network.out_of_fold(outputs, network.row_folds[rows])  # every row validates, out of fold
+        else:
+            members = (self._train_outputs if stage == "train" else network.member_outputs)(numeric, codes)
+        return members, target.expand_as(members)
 
     def _log_epoch_metrics(self, stage: str) -> None:
         if not self._outputs[stage]:
@@ -196,7 +219,16 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
             if datamodule is None or not hasattr(datamodule, "table_rows"):
                 raise HousePriceError("the comparables network trains with a HousingDataModule: trainer.fit(model, datamodule=...)")
             self.network.remember(*datamodule.tensors("train"), datamodule.table_rows("train"))
-        self.compile_mode = compile_mode(self.hparams.compile and not self.network.retrieves, self.device, self.trainer.world_size)
+        if isinstance(self.network, FoldEnsemble):
+            datamodule = self.trainer.datamodule
+            if getattr(datamodule, "folds", None) != self.network.folds:
+                raise HousePriceError(f"the model has {self.network.folds} folds and the data module {getattr(datamodule, 'folds', None)}; "
+                                      "give both the same folds (the training CLI passes --data.folds on to the model)")
+            self.network.assign_folds(datamodule.row_folds())
+            rank_zero_info(f"Cross-fitting {self.network.folds} folds of the {len(self.network.row_folds)} training rows: network f learns "
+                           "every fold but f; each epoch is validated on every row, priced out of fold; a house is priced by all")
+        plain = isinstance(self.network, TabularMLP)  # the comparables' and the folds' steps stay eager
+        self.compile_mode = compile_mode(self.hparams.compile and plain, self.device, self.trainer.world_size)
         self._train_outputs = self.network.member_outputs
         if self.compile_mode:
             # Static shapes: a full batch and the epoch's last, shorter one, each compiled once.

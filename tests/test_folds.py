@@ -1,0 +1,110 @@
+"""Cross-fitting (`--data.folds`): K networks, each never learning its own fold, validated out of fold, priced by all."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT, SHARED_DATA, run_script
+
+from datamodules import HousePriceError, HousingDataModule
+from models import HousePriceRegressor, load_model
+from models.checkpoint import read_checkpoint
+
+WINDSOR = SHARED_DATA / "tables" / "windsor.csv"
+
+
+def priced_frame(n: int) -> pd.DataFrame:
+    """n houses priced 3a + b²/10 + 2 [c = "x"] + noise."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.uniform(0, 10, n), "c": rng.choice(["x", "y", "z"], n)})
+    frame["price"] = 3 * frame.a + frame.b**2 / 10 + 2 * (frame.c == "x") + rng.normal(0, 0.3, n)
+    return frame
+
+
+def cross_fitted(folds: int = 3, n: int = 150) -> tuple[HousingDataModule, HousePriceRegressor]:
+    torch.manual_seed(0)
+    datamodule = HousingDataModule.from_frame(priced_frame(n), target="price", folds=folds)
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, dropout=0.0, folds=folds)
+    model.network.assign_folds(datamodule.row_folds())
+    return datamodule, model
+
+
+def test_folds_cut_the_rows_left_after_the_test_split_and_the_test_split_stays():
+    frame = priced_frame(203)
+    plain, folded = (HousingDataModule.from_frame(frame, target="price", folds=folds) for folds in (1, 5))
+    assert folded.splits["test"].index.equals(plain.splits["test"].index)
+    rest = plain.splits["train"].index.union(plain.splits["val"].index)
+    assert folded.splits["train"].index.sort_values().equals(rest) and folded.splits["val"].index.equals(folded.splits["train"].index)
+    folds = folded.row_folds()
+    sizes = torch.bincount(folds, minlength=5)
+    assert len(folds) == len(rest) and sizes.max() - sizes.min() <= 1  # every row in one fold, folds within a row of each other
+    assert torch.equal(folds, HousingDataModule.from_frame(frame, target="price", folds=5).row_folds())
+
+
+@pytest.mark.parametrize("own_rows", [False, True], ids=["shared-batch", "each-member-its-rows"])
+def test_a_network_never_learns_from_the_rows_of_its_own_fold(own_rows):
+    datamodule, model = cross_fitted(folds=3)
+    numeric, codes, target = datamodule.tensors("train")
+    folds = datamodule.row_folds()
+    rows = torch.arange(len(folds))[:64]
+    if own_rows:  # TabM's batches, for K = 3 networks of k = 2: [K·k, B], each member its own order of the rows
+        rows = torch.stack([rows.roll(shift) for shift in range(6)])
+    members, targets = model._members(numeric[rows], codes[rows], target[rows], rows, "train")
+    # The loss is the squared error of exactly the (network, member, row) triples whose row lies outside the network's fold.
+    outputs = model.network.fold_outputs(numeric[rows], codes[rows]).detach()  # [K, k, B]
+    learned = rows.unflatten(0, (3, 2)) if own_rows else rows.expand(3, 2, -1)  # each member's rows [K, k, B]
+    expected = [(outputs[f] - target[learned[f]])[folds[learned[f]] != f] for f in range(3)]
+    assert torch.allclose(model.loss(members, targets), torch.cat(expected).square().mean())
+    # And no network gets a gradient from a batch of its own fold's rows alone.
+    own = (folds == 1).nonzero().squeeze(1)
+    members, targets = model._members(numeric[own], codes[own], target[own], own, "train")
+    model.loss(members, targets).backward()
+    moved = [any(p.grad is not None and bool(p.grad.abs().sum()) for p in network.parameters()) for network in model.network.networks]
+    assert moved == [True, False, True]
+
+
+def test_validation_prices_each_row_with_the_network_that_never_learned_it():
+    datamodule, model = cross_fitted(folds=3)
+    numeric, codes, target = datamodule.tensors("val")
+    members, _ = model._members(numeric, codes, target, torch.arange(len(target)), "val")  # [k, B]
+    folds = datamodule.row_folds()
+    for fold, network in enumerate(model.network.networks):
+        assert torch.equal(members[:, folds == fold], network.member_outputs(numeric, codes)[:, folds == fold])
+    # A house is priced by all of them: the mean over every member of every network.
+    each = torch.stack([network(numeric, codes) for network in model.network.networks])
+    assert torch.allclose(model(numeric, codes), each.mean(dim=0), atol=1e-6)
+
+
+def test_folds_need_a_count_of_two_or_more_and_an_mlp():
+    with pytest.raises(HousePriceError, match="data.folds is 0"):
+        HousingDataModule.from_frame(priced_frame(50), target="price", folds=0)
+    datamodule = HousingDataModule.from_frame(priced_frame(50), target="price", folds=2)
+    with pytest.raises(HousePriceError, match="cross-fitting .* trains MLPs only"):
+        HousePriceRegressor(preprocessing=datamodule.preprocessing, architecture="comparables", ensemble_size=1, folds=2)
+
+
+@pytest.mark.slow
+def test_a_cross_fitted_table_trains_calibrates_out_of_fold_and_reloads_exactly(tmp_path):
+    """The CLI on a 546-row table with --data.folds 5: one fit, one checkpoint holding the five networks, test
+    metrics that `evaluate` reproduces from the checkpoint alone, intervals calibrated out of fold, ONNX = predict."""
+    result = run_script("train.py", "fit", "--config=configs/housing_csv.yaml", f"--data.path={WINDSOR}", "--data.target=price",
+                        "--data.folds=5", "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false",
+                        f"--trainer.logger.init_args.save_dir={tmp_path}", cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Cross-fitting 5 folds of the 436 training rows" in result.stdout + result.stderr
+    assert "calibrated on 436 out-of-fold rows" in result.stdout
+    (best,) = tmp_path.rglob("best.ckpt")
+    checkpoint = read_checkpoint(best)
+    assert checkpoint["hyper_parameters"]["folds"] == 5 and checkpoint["conformal_calibration"]["split"] == "out-of-fold"
+    model = load_model(best)
+    assert len(model.network.networks) == 5 and model.network.k == 5 * 8
+    tested = json.loads((best.parents[1] / "test_metrics.json").read_text())
+    evaluated = run_script("evaluate.py", str(best), "--output", str(tmp_path / "evaluation"), cwd=ROOT)
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["rmse"] == pytest.approx(tested["rmse"], rel=1e-9)
+    exported = run_script("export.py", str(best), "--output", str(tmp_path / "model.onnx"), "--verify", cwd=ROOT)
+    assert exported.returncode == 0, exported.stderr[-3000:]
