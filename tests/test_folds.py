@@ -11,6 +11,7 @@ import torch
 from conftest import ROOT, SHARED_DATA, run_script
 
 from datamodules import HousePriceError, HousingDataModule
+from datamodules.housing import AUTO_FOLDS, AUTO_FOLDS_BELOW
 from models import HousePriceRegressor, load_model
 from models.checkpoint import read_checkpoint
 
@@ -87,19 +88,36 @@ def test_folds_need_a_count_of_two_or_more_and_an_mlp():
         HousePriceRegressor(preprocessing=datamodule.preprocessing, architecture="comparables", ensemble_size=1, folds=2)
 
 
+def test_auto_folds_are_decided_by_the_rows_left_after_the_test_split_and_a_number_decides_instead():
+    small = priced_frame(AUTO_FOLDS_BELOW * 5 // 4 - 1)  # 2,499 rows left after the 20% test split
+    large = priced_frame(AUTO_FOLDS_BELOW * 5 // 4 + 1)  # 2,500
+    assert HousingDataModule.from_frame(small, target="price", folds="auto").folds == AUTO_FOLDS
+    assert HousingDataModule.from_frame(large, target="price", folds="auto").folds == 1
+    assert HousingDataModule.from_frame(small, target="price", folds=1).folds == 1
+    assert HousingDataModule.from_frame(large, target="price", folds=3).folds == 3
+    decided = HousingDataModule.from_frame(small, target="price", folds="auto")
+    assert torch.equal(decided.row_folds(), HousingDataModule.from_frame(small, target="price", folds=AUTO_FOLDS).row_folds())
+    assert decided.hparams.folds == decided.hparams_initial.folds == AUTO_FOLDS  # kept as decided: logs, checkpoint
+
+
 @pytest.mark.slow
-def test_a_cross_fitted_table_trains_calibrates_out_of_fold_and_reloads_exactly(tmp_path):
-    """The CLI on a 546-row table with --data.folds 5: one fit, one checkpoint holding the five networks, test
-    metrics that `evaluate` reproduces from the checkpoint alone, intervals calibrated out of fold, ONNX = predict."""
+def test_a_small_table_is_cross_fitted_by_default_and_reloads_exactly(tmp_path):
+    """The CLI on a 546-row table, folds left to the default: the decision printed, one fit, one checkpoint holding
+    the five networks and the decision, test metrics that `evaluate` reproduces from the checkpoint alone, intervals
+    calibrated out of fold, ONNX = predict."""
     result = run_script("train.py", "fit", "--config=configs/housing_csv.yaml", f"--data.path={WINDSOR}", "--data.target=price",
-                        "--data.folds=5", "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false",
-                        f"--trainer.logger.init_args.save_dir={tmp_path}", cwd=ROOT)
+                        "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}",
+                        cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "Cross-fitting 5 folds of the 436 training rows" in result.stdout + result.stderr
+    printed = result.stdout + result.stderr
+    assert "data.folds auto: 5 folds (cross-fitting), as 436 rows are left after the test split" in printed
+    assert "Cross-fitting 5 folds of the 436 training rows" in printed
     assert "calibrated on 436 out-of-fold rows" in result.stdout
     (best,) = tmp_path.rglob("best.ckpt")
     checkpoint = read_checkpoint(best)
-    assert checkpoint["hyper_parameters"]["folds"] == 5 and checkpoint["conformal_calibration"]["split"] == "out-of-fold"
+    assert checkpoint["hyper_parameters"]["folds"] == checkpoint["datamodule_hyper_parameters"]["folds"] == 5
+    assert checkpoint["conformal_calibration"]["split"] == "out-of-fold"
+    assert len(checkpoint["hyper_parameters"]["preprocessing"]["fold_bin_edges"]) == 5
     model = load_model(best)
     assert len(model.network.networks) == 5 and model.network.k == 5 * 8
     tested = json.loads((best.parents[1] / "test_metrics.json").read_text())
