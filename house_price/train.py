@@ -112,7 +112,8 @@ class HousePriceCLI(LightningCLI):
             store_calibration(best, self.model)
             if calibration.reaches(CHOICE_LEVEL):
                 covered = interval_report(self.model, self.datamodule.splits["test"])["levels"][f"{CHOICE_LEVEL:g}"][calibration.method]
-                print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} {calibration.split} rows): "
+                rows = "validation" if calibration.split == "val" else calibration.split
+                print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} {rows} rows): "
                       f"test coverage {covered['coverage']:.1%}, mean width {amount(covered['mean_width'], 4)} {unit}")
             else:
                 print(f"No {CHOICE_LEVEL:.0%} intervals: they need at least {rows_needed(CHOICE_LEVEL)} validation rows, "

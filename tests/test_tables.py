@@ -240,3 +240,22 @@ def test_categories_written_as_numbers_stay_categories_in_new_files(tmp_path, ca
     as_floats = new.assign(beds=[np.nan, 4.0, 3.0, 2.0])  # a DataFrame or Parquet column of codes with a gap
     assert model.predict(as_floats).tolist() == expected.tolist()
     assert model.preprocessor.unseen_categories(as_floats) == {}
+
+
+def test_a_log_price_model_reports_its_metrics_in_price_units():
+    """--data.log_target learns log(price), and every metric is still in the price's own units: the test RMSE is the
+    one of `predict`'s prices."""
+    import lightning as L
+
+    from models import HousePriceRegressor
+
+    datamodule = HousingDataModule.from_frame(sales(300), target="price", log_target=True)
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32], ensemble_size=2)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                        accelerator="cpu", devices=1)
+    trainer.fit(model, datamodule=datamodule)
+    logged = trainer.test(model, datamodule=datamodule, verbose=False)[0]
+    test = datamodule.splits["test"]
+    errors = model.predict(test) - test["price"]
+    assert logged["test/rmse"] == pytest.approx(float(np.sqrt((errors**2).mean())), rel=1e-5)
+    assert logged["test/mae"] == pytest.approx(float(errors.abs().mean()), rel=1e-5) and logged["test/mae"] > 1000  # dollars, not logs
