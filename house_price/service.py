@@ -86,9 +86,10 @@ class Pricer:
 
     def __init__(self, checkpoint_path: str | Path) -> None:
         path = Path(checkpoint_path)
-        checkpoint = read_checkpoint(path)
+        contents = path.read_bytes() if path.is_file() else None  # read once: the hash is of the bytes that were loaded
+        checkpoint = read_checkpoint(path, contents)
         self.model: PriceModel = model_from_checkpoint(checkpoint)
-        self.sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        self.sha256 = hashlib.sha256(contents).hexdigest()
         self.name = path.name
         preprocessor = self.model.preprocessor
         self.numbers = [column for column in preprocessor.features if column not in preprocessor.dates + preprocessor.categorical]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 import re
@@ -18,15 +19,16 @@ from models.comparables import CANDIDATES
 from models.pricing import PriceModel
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
-    """The checkpoint's contents, loaded on the CPU with `weights_only=True`, after checking it is ours."""
+def read_checkpoint(path: str | os.PathLike, contents: bytes | None = None) -> dict[str, Any]:
+    """The checkpoint's contents, loaded on the CPU with `weights_only=True`, after checking it is ours; from
+    `contents`, the file's bytes already read, when given."""
     path = Path(path)
     if not path.exists():
         raise HousePriceError(f"checkpoint '{path}' does not exist; check the path (runs/<name>/version_<n>/checkpoints/best.ckpt)")
     if path.is_dir():
         raise HousePriceError(f"checkpoint path '{path}' is a directory; give a .ckpt file inside it")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        checkpoint = torch.load(path if contents is None else io.BytesIO(contents), map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - a damaged file can fail anywhere inside the unpickler
         message = " ".join(str(error).split())
         code = re.search(r"unsupported (global|operand)[^.]*", message, re.IGNORECASE) if isinstance(error, pickle.UnpicklingError) else None
