@@ -3,8 +3,8 @@
 The rows left after the test split are cut into K folds (`data.folds`). Network f trains on every fold but f; the
 rows of fold f price it out of fold, so every row validates (the epoch is chosen on the out-of-fold RMSE of all of
 them) and every row trains K - 1 of the K networks. A house is priced by all K networks: the mean of their members.
-This is the "mean of the fold models" of gradient-boosting practice (CatBoost's and LightGBM's `cv`), trained in one
-fit: the K networks step together on the same batches, each learning only from the rows outside its fold.
+This is the mean of k-fold models that gradient-boosting users build on small data, trained in one fit: the K networks
+step together, each on its own order of the rows and learning only from the rows outside its fold.
 
 Shapes: K folds, k members per network, B rows.
 """
