@@ -60,7 +60,7 @@ class HousingDataModule(L.LightningDataModule):
             into K folds (shuffled with `split_seed + 1`, see `row_folds`) and are both the training and the
             validation split, each row validated by the network that did not learn its fold (`val_fraction` is then
             unused). The test split is the same either way. "auto" (the training CLI's default) decides by the
-            table: AUTO_FOLDS when fewer than AUTO_FOLDS_BELOW rows are left after the test split, else 1; the
+            table: AUTO_FOLDS when AUTO_FOLDS to AUTO_FOLDS_BELOW - 1 rows are left after the test split, else 1; the
             decision is printed and kept (`folds` property, the checkpoint). The CLI passes it on to `model.folds`.
         batch_size: training rows per optimizer step, per process.
         eval_batch_size: rows per validation / test / predict batch.
@@ -156,6 +156,9 @@ class HousingDataModule(L.LightningDataModule):
         n_test = self._test_rows(len(rows))
         n_val = int(-(-(len(rows) - n_test) * hp.val_fraction // 1)) if hp.folds == 1 else -(-(len(rows) - n_test) // hp.folds)
         validation = f"a {hp.val_fraction:.0%} validation split" if hp.folds == 1 else f"{hp.folds} folds"  # n_val: a fold
+        if hp.folds > len(rows) - n_test:
+            raise HousePriceError(f"the data has {len(rows)} rows, {len(rows) - n_test} after the test split: too few for {hp.folds} folds; "
+                                  f"give --data.folds {len(rows) - n_test} or fewer, or 1 for a validation split")
         if len(rows) - n_test - n_val < 2 or n_test < 1 or n_val < 1:
             raise HousePriceError(
                 f"the data has {len(rows)} rows, too few for a {hp.test_fraction:.0%} test split, {validation} and at least "
@@ -190,12 +193,12 @@ class HousingDataModule(L.LightningDataModule):
         if self.hparams.folds != "auto":
             return
         left = rows - self._test_rows(rows)
-        self.hparams.folds = AUTO_FOLDS if left < AUTO_FOLDS_BELOW else 1
+        self.hparams.folds = AUTO_FOLDS if AUTO_FOLDS <= left < AUTO_FOLDS_BELOW else 1
         # Lightning logs the hyperparameters as first given, and refuses a key the model holds with another value.
         self._hparams_initial.folds = self.hparams.folds
         way = f"{AUTO_FOLDS} folds (cross-fitting)" if self.hparams.folds > 1 else "1 (a validation split)"
-        rank_zero_info(f"data.folds auto: {way}, as {left:,} rows are left after the test split (cross-fitting below "
-                       f"{AUTO_FOLDS_BELOW:,}); --data.folds N decides instead")
+        rank_zero_info(f"data.folds auto: {way}, as {left:,} rows are left after the test split (cross-fitting from {AUTO_FOLDS} "
+                       f"to {AUTO_FOLDS_BELOW - 1:,}); --data.folds N decides instead")
 
     def row_folds(self) -> torch.Tensor:
         """With `folds` K >= 2, the fold (0 .. K-1) of each row of the training split, int64 [n]: scikit-learn's

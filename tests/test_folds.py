@@ -95,6 +95,9 @@ def test_auto_folds_are_decided_by_the_rows_left_after_the_test_split_and_a_numb
     assert HousingDataModule.from_frame(large, target="price", folds="auto").folds == 1
     assert HousingDataModule.from_frame(small, target="price", folds=1).folds == 1
     assert HousingDataModule.from_frame(large, target="price", folds=3).folds == 3
+    assert HousingDataModule.from_frame(priced_frame(5), target="price", folds="auto").folds == 1  # 4 rows: fewer than 5 folds
+    with pytest.raises(HousePriceError, match="4 after the test split: too few for 5 folds; give --data.folds 4 or fewer"):
+        HousingDataModule.from_frame(priced_frame(5), target="price", folds=5).splits  # noqa: B018
     decided = HousingDataModule.from_frame(small, target="price", folds="auto")
     assert torch.equal(decided.row_folds(), HousingDataModule.from_frame(small, target="price", folds=AUTO_FOLDS).row_folds())
     assert decided.hparams.folds == decided.hparams_initial.folds == AUTO_FOLDS  # kept as decided: logs, checkpoint
