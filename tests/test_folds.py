@@ -80,7 +80,7 @@ def test_validation_prices_each_row_with_the_network_that_never_learned_it():
     assert torch.allclose(model(numeric, codes), each.mean(dim=0), atol=1e-6)
 
 
-def test_folds_need_a_count_of_two_or_more_and_an_mlp():
+def test_folds_are_a_positive_count_and_cross_fit_mlps_only():
     with pytest.raises(HousePriceError, match="data.folds is 0"):
         HousingDataModule.from_frame(priced_frame(50), target="price", folds=0)
     datamodule = HousingDataModule.from_frame(priced_frame(50), target="price", folds=2)
