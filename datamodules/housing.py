@@ -16,7 +16,7 @@ from sklearn.model_selection import KFold, train_test_split
 
 from datamodules.batches import TensorBatches
 from datamodules.errors import HousePriceError
-from datamodules.preprocessing import Preprocessor, Scaling, fit_statistics, fold_bin_edges
+from datamodules.preprocessing import Preprocessor, Scaling, fit_statistics
 from datamodules.sources import (
     CALIFORNIA_TARGET,
     CALIFORNIA_UNIT,
@@ -223,10 +223,8 @@ class HousingDataModule(L.LightningDataModule):
                 seed=hp.split_seed,
                 target_unit=self.target_unit,
                 n_bins=hp.n_bins,
+                row_folds=self.row_folds().numpy() if self.folds > 1 else None,  # each fold's network its own bins
             )
-            if self.folds > 1:  # each fold's network gets bins fitted on the rows it learns from
-                self._state["fold_bin_edges"] = fold_bin_edges(self.splits["train"], self.target, self._state, self.row_folds().numpy(),
-                                                               hp.n_bins, seed=hp.split_seed)
         return self._state
 
     @property

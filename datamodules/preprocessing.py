@@ -56,11 +56,15 @@ def fit_statistics(
     seed: int = 0,
     target_unit: str = "target units",
     n_bins: int = 48,
+    row_folds: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Learn every preprocessing statistic from the training rows; returns the plain `state` dict.
 
     `target_unit` only labels reports ("dollars", "$100,000"). `n_bins` caps the bins per numeric input
-    that `tree_bin_edges` finds for piecewise-linear embeddings.
+    that `tree_bin_edges` finds for piecewise-linear embeddings. `row_folds` [n], for k-fold cross-fitting, gives
+    each training row's fold: the state then also holds `fold_bin_edges`, per fold f the bins fitted on the rows
+    outside fold f, those network f learns from (bins follow the target, so bins fitted on every row would have
+    seen the targets of the rows that validate network f).
     """
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import QuantileTransformer, StandardScaler
@@ -133,19 +137,12 @@ def fit_statistics(
 
     preprocessor = Preprocessor({**state, "bin_edges": []})  # to scale the inputs the bins are fitted on
     inputs = preprocessor.scale_numeric(preprocessor.raw_numeric(train))[:, : preprocessor.n_continuous].numpy()
-    state["bin_edges"] = tree_bin_edges(inputs, preprocessor.encode_target(train[target]).numpy(), n_bins, seed)
-    return state
-
-
-def fold_bin_edges(train: pd.DataFrame, target: str, state: dict[str, Any], row_folds: np.ndarray, n_bins: int,
-                   seed: int = 0) -> list[list[list[float]]]:
-    """For k-fold cross-fitting: per fold f, the bin edges (`tree_bin_edges`) fitted on the training rows outside fold
-    f, the rows network f learns from. The bins follow the target, so bins fitted on every row would have seen the
-    targets of the rows that validate network f."""
-    preprocessor = Preprocessor(state)
-    inputs = preprocessor.scale_numeric(preprocessor.raw_numeric(train))[:, : preprocessor.n_continuous].numpy()
     values = preprocessor.encode_target(train[target]).numpy()
-    return [tree_bin_edges(inputs[row_folds != fold], values[row_folds != fold], n_bins, seed) for fold in range(int(row_folds.max()) + 1)]
+    state["bin_edges"] = tree_bin_edges(inputs, values, n_bins, seed)
+    if row_folds is not None:
+        learned = [row_folds != fold for fold in range(int(row_folds.max()) + 1)]
+        state["fold_bin_edges"] = [tree_bin_edges(inputs[rows], values[rows], n_bins, seed) for rows in learned]
+    return state
 
 
 def category_text(values: pd.Series) -> pd.Series:
