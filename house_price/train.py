@@ -30,7 +30,7 @@ from datamodules.errors import HousePriceError, exit_cleanly_on_error
 from models import HousePriceRegressor
 from models.callbacks import EpochTimer
 from models.checkpoint import store_calibration, verified_checkpoint
-from models.hardware import default_precision, fast_cpu_bfloat16
+from models.hardware import default_precision, fast_cpu_bfloat16, keep_freed_memory
 from models.intervals import CHOICE_LEVEL, rows_needed
 from models.regressor import quiet_lightning
 from models.reports import amount, interval_report, metrics_table, plot_learning_curve, stage_metrics, write_metrics
@@ -280,6 +280,7 @@ def run_cli(args: list[str], interrupt: InterruptExit, *, program: list[str] | N
     try:
         warnings.filterwarnings("ignore", message="LightningCLI's args parameter is intended")
         quiet_lightning()
+        keep_freed_memory(any_size=True)  # every step allocates the same large tensors again
         # The model logs once per epoch (HousePriceRegressor._log_epoch_metrics), so the logging interval never matters.
         warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
         return cli(

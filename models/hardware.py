@@ -37,12 +37,16 @@ def compile_mode(compile: bool, device: torch.device, world_size: int) -> str | 
     return "reduce-overhead" if device.type == "cuda" and world_size == 1 else "default"
 
 
-def keep_freed_memory() -> None:
-    """Ask glibc's malloc to keep freed blocks of up to 32 MiB for reuse instead of returning them to the system.
+def keep_freed_memory(*, any_size: bool = False) -> None:
+    """Ask glibc's malloc to keep freed blocks of up to 32 MiB for reuse instead of returning them to the system;
+    with `any_size`, blocks of every size (none is mapped apart from the heap).
 
     Pricing allocates the same few multi-MiB tensors on every call; by default each is mapped fresh and faulted in
-    page by page, which costs more than the arithmetic on it (benchmarks/SERVE.md). Only where the C library is
-    glibc (Linux); elsewhere nothing changes. The numbers computed are the same either way.
+    page by page, which costs more than the arithmetic on it (benchmarks/SERVE.md). Training allocates the same
+    tensors at every step, some over glibc's 32 MiB limit for the threshold (the comparables network embeds every
+    candidate at every step), so training keeps every size: faulting them in again was most of such a run's system
+    time (benchmarks/COMPARABLES.md). Freed memory stays with the process, up to 256 MiB at the heap's top. Only
+    where the C library is glibc (Linux); elsewhere nothing changes. The numbers computed are the same either way.
     """
     if not sys.platform.startswith("linux"):
         return
@@ -50,7 +54,9 @@ def keep_freed_memory() -> None:
         libc = ctypes.CDLL("libc.so.6")
     except OSError:  # musl and friends
         return
-    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3  # <malloc.h>
+    m_trim_threshold, m_top_pad, m_mmap_threshold, m_mmap_max = -1, -2, -3, -4  # <malloc.h>
     libc.mallopt(m_mmap_threshold, 32 * 2**20)  # glibc's largest allowed on 64-bit
     libc.mallopt(m_trim_threshold, 256 * 2**20)
     libc.mallopt(m_top_pad, 64 * 2**20)
+    if any_size:
+        libc.mallopt(m_mmap_max, 0)  # no block is mapped on its own: all come from (and return to) the heap

@@ -63,6 +63,24 @@ def test_attention_weights_sum_to_one_and_comparables_come_by_decreasing_weight(
     assert (weights.diff(dim=1) <= 0).all()
 
 
+def test_a_price_is_tabrs_sum_over_its_comparables_of_label_plus_key_difference_written_pair_by_pair():
+    # The network computes the sum without a [B, m, d] value per pair (the label encoder is linear, T's first layer
+    # is applied to k and k_i apart): the price must equal TabR's definition term by term.
+    model = network()
+    numeric, codes = torch.randn(30, 3), torch.randint(0, 4, (30, 1))
+    with torch.no_grad():
+        x, key = model.encode(numeric, codes)
+        candidate_keys = model.candidate_keys()
+        weights, indices = model.context(key, candidate_keys, None)
+        differences = key.unsqueeze(1) - candidate_keys[indices]  # [B, m, d]
+        values = model.label_encoder(model.candidate_target[indices].unsqueeze(-1)) + model.difference_out(
+            model.difference_activation(model.difference_in(differences)))
+        x = x + (weights.unsqueeze(-1) * values).sum(1)
+        for block in model.blocks:
+            x = x + block(x)
+        torch.testing.assert_close(model(numeric, codes), model.head(x).squeeze(-1), rtol=1e-5, atol=1e-5)
+
+
 SACRAMENTO = SHARED_DATA / "tables" / "sacramento.csv"  # 932 sales with latitude and longitude: small, and mapped
 
 
