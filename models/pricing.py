@@ -157,10 +157,13 @@ class PriceModel(nn.Module):
         """
         means, spreads = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
         for begin, numeric, codes in self.network_batches(frame):
-            members = self.network.member_outputs(numeric, codes).double().cpu()  # [k, B]
-            spreads.append(members.std(dim=0, correction=0))
-            if folds is not None:
-                members = self.network.out_of_fold(members.view(self.network.folds, -1, len(numeric)), folds[begin : begin + len(numeric)])
+            if folds is None:
+                members = self.network.member_outputs(numeric, codes).double().cpu()  # [k, B]
+                spreads.append(members.std(dim=0, correction=0))
+            else:
+                outputs = self.network.fold_outputs(numeric, codes).double().cpu()  # [K, k, B]
+                spreads.append(outputs.flatten(0, 1).std(dim=0, correction=0))
+                members = self.network.out_of_fold(outputs, folds[begin : begin + len(numeric)])  # [k, B]
             means.append(members.mean(dim=0))
         return torch.cat(means), torch.cat(spreads)
 
