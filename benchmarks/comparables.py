@@ -38,24 +38,26 @@ CATBOOST = "CatBoostRegressor, defaults + early stopping on val"
 
 
 def search_timing(sizes: tuple[int, ...] = (13_209, 100_000, 1_000_000), queries: int = 256, d: int = 122, m: int = 96) -> list[str]:
-    """Exact top-m search (`models.comparables.nearest`) of a batch of queries against N random candidate keys:
-    milliseconds per batch (median of 5) and the largest block of distances held at once."""
+    """Exact top-m search (`models.comparables.nearest`) of a batch of queries against N random candidate keys, in
+    float32 (training) and float64 (pricing): milliseconds per batch (median of 5) and the distances held at once."""
     import time
 
     from models.comparables import SEARCH_CHUNK, nearest
 
     generator = torch.Generator().manual_seed(0)
-    lines = [f"| candidates N | ms per batch of {queries} queries (m = {m}, d = {d}) | per query | distances held at once |", "|---|---|---|---|"]
+    lines = [f"| candidates N | dtype | ms per batch of {queries} queries (m = {m}, d = {d}) | per query | distances held at once |",
+             "|---|---|---|---|---|"]
     for size in sizes:
         keys, batch = torch.randn(size, d, generator=generator), torch.randn(queries, d, generator=generator)
-        times = []
-        for _ in range(5):
-            start = time.perf_counter()
-            nearest(batch, keys, m)
-            times.append(time.perf_counter() - start)
-        held = min(size, SEARCH_CHUNK // queries) * queries
-        lines.append(f"| {size:,} | {1000 * statistics.median(times):.1f} | {1000 * statistics.median(times) / queries:.3f} ms | "
-                     f"{held * 4 / 2**20:.0f} MiB |")
+        for dtype in (torch.float32, torch.float64):
+            times = []
+            for _ in range(5):
+                start = time.perf_counter()
+                nearest(batch.to(dtype), keys.to(dtype), m)
+                times.append(time.perf_counter() - start)
+            held = min(size, SEARCH_CHUNK // queries) * queries * dtype.itemsize
+            lines.append(f"| {size:,} | {str(dtype).removeprefix('torch.')} | {1000 * statistics.median(times):.1f} | "
+                         f"{1000 * statistics.median(times) / queries:.3f} ms | {held / 2**20:.0f} MiB |")
     return lines
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import onnx
 import pandas as pd
 import pytest
 import torch
@@ -13,6 +14,7 @@ from conftest import HOUSING_CSV, ROOT, SHARED_DATA, assert_clean_failure, run_i
 from datamodules import HousingDataModule
 from models.checkpoint import load_model, read_checkpoint
 from models.comparables import ComparablesNetwork, nearest
+from models.export import export_onnx, verify_onnx
 from models.pricing import PriceModel
 
 SMALL = ["--config=configs/comparables.yaml", "--model.d_main=32", "--model.context_size=16", "--model.n_frequencies=8",
@@ -102,6 +104,26 @@ def test_candidates_are_the_training_split_and_a_checkpoint_prices_alone(compara
     rmse = float(((model.predict(test) - test["price"]) ** 2).mean() ** 0.5)
     stored = pd.read_json(comparables_run / "test_metrics.json", typ="series")["rmse"]
     assert rmse == pytest.approx(stored, rel=1e-5), "load_model prices the test split as the fitted model tested it"
+
+
+def test_a_house_gets_the_same_comparables_in_any_batch_and_its_price_in_onnx(comparables_run, tmp_path):
+    # Pricing searches in float64, so neither the batch a house comes in (DDP's shards, predict's slices) nor
+    # onnxruntime's own rounding picks another of two nearly tied comparables: the same context, so the same price
+    # but for float32's rounding of the encoder by batch size (equal weights may list in another order).
+    model = load_model(comparables_run / "checkpoints" / "best.ckpt")
+    houses = pd.read_csv(SACRAMENTO)
+    numeric, codes = model.preprocessor.transform(houses)
+    network = model.network.eval()
+    with torch.no_grad():
+        whole = network.comparables(numeric, codes)[1]
+        sliced = torch.cat([network.comparables(numeric[begin : begin + 7], codes[begin : begin + 7])[1] for begin in range(0, len(houses), 7)])
+        assert torch.equal(whole.sort(dim=1).values, sliced.sort(dim=1).values)
+        alone = torch.cat([network(numeric[[row]], codes[[row]]) for row in range(len(houses))])
+        torch.testing.assert_close(network(numeric, codes), alone, rtol=1e-5, atol=1e-5)
+    path = export_onnx(model, tmp_path / "comparables.onnx")
+    assert "TopK" in {node.op_type for node in onnx.load(str(path)).graph.node}, "the search runs inside the graph"
+    check = verify_onnx(path, model, houses)
+    assert check["rows"] == len(houses) and check["max_relative_difference"] < 1e-4, check
 
 
 def test_comparables_command_reads_each_sale_back_from_the_training_file(comparables_run, tmp_path):
