@@ -171,8 +171,10 @@ class ComparablesNetwork(EmbeddedInputs):
         if exclude is None:
             # Pricing searches in float64: float32 distances from a matrix product round by the batch's size, so a house
             # whose m-th and (m+1)-th comparables are nearly tied could get another context, and another price, in
-            # another batch (DDP's shards, predict's slices, an ONNX runtime). Training rows need no such care.
-            _, indices = nearest(key.detach().double(), candidate_keys.detach().double(), m)
+            # another batch (DDP's shards, predict's slices, an ONNX runtime). Training rows need no such care. (Apple's
+            # MPS has no float64: there the search stays float32.)
+            exact = torch.float32 if key.device.type == "mps" else torch.float64
+            _, indices = nearest(key.detach().to(exact), candidate_keys.detach().to(exact), m)
         else:  # one more, then drop the row itself wherever it came
             distances, indices = nearest(key.detach(), candidate_keys.detach(), m + 1)
             distances = distances.masked_fill(indices == exclude.unsqueeze(-1), math.inf)
