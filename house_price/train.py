@@ -29,7 +29,7 @@ from datamodules import HousingDataModule
 from datamodules.errors import HousePriceError, exit_cleanly_on_error
 from models import HousePriceRegressor
 from models.callbacks import EpochTimer
-from models.checkpoint import store_calibration, verified_checkpoint
+from models.checkpoint import read_checkpoint, store_calibration
 from models.hardware import default_precision, fast_cpu_bfloat16, keep_freed_memory
 from models.intervals import CHOICE_LEVEL, rows_needed
 from models.regressor import quiet_lightning
@@ -90,7 +90,7 @@ class HousePriceCLI(LightningCLI):
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and Path(ckpt_path).is_file():
-            verified_checkpoint(ckpt_path)
+            read_checkpoint(ckpt_path)
         super()._parse_ckpt_path()
 
     def after_fit(self) -> None:
@@ -189,7 +189,7 @@ def refuse_resuming_a_finished_run(config: Any) -> None:
     last = folder / "checkpoints" / "last.ckpt" if folder is not None else None
     if last is None or max_epochs is None or max_epochs < 0 or not last.is_file():
         return
-    epoch = verified_checkpoint(last).get("epoch", -1)
+    epoch = read_checkpoint(last).get("epoch", -1)
     if epoch + 1 >= max_epochs:
         raise HousePriceError(f"the run in '{folder}' has finished: its last.ckpt holds epoch {epoch + 1} of --trainer.max_epochs "
                               f"{max_epochs}; to train it further, resume with a larger --trainer.max_epochs")

@@ -207,6 +207,26 @@ def test_edited_hyperparameters_are_refused_before_allocating(housing_run, tmp_p
         model_from_checkpoint({**original, "hyper_parameters": {**original["hyper_parameters"], "hidden_size": 64}})
 
 
+def test_a_checkpoint_is_sized_before_torch_reads_it(housing_run, tmp_path, monkeypatch):
+    # torch's safe unpickler is written in Python: an edited vocabulary of 10^7 categories took it most of a minute
+    # to read before the sizes were refused. The file's outline, read by C pickle with tensors as shapes, comes first.
+    from models import checkpoint as reader
+
+    best = housing_run / "checkpoints" / "best.ckpt"
+    loaded = torch.load(best, map_location="cpu", weights_only=True)
+    outline = reader.shapes_only(best)
+    assert outline["hyper_parameters"] == loaded["hyper_parameters"]
+    assert {name: tuple(value.shape) for name, value in outline["state_dict"].items()} == {
+        name: tuple(value.shape) for name, value in loaded["state_dict"].items()}
+    assert all(value.is_meta for value in outline["state_dict"].values())  # no tensor's bytes were read
+
+    loaded["hyper_parameters"]["preprocessing"]["vocabularies"][0] = [f"category {i}" for i in range(1_000)]
+    torch.save(loaded, tmp_path / "edited.ckpt")
+    monkeypatch.setattr(reader.torch, "load", lambda *args, **kwargs: pytest.fail("torch.load ran before the sizes were checked"))
+    with pytest.raises(HousePriceError, match=r"do not match its weights .*'network.categories.0.weight': \(1002, "):
+        reader.read_checkpoint(tmp_path / "edited.ckpt")
+
+
 def test_train_refuses_a_code_carrying_checkpoint_to_resume(tmp_path):
     class Payload:
         def __reduce__(self):
