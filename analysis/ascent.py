@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 
-from analysis.derivatives import gradient
+from house_price.analysis.derivatives import gradient
 
 Reason = Literal["converged", "step_limit", "diverged", "non_finite"]
 

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from models.pricing import PriceModel, evaluating
+from house_price.models.pricing import PriceModel, evaluating
 
 EXACT_UP_TO = 12
 PERMUTATIONS = 64

@@ -6,9 +6,9 @@ from typing import Any
 
 import torch
 
-from analysis.ascent import Trajectory, gradient_ascent
-from analysis.derivatives import ScalarFunction
-from analysis.roots import critical_points, global_extrema, level_crossings
+from house_price.analysis.ascent import Trajectory, gradient_ascent
+from house_price.analysis.derivatives import ScalarFunction
+from house_price.analysis.roots import critical_points, global_extrema, level_crossings
 
 INTERVAL = (-1.3, 1.6)
 LESSON_START, LESSON_STEP = 0.5, 0.1

@@ -14,9 +14,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.ascent import Trajectory
-from analysis.derivatives import ScalarFunction
-from models.reports import amount, save_figure
+from house_price.analysis.ascent import Trajectory
+from house_price.analysis.derivatives import ScalarFunction
+from house_price.models.reports import amount, save_figure
 
 
 def _curve(axis: plt.Axes, f: ScalarFunction, a: float, b: float) -> None:

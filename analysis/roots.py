@@ -14,7 +14,7 @@ from typing import Literal
 
 import torch
 
-from analysis.derivatives import ScalarFunction, derivative, derivatives
+from house_price.analysis.derivatives import ScalarFunction, derivative, derivatives
 
 Kind = Literal["minimum", "maximum", "flat"]
 GRID = 4001

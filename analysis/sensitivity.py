@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from analysis.ascent import Trajectory, gradient_ascent
-from models.pricing import PriceModel
+from house_price.analysis.ascent import Trajectory, gradient_ascent
+from house_price.models.pricing import PriceModel
 
 
 def _float64(model: PriceModel) -> PriceModel:

@@ -29,8 +29,8 @@ import torch  # noqa: E402
 
 from benchmarks.compare import boosting_runs, cpu_name  # noqa: E402
 from benchmarks.levers import train  # noqa: E402
-from datamodules import HousingDataModule  # noqa: E402
-from datamodules.files import write_text_atomic  # noqa: E402
+from house_price.datamodules import HousingDataModule  # noqa: E402
+from house_price.datamodules.files import write_text_atomic  # noqa: E402
 
 CALIFORNIA = ROOT / "configs" / "california.yaml"
 COMPARABLES = ROOT / "configs" / "comparables.yaml"
@@ -42,7 +42,7 @@ def search_timing(sizes: tuple[int, ...] = (13_209, 100_000, 1_000_000), queries
     float32 (training) and float64 (pricing): milliseconds per batch (median of 5) and the distances held at once."""
     import time
 
-    from models.comparables import SEARCH_CHUNK, nearest
+    from house_price.models.comparables import SEARCH_CHUNK, nearest
 
     generator = torch.Generator().manual_seed(0)
     lines = [f"| candidates N | dtype | ms per batch of {queries} queries (m = {m}, d = {d}) | per query | distances held at once |",

@@ -36,9 +36,9 @@ from sklearn.ensemble import HistGradientBoostingRegressor
 from sklearn.linear_model import LinearRegression
 
 from benchmarks.levers import train
-from datamodules import HousingDataModule
-from models import HousePriceRegressor
-from models.hardware import default_precision
+from house_price.datamodules import HousingDataModule
+from house_price.models import HousePriceRegressor
+from house_price.models.hardware import default_precision
 
 CONFIG = ROOT / "configs" / "california.yaml"
 

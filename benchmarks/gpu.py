@@ -28,10 +28,10 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 from benchmarks.levers import train  # noqa: E402
-from datamodules import HousingDataModule  # noqa: E402
-from datamodules.files import write_text_atomic  # noqa: E402
-from models import HousePriceRegressor  # noqa: E402
-from models.hardware import compile_mode, default_precision  # noqa: E402
+from house_price.datamodules import HousingDataModule  # noqa: E402
+from house_price.datamodules.files import write_text_atomic  # noqa: E402
+from house_price.models import HousePriceRegressor  # noqa: E402
+from house_price.models.hardware import compile_mode, default_precision  # noqa: E402
 
 CONFIG = ROOT / "configs" / "california.yaml"
 

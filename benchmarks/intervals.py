@@ -18,10 +18,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from analysis.attributions import shapley_values
-from datamodules.files import write_text_atomic
-from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
-from models.reports import interval_report
+from house_price.analysis.attributions import shapley_values
+from house_price.datamodules.files import write_text_atomic
+from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
+from house_price.models.reports import interval_report
 
 CONFIGS = ("california.yaml", "housing_csv.yaml")
 

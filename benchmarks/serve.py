@@ -32,8 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from datamodules.sources import read_table  # noqa: E402
-from models.checkpoint import load_model  # noqa: E402
+from house_price.datamodules.sources import read_table  # noqa: E402
+from house_price.models.checkpoint import load_model  # noqa: E402
 
 HOUSING_CSV = ROOT.parent / "shared" / "data" / "housing.csv"
 ONE_HOUSE_REQUESTS = 1000
@@ -266,9 +266,9 @@ def main() -> None:
 
     import torch
 
+    from house_price.models.export import export_onnx, onnx_inputs
+    from house_price.models.hardware import keep_freed_memory
     from house_price.service import Limits, Pricer
-    from models.export import export_onnx, onnx_inputs
-    from models.hardware import keep_freed_memory
 
     keep_freed_memory()  # as the server does
     with tempfile.TemporaryDirectory() as temporary:

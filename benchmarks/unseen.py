@@ -26,7 +26,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split  # noqa: E402
+from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, training_split  # noqa: E402
 
 
 def with_neighborhoods(frame: pd.DataFrame, clusters: int) -> pd.DataFrame:

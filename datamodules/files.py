@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from datamodules.errors import HousePriceError
+from house_price.datamodules.errors import HousePriceError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -14,10 +14,10 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 from sklearn.model_selection import KFold, train_test_split
 
-from datamodules.batches import TensorBatches
-from datamodules.errors import HousePriceError
-from datamodules.preprocessing import Preprocessor, Scaling, fit_statistics
-from datamodules.sources import (
+from house_price.datamodules.batches import TensorBatches
+from house_price.datamodules.errors import HousePriceError
+from house_price.datamodules.preprocessing import Preprocessor, Scaling, fit_statistics
+from house_price.datamodules.sources import (
     CALIFORNIA_TARGET,
     CALIFORNIA_UNIT,
     check_table,

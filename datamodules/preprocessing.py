@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from datamodules.errors import HousePriceError
-from datamodules.sources import (
+from house_price.datamodules.errors import HousePriceError
+from house_price.datamodules.sources import (
     check_numeric_columns,
     check_target_values,
     constant_columns,
-    date_formats,
     date_feature_names,
+    date_formats,
     find_column,
     id_like_columns,
     numeric_and_categorical,

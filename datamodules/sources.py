@@ -24,7 +24,7 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
-from datamodules.errors import HousePriceError
+from house_price.datamodules.errors import HousePriceError
 
 CALIFORNIA_TARGET = "MedHouseVal"
 CALIFORNIA_UNIT = "$100,000"  # as scikit-learn ships the target, so RMSE compares with published results

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from datamodules.errors import exit_cleanly_on_error
+from house_price.datamodules.errors import exit_cleanly_on_error
 
 # Each command is a module of this package with `main(argv)`; imported only when run (Lightning takes seconds).
 COMMANDS = {

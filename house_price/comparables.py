@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from datamodules.errors import exit_cleanly_on_error
-from datamodules.files import output_folder, write_atomic
-from datamodules.sources import chosen_rows, read_table
-from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
-from models.reports import amount, save_figure
+from house_price.datamodules.errors import exit_cleanly_on_error
+from house_price.datamodules.files import output_folder, write_atomic
+from house_price.datamodules.sources import chosen_rows, read_table
+from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
+from house_price.models.reports import amount, save_figure
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -15,15 +15,15 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 
-from datamodules.batches import TensorBatches
-from datamodules.errors import HousePriceError, exit_cleanly_on_error
-from datamodules.files import output_folder
-from datamodules.sources import find_column
-from models.checkpoint import houses, model_from_checkpoint, read_checkpoint
-from models.intervals import CHOICE_LEVEL
-from models.prediction import UnseenValues
-from models.regressor import HousePriceRegressor, quiet_lightning
-from models.reports import (
+from house_price.datamodules.batches import TensorBatches
+from house_price.datamodules.errors import HousePriceError, exit_cleanly_on_error
+from house_price.datamodules.files import output_folder
+from house_price.datamodules.sources import find_column
+from house_price.models.checkpoint import houses, model_from_checkpoint, read_checkpoint
+from house_price.models.intervals import CHOICE_LEVEL
+from house_price.models.prediction import UnseenValues
+from house_price.models.regressor import HousePriceRegressor, quiet_lightning
+from house_price.models.reports import (
     METRIC_KEYS,
     interval_report,
     intervals_table,

@@ -17,13 +17,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from analysis.attributions import shapley_values
-from analysis.plots import plot_importance, plot_waterfall
-from datamodules.errors import exit_cleanly_on_error
-from datamodules.files import output_folder, write_atomic
-from datamodules.sources import chosen_rows, read_table
-from models.checkpoint import load_model
-from models.reports import amount
+from house_price.analysis.attributions import shapley_values
+from house_price.analysis.plots import plot_importance, plot_waterfall
+from house_price.datamodules.errors import exit_cleanly_on_error
+from house_price.datamodules.files import output_folder, write_atomic
+from house_price.datamodules.sources import chosen_rows, read_table
+from house_price.models.checkpoint import load_model
+from house_price.models.reports import amount
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -14,10 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from datamodules.errors import HousePriceError
-from datamodules.files import check_output
-from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
-from models.export import export_onnx, verify_onnx
+from house_price.datamodules.errors import HousePriceError
+from house_price.datamodules.files import check_output
+from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
+from house_price.models.export import export_onnx, verify_onnx
 
 TOLERANCE = 1e-4  # relative: float32 graph arithmetic against the checkpoint's float64 preprocessing
 

@@ -12,10 +12,10 @@ import math
 import sys
 from typing import Any
 
-from analysis.peaks import INTERVAL, LESSON_START, LESSON_STEP, analyze, peaks
-from analysis.plots import plot_analysis, plot_trajectory
-from datamodules.errors import HousePriceError, exit_cleanly_on_error
-from datamodules.files import output_folder
+from house_price.analysis.peaks import INTERVAL, LESSON_START, LESSON_STEP, analyze, peaks
+from house_price.analysis.plots import plot_analysis, plot_trajectory
+from house_price.datamodules.errors import HousePriceError, exit_cleanly_on_error
+from house_price.datamodules.files import output_folder
 
 
 def table(report: dict) -> str:

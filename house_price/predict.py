@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from datamodules.errors import exit_cleanly_on_error
-from datamodules.files import check_output
-from models.checkpoint import load_model
-from models.prediction import predict_file
+from house_price.datamodules.errors import exit_cleanly_on_error
+from house_price.datamodules.files import check_output
+from house_price.models.checkpoint import load_model
+from house_price.models.prediction import predict_file
 
 
 def main(argv: list[str] | None = None) -> None:

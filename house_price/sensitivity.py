@@ -19,11 +19,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from analysis.sensitivity import price_ascent, sensitivity_table
-from datamodules.errors import HousePriceError, exit_cleanly_on_error
-from datamodules.files import output_folder
-from models.checkpoint import houses, model_from_checkpoint, read_checkpoint
-from models.reports import amount
+from house_price.analysis.sensitivity import price_ascent, sensitivity_table
+from house_price.datamodules.errors import HousePriceError, exit_cleanly_on_error
+from house_price.datamodules.files import output_folder
+from house_price.models.checkpoint import houses, model_from_checkpoint, read_checkpoint
+from house_price.models.reports import amount
 
 
 def bar_chart(table: pd.DataFrame, unit: str, path: Path) -> Path:

@@ -19,7 +19,7 @@ import socket
 import sys
 from pathlib import Path
 
-from datamodules.errors import HousePriceError, exit_cleanly_on_error
+from house_price.datamodules.errors import HousePriceError, exit_cleanly_on_error
 
 SETTINGS = "HOUSE_PRICE_SERVE"  # what a worker process of `--workers N` reads: the checkpoint and the limits, as JSON
 

@@ -28,12 +28,12 @@ import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
-from analysis.attributions import shapley_values
-from datamodules.errors import HousePriceError
-from models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
-from models.hardware import keep_freed_memory
-from models.prediction import UnseenValues
-from models.pricing import PriceModel
+from house_price.analysis.attributions import shapley_values
+from house_price.datamodules.errors import HousePriceError
+from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
+from house_price.models.hardware import keep_freed_memory
+from house_price.models.prediction import UnseenValues
+from house_price.models.pricing import PriceModel
 
 COMPARABLES_SHOWN = 5
 EXPLAIN_INTERVAL = 0.9  # the range /explain (and the page) shows

@@ -11,6 +11,7 @@ test_metrics.json and learning_curve.png beside config.yaml, metrics.csv and che
 from __future__ import annotations
 
 import os
+import re
 import sys
 import warnings
 from datetime import timedelta
@@ -25,16 +26,29 @@ from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 
-from datamodules import HousingDataModule
-from datamodules.errors import HousePriceError, exit_cleanly_on_error
-from models import HousePriceRegressor
-from models.callbacks import EpochTimer
-from models.checkpoint import read_checkpoint, store_calibration
-from models.hardware import default_precision, fast_cpu_bfloat16, keep_freed_memory
-from models.intervals import CHOICE_LEVEL, rows_needed
-from models.regressor import quiet_lightning
-from models.reports import amount, interval_report, metrics_table, plot_learning_curve, stage_metrics, write_metrics
-from models.safety import AtomicCheckpointIO, EpochCheckpoint, InterruptExit, RandomState, StopOnNonFiniteLoss
+from house_price.datamodules import HousingDataModule
+from house_price.datamodules.errors import HousePriceError, exit_cleanly_on_error
+from house_price.models import HousePriceRegressor
+from house_price.models.callbacks import EpochTimer
+from house_price.models.checkpoint import read_checkpoint, store_calibration
+from house_price.models.hardware import default_precision, fast_cpu_bfloat16, keep_freed_memory
+from house_price.models.intervals import CHOICE_LEVEL, rows_needed
+from house_price.models.regressor import quiet_lightning
+from house_price.models.reports import (
+    amount,
+    interval_report,
+    metrics_table,
+    plot_learning_curve,
+    stage_metrics,
+    write_metrics,
+)
+from house_price.models.safety import (
+    AtomicCheckpointIO,
+    EpochCheckpoint,
+    InterruptExit,
+    RandomState,
+    StopOnNonFiniteLoss,
+)
 
 MONITOR = "val/rmse"
 
@@ -235,7 +249,23 @@ def command_line(args: list[str]) -> list[str]:
 
 def bundled_config(value: str) -> str:
     bundled = configs_folder() / f"{value.removesuffix('.yaml')}.yaml"
-    return str(bundled) if not Path(value).exists() and "/" not in value and bundled.is_file() else value
+    if not Path(value).exists() and "/" not in value and bundled.is_file():
+        return str(bundled)
+    refuse_old_class_paths(value)
+    return value
+
+
+# Version 0.3.0 installs the checkout's models/, datamodules/ and analysis/ inside house_price (pyproject.toml), so a
+# config copied before names classes that no longer import.
+_OLD_CLASS_PATH = re.compile(r"class_path:\s*['\"]?((?:models|datamodules|analysis)\.[\w.]+)")
+
+
+def refuse_old_class_paths(config: str) -> None:
+    path = Path(config)
+    found = _OLD_CLASS_PATH.search(path.read_text(errors="replace")) if path.is_file() else None
+    if found:
+        raise HousePriceError(f"config '{config}' names class_path {found.group(1)}, which is house_price.{found.group(1)} since "
+                              f"house-price 0.3.0; change it there")
 
 
 def main(args: list[str] | None = None) -> None:
@@ -288,7 +318,7 @@ def run_cli(args: list[str], interrupt: InterruptExit, *, program: list[str] | N
             HousingDataModule,
             seed_everything_default=0,
             trainer_defaults={
-                "logger": {"class_path": "models.safety.ResumableCSVLogger", "init_args": {"save_dir": "runs", "name": "house_price"}},
+                "logger": {"class_path": "house_price.models.safety.ResumableCSVLogger", "init_args": {"save_dir": "runs", "name": "house_price"}},
                 "callbacks": [EpochTimer(), RandomState(), interrupt, StopOnNonFiniteLoss(), *callbacks],
                 "precision": default_precision(),
             },

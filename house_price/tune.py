@@ -32,11 +32,11 @@ from typing import Any
 import lightning as L
 import yaml
 
-from datamodules.errors import HousePriceError
-from datamodules.files import write_text_atomic
+from house_price.datamodules.errors import HousePriceError
+from house_price.datamodules.files import write_text_atomic
+from house_price.models.reports import amount, save_figure
+from house_price.models.safety import InterruptExit
 from house_price.train import MONITOR, HousePriceCLI, bundled_config, configs_folder, run_cli
-from models.reports import amount, save_figure
-from models.safety import InterruptExit
 
 DEFAULT_STORAGE = "sqlite:///runs/tune/study.db"
 # A process that stops sending heartbeats for this long (killed, machine lost) has its running trial failed by

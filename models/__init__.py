@@ -3,11 +3,11 @@
 import importlib
 
 # Loaded on first use, so importing a light module (models.intervals, models.reports) does not import Lightning.
-_EXPORTS = {"HousePriceRegressor": "models.regressor", "PriceModel": "models.pricing", "load_model": "models.checkpoint"}
+_EXPORTS = {"HousePriceRegressor": ".regressor", "PriceModel": ".pricing", "load_model": ".checkpoint"}
 __all__ = list(_EXPORTS)
 
 
 def __getattr__(name: str):
     if name not in _EXPORTS:
-        raise AttributeError(f"module 'models' has no attribute {name!r}")
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+        raise AttributeError(f"module '{__name__}' has no attribute {name!r}")
+    return getattr(importlib.import_module(_EXPORTS[name], __name__), name)

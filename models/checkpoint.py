@@ -14,11 +14,11 @@ from typing import Any
 import pandas as pd
 import torch
 
-from datamodules.errors import HousePriceError
-from datamodules.files import write_atomic
-from datamodules.sources import CALIFORNIA_TARGET, read_table
-from models.comparables import CANDIDATES
-from models.pricing import PriceModel
+from house_price.datamodules.errors import HousePriceError
+from house_price.datamodules.files import write_atomic
+from house_price.datamodules.sources import CALIFORNIA_TARGET, read_table
+from house_price.models.comparables import CANDIDATES
+from house_price.models.pricing import PriceModel
 
 
 def read_checkpoint(path: str | os.PathLike, contents: bytes | None = None) -> dict[str, Any]:
@@ -156,7 +156,10 @@ def training_split(checkpoint: dict[str, Any], split: str = "test") -> pd.DataFr
     The rebuilt split must hash to the fingerprint stored at training time: a data file that changed since
     (rows appended, edited, reordered) would otherwise give a different "test split", holding training rows.
     """
-    from datamodules.housing import HousingDataModule, fingerprint  # Lightning: imported only to rebuild a split
+    from house_price.datamodules.housing import (  # Lightning: imported only to rebuild a split
+        HousingDataModule,
+        fingerprint,
+    )
 
     arguments = {key: value for key, value in checkpoint.get("datamodule_hyper_parameters", {}).items() if not key.startswith("_")}
     # No file and a target other than California's: the data was a DataFrame, which a checkpoint does not hold.

@@ -27,7 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from models.network import _ACTIVATIONS, Activation, ByteDropout, EmbeddedInputs
+from house_price.models.network import _ACTIVATIONS, Activation, ByteDropout, EmbeddedInputs
 
 # Distances computed at once in `nearest`, at most: queries x candidates (4 bytes each: 64 MiB).
 SEARCH_CHUNK = 2**24

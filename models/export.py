@@ -26,10 +26,17 @@ import pandas as pd
 import torch
 from torch import nn
 
-from datamodules.errors import HousePriceError
-from datamodules.files import write_atomic
-from datamodules.preprocessing import BOUNDS_THRESHOLD, MISSING, QUANTILE_MARGIN, UNKNOWN, Preprocessor, category_text
-from models.pricing import PriceModel
+from house_price.datamodules.errors import HousePriceError
+from house_price.datamodules.files import write_atomic
+from house_price.datamodules.preprocessing import (
+    BOUNDS_THRESHOLD,
+    MISSING,
+    QUANTILE_MARGIN,
+    UNKNOWN,
+    Preprocessor,
+    category_text,
+)
+from house_price.models.pricing import PriceModel
 
 OPSET = 18
 _CODE_SUFFIX = "__code"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.network import TabularMLP
+from house_price.models.network import TabularMLP
 
 
 class FoldEnsemble(nn.Module):

@@ -20,7 +20,7 @@ from typing import Any, Literal
 
 import torch
 
-from datamodules.errors import HousePriceError
+from house_price.datamodules.errors import HousePriceError
 
 Method = Literal["constant", "adaptive"]
 METHODS: tuple[Method, ...] = ("constant", "adaptive")

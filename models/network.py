@@ -12,7 +12,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from datamodules.preprocessing import UNKNOWN
+from house_price.datamodules.preprocessing import UNKNOWN
 
 Activation = Literal["relu", "gelu", "silu"]
 Normalization = Literal["none", "batch", "layer"]

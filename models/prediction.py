@@ -10,11 +10,11 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm
 
-from datamodules.errors import HousePriceError
-from datamodules.files import table_writer, write_atomic
-from datamodules.preprocessing import Preprocessor
-from datamodules.sources import is_parquet, read_table_chunks
-from models.pricing import PriceModel
+from house_price.datamodules.errors import HousePriceError
+from house_price.datamodules.files import table_writer, write_atomic
+from house_price.datamodules.preprocessing import Preprocessor
+from house_price.datamodules.sources import is_parquet, read_table_chunks
+from house_price.models.pricing import PriceModel
 
 CHUNK_ROWS = 65_536  # a multiple of the model's batch, so chunked and whole-file predictions are the same numbers
 

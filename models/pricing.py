@@ -16,12 +16,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from datamodules.errors import HousePriceError
-from datamodules.preprocessing import Preprocessor
-from models.intervals import Calibration, calibrate, rows_needed
-from models.comparables import ComparablesNetwork
-from models.folds import FoldEnsemble
-from models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
+from house_price.datamodules.errors import HousePriceError
+from house_price.datamodules.preprocessing import Preprocessor
+from house_price.models.comparables import ComparablesNetwork
+from house_price.models.folds import FoldEnsemble
+from house_price.models.intervals import Calibration, calibrate, rows_needed
+from house_price.models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
 
 Architecture = Literal["mlp", "comparables"]
 PREDICT_BATCH = 4096

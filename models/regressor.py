@@ -21,11 +21,11 @@ from torchmetrics import (
     SumMetric,
 )
 
-from datamodules.errors import HousePriceError
-from models.hardware import compile_mode
-from models.folds import FoldEnsemble
-from models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
-from models.pricing import Architecture, PriceModel
+from house_price.datamodules.errors import HousePriceError
+from house_price.models.folds import FoldEnsemble
+from house_price.models.hardware import compile_mode
+from house_price.models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
+from house_price.models.pricing import Architecture, PriceModel
 
 Scheduler = Literal["onecycle", "cosine", "none"]
 STAGES = ("train", "val", "test")

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from datamodules.files import write_atomic, write_text_atomic
-from models.intervals import LEVELS, METHODS, coverage_report, rows_needed
+from house_price.datamodules.files import write_atomic, write_text_atomic
+from house_price.models.intervals import LEVELS, METHODS, coverage_report, rows_needed
 
 if TYPE_CHECKING:
-    from models.pricing import PriceModel
+    from house_price.models.pricing import PriceModel
 
 METRIC_KEYS = ("rmse", "mae", "r2", "mape", "n")
 

@@ -16,8 +16,8 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from datamodules.errors import HousePriceError
-from datamodules.files import write_atomic
+from house_price.datamodules.errors import HousePriceError
+from house_price.datamodules.files import write_atomic
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

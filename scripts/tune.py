@@ -5,7 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
-from datamodules.errors import exit_cleanly_on_error
+from house_price.datamodules.errors import exit_cleanly_on_error
 from house_price.tune import main
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def run_script(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] 
 def run_in_process(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
     """`run_script` inside the test process, for commands that stop before any work (refusals): the seconds of
     importing Lightning are paid once. Run from ROOT (configs are relative paths)."""
-    from datamodules.errors import exit_cleanly_on_error
+    from house_price.datamodules.errors import exit_cleanly_on_error
 
     main = runpy.run_path(str(ROOT / "scripts" / args[0]))["main"]
     capsys.readouterr()

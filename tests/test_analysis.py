@@ -12,14 +12,14 @@ import pytest
 import torch
 from conftest import ROOT, run_script
 
-from analysis.ascent import gradient_ascent, gradient_descent
-from analysis.derivatives import derivatives
-from analysis.peaks import INTERVAL, peaks
-from analysis.roots import critical_points, global_extrema, level_crossings, zeros
-from analysis.sensitivity import price_ascent, price_gradients, sensitivity_table, step_effects
-from datamodules import HousingDataModule
-from datamodules.errors import exit_cleanly_on_error
-from models import HousePriceRegressor
+from house_price.analysis.ascent import gradient_ascent, gradient_descent
+from house_price.analysis.derivatives import derivatives
+from house_price.analysis.peaks import INTERVAL, peaks
+from house_price.analysis.roots import critical_points, global_extrema, level_crossings, zeros
+from house_price.analysis.sensitivity import price_ascent, price_gradients, sensitivity_table, step_effects
+from house_price.datamodules import HousingDataModule
+from house_price.datamodules.errors import exit_cleanly_on_error
+from house_price.models import HousePriceRegressor
 
 A, B = INTERVAL
 COEFFICIENTS = [1.0, -0.7, -2.0, 1.0, 1.0]

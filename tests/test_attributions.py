@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 from conftest import ROOT, run_script
 
-import analysis.attributions as attributions_module
-from analysis.attributions import shapley_values
-from datamodules import HousingDataModule
-from models import HousePriceRegressor, load_model
+import house_price.analysis.attributions as attributions_module
+from house_price.analysis.attributions import shapley_values
+from house_price.datamodules import HousingDataModule
+from house_price.models import HousePriceRegressor, load_model
 
 
 def features_of(attributions: pd.DataFrame) -> pd.DataFrame:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from datamodules.batches import TensorBatches
+from house_price.datamodules.batches import TensorBatches
 
 
 def rows(n: int) -> tuple[torch.Tensor, torch.Tensor]:

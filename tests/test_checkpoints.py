@@ -15,9 +15,9 @@ import pytest
 import torch
 from conftest import ROOT, assert_clean_failure, run_in_process, run_script
 
-from datamodules import HousePriceError, HousingDataModule
-from models import HousePriceRegressor, PriceModel, load_model
-from models.reports import amount
+from house_price.datamodules import HousePriceError, HousingDataModule
+from house_price.models import HousePriceRegressor, PriceModel, load_model
+from house_price.models.reports import amount
 
 
 def test_evaluate_reproduces_the_training_test_metrics(housing_run, tmp_path):
@@ -84,7 +84,7 @@ def test_save_load_predict_is_exact(tmp_path, housing_csv):
 def test_pricing_from_a_checkpoint_never_imports_lightning(housing_run, housing_csv):
     # Lightning's import alone takes seconds: predict, explain, export and sensitivity load a PriceModel.
     code = ("import sys, pandas as pd, house_price.predict, house_price.explain, house_price.export, house_price.sensitivity\n"
-            "from models import load_model\n"
+            "from house_price.models import load_model\n"
             f"prices = load_model({str(housing_run / 'checkpoints' / 'best.ckpt')!r}).predict(pd.read_csv({str(housing_csv)!r}).head(50), interval=0.9)\n"
             "assert prices.notna().all().all() and len(prices) == 50, prices\n"
             "print(sorted(name for name in sys.modules if name.split('.')[0] in ('lightning', 'pytorch_lightning', 'torchmetrics')))")
@@ -157,7 +157,7 @@ def test_pickled_payload_in_a_plain_pickle_file_is_refused(tmp_path):
 def test_a_price_model_takes_every_hyperparameter_but_the_training_ones():
     import inspect
 
-    from models.pricing import TRAINING_OPTIONS
+    from house_price.models.pricing import TRAINING_OPTIONS
 
     pricing, training = set(inspect.signature(PriceModel).parameters), set(inspect.signature(HousePriceRegressor).parameters)
     assert training == pricing | TRAINING_OPTIONS and not pricing & TRAINING_OPTIONS

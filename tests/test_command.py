@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from conftest import ROOT
 
-from datamodules.sources import load_california
+from house_price.datamodules.sources import load_california
 
 
 def tracked_files_copy(destination: Path) -> Path:
@@ -41,9 +41,12 @@ def test_a_built_wheel_trains_and_predicts_from_an_empty_folder(tmp_path):
     def house_price(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(site / "bin" / "house-price"), *args], cwd=empty, env=env, capture_output=True, text=True, timeout=600)
 
-    where = subprocess.run([sys.executable, "-c", "import house_price, datamodules; print(house_price.__file__, datamodules.__file__)"],
+    where = subprocess.run([sys.executable, "-c", "import house_price.datamodules as d, house_price.models as m; print(d.__file__, m.__file__)"],
                            cwd=empty, env=env, capture_output=True, text=True)
-    assert all(path.startswith(str(site)) for path in where.stdout.split()), where.stdout
+    assert len(where.stdout.split()) == 2 and all(path.startswith(str(site)) for path in where.stdout.split()), where.stdout + where.stderr
+    # One name at the top of site-packages: the checkout's models/, datamodules/ and analysis/ install inside it, where
+    # no other distribution's module of the same name can replace them.
+    assert sorted(path.name for path in site.iterdir() if path.name != "bin" and not path.name.endswith(".dist-info")) == ["house_price"]
     trained = house_price("train", "--config", "california", "--trainer.max_epochs", "2", "--trainer.enable_progress_bar=false",
                           "--model.hidden_sizes=[32]", "--model.ensemble_size=2")
     assert trained.returncode == 0, trained.stderr[-3000:]
@@ -68,3 +71,14 @@ def test_train_defaults_to_fit_and_finds_bundled_configs_by_name():
     assert command_line(["test", "--config", "configs/california.yaml"]) == ["test", "--config", "configs/california.yaml"]
     assert command_line(["--config", "no_such_config"]) == ["fit", "--config", "no_such_config"]  # LightningCLI names it
     assert command_line(["--config"]) == ["fit", "--config"]
+
+
+def test_a_config_with_the_old_class_paths_is_refused_with_the_new_name(tmp_path):
+    from house_price.datamodules.errors import HousePriceError
+    from house_price.train import command_line, configs_folder
+
+    old = tmp_path / "mine.yaml"
+    old.write_text((configs_folder() / "california.yaml").read_text().replace("house_price.models.safety", "models.safety"))
+    with pytest.raises(HousePriceError, match=r"names class_path models.safety.ResumableCSVLogger, which is house_price.models.safety"):
+        command_line(["--config", str(old)])
+    assert command_line(["--config", str(configs_folder() / "california.yaml")])[-1].endswith("california.yaml")

@@ -9,13 +9,13 @@ import onnx
 import pandas as pd
 import pytest
 import torch
+from conftest import HOUSING_CSV, SHARED_DATA, assert_clean_failure, run_in_process, run_script, serving, train
 
-from conftest import HOUSING_CSV, ROOT, SHARED_DATA, assert_clean_failure, run_in_process, run_script, serving, train
-from datamodules import HousingDataModule
-from models.checkpoint import load_model, read_checkpoint
-from models.comparables import ComparablesNetwork, nearest
-from models.export import export_onnx, verify_onnx
-from models.pricing import PriceModel
+from house_price.datamodules import HousingDataModule
+from house_price.models.checkpoint import load_model, read_checkpoint
+from house_price.models.comparables import ComparablesNetwork, nearest
+from house_price.models.export import export_onnx, verify_onnx
+from house_price.models.pricing import PriceModel
 
 SMALL = ["--config=configs/comparables.yaml", "--model.d_main=32", "--model.context_size=16", "--model.n_frequencies=8",
          "--model.embedding_dim=8", "--trainer.max_epochs=2"]  # after the config, which sets its own epochs

@@ -8,9 +8,9 @@ import onnx
 import pandas as pd
 from conftest import ROOT, run_script
 
-from datamodules import HousingDataModule
-from models import HousePriceRegressor, load_model
-from models.export import export_onnx, normal_quantile, verify_onnx
+from house_price.datamodules import HousingDataModule
+from house_price.models import HousePriceRegressor, load_model
+from house_price.models.export import export_onnx, normal_quantile, verify_onnx
 
 
 def test_normal_quantile_matches_scipy():

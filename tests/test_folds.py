@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import ROOT, SHARED_DATA, run_script
 
-from datamodules import HousePriceError, HousingDataModule
-from datamodules.housing import AUTO_FOLDS, AUTO_FOLDS_BELOW
-from models import HousePriceRegressor, load_model
-from models.checkpoint import read_checkpoint
+from house_price.datamodules import HousePriceError, HousingDataModule
+from house_price.datamodules.housing import AUTO_FOLDS, AUTO_FOLDS_BELOW
+from house_price.models import HousePriceRegressor, load_model
+from house_price.models.checkpoint import read_checkpoint
 
 WINDSOR = SHARED_DATA / "tables" / "windsor.csv"
 

@@ -10,10 +10,10 @@ import pytest
 import torch
 from conftest import ROOT, assert_clean_failure, run_script
 
-from datamodules.errors import HousePriceError
-from models import load_model
-from models.intervals import calibrate, coverage_report, rows_needed
-from models.reports import interval_report, intervals_table
+from house_price.datamodules.errors import HousePriceError
+from house_price.models import load_model
+from house_price.models.intervals import calibrate, coverage_report, rows_needed
+from house_price.models.reports import interval_report, intervals_table
 
 
 def noisy_predictions(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

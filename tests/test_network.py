@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from models.network import (
+from house_price.models.network import (
     BatchEnsembleLinear,
     ByteDropout,
     GroupedLinear,
@@ -180,7 +180,7 @@ def test_byte_dropout_keeps_the_expected_share_and_the_mean(compiled):
 
 
 def test_evaluating_switches_dropout_off_and_hands_the_mode_back_even_on_error():
-    from models.pricing import evaluating
+    from house_price.models.pricing import evaluating
 
     model = network("tabm-mini", dropout=0.5).train()
     x, codes = inputs()

@@ -8,8 +8,8 @@ import pytest
 import torch
 from sklearn.preprocessing import QuantileTransformer
 
-from datamodules import HousingDataModule, Preprocessor, fit_statistics
-from datamodules.preprocessing import UNKNOWN, tree_bin_edges
+from house_price.datamodules import HousingDataModule, Preprocessor, fit_statistics
+from house_price.datamodules.preprocessing import UNKNOWN, tree_bin_edges
 
 
 def small_frame(n: int = 200, seed: int = 0) -> pd.DataFrame:

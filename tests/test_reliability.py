@@ -13,8 +13,8 @@ from conftest import ROOT, TRAIN, assert_clean_failure, run_in_process, run_scri
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from datamodules import HousePriceError, HousingDataModule
-from datamodules.sources import read_table
+from house_price.datamodules import HousePriceError, HousingDataModule
+from house_price.datamodules.sources import read_table
 
 
 def numbers_csv(path: Path, rows: int = 60, **columns: list) -> Path:
@@ -144,7 +144,7 @@ def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_check
 def test_non_finite_losses_are_read_once_per_epoch_and_the_first_bad_step_named():
     from types import SimpleNamespace
 
-    from models.safety import StopOnNonFiniteLoss
+    from house_price.models.safety import StopOnNonFiniteLoss
 
     callback = StopOnNonFiniteLoss()
     progress = SimpleNamespace(is_last_batch=False)
@@ -160,7 +160,7 @@ def test_non_finite_losses_are_read_once_per_epoch_and_the_first_bad_step_named(
 
 
 def test_checkpoint_writes_are_atomic(tmp_path, monkeypatch):
-    from models.safety import AtomicCheckpointIO
+    from house_price.models.safety import AtomicCheckpointIO
 
     target = tmp_path / "model.ckpt"
     target.write_bytes(b"previous good checkpoint")
@@ -199,7 +199,7 @@ def test_random_malformed_csvs_load_or_raise_our_error(tmp_path, rows, separator
 
 def test_unwritable_output_folder_is_refused(tmp_path, monkeypatch):
     # Tests run as root here, where every folder is writable: simulate the permission answer instead.
-    from datamodules.files import check_output
+    from house_price.datamodules.files import check_output
 
     monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(HousePriceError, match="not writable"):

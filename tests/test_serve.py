@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, assert_clean_failure, run_in_process, run_script, serving, train
 from test_tables import sales
 
-from datamodules.sources import read_table
+from house_price.datamodules.sources import read_table
 
 MAX_ROWS = 50
 

@@ -6,10 +6,10 @@ import numpy as np
 import pandas as pd
 from conftest import ROOT, run_script
 
-from datamodules import HousingDataModule
-from datamodules.sources import read_table
+from house_price.datamodules import HousingDataModule
+from house_price.datamodules.sources import read_table
+from house_price.models.safety import InterruptExit
 from house_price.train import run_cli
-from models.safety import InterruptExit
 
 
 def test_california_split_matches_the_published_benchmark():

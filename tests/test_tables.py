@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 from conftest import ROOT, run_script
 
-from datamodules import HousePriceError, HousingDataModule
-from datamodules.sources import constant_columns, read_table
+from house_price.datamodules import HousePriceError, HousingDataModule
+from house_price.datamodules.sources import constant_columns, read_table
 
 
 def sales(n: int = 300) -> pd.DataFrame:
@@ -84,8 +84,8 @@ def test_dates_written_month_first_or_day_first_read_as_the_iso_ones():
 
 
 def test_dates_not_written_as_in_training_are_named_when_priced(tmp_path, capsys):
-    from models.prediction import predict_file
-    from models.pricing import PriceModel
+    from house_price.models.prediction import predict_file
+    from house_price.models.pricing import PriceModel
 
     days = pd.to_datetime(sales()["sold_on"])
     state = HousingDataModule.from_frame(sales().assign(sold_on=days.dt.strftime("%m/%d/%Y")), target="price", drop_columns="address").preprocessing
@@ -190,9 +190,9 @@ def test_a_table_of_categories_only_trains_prices_and_exports(tmp_path):
     import lightning as L
 
     from house_price import sensitivity
-    from models import HousePriceRegressor, load_model
-    from models.export import export_onnx, verify_onnx
-    from models.prediction import predict_file
+    from house_price.models import HousePriceRegressor, load_model
+    from house_price.models.export import export_onnx, verify_onnx
+    from house_price.models.prediction import predict_file
 
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"zone": rng.choice(["a", "b", "c"], 600), "view": rng.choice(["sea", "park", None], 600)})
@@ -221,8 +221,8 @@ def test_a_table_of_categories_only_trains_prices_and_exports(tmp_path):
 
 def test_categories_written_as_numbers_stay_categories_in_new_files(tmp_path, capsys):
     """Bedrooms "2", "3", "4", "5+": a new file without "5+" (and with a gap) parses as numbers, 3.0 is not "3"."""
-    from models import HousePriceRegressor
-    from models.prediction import predict_file
+    from house_price.models import HousePriceRegressor
+    from house_price.models.prediction import predict_file
 
     rng = np.random.default_rng(0)
     beds = rng.choice(["2", "3", "4", "5+"], 600)
@@ -247,7 +247,7 @@ def test_a_log_price_model_reports_its_metrics_in_price_units():
     one of `predict`'s prices."""
     import lightning as L
 
-    from models import HousePriceRegressor
+    from house_price.models import HousePriceRegressor
 
     datamodule = HousingDataModule.from_frame(sales(300), target="price", log_target=True)
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32], ensemble_size=2)

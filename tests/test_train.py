@@ -13,7 +13,7 @@ import torch
 import yaml
 from conftest import ROOT, run_script, train
 
-from datamodules import HousingDataModule
+from house_price.datamodules import HousingDataModule
 
 RUN_FILES = {"config.yaml", "metrics.csv", "hparams.yaml", "learning_curve.png", "test_metrics.json"}
 

@@ -17,10 +17,10 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
-from datamodules import HousingDataModule
-from datamodules.batches import TensorBatches
-from models import HousePriceRegressor
-from models.hardware import compile_mode
+from house_price.datamodules import HousingDataModule
+from house_price.datamodules.batches import TensorBatches
+from house_price.models import HousePriceRegressor
+from house_price.models.hardware import compile_mode
 
 
 def priced_frame(n: int) -> pd.DataFrame:
@@ -109,7 +109,7 @@ def test_under_cuda_graphs_gradients_stay_the_parameters_own_memory_from_first_s
     # replay: Lightning's teardown crashed reading one. Lightning releases gradients before the run and before each
     # validation; the model keeps them allocated and zeroes them in place instead, so the graph's outputs are only ever
     # added into them. Inductor's "reduce-overhead" mode runs on the CPU too (without graphs), so this runs anywhere.
-    monkeypatch.setattr("models.regressor.compile_mode", lambda *args: "reduce-overhead")
+    monkeypatch.setattr("house_price.models.regressor.compile_mode", lambda *args: "reduce-overhead")
     torch._dynamo.reset()
     memory = GradientMemory()
     datamodule = HousingDataModule.from_frame(priced_frame(300), target="price", batch_size=100, batches_per_call=1)

@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import HOUSING_CSV, ROOT, TRAIN, assert_clean_failure, run_script, train_command, wait_for
 
-from datamodules.errors import HousePriceError
+from house_price.datamodules.errors import HousePriceError
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_evaluate_refuses_a_data_file_that_changed_since_training(tmp_path, hous
 def test_predict_copies_kept_columns_byte_for_byte(housing_run, housing_csv, tmp_path):
     """Kept columns are copied as written, also the model's own features, which are still priced as numbers and
     categories."""
-    from models import load_model
+    from house_price.models import load_model
 
     frame = pd.read_csv(housing_csv).head(4)
     ids = ["0526301100", "000001", "", " 7 "]
@@ -120,7 +120,7 @@ def test_unseen_categories_are_reported_and_whitespace_is_trimmed(housing_run, h
 
 
 def test_a_missing_category_gets_its_own_slot_when_training_had_missing_values():
-    from datamodules.preprocessing import MISSING, UNKNOWN, Preprocessor, fit_statistics
+    from house_price.datamodules.preprocessing import MISSING, UNKNOWN, Preprocessor, fit_statistics
 
     rng = np.random.default_rng(0)
     train = pd.DataFrame({"size": rng.normal(size=200), "kind": rng.choice(["a", "b", None], 200), "flat": rng.choice(["x", "y"], 200),
@@ -201,7 +201,7 @@ def test_edited_hyperparameters_are_refused_before_allocating(housing_run, tmp_p
                             "--output", str(tmp_path / "out.csv"), cwd=tmp_path, timeout=60)
         assert_clean_failure(result, "do not match its weights")
     assert not (tmp_path / "out.csv").exists()
-    from models.checkpoint import model_from_checkpoint
+    from house_price.models.checkpoint import model_from_checkpoint
 
     with pytest.raises(HousePriceError, match=r"do not describe a model \(PriceModel takes no unknown=\['hidden_size'\]\)"):
         model_from_checkpoint({**original, "hyper_parameters": {**original["hyper_parameters"], "hidden_size": 64}})
@@ -210,7 +210,7 @@ def test_edited_hyperparameters_are_refused_before_allocating(housing_run, tmp_p
 def test_a_checkpoint_is_sized_before_torch_reads_it(housing_run, tmp_path, monkeypatch):
     # torch's safe unpickler is written in Python: an edited vocabulary of 10^7 categories took it most of a minute
     # to read before the sizes were refused. The file's outline, read by C pickle with tensors as shapes, comes first.
-    from models import checkpoint as reader
+    from house_price.models import checkpoint as reader
 
     best = housing_run / "checkpoints" / "best.ckpt"
     loaded = torch.load(best, map_location="cpu", weights_only=True)
@@ -242,8 +242,7 @@ def test_train_refuses_a_code_carrying_checkpoint_to_resume(tmp_path):
 def test_predict_streams_in_chunks_with_identical_output(housing_run, housing_csv, tmp_path, monkeypatch):
     """Never more than one chunk of the input in memory (peak RSS is too noisy to assert on with threaded allocators),
     and the same bytes whether the file is priced whole, in chunks, or by the script."""
-    from models import load_model
-    from models import prediction
+    from house_price.models import load_model, prediction
 
     source = tmp_path / "houses.csv"
     pd.read_csv(housing_csv).head(10_000).to_csv(source, index=False)
@@ -271,8 +270,8 @@ TORCH_FULL_DISK = "[enforce fail at inline_container.cc:672] . unexpected pos 25
 
 def test_a_full_disk_under_torch_save_is_one_line_exit_2_and_the_old_file_intact(tmp_path, monkeypatch, capsys):
     # torch's zip writer reports a full disk as a RuntimeError, which the one-line handler for unwritable places missed.
-    from datamodules.errors import exit_cleanly_on_error
-    from datamodules.files import write_atomic
+    from house_price.datamodules.errors import exit_cleanly_on_error
+    from house_price.datamodules.files import write_atomic
 
     def full_disk(obj, destination, *args, **kwargs):
         Path(destination).write_bytes(b"partial")
@@ -348,8 +347,8 @@ def test_last_ckpt_is_the_last_epoch_and_a_finished_run_is_not_resumed(tmp_path)
 
 def test_a_checkpoint_too_big_for_a_real_small_filesystem_is_one_line_and_leaves_the_old_one(tmp_path, capsys):
     # The same through torch's own writer on a real 1 MiB tmpfs (mounting needs root, as CI has; skipped elsewhere).
-    from datamodules.errors import exit_cleanly_on_error
-    from datamodules.files import write_atomic
+    from house_price.datamodules.errors import exit_cleanly_on_error
+    from house_price.datamodules.files import write_atomic
 
     disk = tmp_path / "disk"
     disk.mkdir()
