@@ -5,8 +5,9 @@
     house-price tune --config california --trials 40 --storage postgresql://user:pw@host/db --study california
 
 Each trial trains with `house-price train`'s CLI and the trial's values from the search space (--space, default
-the bundled configs/tune_space.yaml); its objective is the best validation RMSE, never the test split, and a trial
-whose validation RMSE falls behind the median of earlier trials at the same epoch is pruned. The study lives in a
+the bundled configs/tune_space.yaml, or configs/tune_space_comparables.yaml for the comparables network); its
+objective is the best validation RMSE, never the test split, and a trial whose validation RMSE falls behind the
+median of earlier trials at the same epoch is pruned. The study lives in a
 database (default sqlite:///runs/tune/study.db; any SQLAlchemy URL): the same command after a crash goes on where
 it stopped, and several processes or machines can run the same command on one study at once, until --trials
 trials have finished between them. A study refuses trials with other options than it started with (another data
@@ -48,6 +49,13 @@ def quiet_interrupts(record: logging.LogRecord) -> bool:
     """A logging filter: Optuna logs an interrupted trial as failed with the KeyboardInterrupt's traceback; the one
     line `tune` prints after it says what happened and what to do."""
     return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+
+def bundled_space(config: dict[str, Any]) -> Path:
+    """The bundled search space of the config's network: configs/tune_space.yaml for the MLP ensemble,
+    configs/tune_space_comparables.yaml for the comparables network (which has other options)."""
+    architecture = (config.get("model") or {}).get("architecture", "mlp")
+    return configs_folder() / ("tune_space_comparables.yaml" if architecture == "comparables" else "tune_space.yaml")
 
 
 def load_space(path: Path) -> dict[str, dict[str, Any]]:
@@ -256,7 +264,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials the study should have")
     parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy database URL (default {DEFAULT_STORAGE})")
     parser.add_argument("--study", help="study name (default: the config names joined by '+')")
-    parser.add_argument("--space", type=Path, default=configs_folder() / "tune_space.yaml", help="search space YAML")
+    parser.add_argument("--space", type=Path, help="search space YAML (default: the bundled one of the configs' architecture)")
     arguments, train_options = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if arguments.trials < 1:
         raise HousePriceError(f"--trials {arguments.trials} must be at least 1")
@@ -266,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
             raise HousePriceError(f"config '{config}' is not a file or a bundled config name; give a path or one of "
                                   f"{sorted(path.stem for path in configs_folder().glob('*.yaml'))}")
     passed_on = dotted_options(train_options)
-    space = {name: entry for name, entry in load_space(arguments.space).items() if name not in passed_on}  # passed on: fixed
+    space_path = arguments.space or bundled_space(merged_config(configs, passed_on))
+    space = {name: entry for name, entry in load_space(space_path).items() if name not in passed_on}  # passed on: fixed
     name = arguments.study or "+".join(Path(config).stem for config in configs)
     folder = Path("runs") / "tune" / name
     optuna.logging.set_verbosity(optuna.logging.WARNING)

@@ -166,3 +166,32 @@ def test_a_study_of_the_same_name_in_another_database_does_not_share_its_report_
     lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(lines) == 1 and "belongs to a study named 'shared' in another database" in lines[0] and "another --study name" in lines[0]
     assert (report / "best.yaml").read_text() == "the other study's best\n" and not trials(tmp_path, "shared")
+
+
+@pytest.mark.parametrize("configs", [["california"], ["california", "comparables"]])
+def test_each_network_is_tuned_over_its_own_options_by_default(configs):
+    # The MLP's space asked the comparables network for an ensemble of 16 members, and its first trial failed.
+    import optuna
+    import torch
+
+    from house_price.datamodules import HousingDataModule
+    from house_price.models.pricing import PriceModel
+    from house_price.train import bundled_config
+    from house_price.tune import bundled_space, load_space, merged_config, suggest
+
+    config = merged_config([bundled_config(name) for name in configs], {})
+    space = load_space(bundled_space(config))
+    assert bundled_space(config).name == ("tune_space_comparables.yaml" if "comparables" in configs else "tune_space.yaml")
+    preprocessing = HousingDataModule().preprocessing
+    for end, choice in (("low", 0), ("high", -1)):  # each end of every range builds the network the configs describe
+        params = {}
+        for name, entry in space.items():
+            if entry["type"] == "layers":
+                params |= {f"{name}.width": entry["width"][end], f"{name}.depth": entry["depth"][end]}
+            else:
+                params[name] = entry["choices"][choice] if entry["type"] == "categorical" else entry[end]
+        values = suggest(optuna.trial.FixedTrial(params), space)
+        options = config.get("model", {}) | {name.removeprefix("model."): value for name, value in values.items() if name.startswith("model.")}
+        with torch.device("meta"):
+            model = PriceModel(preprocessing=preprocessing, **PriceModel.options(options))
+        assert (type(model.network).__name__ == "ComparablesNetwork") == ("comparables" in configs)
