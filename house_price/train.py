@@ -318,7 +318,8 @@ def run_cli(args: list[str], interrupt: InterruptExit, *, program: list[str] | N
             HousingDataModule,
             seed_everything_default=0,
             trainer_defaults={
-                "logger": {"class_path": "house_price.models.safety.ResumableCSVLogger", "init_args": {"save_dir": "runs", "name": "house_price"}},
+                "logger": {"class_path": "house_price.models.safety.ResumableCSVLogger",
+                           "init_args": {"save_dir": "runs", "name": "house_price"}},
                 "callbacks": [EpochTimer(), RandomState(), interrupt, StopOnNonFiniteLoss(), *callbacks],
                 "precision": default_precision(),
             },

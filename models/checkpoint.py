@@ -67,7 +67,8 @@ def is_house_price(checkpoint: Any) -> bool:
 
 
 class _Outline(pickle.Unpickler):
-    """Reads a torch checkpoint's pickle with the C unpickler, every tensor rebuilt as a shape on the "meta" device.
+    """Reads a torch checkpoint's pickle with the C unpickler, every tensor rebuilt as its shape on the "meta" device
+    (float32 whatever it stores: only shapes are compared).
 
     Safe as torch's own `weights_only` reader: the only global it resolves to real code is `OrderedDict`; torch's
     tensor and storage globals become the stand-ins below, and any other global stops the read.
@@ -99,9 +100,6 @@ def shapes_only(source: str | os.PathLike | io.BytesIO) -> Any:
                 return _Outline(pickled).load()
     except Exception:  # noqa: BLE001 - whatever stops this read, torch.load reads the file and names the problem
         return None
-    finally:
-        if isinstance(source, io.BytesIO):
-            source.seek(0)
 
 
 def model_from_checkpoint(checkpoint: dict[str, Any], model_class: type[PriceModel] = PriceModel) -> PriceModel:
