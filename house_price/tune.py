@@ -274,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
             raise HousePriceError(f"config '{config}' is not a file or a bundled config name; give a path or one of "
                                   f"{sorted(path.stem for path in configs_folder().glob('*.yaml'))}")
     passed_on = dotted_options(train_options)
-    space_path = arguments.space or bundled_space(merged_config(configs, passed_on))
+    setup = merged_config(configs, passed_on)  # what the trials train with, before the space's values
+    space_path = arguments.space or bundled_space(setup)
     space = {name: entry for name, entry in load_space(space_path).items() if name not in passed_on}  # passed on: fixed
     name = arguments.study or "+".join(Path(config).stem for config in configs)
     folder = Path("runs") / "tune" / name
@@ -283,7 +284,7 @@ def main(argv: list[str] | None = None) -> None:
         handler.addFilter(quiet_interrupts)
     study = optuna.create_study(study_name=name, storage=storage(arguments.storage), direction="minimize", load_if_exists=True,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
-    check_same_setup(study, {"config": merged_config(configs, passed_on), "space": space}, arguments.storage)
+    check_same_setup(study, {"config": setup, "space": space}, arguments.storage)
     claim_report_folder(folder, arguments.storage)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     interrupt, gate = InterruptExit(), InterruptGate()
