@@ -43,6 +43,12 @@ class FoldEnsemble(nn.Module):
             raise ValueError(f"row_folds must be [N] folds in 0..{self.folds - 1}, got {tuple(row_folds.shape)}")
         self.row_folds = row_folds.to(self.row_folds.device, torch.int64)
 
+    def clear_unseen_categories(self, codes: torch.Tensor) -> None:
+        """Each network zeroes the categories its own training rows never show (codes [N, n_cat] of the training
+        split, by place): a category seen only in fold f is unknown to network f, as to a model fitted without it."""
+        for fold, network in enumerate(self.networks):
+            network.clear_unseen_categories(codes[self.row_folds.to(codes.device) != fold])
+
     def fold_outputs(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """Each network's members' standardized predictions [K, k, B].
 

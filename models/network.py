@@ -244,6 +244,17 @@ class EmbeddedInputs(nn.Module):
         self.chunks += [category_dim] * len(cardinalities)
         self.width = sum(self.chunks)
 
+    @torch.no_grad()
+    def clear_unseen_categories(self, codes: torch.Tensor) -> None:
+        """Zero the embedding of every category that none of the rows this network learns from shows (codes
+        [N, n_cat]), so it prices such a house as an unknown category, as a model fitted on those rows alone would
+        (a cross-fitted network's categories seen only in its own fold), never by a random initial vector that no
+        gradient moves. Zero rows stay zero: no gradient reaches them, and decoupled weight decay scales zero to zero."""
+        for j, embedding in enumerate(self.categories):
+            seen = torch.zeros(embedding.num_embeddings, dtype=torch.bool, device=embedding.weight.device)
+            seen[codes[:, j].to(seen.device)] = True
+            embedding.weight[~seen] = 0
+
     def features(self, numeric: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
         """(numeric [..., n_numeric], codes [..., n_cat]) -> the network's input [..., width]."""
         return self.combine(numeric, [embed(codes[..., j]) for j, embed in enumerate(self.categories)])

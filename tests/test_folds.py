@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +13,7 @@ from conftest import ROOT, SHARED_DATA, run_script
 
 from house_price.datamodules import HousePriceError, HousingDataModule
 from house_price.datamodules.housing import AUTO_FOLDS, AUTO_FOLDS_BELOW
+from house_price.datamodules.preprocessing import UNKNOWN
 from house_price.models import HousePriceRegressor, load_model
 from house_price.models.checkpoint import read_checkpoint
 
@@ -26,9 +28,9 @@ def priced_frame(n: int) -> pd.DataFrame:
     return frame
 
 
-def cross_fitted(folds: int = 3, n: int = 150) -> tuple[HousingDataModule, HousePriceRegressor]:
+def cross_fitted(folds: int = 3, n: int = 150, frame: pd.DataFrame | None = None) -> tuple[HousingDataModule, HousePriceRegressor]:
     torch.manual_seed(0)
-    datamodule = HousingDataModule.from_frame(priced_frame(n), target="price", folds=folds)
+    datamodule = HousingDataModule.from_frame(priced_frame(n) if frame is None else frame, target="price", folds=folds)
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, dropout=0.0, folds=folds)
     model.network.assign_folds(datamodule.row_folds())
     return datamodule, model
@@ -78,6 +80,28 @@ def test_validation_prices_each_row_with_the_network_that_never_learned_it():
     # A house is priced by all of them: the mean over every member of every network.
     each = torch.stack([network(numeric, codes) for network in model.network.networks])
     assert torch.allclose(model(numeric, codes), each.mean(dim=0), atol=1e-6)
+
+
+def test_a_category_seen_only_in_its_own_fold_is_unknown_to_that_network():
+    """A network never learns the categories of its own fold's rows; it prices them as a model fitted without that
+    fold would: as an unknown category (a zero embedding), not by an initial vector no gradient ever moves."""
+    frame = priced_frame(150)
+    first = HousingDataModule.from_frame(frame, target="price", folds=3)
+    own = first.splits["train"].index[(first.row_folds() == 1).numpy()][:5]
+    frame.loc[own, "c"] = "w"  # "w" only in fold 1
+    datamodule, model = cross_fitted(folds=3, frame=frame)
+    w = datamodule.preprocessor.tensors(frame.loc[own[:1]])[1][0, 0]  # the code of "w"
+    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    initial = [network.categories[0].weight[w].clone() for network in model.network.networks]
+    trainer.fit(model, datamodule=datamodule)
+    vectors = [network.categories[0].weight[w] for network in model.network.networks]
+    assert not vectors[1].any() and initial[1].any()  # zeroed at the start of the fit, and still zero after it
+    assert not torch.equal(vectors[0], initial[0]) and not torch.equal(vectors[2], initial[2])  # learned by the others
+    houses = frame.loc[own[:1]].assign(c="never seen")
+    numeric, unknown = datamodule.preprocessor.tensors(houses)[:2]
+    assert int(unknown[0, 0]) == UNKNOWN
+    network = model.network.networks[1].eval()
+    assert torch.equal(network(numeric, unknown), network(numeric, unknown.clone().fill_(w)))
 
 
 def test_folds_are_a_positive_count_and_cross_fit_mlps_only():
