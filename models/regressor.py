@@ -224,10 +224,9 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
                 raise HousePriceError(f"the model has {self.network.folds} folds and the data module {getattr(datamodule, 'folds', None)}; "
                                       "give both the same folds (the training CLI passes --data.folds on to the model)")
             self.network.assign_folds(datamodule.row_folds())
+            self.network.clear_unseen_categories(datamodule.tensors("train")[1])
             rank_zero_info(f"Cross-fitting {self.network.folds} folds of the {len(self.network.row_folds)} training rows: network f learns "
                            "every fold but f; each epoch is validated on every row, priced out of fold; a house is priced by all")
-        if hasattr(datamodule, "tensors"):  # a category no training row shows prices as unknown, not by its initial vector
-            self.network.clear_unseen_categories(datamodule.tensors("train")[1])
         plain = isinstance(self.network, TabularMLP)  # the comparables' and the folds' steps stay eager
         self.compile_mode = compile_mode(self.hparams.compile and plain, self.device, self.trainer.world_size)
         self._train_outputs = self.network.member_outputs
