@@ -28,9 +28,10 @@ def priced_frame(n: int) -> pd.DataFrame:
     return frame
 
 
-def cross_fitted(folds: int = 3, n: int = 150, frame: pd.DataFrame | None = None) -> tuple[HousingDataModule, HousePriceRegressor]:
+def cross_fitted(folds: int = 3, frame: pd.DataFrame | None = None) -> tuple[HousingDataModule, HousePriceRegressor]:
+    """A data module cutting `folds` folds of `frame` (150 synthetic houses by default) and a small model over them."""
     torch.manual_seed(0)
-    datamodule = HousingDataModule.from_frame(priced_frame(n) if frame is None else frame, target="price", folds=folds)
+    datamodule = HousingDataModule.from_frame(priced_frame(150) if frame is None else frame, target="price", folds=folds)
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, dropout=0.0, folds=folds)
     model.network.assign_folds(datamodule.row_folds())
     return datamodule, model
