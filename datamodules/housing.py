@@ -117,7 +117,6 @@ class HousingDataModule(L.LightningDataModule):
         self._state: dict[str, Any] | None = None
         self._fingerprints: dict[str, dict[str, Any]] | None = None
         self._tensors: dict[str, tuple[torch.Tensor, ...]] = {}
-        self._row_folds: torch.Tensor | None = None
 
     @classmethod
     def from_frame(cls, frame: pd.DataFrame, target: str, **kwargs: Any) -> HousingDataModule:
@@ -203,13 +202,12 @@ class HousingDataModule(L.LightningDataModule):
 
     def row_folds(self) -> torch.Tensor:
         """With `folds` K >= 2, the fold (0 .. K-1) of each row of the training split, int64 [n]: scikit-learn's
-        KFold, shuffled with `split_seed + 1`; cut once (a copy each call)."""
-        if self._row_folds is None:
-            n, k = len(self.splits["train"]), self.folds
-            self._row_folds = torch.empty(n, dtype=torch.int64)
-            for fold, (_, rows) in enumerate(KFold(k, shuffle=True, random_state=self.hparams.split_seed + 1).split(range(n))):
-                self._row_folds[rows] = fold
-        return self._row_folds.clone()
+        KFold, shuffled with `split_seed + 1`."""
+        n, k = len(self.splits["train"]), self.folds
+        folds = torch.empty(n, dtype=torch.int64)
+        for fold, (_, rows) in enumerate(KFold(k, shuffle=True, random_state=self.hparams.split_seed + 1).split(range(n))):
+            folds[rows] = fold
+        return folds
 
     @property
     def preprocessing(self) -> dict[str, Any]:
