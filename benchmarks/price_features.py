@@ -64,14 +64,15 @@ def category_mean(keys: pd.Series, values: np.ndarray, queries: pd.Series, smoot
 
 
 def out_of_fold(feature, frame: pd.DataFrame, folds: pd.Series) -> np.ndarray:
-    """`feature(known_rows, query_rows)` for every row: training rows from the other folds, test rows from all."""
+    """`feature(known, queries)` (row numbers) for every row: a row of `folds` (by table row) from the other folds'
+    rows, any other row (test; validation with a validation split) from all of them."""
     values = np.empty(len(frame))
-    position = pd.Series(np.arange(len(frame)), index=frame.index)
-    test = position.drop(folds.index).to_numpy()
-    values[test] = feature(position[folds.index].to_numpy(), test)
+    row_number = pd.Series(np.arange(len(frame)), index=frame.index)
+    others = row_number.drop(folds.index).to_numpy()
+    values[others] = feature(row_number[folds.index].to_numpy(), others)
     for fold in np.unique(folds):
-        rows = position[folds.index[folds == fold]].to_numpy()
-        values[rows] = feature(position[folds.index[folds != fold]].to_numpy(), rows)
+        rows = row_number[folds.index[folds == fold]].to_numpy()
+        values[rows] = feature(row_number[folds.index[folds != fold]].to_numpy(), rows)
     return values
 
 
@@ -104,7 +105,7 @@ def with_features(frame: pd.DataFrame, folds: pd.Series, variant: str, arguments
         for column in text:
             keys = frame[column].astype("string").fillna("missing")
             frame[f"{column}_price"] = out_of_fold(
-                lambda known, queries: category_mean(keys.iloc[known], log_price[known], keys.iloc[queries], arguments.smoothing), frame, folds
+                lambda known, queries, keys=keys: category_mean(keys.iloc[known], log_price[known], keys.iloc[queries], arguments.smoothing), frame, folds
             )
         if variant.endswith("instead"):
             frame = frame.drop(columns=text)
@@ -142,6 +143,7 @@ def main() -> None:
     for variant, runs in results.items():
         per_seed = " / ".join(f"{run['r2']:.4f}" for run in runs)
         print(f"| {variant} | {statistics.mean(run['val_rmse'] for run in runs):,.0f} | {statistics.mean(run['r2'] for run in runs):.4f} | {per_seed} |")
+
 
 if __name__ == "__main__":
     main()
