@@ -2,6 +2,8 @@
 
     python benchmarks/price_features.py                       # Sacramento, split seeds 0-4
     python benchmarks/price_features.py --table sacramento --seeds 0 1 --neighbours 10 --smoothing 5
+    python benchmarks/price_features.py --table ../shared/data/housing.csv --target median_house_value --validation-split \\
+        --seeds 0 1 --variants none "location price"
 
 Each variant adds columns to the table before the package reads it, computed from the prices of the training rows of
 that split (the rows left after the test split) only:
@@ -76,11 +78,11 @@ def out_of_fold(feature, frame: pd.DataFrame, folds: pd.Series) -> np.ndarray:
     return values
 
 
-def training_folds(path: Path, seed: int) -> pd.Series:
+def training_folds(path: Path, target: str, seed: int) -> pd.Series:
     """With a validation split: five folds of the training split's rows (by table row), shuffled with the split seed."""
     from sklearn.model_selection import KFold
 
-    train = HousingDataModule(path=str(path), target="price", split_seed=seed, folds=1).splits["train"].index
+    train = HousingDataModule(path=str(path), target=target, split_seed=seed, folds=1).splits["train"].index
     folds = np.empty(len(train), dtype=np.int64)
     for fold, (_, rows) in enumerate(KFold(5, shuffle=True, random_state=seed).split(train)):
         folds[rows] = fold
@@ -89,10 +91,11 @@ def training_folds(path: Path, seed: int) -> pd.Series:
 
 def with_features(frame: pd.DataFrame, folds: pd.Series, variant: str, arguments: argparse.Namespace) -> pd.DataFrame:
     """The table with the variant's columns, from the training rows' prices (see the module's docstring)."""
-    frame, log_price = frame.copy(), np.log(frame["price"].to_numpy(float))
+    price = frame[arguments.target].to_numpy(float)
+    frame, log_price = frame.copy(), np.log(price)
     if variant in ("location price", "location price per size"):
         where = positions(frame)
-        values = log_price if variant == "location price" else frame["price"].to_numpy(float) / frame[arguments.size].to_numpy(float)
+        values = log_price if variant == "location price" else price / frame[arguments.size].to_numpy(float)
         sized = np.isfinite(values) & (values > 0)
 
         def feature(known: np.ndarray, queries: np.ndarray) -> np.ndarray:
@@ -101,7 +104,7 @@ def with_features(frame: pd.DataFrame, folds: pd.Series, variant: str, arguments
 
         frame[variant.replace(" ", "_")] = out_of_fold(feature, frame, folds)
     elif variant.startswith("category price"):
-        text = [column for column in frame.columns if column != "price" and not pd.api.types.is_numeric_dtype(frame[column])]
+        text = [column for column in frame.columns if column != arguments.target and not pd.api.types.is_numeric_dtype(frame[column])]
         for column in text:
             keys = frame[column].astype("string").fillna("missing")
             frame[f"{column}_price"] = out_of_fold(
@@ -117,7 +120,8 @@ VARIANTS = ["none", "location price", "location price per size", "category price
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", default="sacramento", help="a table of ../shared/data/tables with latitude, longitude and --size")
+    parser.add_argument("--table", default="sacramento", help="a table of ../shared/data/tables, or a CSV's path; with latitude and longitude")
+    parser.add_argument("--target", default="price")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--neighbours", type=int, default=10)
     parser.add_argument("--smoothing", type=float, default=5.0)
@@ -125,21 +129,21 @@ def main() -> None:
     parser.add_argument("--validation-split", action="store_true", help="the recipe with a validation split (--data.folds 1), see above")
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     arguments = parser.parse_args()
-    path = TABLES / f"{arguments.table}.csv"
+    path = Path(arguments.table) if arguments.table.endswith(".csv") else TABLES / f"{arguments.table}.csv"
     frame = pd.read_csv(path)
     results: dict[str, list[dict[str, float]]] = {variant: [] for variant in arguments.variants}
     with tempfile.TemporaryDirectory() as folder:
         for seed in arguments.seeds:
-            folds = training_folds(path, seed) if arguments.validation_split else package_folds(path, "price", seed)
+            folds = training_folds(path, arguments.target, seed) if arguments.validation_split else package_folds(path, arguments.target, seed)
             if folds is None:
                 parser.error(f"{arguments.table} is not cross-fitted by the CSV recipe: give --validation-split")
             for variant in arguments.variants:
-                table = Path(folder) / f"{arguments.table}.csv"
+                table = Path(folder) / path.name
                 with_features(frame, folds, variant, arguments).to_csv(table, index=False)
-                run = package(table, "price", seed, ["data.folds=1"] if arguments.validation_split else [])
+                run = package(table, arguments.target, seed, ["data.folds=1"] if arguments.validation_split else [])
                 results[variant].append(run)
                 print(f"{variant}, split seed {seed}: validation RMSE {run['val_rmse']:,.0f}, test R² {run['r2']:.4f}", flush=True)
-    print(f"\n| {arguments.table}: added columns | mean validation RMSE | mean test R² | test R² per split seed |\n|---|---|---|---|")
+    print(f"\n| {path.stem}: added columns | mean validation RMSE | mean test R² | test R² per split seed |\n|---|---|---|---|")
     for variant, runs in results.items():
         per_seed = " / ".join(f"{run['r2']:.4f}" for run in runs)
         print(f"| {variant} | {statistics.mean(run['val_rmse'] for run in runs):,.0f} | {statistics.mean(run['r2'] for run in runs):.4f} | {per_seed} |")
