@@ -143,10 +143,12 @@ def main() -> None:
                 run = package(table, arguments.target, seed, ["data.folds=1"] if arguments.validation_split else [])
                 results[variant].append(run)
                 print(f"{variant}, split seed {seed}: validation RMSE {run['val_rmse']:,.0f}, test R² {run['r2']:.4f}", flush=True)
-    print(f"\n| {path.stem}: added columns | mean validation RMSE | mean test R² | test R² per split seed |\n|---|---|---|---|")
+    print(f"\n| {path.stem}: added columns | mean validation RMSE | mean test R² | test R² per split seed | mean test RMSE | wall s per split |")
+    print("|---|---|---|---|---|---|")
     for variant, runs in results.items():
         per_seed = " / ".join(f"{run['r2']:.4f}" for run in runs)
-        print(f"| {variant} | {statistics.mean(run['val_rmse'] for run in runs):,.0f} | {statistics.mean(run['r2'] for run in runs):.4f} | {per_seed} |")
+        print(f"| {variant} | {statistics.mean(run['val_rmse'] for run in runs):,.0f} | {statistics.mean(run['r2'] for run in runs):.4f} | {per_seed} | "
+              f"{statistics.mean(run['rmse'] for run in runs):,.0f} | {statistics.mean(run['wall'] for run in runs):.0f} |")
 
 
 if __name__ == "__main__":
