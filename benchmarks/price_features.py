@@ -95,11 +95,14 @@ def with_features(frame: pd.DataFrame, folds: pd.Series, variant: str, arguments
     frame, log_price = frame.copy(), np.log(price)
     if variant in ("location price", "location price per size"):
         where = positions(frame)
-        values = log_price if variant == "location price" else price / frame[arguments.size].to_numpy(float)
-        sized = np.isfinite(values) & (values > 0)
+        if variant == "location price":
+            values, usable = log_price, np.isfinite(log_price)
+        else:
+            size = frame[arguments.size].to_numpy(float)
+            values, usable = price / size, size > 0  # a size of 0 or none prices nothing per unit
 
         def feature(known: np.ndarray, queries: np.ndarray) -> np.ndarray:
-            known = known[sized[known]]
+            known = known[usable[known]]
             return neighbour_mean(where[known], values[known], where[queries], arguments.neighbours)
 
         frame[variant.replace(" ", "_")] = out_of_fold(feature, frame, folds)
@@ -133,12 +136,12 @@ def main() -> None:
     frame = pd.read_csv(path)
     results: dict[str, list[dict[str, float]]] = {variant: [] for variant in arguments.variants}
     with tempfile.TemporaryDirectory() as folder:
+        table = Path(folder) / path.name  # each variant's table, written over the last one's
         for seed in arguments.seeds:
             folds = training_folds(path, arguments.target, seed) if arguments.validation_split else package_folds(path, arguments.target, seed)
             if folds is None:
                 parser.error(f"{arguments.table} is not cross-fitted by the CSV recipe: give --validation-split")
             for variant in arguments.variants:
-                table = Path(folder) / path.name
                 with_features(frame, folds, variant, arguments).to_csv(table, index=False)
                 run = package(table, arguments.target, seed, ["data.folds=1"] if arguments.validation_split else [])
                 results[variant].append(run)
