@@ -40,6 +40,7 @@ import pandas as pd  # noqa: E402
 
 from benchmarks.tables import TABLES, package, package_folds  # noqa: E402
 from house_price.datamodules import HousingDataModule  # noqa: E402
+from house_price.datamodules.housing import fold_of_rows  # noqa: E402
 
 EARTH_RADIUS_KM = 6371.0
 
@@ -80,13 +81,8 @@ def out_of_fold(feature, frame: pd.DataFrame, folds: pd.Series) -> np.ndarray:
 
 def training_folds(path: Path, target: str, seed: int) -> pd.Series:
     """With a validation split: five folds of the training split's rows (by table row), shuffled with the split seed."""
-    from sklearn.model_selection import KFold
-
     train = HousingDataModule(path=str(path), target=target, split_seed=seed, folds=1).splits["train"].index
-    folds = np.empty(len(train), dtype=np.int64)
-    for fold, (_, rows) in enumerate(KFold(5, shuffle=True, random_state=seed).split(train)):
-        folds[rows] = fold
-    return pd.Series(folds, index=train)
+    return pd.Series(fold_of_rows(len(train), 5, seed).numpy(), index=train)
 
 
 def with_features(frame: pd.DataFrame, folds: pd.Series, variant: str, arguments: argparse.Namespace) -> pd.DataFrame:

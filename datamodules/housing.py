@@ -32,6 +32,14 @@ AUTO_FOLDS = 5
 AUTO_FOLDS_BELOW = 2_500  # rows left after the test split
 
 
+def fold_of_rows(n: int, k: int, seed: int) -> torch.Tensor:
+    """The fold (0 .. k-1) of each of `n` rows, int64 [n]: scikit-learn's KFold, shuffled with `seed`."""
+    folds = torch.empty(n, dtype=torch.int64)
+    for fold, (_, rows) in enumerate(KFold(k, shuffle=True, random_state=seed).split(range(n))):
+        folds[rows] = fold
+    return folds
+
+
 def fingerprint(frame: pd.DataFrame) -> dict[str, Any]:
     """{"rows", "sha256"} of a frame's column names and values, in row order; the index is ignored."""
     digest = hashlib.sha256(json.dumps([str(column) for column in frame.columns]).encode())
@@ -201,13 +209,9 @@ class HousingDataModule(L.LightningDataModule):
                        f"to {AUTO_FOLDS_BELOW - 1:,}); --data.folds N decides instead")
 
     def row_folds(self) -> torch.Tensor:
-        """With `folds` K >= 2, the fold (0 .. K-1) of each row of the training split, int64 [n]: scikit-learn's
-        KFold, shuffled with `split_seed + 1`."""
-        n, k = len(self.splits["train"]), self.folds
-        folds = torch.empty(n, dtype=torch.int64)
-        for fold, (_, rows) in enumerate(KFold(k, shuffle=True, random_state=self.hparams.split_seed + 1).split(range(n))):
-            folds[rows] = fold
-        return folds
+        """With `folds` K >= 2, the fold (0 .. K-1) of each row of the training split, int64 [n]: `fold_of_rows`
+        shuffled with `split_seed + 1`."""
+        return fold_of_rows(len(self.splits["train"]), self.folds, self.hparams.split_seed + 1)
 
     @property
     def preprocessing(self) -> dict[str, Any]:
