@@ -6,7 +6,8 @@ and the others at the reference house's. A column's attribution is its Shapley v
 attributions add up exactly to its price minus the reference's (efficiency), a column the model ignores gets 0
 (dummy), and everything is in target units, through the preprocessing and the network. The reference is the
 training medians (no missing values) with each categorical column's most frequent category. A column's inputs
-move together: a number with its missing-indicator, a date with its day count and month.
+move together: a number with its missing-indicator, a date with its day count and month. The location price, derived from
+latitude and longitude, is a player of its own: the share of the neighbourhood's prices, beside the coordinates' own.
 
 With d columns, exact values take 2^d prices per house: cheap up to EXACT_UP_TO columns (California's 8: 256
 prices, a single batched forward pass). Wider tables use `permutations` random orders of the columns instead
@@ -39,7 +40,7 @@ def shapley_values(model: PriceModel, frame: pd.DataFrame, permutations: int = P
 
 def _shapley_values(model: PriceModel, frame: pd.DataFrame, permutations: int, seed: int) -> pd.DataFrame:
     preprocessor = model.preprocessor
-    columns = preprocessor.features
+    columns = preprocessor.features + preprocessor.derived  # a derived input (the location price) is a player of its own
     reference_raw, reference_codes = preprocessor.reference()
     reference = preprocessor.scale_numeric(reference_raw).float()
     numeric, codes = preprocessor.transform(frame)

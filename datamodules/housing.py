@@ -16,6 +16,7 @@ from sklearn.model_selection import KFold, train_test_split
 
 from house_price.datamodules.batches import TensorBatches
 from house_price.datamodules.errors import HousePriceError
+from house_price.datamodules.location import LOCATION_PRICE, coordinate_columns
 from house_price.datamodules.preprocessing import Preprocessor, Scaling, fit_statistics
 from house_price.datamodules.sources import (
     CALIFORNIA_TARGET,
@@ -70,6 +71,12 @@ class HousingDataModule(L.LightningDataModule):
             unused). The test split is the same either way. "auto" (the training CLI's default) decides by the
             table: AUTO_FOLDS when AUTO_FOLDS to AUTO_FOLDS_BELOW - 1 rows are left after the test split, else 1; the
             decision is printed and kept (`folds` property, the checkpoint). The CLI passes it on to `model.folds`.
+        location_price: add the location price input (`datamodules.location`: the mean log price of the 10 training
+            sales nearest each house, from its latitude and longitude), whose training values come out of fold: each
+            training row's from the rows outside its fold (the K folds when cross-fitting, else AUTO_FOLDS folds of the
+            training split shuffled as `row_folds`). The checkpoint then holds every training sale's coordinates and
+            price. "auto" (the training CLI's default) adds it where the table has latitude and longitude and a
+            validation split (folds 1); printed and kept like `folds`.
         batch_size: training rows per optimizer step, per process.
         eval_batch_size: rows per validation / test / predict batch.
         resident_on_device: keep the split tensors on the training device (a GPU) rather than copying each batch.
@@ -94,6 +101,7 @@ class HousingDataModule(L.LightningDataModule):
         val_fraction: float = 0.2,
         split_seed: int = 0,
         folds: int | Literal["auto"] = 1,
+        location_price: bool | Literal["auto"] = False,
         batch_size: int = 256,
         eval_batch_size: int = 4096,
         resident_on_device: bool = True,
@@ -111,6 +119,8 @@ class HousingDataModule(L.LightningDataModule):
                 raise HousePriceError(f"data.{name} is {size}; it must be a positive integer")
         if folds != "auto" and not (isinstance(folds, int) and folds >= 1):
             raise HousePriceError(f"data.folds is {folds}; give 1 (a validation split), K >= 2 (k-fold cross-fitting) or auto")
+        if location_price not in (True, False, "auto"):
+            raise HousePriceError(f"data.location_price is {location_price!r}; give true, false or auto")
         if path is not None and target is None:
             raise HousePriceError("a CSV needs its target column: pass --data.target NAME (or target: in the config)")
         if isinstance(drop_columns, str):  # --data.drop_columns Order,PID
@@ -186,6 +196,7 @@ class HousingDataModule(L.LightningDataModule):
         if self._splits is None:
             frame = self.load_frame()
             self._decide_folds(len(frame))
+            self._decide_location(frame)
             self._splits = self.split(frame)
         return self._splits
 
@@ -208,6 +219,32 @@ class HousingDataModule(L.LightningDataModule):
         rank_zero_info(f"data.folds auto: {way}, as {left:,} rows are left after the test split (cross-fitting from {AUTO_FOLDS} "
                        f"to {AUTO_FOLDS_BELOW - 1:,}); --data.folds N decides instead")
 
+    def _decide_location(self, frame: pd.DataFrame) -> None:
+        """Resolve `location_price: auto` for this table (after `folds`), say so, and keep the answer."""
+        if self.hparams.location_price != "auto":
+            return
+        coordinates = coordinate_columns([str(column) for column in frame.columns if column != self.target])
+        self.hparams.location_price = coordinates is not None and self.hparams.folds == 1 and LOCATION_PRICE not in frame.columns
+        self._hparams_initial.location_price = self.hparams.location_price
+        if coordinates is None:
+            why = "the table has no latitude and longitude columns"
+        else:
+            why = f"from {list(coordinates)}" if self.hparams.location_price else "the training rows are cross-fitted (folds > 1)"
+        rank_zero_info(f"data.location_price auto: {str(self.hparams.location_price).lower()}, {why}; --data.location_price true|false "
+                       "decides instead")
+
+    @property
+    def location_price(self) -> bool:
+        """Whether the model reads the location price input: `location_price` as given, or as "auto" decided."""
+        if self.hparams.location_price == "auto":
+            self.splits  # noqa: B018 - reads the table, which decides
+        return self.hparams.location_price
+
+    def location_folds(self) -> torch.Tensor:
+        """With the location price, the fold of each training row whose value comes from the other folds' rows,
+        int64 [n]: the cross-fitting folds (`row_folds`), or AUTO_FOLDS folds cut the same way."""
+        return self.row_folds() if self.folds > 1 else fold_of_rows(len(self.splits["train"]), AUTO_FOLDS, self.hparams.split_seed + 1)
+
     def row_folds(self) -> torch.Tensor:
         """With `folds` K >= 2, the fold (0 .. K-1) of each row of the training split, int64 [n]: `fold_of_rows`
         shuffled with `split_seed + 1`."""
@@ -228,6 +265,7 @@ class HousingDataModule(L.LightningDataModule):
                 target_unit=self.target_unit,
                 n_bins=hp.n_bins,
                 row_folds=self.row_folds().numpy() if self.folds > 1 else None,  # each fold's network its own bins
+                location_folds=self.location_folds().numpy() if self.location_price else None,
             )
         return self._state
 
@@ -264,7 +302,9 @@ class HousingDataModule(L.LightningDataModule):
     def tensors(self, split: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(numeric features, category codes, standardized target) of one split, built once."""
         if split not in self._tensors:
-            self._tensors[split] = self.preprocessor.tensors(self.splits[split])
+            # Training rows (and, cross-fitting, the validated ones: the same rows) read the location price out of fold.
+            own = "location" in self.preprocessing and (split == "train" or (split == "val" and self.folds > 1))
+            self._tensors[split] = self.preprocessor.tensors(self.splits[split], self.location_folds() if own else None)
         return self._tensors[split]
 
     def table_rows(self, split: str) -> torch.Tensor:

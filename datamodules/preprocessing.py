@@ -19,6 +19,7 @@ import pandas as pd
 import torch
 
 from house_price.datamodules.errors import HousePriceError
+from house_price.datamodules.location import LOCATION_PRICE, NEIGHBOURS, coordinate_columns, location_prices, out_of_fold_prices, positions
 from house_price.datamodules.sources import (
     check_numeric_columns,
     check_target_values,
@@ -57,6 +58,7 @@ def fit_statistics(
     target_unit: str = "target units",
     n_bins: int = 48,
     row_folds: np.ndarray | None = None,
+    location_folds: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Learn every preprocessing statistic from the training rows; returns the plain `state` dict.
 
@@ -64,7 +66,9 @@ def fit_statistics(
     that `tree_bin_edges` finds for piecewise-linear embeddings. `row_folds` [n], for k-fold cross-fitting, gives
     each training row's fold: the state then also holds `fold_bin_edges`, per fold f the bins fitted on the rows
     outside fold f, those network f learns from (bins follow the target, so bins fitted on every row would have
-    seen the targets of the rows that validate network f).
+    seen the targets of the rows that validate network f). `location_folds` [n], given, adds the location price input
+    (`datamodules.location`; the table needs latitude and longitude): the state then holds the training sales'
+    coordinates and prices, and each training row's value comes from the rows outside its fold.
     """
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import QuantileTransformer, StandardScaler
@@ -85,6 +89,11 @@ def fit_statistics(
                               f"price '{target}' from: add columns that describe the houses")
     train = with_date_features(train, formats)
     numeric += [name for column in dates for name in date_feature_names(column)]
+    location = None
+    if location_folds is not None:
+        location, own = fit_location(train, target, numeric, location_folds)
+        train = train.assign(**{LOCATION_PRICE: own.numpy()})
+        numeric.append(LOCATION_PRICE)  # last: the raw columns' numbers come first (`Preprocessor.raw_numeric`)
     state: dict[str, Any] = {
         "version": STATE_VERSION,
         "target": target,
@@ -97,6 +106,8 @@ def fit_statistics(
         "scaling": scaling,
         "log_target": log_target,
     }
+    if location is not None:
+        state["location"] = location
 
     values = train[numeric].to_numpy(dtype=np.float64)
     has_gaps = np.isnan(values).any(axis=0)
@@ -136,13 +147,38 @@ def fit_statistics(
     state["target_minimum"] = float(train[target].min())  # a target positive in every training row gets no negative bound
 
     preprocessor = Preprocessor({**state, "bin_edges": []})  # to scale the inputs the bins are fitted on
-    inputs = preprocessor.scale_numeric(preprocessor.raw_numeric(train))[:, : preprocessor.n_continuous].numpy()
+    own_folds = None if location_folds is None else torch.as_tensor(location_folds)
+    inputs = preprocessor.scale_numeric(preprocessor.raw_numeric(train, own_folds))[:, : preprocessor.n_continuous].numpy()
     values = preprocessor.encode_target(train[target]).numpy()
     state["bin_edges"] = tree_bin_edges(inputs, values, n_bins, seed)
     if row_folds is not None:
         learned = [row_folds != fold for fold in range(int(row_folds.max()) + 1)]
         state["fold_bin_edges"] = [tree_bin_edges(inputs[rows], values[rows], n_bins, seed) for rows in learned]
     return state
+
+
+def fit_location(train: pd.DataFrame, target: str, numeric: list[str], folds: np.ndarray) -> tuple[dict[str, Any], torch.Tensor]:
+    """The location price's state (the training sales with both coordinates: latitude, longitude and price, in the
+    model's price space) and each training row's own value [n], from the rows outside its fold."""
+    coordinates = coordinate_columns(numeric)
+    if coordinates is None:
+        raise HousePriceError(f"the location price needs latitude and longitude columns (named latitude or lat, longitude, lon or lng); "
+                              f"the numeric columns are {numeric}: give --data.location_price false")
+    if LOCATION_PRICE in train.columns:
+        raise HousePriceError(f"the table has a column named '{LOCATION_PRICE}', the name of the input the package derives; rename it, "
+                              "or give --data.location_price false")
+    prices = train[target].to_numpy(dtype=np.float64)
+    log = bool((prices > 0).all())  # prices: the mean of their logs, a typical price rather than one pulled by a mansion
+    values = torch.from_numpy(np.log(prices) if log else prices)
+    latitude, longitude = (torch.from_numpy(train[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)) for column in coordinates)
+    sales = positions(latitude, longitude)
+    known = ~torch.isnan(sales).any(dim=1)
+    if int(known.sum()) <= NEIGHBOURS:
+        raise HousePriceError(f"the location price needs more than {NEIGHBOURS} training rows with both {list(coordinates)}; this split has "
+                              f"{int(known.sum())}: give --data.location_price false")
+    state = {"columns": list(coordinates), "neighbours": NEIGHBOURS, "log": log,
+             "latitude": latitude[known].tolist(), "longitude": longitude[known].tolist(), "prices": values[known].tolist()}
+    return state, out_of_fold_prices(sales, values, torch.as_tensor(folds), NEIGHBOURS)
 
 
 def category_text(values: pd.Series) -> pd.Series:
@@ -197,6 +233,8 @@ class Preprocessor:
         self.dates: list[str] = state.get("dates", [])
         self.date_formats: dict[str, str] = dict(zip(self.dates, state.get("date_formats") or ["ISO8601"] * len(self.dates)))
         self._date_of = {name: column for column in self.dates for name in date_feature_names(column)}  # derived input -> date
+        self.location: dict[str, Any] | None = state.get("location")
+        self.derived: list[str] = [LOCATION_PRICE] if self.location else []  # inputs computed from other columns, not read
 
     @functools.cached_property
     def _vocabularies(self) -> list[pd.Index]:
@@ -224,7 +262,7 @@ class Preprocessor:
     @property
     def features(self) -> list[str]:
         """The raw columns a frame must have, in training order: numeric, date, categorical."""
-        return [name for name in self.numeric if name not in self._date_of] + self.dates + self.categorical
+        return [name for name in self.numeric_read if name not in self._date_of] + self.dates + self.categorical
 
     @property
     def n_numeric_inputs(self) -> int:
@@ -244,7 +282,7 @@ class Preprocessor:
     @property
     def input_columns(self) -> list[str]:
         """The raw column behind each numeric input, in input order [continuous..., binary..., indicators...]; both
-        numbers of a date name the date column."""
+        numbers of a date name the date column; the location price names itself."""
         return [self._date_of.get(name, name) for name in self.continuous + self.binary + self.state["indicators"]]
 
     def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -264,21 +302,51 @@ class Preprocessor:
                 f"(the data has {[str(column) for column in frame.columns]})"
             )
 
-    def transform(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(self, frame: pd.DataFrame, folds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw frame -> (numeric float32 [n, n_numeric_inputs], standardized; category codes int64 [n, n_cat]).
 
-        Columns are matched by name, so their order does not matter and extra columns are ignored.
+        Columns are matched by name, so their order does not matter and extra columns are ignored. `folds`: see
+        `raw_numeric`.
         """
         self.check_columns(frame)
-        return self.scale_numeric(self.raw_numeric(frame)).float(), self.encode_categories(frame)
+        return self.scale_numeric(self.raw_numeric(frame, folds)).float(), self.encode_categories(frame)
 
-    def raw_numeric(self, frame: pd.DataFrame) -> torch.Tensor:
-        """The numeric inputs in their own units, float64 [n, n_numeric], NaN where missing (dates as numbers)."""
+    def raw_numeric(self, frame: pd.DataFrame, folds: torch.Tensor | None = None) -> torch.Tensor:
+        """The numeric inputs in their own units, float64 [n, n_numeric], NaN where missing (dates as numbers, then
+        the location price). `folds` [n] marks `frame` as the training sales themselves, with the target: each row's
+        location price then comes from the rows of the other folds, as in training, not from every training sale."""
         frame = with_date_features(frame, self.date_formats)
-        check_numeric_columns(frame, self.numeric)
-        if not self.numeric:
-            return torch.empty((len(frame), 0), dtype=torch.float64)
-        return torch.from_numpy(frame[self.numeric].to_numpy(dtype=np.float64, na_value=np.nan, copy=True))
+        read = self.numeric_read
+        check_numeric_columns(frame, read)
+        raw = torch.from_numpy(frame[read].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)).reshape(len(frame), len(read))
+        if self.location:
+            raw = torch.cat([raw, self.location_price(frame, folds)[:, None]], dim=1)
+        return raw
+
+    @property
+    def numeric_read(self) -> list[str]:
+        """The numeric inputs read from a frame's columns (a date's numbers from its column): all but the derived."""
+        return [name for name in self.numeric if name not in self.derived]
+
+    @functools.cached_property
+    def sales(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The training sales' positions [N, 3] and prices [N], float64."""
+        location = self.location
+        latitude, longitude = (torch.tensor(location[key], dtype=torch.float64) for key in ("latitude", "longitude"))
+        return positions(latitude, longitude), torch.tensor(location["prices"], dtype=torch.float64)
+
+    def location_price(self, frame: pd.DataFrame, folds: torch.Tensor | None = None) -> torch.Tensor:
+        """Each row's location price [n], float64: from every training sale, or with `folds` from the rows of `frame`
+        (the training sales, their target known) outside the row's fold."""
+        location = self.location
+        latitude, longitude = (torch.from_numpy(frame[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)) for column in location["columns"])
+        houses = positions(latitude, longitude)
+        if folds is not None:
+            prices = frame[self.target].to_numpy(dtype=np.float64)
+            prices = torch.from_numpy(np.log(prices) if location["log"] else prices)
+            return out_of_fold_prices(houses, prices, folds, location["neighbours"])
+        sales, prices = self.sales
+        return location_prices(houses, sales, prices, location["neighbours"])
 
     def scale_numeric(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw numeric features -> [continuous scaled..., binary as 0/1..., missing-indicators...], float64.
@@ -331,7 +399,7 @@ class Preprocessor:
     def out_of_range(self, frame: pd.DataFrame, examples: int = 3) -> dict[str, dict[str, Any]]:
         """Per numeric column (dates aside), the rows whose value lies outside the training range: {"rows", "examples"}."""
         report = {}
-        columns = [name for name in self.numeric if name not in self._date_of]
+        columns = [name for name in self.numeric_read if name not in self._date_of]
         if not columns:
             return report
         raw = self.raw_numeric(frame)[:, : len(columns)].numpy()  # dates' numbers come last
@@ -353,10 +421,11 @@ class Preprocessor:
                 report[column] = {"rows": len(unreadable), "examples": unreadable.astype(str).unique()[:examples].tolist()}
         return report
 
-    def tensors(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(numeric features, category codes, standardized target) of a frame that has the target column."""
+    def tensors(self, frame: pd.DataFrame, folds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(numeric features, category codes, standardized target) of a frame that has the target column; `folds`:
+        see `raw_numeric`."""
         check_target_values(frame, find_column(frame, self.target, "target"))
-        return (*self.transform(frame), self.encode_target(frame[self.target]))
+        return (*self.transform(frame, folds), self.encode_target(frame[self.target]))
 
     def encode_target(self, values: np.ndarray | pd.Series) -> torch.Tensor:
         """Target in its own units -> standardized float32 (after log if `log_target`)."""
@@ -416,6 +485,15 @@ def check_state(state: dict[str, Any]) -> None:
             refuse(field, f"should hold {length} entries, one per column")
     numbers("target_mean", [state.get("target_mean")], 1)
     numbers("target_std", [state.get("target_std")], 1, positive=True)
+    location = state.get("location")
+    if location is not None:
+        if not isinstance(location, dict) or not isinstance(location.get("columns"), list) or not set(location["columns"]) <= set(numeric):
+            refuse("location", "should name two numeric columns, latitude and longitude")
+        sales = location.get("prices")
+        for field in ("latitude", "longitude", "prices"):
+            numbers(f"location.{field}", location.get(field), len(sales) if isinstance(sales, list) else None)
+        if not isinstance(location.get("neighbours"), int) or not 1 <= location["neighbours"] <= len(sales):
+            refuse("location.neighbours", f"should be a count of sales from 1 to {len(sales)}")
     continuous = len([name for name in numeric if name not in state["binary"]])
     for field, edges in [("bin_edges", state.get("bin_edges")), *(("fold_bin_edges", fold) for fold in state.get("fold_bin_edges") or [])]:
         if not isinstance(edges, list) or (edges and len(edges) != continuous):

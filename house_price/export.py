@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
     export_onnx(model, output)
-    inputs = ", ".join(model.preprocessor.numeric + [f"{column} (string)" for column in model.preprocessor.categorical])
+    inputs = ", ".join(model.preprocessor.numeric_read + [f"{column} (string)" for column in model.preprocessor.categorical])
     print(f"Wrote {output}: inputs {inputs}; output {model.target}_prediction ({model.preprocessor.state['target_unit']})")
     if arguments.verify:
         check = verify_onnx(output, model, training_split(checkpoint, "test"))

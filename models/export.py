@@ -7,7 +7,9 @@ LabelEncoder (unknown strings to the unknown slot, as `predict` does; strings ar
 surrounding spaces first). The numeric preprocessing is rewritten with plain elementwise operators that every
 runtime has: the quantile map as a sum of clamped linear pieces (ties as steps, as scikit-learn's averaging gives),
 the normal quantile by Acklam's rational approximation (relative error below 1.2e-9). Tables with date columns are
-not exported yet.
+not exported yet. The location price input is computed inside the graph from the latitude and longitude inputs, as
+`datamodules.location` computes it: the training sales' positions and prices as constants, float64 distances to each,
+TopK, the mean of their prices.
 
 A comparables model exports with its candidates (the training rows) as constants and exact search inside the graph:
 float64 distances, one MatMul against every candidate, TopK. It holds rows x candidates distances at once, so price
@@ -28,6 +30,7 @@ from torch import nn
 
 from house_price.datamodules.errors import HousePriceError
 from house_price.datamodules.files import write_atomic
+from house_price.datamodules.location import neighbour_mean, positions
 from house_price.datamodules.preprocessing import (
     BOUNDS_THRESHOLD,
     MISSING,
@@ -69,17 +72,20 @@ def normal_quantile(p: torch.Tensor) -> torch.Tensor:
 
 
 class ExportedPreprocessing(nn.Module):
-    """Raw numeric columns [N, n_numeric] float32 (NaN missing) -> the model's scaled inputs, as Preprocessor does."""
+    """Raw numeric columns [N, n_read] float32 (NaN missing) and derived inputs [N, n_derived] float64 -> the model's
+    scaled inputs, as Preprocessor does."""
 
     def __init__(self, preprocessor: Preprocessor) -> None:
         super().__init__()
         state = preprocessor.state
-        numeric = preprocessor.numeric
-        self.register_buffer("medians", torch.tensor(state["medians"], dtype=torch.float32).reshape(len(numeric)))
+        numeric, n_read = preprocessor.numeric, len(preprocessor.numeric_read)  # the derived inputs come last
+        medians = torch.tensor(state["medians"], dtype=torch.float64).reshape(len(numeric))
+        self.register_buffer("medians", medians[:n_read].float())
+        self.register_buffer("derived_medians", medians[n_read:])
         self.continuous = [numeric.index(name) for name in preprocessor.continuous]
         self.binary = [numeric.index(name) for name in preprocessor.binary]
         self.indicators = [numeric.index(name) for name in state["indicators"]]
-        low, high = (torch.tensor(state[key], dtype=torch.float32).reshape(len(numeric)) for key in ("minimum", "maximum"))
+        low, high = (torch.tensor(state[key], dtype=torch.float64).reshape(len(numeric)) for key in ("minimum", "maximum"))
         self.register_buffer("low", low[self.binary])
         self.register_buffer("span", torch.where(high > low, high - low, 1.0)[self.binary])
         self.scaling = state["scaling"] if self.continuous else "none"  # "none": no continuous column to scale
@@ -88,9 +94,12 @@ class ExportedPreprocessing(nn.Module):
             self.register_buffer("scale", torch.tensor(state["scale"], dtype=torch.float64)[self.continuous])
         elif self.scaling == "quantile":
             # Per continuous column: knots q, the rise of each linear piece, and the step at each tie.
-            # Knots as float32 values (the inputs are float32): a value sent as float32 then sits on the same side of
-            # each knot, and of each tie's step, as the float64 value does in Preprocessor.
-            quantiles = np.array(state["quantiles"], dtype=np.float32).astype(np.float64)[self.continuous]  # [n_continuous, n_quantiles]
+            # Knots of a column read from the table as float32 values (the inputs are float32): a value sent as float32
+            # then sits on the same side of each knot, and of each tie's step, as the float64 value does in Preprocessor.
+            # A derived input is computed in float64 here as there, and keeps its knots whole.
+            quantiles = np.array(state["quantiles"], dtype=np.float64)
+            quantiles[:n_read] = quantiles[:n_read].astype(np.float32)
+            quantiles = quantiles[self.continuous]  # [n_continuous, n_quantiles]
             references = np.array(state["references"], dtype=np.float64)
             gaps = np.diff(quantiles, axis=1)
             rises = np.broadcast_to(np.diff(references), gaps.shape)
@@ -103,10 +112,14 @@ class ExportedPreprocessing(nn.Module):
             self.register_buffer("steps", torch.tensor(np.where(ties, rises, 0.0)))
             self.base = float(references[0])
 
-    def forward(self, raw: torch.Tensor) -> torch.Tensor:
+    def forward(self, raw: torch.Tensor, derived: torch.Tensor | None = None) -> torch.Tensor:
         gaps = torch.isnan(raw)
-        filled = torch.where(gaps, self.medians, raw)
-        x = filled[:, self.continuous].double()  # float64 as in Preprocessor: float32 loses the quantile map's tails
+        filled = torch.where(gaps, self.medians, raw).double()  # float64 as in Preprocessor: float32 loses the quantile map's tails
+        if derived is not None:
+            derived_gaps = torch.isnan(derived)
+            filled = torch.cat([filled, torch.where(derived_gaps, self.derived_medians, derived)], dim=1)
+            gaps = torch.cat([gaps, derived_gaps], dim=1)
+        x = filled[:, self.continuous]
         if self.scaling == "none":
             scaled = x
         elif self.scaling == "standard":
@@ -120,25 +133,44 @@ class ExportedPreprocessing(nn.Module):
             uniform = torch.where(x - BOUNDS_THRESHOLD < self.first, 0.0, uniform)
             scaled = normal_quantile(uniform.clamp(QUANTILE_MARGIN, 1 - QUANTILE_MARGIN))
         scaled = scaled.float()
-        flags = (filled[:, self.binary] - self.low) / self.span
+        flags = ((filled[:, self.binary] - self.low) / self.span).float()
         return torch.cat([scaled, flags, gaps[:, self.indicators].float()], dim=1)
 
 
+class ExportedLocation(nn.Module):
+    """Latitude and longitude [N, 1] float32 (NaN missing) -> the location price [N, 1] float64, NaN where either is."""
+
+    def __init__(self, preprocessor: Preprocessor) -> None:
+        super().__init__()
+        sales, prices = preprocessor.sales
+        self.register_buffer("sales", sales)
+        self.register_buffer("prices", prices)
+        self.neighbours = preprocessor.location["neighbours"]
+
+    def forward(self, latitude: torch.Tensor, longitude: torch.Tensor) -> torch.Tensor:
+        return neighbour_mean(positions(latitude[:, 0], longitude[:, 0]), self.sales, self.prices, self.neighbours)[:, None]
+
+
 class ExportedModel(nn.Module):
-    """(each numeric column [N, 1] float32, each categorical column's codes [N, 1] int64) -> price [N], target units."""
+    """(each numeric column read from the table [N, 1] float32, each categorical column's codes [N, 1] int64) -> price
+    [N], target units."""
 
     def __init__(self, model: PriceModel) -> None:
         super().__init__()
-        self.preprocessing = ExportedPreprocessing(model.preprocessor)
+        preprocessor = model.preprocessor
+        self.preprocessing = ExportedPreprocessing(preprocessor)
         self.network = model.network
-        state = model.preprocessor.state
+        state = preprocessor.state
         self.target_mean, self.target_std, self.log_target = state["target_mean"], state["target_std"], state["log_target"]
-        self.n_numeric = len(model.preprocessor.numeric)
+        self.n_numeric = len(preprocessor.numeric_read)
+        self.location = ExportedLocation(preprocessor) if preprocessor.location else None
+        self.coordinates = [preprocessor.numeric_read.index(column) for column in preprocessor.location["columns"]] if self.location else []
 
     def forward(self, *columns: torch.Tensor) -> torch.Tensor:
         numeric = torch.cat(columns[: self.n_numeric], dim=1) if self.n_numeric else torch.zeros_like(columns[0][:, :0], dtype=torch.float32)
+        derived = None if self.location is None else self.location(*(columns[index] for index in self.coordinates))
         codes = torch.cat(columns[self.n_numeric :], dim=1) if len(columns) > self.n_numeric else torch.zeros_like(numeric[:, :0], dtype=torch.long)
-        standardized = self.network(self.preprocessing(numeric), codes)
+        standardized = self.network(self.preprocessing(numeric, derived), codes)
         price = standardized * self.target_std + self.target_mean
         return torch.exp(price) if self.log_target else price
 
@@ -154,7 +186,7 @@ def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
     if not preprocessor.features:
         raise HousePriceError("this model has no feature columns to export")
     exported = ExportedModel(copy.deepcopy(model).float().eval()).eval()
-    numeric, categorical = preprocessor.numeric, preprocessor.categorical
+    numeric, categorical = preprocessor.numeric_read, preprocessor.categorical
     examples = tuple(torch.zeros(2, 1) for _ in numeric) + tuple(torch.zeros(2, 1, dtype=torch.long) for _ in categorical)
     names = [*numeric, *(f"{column}{_CODE_SUFFIX}" for column in categorical)]
     output = f"{model.target}_prediction"
@@ -197,7 +229,7 @@ def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
 def onnx_inputs(frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, np.ndarray]:
     """A raw frame as the exported graph's inputs: float32 numbers (NaN missing), category strings ("" missing)."""
     inputs = {}
-    for column in preprocessor.numeric:
+    for column in preprocessor.numeric_read:
         inputs[column] = frame[column].to_numpy(dtype=np.float32, na_value=np.nan).reshape(-1, 1)
     for column in preprocessor.categorical:
         inputs[column] = category_text(frame[column]).fillna("").astype(str).to_numpy(dtype=object).reshape(-1, 1)

@@ -83,8 +83,9 @@ def test_explain_script_writes_the_csv_and_charts(housing_run, housing_csv, tmp_
     assert result.returncode == 0, result.stderr[-2000:]
     written = pd.read_csv(tmp_path / "explain" / "attributions.csv")
     model = load_model(checkpoint)
-    assert list(written.columns) == ["row", *model.preprocessor.features, "baseline", "prediction"] and written["row"].tolist() == [0, 7]
-    gap = written["prediction"] - written["baseline"] - written[model.preprocessor.features].sum(axis=1)
+    players = [*model.preprocessor.features, "location price"]  # housing.csv has coordinates: the derived input is a player
+    assert list(written.columns) == ["row", *players, "baseline", "prediction"] and written["row"].tolist() == [0, 7]
+    gap = written["prediction"] - written["baseline"] - written[players].sum(axis=1)
     assert gap.abs().max() < 1e-3 * model.preprocessor.state["target_std"]
     np.testing.assert_allclose(written["prediction"], model.predict(frame.iloc[[0, 7]]).to_numpy(), rtol=1e-5)
     assert {path.name for path in (tmp_path / "explain").iterdir()} == {"attributions.csv", "waterfall_row_0.png", "waterfall_row_7.png",

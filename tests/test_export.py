@@ -46,6 +46,8 @@ def test_housing_export_command_with_unseen_categories(housing_run, housing_csv,
     graph = onnx.load(str(tmp_path / "housing.onnx")).graph
     types = {graph_input.name: graph_input.type.tensor_type.elem_type for graph_input in graph.input}
     assert types["ocean_proximity"] == onnx.TensorProto.STRING and types["total_bedrooms"] == onnx.TensorProto.FLOAT
+    # The location price is computed in the graph from latitude and longitude: not an input, a search (TopK) inside.
+    assert "location price" not in types and "TopK" in {node.op_type for node in graph.node}
     frame = pd.read_csv(housing_csv).head(2000)
     frame.loc[::9, "ocean_proximity"] = "ON MARS"  # never seen in training
     frame.loc[::13, "ocean_proximity"] = np.nan

@@ -80,7 +80,7 @@ def test_explain_adds_up_to_the_price_and_schema_health_and_docs_describe_the_mo
     assert answer["price"] == price["price"] and answer["lower"] == price["lower"] and answer["upper"] == price["upper"]
     shares = answer["attributions"]
     assert set(shares) == {"longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms", "population",
-                           "households", "median_income", "ocean_proximity"}
+                           "households", "median_income", "ocean_proximity", "location price"}  # the derived input: its own share
     assert list(shares.values()) == sorted(shares.values(), key=abs, reverse=True), "largest first"
     assert answer["baseline"] + sum(shares.values()) == pytest.approx(answer["price"], rel=1e-5)
     assert "comparables" not in answer, "an MLP prices each house alone"

@@ -1,0 +1,80 @@
+"""The location price: what the sales nearest a house sold for, the first thing an appraiser reads.
+
+For a house with latitude and longitude, the mean (log) price of the `neighbours` training sales nearest it by
+great-circle distance: positions on a sphere of the Earth's radius, where straight-line distance orders sales as
+great-circle distance does. It enters the model as one more numeric input (`LOCATION_PRICE`), scaled and embedded
+like any other. No row reads its own price: a training sale's value comes from the sales outside its fold (the
+`folds` of `out_of_fold_prices`), every other house's (validation, test, a new house) from every training sale.
+
+Everything here is torch, so the exported ONNX graph computes the same numbers (`models.export`): coordinates are read
+as float32 (about a metre), as the graph receives them; distances are float64; sales at the same distance are taken in
+training order (`TIE_BREAK`) in every runtime; a house without both coordinates gets NaN, which preprocessing imputes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+LOCATION_PRICE = "location price"  # the derived input's name
+NEIGHBOURS = 10
+LATITUDE_NAMES = ("latitude", "lat")
+LONGITUDE_NAMES = ("longitude", "lon", "lng", "long")
+EARTH_RADIUS_KM = 6371.0
+# Added to the squared distance (km^2) of the i-th sale, times i: exact ties (sales at the same coordinates) are then
+# ordered by training row, the same way in torch and in onnxruntime; 1e6 sales shift it by at most 1e-3 km^2 (30 m).
+TIE_BREAK = 1e-9
+# Distances computed at once, at most: queries x sales (8 bytes each: 64 MiB).
+SEARCH_CHUNK = 2**23
+
+
+def coordinate_columns(columns: list[str]) -> tuple[str, str] | None:
+    """(latitude, longitude) among `columns` by name, case aside (latitude/lat, longitude/lon/lng/long), or None."""
+    by_name = {column.strip().lower(): column for column in columns}
+    latitude = next((by_name[name] for name in LATITUDE_NAMES if name in by_name), None)
+    longitude = next((by_name[name] for name in LONGITUDE_NAMES if name in by_name), None)
+    return (latitude, longitude) if latitude is not None and longitude is not None else None
+
+
+def positions(latitude: torch.Tensor, longitude: torch.Tensor) -> torch.Tensor:
+    """Degrees [n] -> points [n, 3] in km, float64, from the float32 value of each coordinate; NaN stays NaN."""
+    latitude, longitude = (degrees.float().double() * (math.pi / 180) for degrees in (latitude, longitude))
+    ring = EARTH_RADIUS_KM * torch.cos(latitude)
+    return torch.stack([ring * torch.cos(longitude), ring * torch.sin(longitude), EARTH_RADIUS_KM * torch.sin(latitude)], dim=1)
+
+
+def neighbour_mean(queries: torch.Tensor, sales: torch.Tensor, prices: torch.Tensor, neighbours: int) -> torch.Tensor:
+    """Mean of `prices` [N] over the `neighbours` `sales` [N, 3] nearest each of `queries` [B, 3] -> [B], float64.
+
+    All B x N distances at once (the exported graph's form: one subtraction, TopK, Gather); NaN where a query is.
+    """
+    if not 1 <= neighbours <= len(sales):
+        raise ValueError(f"{neighbours=} with {len(sales)=} sales")
+    unknown = torch.isnan(queries).any(dim=1)
+    queries = torch.where(unknown[:, None], 0.0, queries)
+    distances = sum((queries[:, None, axis] - sales[None, :, axis]).square() for axis in range(3))  # [B, N], no [B, N, 3]
+    distances = distances + TIE_BREAK * torch.arange(len(sales), dtype=distances.dtype)
+    nearest = prices[distances.topk(neighbours, dim=1, largest=False).indices]  # [B, neighbours], nearest first
+    total = nearest[:, 0]
+    for rank in range(1, neighbours):  # added one by one, nearest first: every runtime rounds the same way (a reduction need not)
+        total = total + nearest[:, rank]
+    return torch.where(unknown, torch.nan, total / neighbours)
+
+
+def location_prices(queries: torch.Tensor, sales: torch.Tensor, prices: torch.Tensor, neighbours: int, chunk: int = SEARCH_CHUNK) -> torch.Tensor:
+    """`neighbour_mean` in slices of queries so that memory stays about `chunk` distances; equal to one slice."""
+    step = max(1, chunk // max(1, len(sales)))
+    parts = [neighbour_mean(queries[begin : begin + step], sales, prices, neighbours) for begin in range(0, len(queries), step)]
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+
+
+def out_of_fold_prices(sales: torch.Tensor, prices: torch.Tensor, folds: torch.Tensor, neighbours: int) -> torch.Tensor:
+    """Each training sale's location price from the sales of the other folds: sales [n, 3] (NaN where a sale has no
+    position), prices [n], folds [n] int -> [n]. A sale without a position, or price, is never a neighbour."""
+    known = ~torch.isnan(sales).any(dim=1) & ~torch.isnan(prices)
+    values = torch.full((len(sales),), torch.nan, dtype=torch.float64)
+    for fold in torch.unique(folds).tolist():
+        rows, others = folds == fold, (folds != fold) & known
+        values[rows] = location_prices(sales[rows], sales[others], prices[others], min(neighbours, int(others.sum())))
+    return values
