@@ -180,6 +180,8 @@ EDITS = {
     "quantiles": lambda c: preprocessing(c)["quantiles"][0].reverse(),
     "target_std": lambda c: preprocessing(c).update(target_std=float("nan")),
     "vocabularies": lambda c: preprocessing(c)["vocabularies"][0].__setitem__(-1, preprocessing(c)["vocabularies"][0][0]),  # same length
+    "location.latitude": lambda c: preprocessing(c)["location"]["latitude"].pop(),  # housing.csv's run reads the location price
+    "location.neighbours": lambda c: preprocessing(c)["location"].update(neighbours=0),
     "method": lambda c: c["conformal_calibration"].update(method="bogus"),
     "eps": lambda c: c["conformal_calibration"].update(eps=-5.0),
     "scores": lambda c: c["conformal_calibration"]["scores"]["constant"].reverse(),
