@@ -133,8 +133,9 @@ class ExportedPreprocessing(nn.Module):
             uniform = torch.where(x - BOUNDS_THRESHOLD < self.first, 0.0, uniform)
             scaled = normal_quantile(uniform.clamp(QUANTILE_MARGIN, 1 - QUANTILE_MARGIN))
         scaled = scaled.float()
-        flags = ((filled[:, self.binary] - self.low) / self.span).float()
-        return torch.cat([scaled, flags, gaps[:, self.indicators].float()], dim=1)
+        # Without binary columns no flags at all: an exported empty float64 constant would come back typed float32.
+        flags = [((filled[:, self.binary] - self.low) / self.span).float()] if self.binary else []
+        return torch.cat([scaled, *flags, gaps[:, self.indicators].float()], dim=1)
 
 
 class ExportedLocation(nn.Module):
