@@ -19,7 +19,14 @@ import pandas as pd
 import torch
 
 from house_price.datamodules.errors import HousePriceError
-from house_price.datamodules.location import LOCATION_PRICE, NEIGHBOURS, coordinate_columns, location_prices, out_of_fold_prices, positions
+from house_price.datamodules.location import (
+    LOCATION_PRICE,
+    NEIGHBOURS,
+    coordinate_columns,
+    location_prices,
+    out_of_fold_prices,
+    positions,
+)
 from house_price.datamodules.sources import (
     check_numeric_columns,
     check_target_values,

@@ -149,7 +149,17 @@ class StopOnNonFiniteLoss(L.Callback):
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer deletes an existing metrics.csv on start; this one appends to it."""
+    """Lightning's CSV writer deletes an existing metrics.csv on start; this one appends to it. Its hparams.yaml names
+    the location price's training sales by their count: the checkpoint holds them, and YAML-writing tens of thousands of
+    numbers took seconds at every start."""
+
+    def log_hparams(self, params: dict[str, Any]) -> None:
+        state = params.get("preprocessing")
+        if isinstance(state, dict) and isinstance(state.get("location"), dict):
+            location = state["location"]
+            sales = {key: f"{len(location[key]):,} numbers, in the checkpoint" for key in ("latitude", "longitude", "prices") if key in location}
+            params = {**params, "preprocessing": {**state, "location": {**location, **sales}}}
+        super().log_hparams(params)
 
     def _check_log_dir_exists(self) -> None:
         if os.path.isfile(self.metrics_file_path):

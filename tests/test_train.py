@@ -49,6 +49,11 @@ def test_checkpoint_carries_preprocessing_and_loads_weights_only(housing_run, ho
     assert state["indicators"] == ["total_bedrooms"]
     assert checkpoint["HousingDataModule"]["preprocessing"] == state
     assert checkpoint["datamodule_hyper_parameters"]["path"] == str(housing_csv)
+    # housing.csv has coordinates: the checkpoint holds every training sale, hparams.yaml only their count.
+    sales = len(state["location"]["prices"])
+    assert state["numeric"][-1] == "location price" and sales == checkpoint["HousingDataModule"]["fingerprints"]["train"]["rows"]
+    logged = yaml.safe_load((housing_run / "hparams.yaml").read_text())["preprocessing"]["location"]
+    assert logged["prices"] == f"{sales:,} numbers, in the checkpoint" and logged["columns"] == ["latitude", "longitude"]
 
 
 def test_print_config_shows_the_options_and_the_fast_preset_layers_on_top():
