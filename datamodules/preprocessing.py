@@ -322,13 +322,17 @@ class Preprocessor:
         """The numeric inputs in their own units, float64 [n, n_numeric], NaN where missing (dates as numbers, then
         the location price). `folds` [n] marks `frame` as the training sales themselves, with the target: each row's
         location price then comes from the rows of the other folds, as in training, not from every training sale."""
-        frame = with_date_features(frame, self.date_formats)
-        read = self.numeric_read
-        check_numeric_columns(frame, read)
-        raw = torch.from_numpy(frame[read].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)).reshape(len(frame), len(read))
+        raw = self._read_numeric(frame)
         if self.location:
             raw = torch.cat([raw, self.location_price(frame, folds)[:, None]], dim=1)
         return raw
+
+    def _read_numeric(self, frame: pd.DataFrame) -> torch.Tensor:
+        """The numeric inputs read from the frame, float64 [n, len(numeric_read)]: `raw_numeric` without the search."""
+        frame = with_date_features(frame, self.date_formats)
+        read = self.numeric_read
+        check_numeric_columns(frame, read)
+        return torch.from_numpy(frame[read].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)).reshape(len(frame), len(read))
 
     @property
     def numeric_read(self) -> list[str]:
@@ -409,7 +413,7 @@ class Preprocessor:
         columns = [name for name in self.numeric_read if name not in self._date_of]
         if not columns:
             return report
-        raw = self.raw_numeric(frame)[:, : len(columns)].numpy()  # dates' numbers come last
+        raw = self._read_numeric(frame)[:, : len(columns)].numpy()  # dates' numbers come last
         low, high = np.array(self.state["minimum"][: len(columns)]), np.array(self.state["maximum"][: len(columns)])
         outside = (raw < low) | (raw > high)  # NaN (missing) compares false: imputed, not extrapolated
         for j in np.flatnonzero(outside.any(axis=0)):
