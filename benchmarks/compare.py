@@ -222,7 +222,7 @@ def main() -> None:
     if datamodule.location_price:  # the same input for CatBoost: is the gain the feature's alone?
         located = with_location_price(datamodule)
         name = "CatBoostRegressor, defaults + early stopping on val, given the package's location price column"
-        rows.append((name, [run for seed in arguments.seeds for key, run in boosting_runs(located, datamodule.target, seed, only="CatBoost").items()]))
+        rows.append((name, [run for seed in arguments.seeds for run in boosting_runs(located, datamodule.target, seed, only="CatBoost").values()]))
     rows.append(("HistGradientBoostingRegressor, defaults", [sklearn_run(HistGradientBoostingRegressor(random_state=seed), splits, datamodule.target) for seed in arguments.seeds]))
     rows.append(("LinearRegression", [sklearn_run(LinearRegression(), splits, datamodule.target)]))
 

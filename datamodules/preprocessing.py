@@ -154,8 +154,9 @@ def fit_statistics(
     state["target_minimum"] = float(train[target].min())  # a target positive in every training row gets no negative bound
 
     preprocessor = Preprocessor({**state, "bin_edges": []})  # to scale the inputs the bins are fitted on
-    own_folds = None if location_folds is None else torch.as_tensor(location_folds)
-    inputs = preprocessor.scale_numeric(preprocessor.raw_numeric(train, own_folds))[:, : preprocessor.n_continuous].numpy()
+    # The training rows' own location prices are those just fitted: no second search.
+    raw = preprocessor.raw_numeric(train) if location is None else torch.cat([preprocessor._read_numeric(train), own[:, None]], dim=1)
+    inputs = preprocessor.scale_numeric(raw)[:, : preprocessor.n_continuous].numpy()
     values = preprocessor.encode_target(train[target]).numpy()
     state["bin_edges"] = tree_bin_edges(inputs, values, n_bins, seed)
     if row_folds is not None:
@@ -176,7 +177,7 @@ def fit_location(train: pd.DataFrame, target: str, numeric: list[str], folds: np
                               "or give --data.location_price false")
     prices = train[target].to_numpy(dtype=np.float64)
     log = bool((prices > 0).all())  # prices: the mean of their logs, a typical price rather than one pulled by a mansion
-    values = torch.from_numpy(np.log(prices) if log else prices)
+    values = torch.from_numpy(_target_space(prices, log))
     latitude, longitude = (torch.from_numpy(train[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)) for column in coordinates)
     sales = positions(latitude, longitude)
     known = ~torch.isnan(sales).any(dim=1)
@@ -353,8 +354,7 @@ class Preprocessor:
         latitude, longitude = (torch.from_numpy(frame[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)) for column in location["columns"])
         houses = positions(latitude, longitude)
         if folds is not None:
-            prices = frame[self.target].to_numpy(dtype=np.float64)
-            prices = torch.from_numpy(np.log(prices) if location["log"] else prices)
+            prices = torch.from_numpy(_target_space(frame[self.target].to_numpy(dtype=np.float64), location["log"]))
             return out_of_fold_prices(houses, prices, folds, location["neighbours"])
         sales, prices = self.sales
         return location_prices(houses, sales, prices, location["neighbours"])
