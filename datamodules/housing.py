@@ -73,8 +73,9 @@ class HousingDataModule(L.LightningDataModule):
             decision is printed and kept (`folds` property, the checkpoint). The CLI passes it on to `model.folds`.
         location_price: add the location price input (`datamodules.location`: the mean log price of the 10 training
             sales nearest each house, from its latitude and longitude), whose training values come out of fold: each
-            training row's from the rows outside its fold (the K folds when cross-fitting, else AUTO_FOLDS folds of the
-            training split shuffled as `row_folds`). The checkpoint then holds every training sale's coordinates and
+            training row's from the rows outside its fold (the K folds when cross-fitting, where network f moreover reads
+            the prices of its own training sales only: `fold_numeric`; else AUTO_FOLDS folds of the training split
+            shuffled as `row_folds`). The checkpoint then holds every training sale's coordinates and
             price. "auto" (the training CLI's default) adds it where the table has latitude and longitude and a
             validation split (folds 1); printed and kept like `folds`.
         batch_size: training rows per optimizer step, per process.
@@ -306,6 +307,14 @@ class HousingDataModule(L.LightningDataModule):
             own = "location" in self.preprocessing and (split == "train" or (split == "val" and self.folds > 1))
             self._tensors[split] = self.preprocessor.tensors(self.splits[split], self.location_folds() if own else None)
         return self._tensors[split]
+
+    def fold_numeric(self) -> torch.Tensor | None:
+        """Cross-fitted with the location price, each network's numeric inputs of the training rows, float32 [K, n,
+        n_numeric_inputs] (`Preprocessor.fold_numeric`: network f reads the prices of its own training sales only);
+        None where every network reads the same inputs."""
+        if self.folds == 1 or "location" not in self.preprocessing:
+            return None
+        return self.preprocessor.fold_numeric(self.splits["train"], self.row_folds()).float()
 
     def table_rows(self, split: str) -> torch.Tensor:
         """Each row of a split as its 0-based data row in the table (the file, or scikit-learn's California frame),

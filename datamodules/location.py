@@ -5,6 +5,8 @@ great-circle distance: positions on a sphere of the Earth's radius, where straig
 great-circle distance does. It enters the model as one more numeric input (`LOCATION_PRICE`), scaled and embedded
 like any other. No row reads its own price: a training sale's value comes from the sales outside its fold (the
 `folds` of `out_of_fold_prices`), every other house's (validation, test, a new house) from every training sale.
+Cross-fitted (K networks, network f learning every fold but f), each network reads the prices of its own training
+sales only (`fold_prices`): the rows of fold f, which validate network f, are then priced by it as a new house is.
 
 Everything here is torch, so the exported ONNX graph computes the same numbers (`models.export`): coordinates are read
 as float32 (about a metre), as the graph receives them; distances are float64; sales at the same distance are taken in
@@ -78,4 +80,17 @@ def out_of_fold_prices(sales: torch.Tensor, prices: torch.Tensor, folds: torch.T
     for fold in torch.unique(folds).tolist():
         rows, others = folds == fold, (folds != fold) & known
         values[rows] = location_prices(sales[rows], sales[others], prices[others], min(neighbours, int(others.sum())))
+    return values
+
+
+def fold_prices(sales: torch.Tensor, prices: torch.Tensor, folds: torch.Tensor, neighbours: int) -> torch.Tensor:
+    """Cross-fitting's location prices, network by network: [K, n] for folds [n] in 0..K-1 (sales, prices as
+    `out_of_fold_prices` takes them). Network f learns the sales outside fold f, so its row [f] holds, for such a sale
+    (of fold g), the price of the sales of neither fold f nor g, and for a sale of fold f (which network f validates),
+    the price of every sale network f learns: that is `out_of_fold_prices`' value, and network f never reads a price
+    of the fold it is validated on."""
+    values = out_of_fold_prices(sales, prices, folds, neighbours).repeat(int(folds.max()) + 1, 1)
+    for fold in range(len(values)):
+        learned = folds != fold
+        values[fold, learned] = out_of_fold_prices(sales[learned], prices[learned], folds[learned], neighbours)
     return values

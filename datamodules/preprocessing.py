@@ -23,6 +23,7 @@ from house_price.datamodules.location import (
     LOCATION_PRICE,
     NEIGHBOURS,
     coordinate_columns,
+    fold_prices,
     location_prices,
     out_of_fold_prices,
     positions,
@@ -75,7 +76,8 @@ def fit_statistics(
     outside fold f, those network f learns from (bins follow the target, so bins fitted on every row would have
     seen the targets of the rows that validate network f). `location_folds` [n], given, adds the location price input
     (`datamodules.location`; the table needs latitude and longitude): the state then holds the training sales'
-    coordinates and prices, and each training row's value comes from the rows outside its fold.
+    coordinates and prices, and each training row's value comes from the rows outside its fold; with `row_folds` too,
+    those must be its folds, and network f's bins are fitted on its own location prices (`Preprocessor.fold_numeric`).
     """
     from sklearn.impute import SimpleImputer
     from sklearn.preprocessing import QuantileTransformer, StandardScaler
@@ -98,6 +100,8 @@ def fit_statistics(
     numeric += [name for column in dates for name in date_feature_names(column)]
     location = None
     if location_folds is not None:
+        if row_folds is not None and not np.array_equal(row_folds, location_folds):
+            raise ValueError("cross-fitted, the location price's folds must be the networks' (row_folds)")
         location, own = fit_location(train, target, numeric, location_folds)
         train = train.assign(**{LOCATION_PRICE: own.numpy()})
         numeric.append(LOCATION_PRICE)  # last: the raw columns' numbers come first (`Preprocessor.raw_numeric`)
@@ -161,7 +165,10 @@ def fit_statistics(
     state["bin_edges"] = tree_bin_edges(inputs, values, n_bins, seed)
     if row_folds is not None:
         learned = [row_folds != fold for fold in range(int(row_folds.max()) + 1)]
-        state["fold_bin_edges"] = [tree_bin_edges(inputs[rows], values[rows], n_bins, seed) for rows in learned]
+        # With the location price, network f's bins are fitted on its own inputs (`Preprocessor.fold_numeric`).
+        fold_inputs = [inputs] * len(learned) if location is None else \
+            preprocessor.fold_numeric(train, torch.as_tensor(row_folds))[..., : preprocessor.n_continuous].numpy()
+        state["fold_bin_edges"] = [tree_bin_edges(network[rows], values[rows], n_bins, seed) for network, rows in zip(fold_inputs, learned)]
     return state
 
 
@@ -350,14 +357,27 @@ class Preprocessor:
     def location_price(self, frame: pd.DataFrame, folds: torch.Tensor | None = None) -> torch.Tensor:
         """Each row's location price [n], float64: from every training sale, or with `folds` from the rows of `frame`
         (the training sales, their target known) outside the row's fold."""
-        location = self.location
-        latitude, longitude = (torch.from_numpy(frame[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)) for column in location["columns"])
-        houses = positions(latitude, longitude)
         if folds is not None:
-            prices = torch.from_numpy(_target_space(frame[self.target].to_numpy(dtype=np.float64), location["log"]))
-            return out_of_fold_prices(houses, prices, folds, location["neighbours"])
+            return out_of_fold_prices(*self._own_sales(frame), folds, self.location["neighbours"])
         sales, prices = self.sales
-        return location_prices(houses, sales, prices, location["neighbours"])
+        return location_prices(self._houses(frame), sales, prices, self.location["neighbours"])
+
+    def fold_numeric(self, frame: pd.DataFrame, folds: torch.Tensor) -> torch.Tensor:
+        """Cross-fitting with the location price: each network's numeric inputs of the training sales `frame` (folds
+        [n] in 0..K-1), scaled, float64 [K, n, n_numeric_inputs]: `transform`'s with `folds`, but network f's location
+        prices come from the sales it learns only (`location.fold_prices`)."""
+        read = self._read_numeric(frame)
+        prices = fold_prices(*self._own_sales(frame), folds, self.location["neighbours"])
+        return torch.stack([self.scale_numeric(torch.cat([read, column[:, None]], dim=1)) for column in prices])
+
+    def _houses(self, frame: pd.DataFrame) -> torch.Tensor:
+        """The rows' positions [n, 3], float64, NaN without both coordinates."""
+        latitude, longitude = (torch.from_numpy(frame[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)) for column in self.location["columns"])
+        return positions(latitude, longitude)
+
+    def _own_sales(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
+        """A frame of training sales, target known, as sales: positions [n, 3] and prices [n] in the location's space."""
+        return self._houses(frame), torch.from_numpy(_target_space(frame[self.target].to_numpy(dtype=np.float64), self.location["log"]))
 
     def scale_numeric(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw numeric features -> [continuous scaled..., binary as 0/1..., missing-indicators...], float64.

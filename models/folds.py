@@ -34,14 +34,33 @@ class FoldEnsemble(nn.Module):
         self.networks = nn.ModuleList(networks)
         self.folds = len(networks)
         self.k = self.folds * networks[0].k
-        # The fold of each row of the training split, by its place there: set for each fit, not part of the model.
+        # The fold of each row of the training split, by its place there, and, where the networks read different
+        # inputs of it, each network's [K, N, n_numeric]: set for each fit, not part of the model.
         self.register_buffer("row_folds", torch.zeros(0, dtype=torch.int64), persistent=False)
+        self.register_buffer("fold_numeric", torch.zeros(0), persistent=False)
 
-    def assign_folds(self, row_folds: torch.Tensor) -> None:
-        """The fold (0 .. K-1) of each training row [N], by the row's place in the training split."""
+    def assign_folds(self, row_folds: torch.Tensor, fold_numeric: torch.Tensor | None = None) -> None:
+        """The fold (0 .. K-1) of each training row [N], by the row's place in the training split; `fold_numeric`
+        [K, N, n_numeric], given, the numeric inputs each network learns them by (the datamodule's, where each network
+        reads the location prices of its own training sales only), read in training instead of the batch's."""
         if row_folds.dim() != 1 or (len(row_folds) and not 0 <= int(row_folds.min()) <= int(row_folds.max()) < self.folds):
             raise ValueError(f"row_folds must be [N] folds in 0..{self.folds - 1}, got {tuple(row_folds.shape)}")
+        if fold_numeric is not None and tuple(fold_numeric.shape[:2]) != (self.folds, len(row_folds)):
+            raise ValueError(f"fold_numeric must be [K={self.folds}, N={len(row_folds)}, n_numeric], got {tuple(fold_numeric.shape)}")
         self.row_folds = row_folds.to(self.row_folds.device, torch.int64)
+        self.fold_numeric = torch.zeros(0) if fold_numeric is None else fold_numeric
+        self.fold_numeric = self.fold_numeric.to(self.row_folds.device)
+
+    def training_inputs(self, numeric: torch.Tensor, codes: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A training batch as the networks learn it: (numeric, codes) and rows as `fold_outputs` takes them, shared [B]
+        or each member's own [K·k, B]. Without `fold_numeric`, as given; with it, each member its network's numeric
+        inputs of its rows, [K·k, B, n_numeric], and codes [K·k, B, n_cat]."""
+        if not len(self.fold_numeric):
+            return numeric, codes
+        if rows.dim() == 1:
+            rows, codes = rows.expand(self.k, -1), codes.expand(self.k, -1, -1)
+        networks = torch.arange(self.folds, device=rows.device).repeat_interleave(self.k // self.folds)  # [K·k]
+        return self.fold_numeric[networks[:, None], rows], codes
 
     def clear_unseen_categories(self, codes: torch.Tensor) -> None:
         """Each network zeroes the categories its own training rows never show (codes [N, n_cat] of the training

@@ -182,6 +182,8 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         if stage == "train" and network.retrieves:  # a training row is a candidate: never its own comparable
             members = network.member_outputs(numeric, codes, exclude=rows)
         elif isinstance(network, FoldEnsemble) and stage != "test":
+            if stage == "train":
+                numeric, codes = network.training_inputs(numeric, codes, rows)
             outputs = network.fold_outputs(numeric, codes)  # [K, k, B]
             if stage == "train":
                 learns = network.learns(rows)  # [K, B] or [K, k, B]
@@ -223,7 +225,7 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
             if getattr(datamodule, "folds", None) != self.network.folds:
                 raise HousePriceError(f"the model has {self.network.folds} folds and the data module {getattr(datamodule, 'folds', None)}; "
                                       "give both the same folds (the training CLI passes --data.folds on to the model)")
-            self.network.assign_folds(datamodule.row_folds())
+            self.network.assign_folds(datamodule.row_folds(), datamodule.fold_numeric())
             self.network.clear_unseen_categories(datamodule.tensors("train")[1])
             rank_zero_info(f"Cross-fitting {self.network.folds} folds of the {len(self.network.row_folds)} training rows: network f learns "
                            "every fold but f; each epoch is validated on every row, priced out of fold; a house is priced by all")

@@ -14,6 +14,7 @@ from house_price.datamodules import HousePriceError, HousingDataModule, Preproce
 from house_price.datamodules.housing import AUTO_FOLDS
 from house_price.datamodules.location import (
     LOCATION_PRICE,
+    fold_prices,
     location_prices,
     neighbour_mean,
     out_of_fold_prices,
@@ -55,6 +56,52 @@ def test_a_training_sale_reads_the_other_folds_nearest_sales_never_its_own():
     assert moved[17] == values[17], "a sale's own price never enters its own value"
     assert (moved[folds == folds[17]] == values[folds == folds[17]]).all(), "nor any value of its fold"
     assert (moved != values).any(), "it does enter other folds' values"
+
+
+def test_cross_fitted_network_f_never_reads_a_price_of_fold_f():
+    frame = sales_frame()
+    sales = positions(torch.tensor(frame["Latitude"].to_numpy()), torch.tensor(frame["Longitude"].to_numpy()))
+    prices = torch.tensor(np.log(frame["price"].to_numpy()))
+    folds = torch.arange(len(frame)) % 3
+    values = fold_prices(sales, prices, folds, 10)  # [K, n]
+    own = out_of_fold_prices(sales, prices, folds, 10)
+    for network in range(3):
+        validated = folds == network
+        assert torch.equal(values[network, validated], own[validated]), "the rows it validates: from every sale it learns"
+        for row in np.flatnonzero(~validated.numpy())[:4]:  # a row it learns: from the sales of neither the row's fold nor its own
+            read = np.flatnonzero(~np.isin(folds.numpy(), [network, folds[row].item()]))
+            distances = great_circle(frame["Latitude"].to_numpy()[read], frame["Longitude"].to_numpy()[read], frame["Latitude"][row], frame["Longitude"][row])
+            assert values[network, row].item() == pytest.approx(prices.numpy()[read[np.argsort(distances)[:10]]].mean(), rel=1e-12)
+        changed = prices.clone()
+        changed[validated] += 5.0
+        moved = fold_prices(sales, changed, folds, 10)
+        assert torch.equal(moved[network], values[network]), "no price of the fold it is validated on enters its inputs"
+        assert not torch.equal(moved, values)
+
+
+def test_cross_fitted_each_network_learns_by_the_prices_of_its_own_training_sales():
+    datamodule = HousingDataModule.from_frame(sales_frame(), target="price", folds=3, location_price=True)
+    numeric, codes, target = datamodule.tensors("train")
+    folds = datamodule.row_folds()
+    fold_numeric = datamodule.fold_numeric()  # [K, n, n_inputs]
+    column = datamodule.preprocessor.continuous.index(LOCATION_PRICE)
+    others = [j for j in range(numeric.shape[1]) if j != column]
+    assert torch.equal(fold_numeric[..., others], numeric[:, others].expand(3, -1, -1)), "only the location price differs"
+    for network in range(3):
+        assert torch.equal(fold_numeric[network, folds == network], numeric[folds == network]), "its own fold as validated"
+        assert not torch.equal(fold_numeric[network, folds != network], numeric[folds != network])
+    torch.manual_seed(0)
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, dropout=0.0, folds=3)
+    model.network.assign_folds(folds, fold_numeric)
+    for rows in (torch.arange(64), torch.stack([torch.arange(64).roll(shift) for shift in range(6)])):  # shared, each member its own
+        members, targets = model._members(torch.zeros_like(numeric[rows]), codes[rows], target[rows], rows, "train")  # the batch's numbers unread
+        each = rows.unflatten(0, (3, 2)) if rows.dim() == 2 else rows.expand(3, 2, -1)  # each member's rows [K, k, B]
+        outputs = torch.stack([torch.stack([network.member_outputs(fold_numeric[f, each[f, m]], codes[each[f, m]])[m] for m in range(2)])
+                               for f, network in enumerate(model.network.networks)])
+        learns = folds[each] != torch.arange(3).view(3, 1, 1)
+        assert torch.allclose(members, outputs[learns], atol=1e-6) and torch.equal(targets, target[each][learns])
+    assert datamodule.preprocessing["fold_bin_edges"] != [datamodule.preprocessing["bin_edges"]] * 3
+    assert HousingDataModule.from_frame(sales_frame(), target="price", folds=3).fold_numeric() is None
 
 
 def test_chunked_search_equals_one_slice_and_ties_go_in_training_order():
