@@ -48,8 +48,7 @@ class FoldEnsemble(nn.Module):
         if fold_numeric is not None and tuple(fold_numeric.shape[:2]) != (self.folds, len(row_folds)):
             raise ValueError(f"fold_numeric must be [K={self.folds}, N={len(row_folds)}, n_numeric], got {tuple(fold_numeric.shape)}")
         self.row_folds = row_folds.to(self.row_folds.device, torch.int64)
-        self.fold_numeric = torch.zeros(0) if fold_numeric is None else fold_numeric
-        self.fold_numeric = self.fold_numeric.to(self.row_folds.device)
+        self.fold_numeric = (torch.zeros(0) if fold_numeric is None else fold_numeric).to(self.row_folds.device)
 
     def training_inputs(self, numeric: torch.Tensor, codes: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A training batch as the networks learn it: (numeric, codes) and rows as `fold_outputs` takes them, shared [B]
