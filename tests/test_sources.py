@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 from conftest import ROOT, run_script
 
-from house_price.datamodules import HousingDataModule
-from house_price.datamodules.sources import read_table
+from house_price.datamodules import HousePriceError, HousingDataModule
+from house_price.datamodules.sources import SHARED_CACHE, load_california, read_table
 from house_price.models.safety import InterruptExit
 from house_price.train import run_cli
 
@@ -21,6 +21,22 @@ def test_california_split_matches_the_published_benchmark():
     assert all(datamodule.splits[name].index.equals(again[name].index) for name in sizes)
     indices = np.concatenate([frame.index.to_numpy() for frame in datamodule.splits.values()])
     assert sorted(indices) == list(range(20640))
+
+
+def test_california_reads_the_shared_cache_beside_the_checkout_when_scikit_learn_has_none(monkeypatch, tmp_path):
+    """The README's first command, as written on a machine without network: no SCIKIT_LEARN_DATA, an empty
+    scikit-learn home; the set comes from ../shared/data/scikit_learn_data, and nothing is downloaded."""
+    assert (SHARED_CACHE / "cal_housing_py3.pkz").is_file()
+    monkeypatch.delenv("SCIKIT_LEARN_DATA")
+    monkeypatch.setenv("HOME", str(tmp_path))  # scikit-learn's own home: ~/scikit_learn_data, empty
+    assert load_california().shape == (20640, 9)
+    monkeypatch.setenv("SCIKIT_LEARN_DATA", str(tmp_path / "elsewhere"))  # a folder the user names is the one read
+    try:
+        load_california()
+    except HousePriceError as error:
+        assert "SCIKIT_LEARN_DATA" in str(error)
+    else:
+        raise AssertionError("a named, empty SCIKIT_LEARN_DATA must not fall back to the shared cache")
 
 
 def test_split_options_change_the_split():
