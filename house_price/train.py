@@ -119,7 +119,9 @@ class HousePriceCLI(LightningCLI):
         unit = self.model.preprocessor.state["target_unit"]
         metrics = stage_metrics(logged, "test")
         write_metrics(run / "test_metrics.json", metrics)
-        curve = plot_learning_curve(run / "metrics.csv", run / "learning_curve.png", unit)
+        # Only the CSV logger writes metrics.csv (--trainer.logger false, or another logger, leaves none to plot).
+        history = run / "metrics.csv"
+        curve = plot_learning_curve(history, run / "learning_curve.png", unit) if history.is_file() else None
         print(f"\nTest metrics of {best} ({self.model.target}, {unit}):\n{metrics_table(metrics, unit)}")
         if best:  # the model holds the best weights now (test loaded them): calibrate intervals on validation
             calibration = self.calibrate()
@@ -133,7 +135,10 @@ class HousePriceCLI(LightningCLI):
                 print(f"No {CHOICE_LEVEL:.0%} intervals: they need at least {rows_needed(CHOICE_LEVEL)} validation rows, "
                       f"and this run had {calibration.rows} (--data.val_fraction)")
         print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
-        print(f"  metrics: {run / 'test_metrics.json'}, {run / 'metrics.csv'}\n  learning curve: {curve}")
+        if curve is None:
+            print(f"  metrics: {run / 'test_metrics.json'}\n  learning curve: none (no metrics.csv: the CSV logger was not used)")
+        else:
+            print(f"  metrics: {run / 'test_metrics.json'}, {history}\n  learning curve: {curve}")
 
     def calibrate(self) -> Any:
         """Conformal intervals from the validation rows, each priced by a model that never learned it: the validation

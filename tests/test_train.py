@@ -76,3 +76,20 @@ def test_levers_script_measures_an_override_and_refuses_a_malformed_one():
     assert measured["val_last"] >= measured["val_rmse"]  # the kept epoch is the best one
     refused = subprocess.run([*command, "max_epochs=3"], capture_output=True, text=True, cwd=ROOT)
     assert refused.returncode == 2 and "is not <section>.<option>=<value>" in refused.stderr
+
+
+def test_fit_without_a_logger_writes_its_files_under_the_root_folder_and_no_curve(tmp_path):
+    """--trainer.logger false (Lightning's own switch): checkpoints, config and test metrics under default_root_dir,
+    no learning curve (nothing logged to plot), exit 0. It raised FileNotFoundError for metrics.csv after the fit."""
+    rng = np.random.default_rng(0)
+    area = rng.uniform(50, 250, 300)
+    table = tmp_path / "sales.csv"
+    table.write_text("area,price\n" + "".join(f"{a:.1f},{1000 * a + rng.normal(0, 5000):.0f}\n" for a in area))
+    root = tmp_path / "root"
+    result = run_script("train.py", "fit", "--config=configs/housing_csv.yaml", f"--data.path={table}", "--data.target=price",
+                        "--data.folds=1", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
+                        f"--trainer.default_root_dir={root}", cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert {path.name for path in root.iterdir()} == {"checkpoints", "config.yaml", "test_metrics.json"}
+    assert json.loads((root / "test_metrics.json").read_text())["n"] == 60
+    assert "learning curve: none" in result.stdout
