@@ -14,8 +14,11 @@ class TensorBatches:
     Training (`shuffle=True`): each epoch draws one permutation from `seed + epoch`, identical on every
     process, and process `rank` of `world_size` takes every `world_size`-th row of it; all processes get
     the same number of batches, as DDP needs. With `k` > 1 each epoch draws k permutations, one per ensemble
-    member, and batches are [k, batch_size, ...]: every member sees every row once per epoch, in its own order. Lightning calls `sampler.set_epoch`, also after a resume, so
-    the order of a resumed epoch is the order of the uninterrupted one.
+    member, and batches are [k, batch_size, ...]: every member sees every row once per epoch, in its own order.
+    `subsets` (one row-index tensor per member) has member i draw from its own rows only: a cross-fitted network's
+    members from the rows it learns; each sees as many rows per epoch as the smallest subset holds, so a member of
+    a larger subset leaves a row or so out of each epoch, a different one each time. Lightning calls
+    `sampler.set_epoch`, also after a resume, so the order of a resumed epoch is the order of the uninterrupted one.
 
     Evaluation (`shuffle=False`): rows are split into `world_size` contiguous shards with no padding or
     repetition, so metrics reduced across processes see every row exactly once.
@@ -35,9 +38,12 @@ class TensorBatches:
         world_size: int = 1,
         k: int = 1,
         group: int = 1,
+        subsets: list[torch.Tensor] | None = None,
     ) -> None:
         if k < 1 or (k > 1 and not shuffle):
             raise ValueError(f"{k=} must be 1, or more when shuffling training batches ({shuffle=})")
+        if subsets is not None and (k == 1 or len(subsets) != k or min(len(subset) for subset in subsets) < world_size):
+            raise ValueError(f"subsets must be k={k} > 1 row sets of at least {world_size=} rows, got {subsets and len(subsets)}")
         if group < 1 or (group > 1 and not shuffle):
             raise ValueError(f"{group=} must be 1, or more when shuffling training batches ({shuffle=})")
         self.tensors = tensors
@@ -48,6 +54,7 @@ class TensorBatches:
         self.seed = seed
         self.rank = rank
         self.world_size = world_size
+        self.subsets = subsets
         self.epoch = 0
         # Lightning looks for `sampler.set_epoch` and `batch_sampler` on every loader it is given.
         self.sampler = self
@@ -59,7 +66,7 @@ class TensorBatches:
     @property
     def n_rows(self) -> int:
         """Rows this process sees in one pass."""
-        total = len(self.tensors[0])
+        total = len(self.tensors[0]) if self.subsets is None else min(len(subset) for subset in self.subsets)
         if self.shuffle:
             return total // self.world_size
         return self._shard()[1]
@@ -90,7 +97,8 @@ class TensorBatches:
         total = len(self.tensors[0])
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            orders = [torch.randperm(total, generator=generator)[self.rank :: self.world_size][: self.n_rows] for _ in range(self.k)]
+            subsets = self.subsets or [torch.arange(total)] * self.k
+            orders = [subset[torch.randperm(len(subset), generator=generator)][self.rank :: self.world_size][: self.n_rows] for subset in subsets]
             order = orders[0] if self.k == 1 else torch.stack(orders)  # [n_rows] or [k, n_rows]
             # One gather per epoch, then every batch is a free view.
             tensors = tuple(tensor[order.to(tensor.device)] for tensor in self.tensors)

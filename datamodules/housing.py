@@ -82,7 +82,7 @@ class HousingDataModule(L.LightningDataModule):
         eval_batch_size: rows per validation / test / predict batch.
         resident_on_device: keep the split tensors on the training device (a GPU) rather than copying each batch.
         member_batches: k > 1 gives training batches [k, batch_size, ...], each ensemble member its own order of
-            the rows (times `folds` when cross-fitting: each network's members their own); the training CLI sets it
+            the rows (times `folds` when cross-fitting: each network's members their own, of the rows it learns); the training CLI sets it
             from `model.ensemble_size` and `model.share_training_batches`.
         batches_per_call: training batches handed to one `training_step` call as a list, each its own optimizer
             step: Lightning's hooks around a call cost more than a step of this network (see `TensorBatches`).
@@ -339,6 +339,7 @@ class HousingDataModule(L.LightningDataModule):
             world_size=trainer.world_size if trainer else 1,
             k=self._member_batches() if shuffle else 1,
             group=self.hparams.batches_per_call if shuffle else 1,
+            subsets=self._learned_rows() if shuffle else None,
         )
 
     def _member_batches(self) -> int:
@@ -346,6 +347,15 @@ class HousingDataModule(L.LightningDataModule):
         every fold's network has its own order of the rows (see `models.folds.FoldEnsemble.fold_outputs`)."""
         members = self.hparams.member_batches
         return members * self.folds if members > 1 else members
+
+    def _learned_rows(self) -> list[torch.Tensor] | None:
+        """Cross-fitted with each member its own batches, the training rows each member draws from: those its network
+        learns (every fold but its own), so no step spends a member's rows on its own fold, which it may not learn."""
+        members = self.hparams.member_batches
+        if self.folds == 1 or members == 1:
+            return None
+        folds = self.row_folds()
+        return [(folds != fold).nonzero().squeeze(1) for fold in range(self.folds) for _ in range(members)]
 
     def train_dataloader(self) -> TensorBatches:
         return self._batches("train", shuffle=True)

@@ -95,6 +95,16 @@ class FoldEnsemble(nn.Module):
             folds = folds.unflatten(0, (self.folds, -1))
         return folds != torch.arange(self.folds, device=rows.device).view(-1, *(1,) * rows.dim())
 
+    def out_of_fold_outputs(self, numeric: torch.Tensor, codes: torch.Tensor, folds: torch.Tensor) -> torch.Tensor:
+        """Each row's members from the network that never learned it [k, B], computing those alone: numeric [B,
+        n_numeric], codes [B, n_cat] and each row's fold [B]. `out_of_fold` of `fold_outputs`, at 1/K of its cost."""
+        own = [(folds == fold).nonzero().squeeze(1) for fold in range(self.folds)]
+        parts = [(rows, network.member_outputs(numeric[rows], codes[rows])) for rows, network in zip(own, self.networks) if len(rows)]
+        members = parts[0][1].new_empty(self.k // self.folds, len(folds))
+        for rows, outputs in parts:
+            members[:, rows] = outputs
+        return members
+
     def out_of_fold(self, outputs: torch.Tensor, folds: torch.Tensor) -> torch.Tensor:
         """outputs [K, k, B] and each row's fold [B] -> [k, B]: each row's members from the network that never
         learned it."""

@@ -181,16 +181,15 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         network = self.network
         if stage == "train" and network.retrieves:  # a training row is a candidate: never its own comparable
             members = network.member_outputs(numeric, codes, exclude=rows)
-        elif isinstance(network, FoldEnsemble) and stage != "test":
-            if stage == "train":
-                numeric, codes = network.training_inputs(numeric, codes, rows)
+        elif isinstance(network, FoldEnsemble) and stage == "train":
+            numeric, codes = network.training_inputs(numeric, codes, rows)
             outputs = network.fold_outputs(numeric, codes)  # [K, k, B]
-            if stage == "train":
-                learns = network.learns(rows)  # [K, B] or [K, k, B]
-                learns = learns.unsqueeze(1).expand_as(outputs) if learns.dim() == 2 else learns
-                target = target.expand_as(outputs) if target.dim() == 1 else target.view_as(outputs)  # [B] or [K·k, B]
-                return outputs[learns], target[learns]
-            members = network.out_of_fold(outputs, network.row_folds[rows])  # every row validates, out of fold
+            learns = network.learns(rows)  # [K, B] or [K, k, B]
+            learns = learns.unsqueeze(1).expand_as(outputs) if learns.dim() == 2 else learns
+            target = target.expand_as(outputs) if target.dim() == 1 else target.view_as(outputs)  # [B] or [K·k, B]
+            return outputs[learns], target[learns]
+        elif isinstance(network, FoldEnsemble) and stage == "val":  # every row validates, out of fold
+            members = network.out_of_fold_outputs(numeric, codes, network.row_folds[rows])
         else:
             members = (self._train_outputs if stage == "train" else network.member_outputs)(numeric, codes)
         return members, target.expand_as(members)

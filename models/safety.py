@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning as L
 import torch
@@ -41,6 +43,8 @@ class EpochCheckpoint(ModelCheckpoint):
     progress it held an older epoch, and `--ckpt_path last` on a finished run trained its last epochs again.
     """
 
+    _named_last: str | None = None  # while last.ckpt is being saved: the path the earlier checkpoints' state names
+
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)
         self._save_last_anyway(trainer, at_train_epoch_end=True)
@@ -48,6 +52,30 @@ class EpochCheckpoint(ModelCheckpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
         self._save_last_anyway(trainer, at_train_epoch_end=False)
+
+    def _save_last_checkpoint(self, trainer: L.Trainer, monitor_candidates: dict[str, torch.Tensor]) -> None:
+        self._named_last = self.last_model_path  # the last.ckpt that the checkpoints written so far name in their state
+        try:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+        finally:
+            self._named_last = None
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        """Where this step has written a checkpoint already (best.ckpt, just before last.ckpt) and its state names this
+        same last.ckpt, last.ckpt is a copy of that file: the same bytes, as serializing the model and optimizer again
+        would give, and on a small table that second serialization was a large part of every epoch."""
+        earlier = self._last_checkpoint_saved
+        if not (earlier and earlier != filepath and self._last_global_step_saved == trainer.global_step
+                and filepath == self._named_last):
+            super()._save_checkpoint(trainer, filepath)
+            return
+        if trainer.is_global_zero:
+            write_atomic(filepath, lambda temporary: shutil.copyfile(earlier, temporary))
+        trainer.strategy.barrier()
+        self._last_checkpoint_saved = filepath
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.after_save_checkpoint(proxy(self))
 
     def _save_last_anyway(self, trainer: L.Trainer, at_train_epoch_end: bool) -> None:
         # Only where the parent checkpoints (by default at the end of the training epoch, after its validation), and

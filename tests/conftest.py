@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,6 +29,14 @@ if not os.environ.get("HOUSE_PRICE_TEST_GPU"):
 # Offline California: scikit-learn's own cache, exactly as on a user's machine after the first download.
 os.environ.setdefault("SCIKIT_LEARN_DATA", str(SHARED_DATA / "scikit_learn_data"))
 os.environ.setdefault("HOUSE_PRICE_NO_DOWNLOAD", "1")
+
+
+def priced_frame(n: int) -> pd.DataFrame:
+    """n houses priced 3a + b²/10 + 2 [c = "x"] + noise."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.uniform(0, 10, n), "c": rng.choice(["x", "y", "z"], n)})
+    frame["price"] = 3 * frame.a + frame.b**2 / 10 + 2 * (frame.c == "x") + rng.normal(0, 0.3, n)
+    return frame
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from house_price.datamodules.batches import TensorBatches
@@ -63,3 +64,24 @@ def test_groups_hold_the_same_batches_in_the_same_order():
     for batch, other in zip(single, [batch for group in groups for batch in group], strict=True):
         assert all(torch.equal(a, b) for a, b in zip(batch, other, strict=True))
 
+
+
+def test_member_subsets_draw_each_member_from_its_own_rows():
+    # Two members learn rows 10..49, two rows 0..39 and 45..49 (a cross-fitted network's rows outside its fold).
+    subsets = [torch.arange(10, 50)] * 2 + [torch.cat([torch.arange(40), torch.arange(45, 50)])] * 2
+    batches = TensorBatches(rows(50), 8, shuffle=True, k=4, subsets=subsets)
+    assert batches.n_rows == 40 and batches.n_batches == len(batches) == 5, "as many rows per member as the smallest subset"
+    for epoch in (0, 1):
+        batches.set_epoch(epoch)
+        orders = torch.cat([batch[1] for batch in batches], dim=1)  # [k, 40]
+        for order, subset in zip(orders, subsets, strict=True):
+            assert len(set(order.tolist())) == 40 and set(order.tolist()) <= set(subset.tolist())
+        assert sorted(orders[0].tolist()) == list(range(10, 50))
+        assert not torch.equal(orders[2], orders[3])
+    # Without subsets, the orders are the ones drawn before subsets existed: every row, each member its own permutation.
+    generator = torch.Generator().manual_seed(0)
+    plain = torch.cat([batch[1] for batch in TensorBatches(rows(50), 8, shuffle=True, k=2)], dim=1)
+    assert torch.equal(plain, torch.stack([torch.randperm(50, generator=generator) for _ in range(2)]))
+    for wrong in ([torch.arange(50)] * 3, [torch.arange(1)] * 4):
+        with pytest.raises(ValueError, match="subsets"):
+            TensorBatches(rows(50), 8, shuffle=True, k=4, subsets=wrong, world_size=2)

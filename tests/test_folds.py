@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 
 import lightning as L
-import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, SHARED_DATA, run_script
+from conftest import ROOT, SHARED_DATA, priced_frame, run_script
 
 from house_price.datamodules import HousePriceError, HousingDataModule
 from house_price.datamodules.housing import AUTO_FOLDS, AUTO_FOLDS_BELOW
@@ -18,14 +17,6 @@ from house_price.models import HousePriceRegressor, load_model
 from house_price.models.checkpoint import read_checkpoint
 
 WINDSOR = SHARED_DATA / "tables" / "windsor.csv"
-
-
-def priced_frame(n: int) -> pd.DataFrame:
-    """n houses priced 3a + b²/10 + 2 [c = "x"] + noise."""
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.uniform(0, 10, n), "c": rng.choice(["x", "y", "z"], n)})
-    frame["price"] = 3 * frame.a + frame.b**2 / 10 + 2 * (frame.c == "x") + rng.normal(0, 0.3, n)
-    return frame
 
 
 def cross_fitted(folds: int = 3, frame: pd.DataFrame | None = None) -> tuple[HousingDataModule, HousePriceRegressor]:
@@ -71,13 +62,27 @@ def test_a_network_never_learns_from_the_rows_of_its_own_fold(own_rows):
     assert moved == [True, False, True]
 
 
+def test_each_member_of_a_cross_fitted_network_trains_on_batches_of_the_rows_it_learns_only():
+    datamodule = HousingDataModule.from_frame(priced_frame(150), target="price", folds=3, member_batches=2)
+    folds = datamodule.row_folds()
+    batches = list(datamodule.train_dataloader())[0]  # one call: the epoch's batches, [K·k, B, ...] each
+    rows = torch.cat([batch[-1] for batch in batches], dim=1)  # each member's rows of the epoch, [6, n]
+    smallest = len(folds) - int(torch.bincount(folds).max())  # the rows learned by the network of the largest fold
+    assert rows.shape == (6, smallest)
+    for member, order in enumerate(rows):
+        network = member // 2
+        assert not (folds[order] == network).any() and len(order.unique()) == len(order)
+
+
 def test_validation_prices_each_row_with_the_network_that_never_learned_it():
     datamodule, model = cross_fitted(folds=3)
     numeric, codes, target = datamodule.tensors("val")
     members, _ = model._members(numeric, codes, target, torch.arange(len(target)), "val")  # [k, B]
     folds = datamodule.row_folds()
-    for fold, network in enumerate(model.network.networks):
-        assert torch.equal(members[:, folds == fold], network.member_outputs(numeric, codes)[:, folds == fold])
+    for fold, network in enumerate(model.network.networks):  # only the rows of its own fold go through each network
+        own = folds == fold
+        assert torch.equal(members[:, own], network.member_outputs(numeric[own], codes[own]))
+        assert torch.allclose(members[:, own], network.member_outputs(numeric, codes)[:, own], atol=1e-6)
     # A house is priced by all of them: the mean over every member of every network.
     each = torch.stack([network(numeric, codes) for network in model.network.networks])
     assert torch.allclose(model(numeric, codes), each.mean(dim=0), atol=1e-6)

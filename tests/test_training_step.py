@@ -11,24 +11,16 @@ import copy
 import inspect
 
 import lightning as L
-import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import priced_frame
 from torch._dynamo.utils import counters
 
 from house_price.datamodules import HousingDataModule
 from house_price.datamodules.batches import TensorBatches
 from house_price.models import HousePriceRegressor
 from house_price.models.hardware import compile_mode
-
-
-def priced_frame(n: int) -> pd.DataFrame:
-    """n houses priced 3a + b²/10 + 2 [c = "x"] + noise."""
-    rng = np.random.default_rng(0)
-    frame = pd.DataFrame({"a": rng.normal(size=n), "b": rng.uniform(0, 10, n), "c": rng.choice(["x", "y", "z"], n)})
-    frame["price"] = 3 * frame.a + frame.b**2 / 10 + 2 * (frame.c == "x") + rng.normal(0, 0.3, n)
-    return frame
 
 
 def quiet_trainer(**options) -> L.Trainer:

@@ -12,13 +12,17 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import HOUSING_CSV, ROOT, TRAIN, assert_clean_failure, run_script, train_command, wait_for
+from conftest import HOUSING_CSV, ROOT, TRAIN, assert_clean_failure, priced_frame, run_script, train_command, wait_for
 
+from house_price.datamodules import HousingDataModule
 from house_price.datamodules.errors import HousePriceError
+from house_price.models import HousePriceRegressor
+from house_price.models.safety import AtomicCheckpointIO, EpochCheckpoint
 
 
 @pytest.fixture(scope="module")
@@ -329,6 +333,30 @@ def test_impossible_houses_are_named_on_stderr_and_a_positive_price_never_gets_a
     priced = pd.read_csv(tmp_path / "priced.csv")
     assert (priced["median_house_value_lower"] >= 0).all()
     assert (priced["median_house_value_lower"] <= priced["median_house_value_prediction"]).all()
+
+
+def test_last_ckpt_written_at_the_step_of_a_best_ckpt_is_that_file_and_resumes(tmp_path):
+    """Where an epoch writes best.ckpt, last.ckpt is a copy of it (not a second serialization): the same bytes, a
+    state naming last.ckpt itself, and a resume from it that keeps writing best.ckpt and last.ckpt (no last-v1.ckpt)."""
+
+    def fit(epochs: int, ckpt_path: str | None = None) -> None:
+        torch.manual_seed(0)
+        datamodule = HousingDataModule.from_frame(priced_frame(150), target="price")
+        model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, scheduler="none")
+        # "epoch" in mode max improves at every epoch: each writes best.ckpt, then last.ckpt.
+        checkpoint = EpochCheckpoint(dirpath=tmp_path, filename="best", monitor="epoch", mode="max", save_last=True)
+        trainer = L.Trainer(max_epochs=epochs, logger=False, callbacks=[checkpoint], enable_progress_bar=False, enable_model_summary=False,
+                            plugins=[AtomicCheckpointIO()])
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    fit(2)
+    best, last = tmp_path / "best.ckpt", tmp_path / "last.ckpt"
+    assert last.read_bytes() == best.read_bytes()
+    state = torch.load(last, weights_only=True)
+    assert state["epoch"] == 1 and state["callbacks"][next(key for key in state["callbacks"] if key.startswith("EpochCheckpoint"))]["last_model_path"] == str(last)
+    fit(3, ckpt_path=str(last))
+    assert {path.name for path in tmp_path.iterdir()} == {"best.ckpt", "last.ckpt"}
+    assert torch.load(last, weights_only=True)["epoch"] == 2 and last.read_bytes() == best.read_bytes()
 
 
 def test_last_ckpt_is_the_last_epoch_and_a_finished_run_is_not_resumed(tmp_path):
