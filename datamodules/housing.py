@@ -82,8 +82,8 @@ class HousingDataModule(L.LightningDataModule):
         eval_batch_size: rows per validation / test / predict batch.
         resident_on_device: keep the split tensors on the training device (a GPU) rather than copying each batch.
         member_batches: k > 1 gives training batches [k, batch_size, ...], each ensemble member its own order of
-            the rows (times `folds` when cross-fitting: each network's members their own, of the rows it learns); the training CLI sets it
-            from `model.ensemble_size` and `model.share_training_batches`.
+            the rows (times `folds` when cross-fitting: each network's members their own, of the rows it learns); the
+            training CLI sets it from `model.ensemble_size` and `model.share_training_batches`.
         batches_per_call: training batches handed to one `training_step` call as a list, each its own optimizer
             step: Lightning's hooks around a call cost more than a step of this network (see `TensorBatches`).
     """

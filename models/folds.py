@@ -22,7 +22,7 @@ class FoldEnsemble(nn.Module):
 
     Pricing is the mean over all K·k members (`member_outputs` [K·k, B]); training and validation look up each
     training row's fold (`assign_folds`) to keep a network from learning its own fold (`learns`) and to price a row
-    with the network that never learned it (`out_of_fold`).
+    with the network that never learned it (`out_of_fold_outputs`, or `out_of_fold` of all networks' outputs).
     """
 
     retrieves = False  # prices each house alone

@@ -62,8 +62,8 @@ class EpochCheckpoint(ModelCheckpoint):
 
     def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
         """Where this step has written a checkpoint already (best.ckpt, just before last.ckpt) and its state names this
-        same last.ckpt, last.ckpt is a copy of that file: the same bytes, as serializing the model and optimizer again
-        would give, and on a small table that second serialization was a large part of every epoch."""
+        same last.ckpt, last.ckpt is a copy of that file: the checkpoint a second serialization of the model and
+        optimizer would write, which on a small table took a large part of every epoch."""
         earlier = self._last_checkpoint_saved
         if not (earlier and earlier != filepath and self._last_global_step_saved == trainer.global_step
                 and filepath == self._named_last):

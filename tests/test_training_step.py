@@ -127,7 +127,7 @@ def test_each_batch_of_a_group_is_one_optimizer_step_exactly_as_a_plain_loop():
     batches = TensorBatches(datamodule.tensors("train"), 50, shuffle=True, seed=0, k=4)
     assert len(batches) == 11 and len(datamodule.train_dataloader()) == 4 and trainer.global_step == 22
     hp = plain.hparams
-    optimizer = torch.optim.AdamW(plain.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    optimizer = torch.optim.AdamW(plain.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=True)  # as the model's, on a CPU
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.learning_rate, total_steps=22)
     torch.manual_seed(1)
     plain.train()
@@ -180,19 +180,12 @@ def test_max_steps_counts_optimizer_steps_even_within_a_call():
     assert small_fit(max_epochs=3, max_steps=5).global_step == 5
 
 
-class FusedAdamW(HousePriceRegressor):
-    """The GPU's optimizer (fused AdamW) on the CPU, where torch has one too."""
-
-    def fused_optimizer(self) -> bool:
-        return True
-
-
 def test_gradient_clip_works_under_bf16_mixed_with_a_fused_optimizer():
     # Lightning's AMP plugin refuses to clip for a fused optimizer ("performs unscaling of gradients internally"), as
     # a GPU's bf16-mixed run did; bfloat16 scales no loss, so the model clips the true gradients itself.
     seen = GradientNorms()
     datamodule = HousingDataModule.from_frame(priced_frame(600), target="price", batch_size=50, batches_per_call=3)
-    model = FusedAdamW(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, gradient_clip=0.01)
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, gradient_clip=0.01)
     trainer = quiet_trainer(max_epochs=1, precision="bf16-mixed", callbacks=[seen])
     trainer.fit(model, datamodule=datamodule)
     assert model.optimizers().optimizer.defaults["fused"] is True
