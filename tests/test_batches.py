@@ -65,7 +65,6 @@ def test_groups_hold_the_same_batches_in_the_same_order():
         assert all(torch.equal(a, b) for a, b in zip(batch, other, strict=True))
 
 
-
 def test_member_subsets_draw_each_member_from_its_own_rows():
     # Two members learn rows 10..49, two rows 0..39 and 45..49 (a cross-fitted network's rows outside its fold).
     subsets = [torch.arange(10, 50)] * 2 + [torch.cat([torch.arange(40), torch.arange(45, 50)])] * 2
