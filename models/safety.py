@@ -11,6 +11,7 @@ from weakref import proxy
 
 import lightning as L
 import torch
+import yaml
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
@@ -19,7 +20,7 @@ from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from house_price.datamodules.errors import HousePriceError
-from house_price.datamodules.files import write_atomic
+from house_price.datamodules.files import write_atomic, write_text_atomic
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -187,7 +188,15 @@ class _AppendingWriter(ExperimentWriter):
             location = state["location"]
             sales = {key: f"{len(location[key]):,} numbers, in the checkpoint" for key in ("latitude", "longitude", "prices") if key in location}
             params = {**params, "preprocessing": {**state, "location": {**location, **sales}}}
-        super().log_hparams(params)
+        self.hparams.update(params)
+        # The same YAML as Lightning's writer, by libyaml's emitter where PyYAML has it: Lightning's dumps every value
+        # twice in pure Python, and the preprocessing state (quantiles, bin edges) is thousands of numbers.
+        try:
+            text = yaml.dump(self.hparams, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
+        except yaml.representer.RepresenterError:  # a value that is not plain data: Lightning's writer names its type
+            super().log_hparams({})
+        else:
+            write_text_atomic(Path(self.log_dir) / self.NAME_HPARAMS_FILE, text)
 
     def _check_log_dir_exists(self) -> None:
         if os.path.isfile(self.metrics_file_path):

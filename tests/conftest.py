@@ -31,6 +31,15 @@ os.environ.setdefault("SCIKIT_LEARN_DATA", str(SHARED_DATA / "scikit_learn_data"
 os.environ.setdefault("HOUSE_PRICE_NO_DOWNLOAD", "1")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """The cores shared among pytest-xdist's workers (`-n`), and the scripts they start, rather than each taking all
+    of them: two PyTorch processes that each spin a thread per core slow one another several times over. Set before
+    the workers start, so they and their scripts inherit it; an OMP_NUM_THREADS of the caller's own is kept."""
+    workers = getattr(config.option, "numprocesses", None) or 1
+    cores = os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // (workers if isinstance(workers, int) else cores))))
+
+
 def priced_frame(n: int) -> pd.DataFrame:
     """n houses priced 3a + b²/10 + 2 [c = "x"] + noise."""
     rng = np.random.default_rng(0)
