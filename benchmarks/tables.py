@@ -56,8 +56,9 @@ def boosting(splits: dict[str, pd.DataFrame], target: str, seed: int, row_folds:
         x = splits[split][features].copy()
         for column in text:
             x[column] = x[column].astype("string").fillna("missing")
-            if categories:
-                x[column] = pd.Categorical(x[column], categories=sorted(splits["train"][column].astype("string").fillna("missing").unique()))
+            if categories:  # a value the training split never shows is missing to the model (NaN), as pandas made it
+                seen = sorted(splits["train"][column].astype("string").fillna("missing").unique())
+                x[column] = pd.Categorical(x[column].where(x[column].isin(seen)), categories=seen)
         return x
 
     y = {split: splits[split][target].to_numpy(dtype=float) for split in splits}
