@@ -189,8 +189,8 @@ class _AppendingWriter(ExperimentWriter):
             sales = {key: f"{len(location[key]):,} numbers, in the checkpoint" for key in ("latitude", "longitude", "prices") if key in location}
             params = {**params, "preprocessing": {**state, "location": {**location, **sales}}}
         self.hparams.update(params)
-        # The same YAML as Lightning's writer, by libyaml's emitter where PyYAML has it: Lightning's dumps every value
-        # twice in pure Python, and the preprocessing state (quantiles, bin edges) is thousands of numbers.
+        # Lightning's writer's YAML (a tuple as its list: safe to load), by libyaml's emitter where PyYAML has it:
+        # Lightning's dumps every value twice in pure Python, and the preprocessing state is thousands of numbers.
         try:
             text = yaml.dump(self.hparams, Dumper=getattr(yaml, "CSafeDumper", yaml.SafeDumper))
         except yaml.representer.RepresenterError:  # a value that is not plain data: Lightning's writer names its type

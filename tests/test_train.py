@@ -6,6 +6,7 @@ import json
 import math
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -52,8 +53,30 @@ def test_checkpoint_carries_preprocessing_and_loads_weights_only(housing_run, ho
     # housing.csv has coordinates: the checkpoint holds every training sale, hparams.yaml only their count.
     sales = len(state["location"]["prices"])
     assert state["numeric"][-1] == "location price" and sales == checkpoint["HousingDataModule"]["fingerprints"]["train"]["rows"]
-    logged = yaml.safe_load((housing_run / "hparams.yaml").read_text())["preprocessing"]["location"]
-    assert logged["prices"] == f"{sales:,} numbers, in the checkpoint" and logged["columns"] == ["latitude", "longitude"]
+    logged = yaml.safe_load((housing_run / "hparams.yaml").read_text())
+    location = logged["preprocessing"].pop("location")
+    assert location["prices"] == f"{sales:,} numbers, in the checkpoint" and location["columns"] == ["latitude", "longitude"]
+    # All else as the checkpoint holds it, every number exactly.
+    assert logged["preprocessing"] == {key: value for key, value in state.items() if key != "location"}
+    assert {key: logged[key] for key in checkpoint["hyper_parameters"] if key != "preprocessing"} == {
+        key: value for key, value in checkpoint["hyper_parameters"].items() if key != "preprocessing"}
+
+
+def test_hparams_yaml_is_what_lightnings_writer_writes_plain_data_or_not(tmp_path):
+    from lightning.pytorch.core.saving import save_hparams_to_yaml
+
+    from house_price.models.safety import ResumableCSVLogger
+
+    logger = ResumableCSVLogger(save_dir=tmp_path, name="run")
+    plain = {"a": 1, "b": [0.1, 1e-300, float("inf"), -0.0], "c": {"d": None, "e": "x", "f": True}}
+    logger.log_hyperparams(plain)
+    save_hparams_to_yaml(tmp_path / "lightning.yaml", plain)
+    assert (tmp_path / "run" / "version_0" / "hparams.yaml").read_text() == (tmp_path / "lightning.yaml").read_text()
+    logger.log_hyperparams({"g": (1, 2)})  # a tuple as the list it holds, which any YAML reader loads
+    assert yaml.safe_load((tmp_path / "run" / "version_0" / "hparams.yaml").read_text()) == {**plain, "g": [1, 2]}
+    logger.log_hyperparams({"h": Path("x")})  # not plain data: Lightning's own writer, which tags it
+    save_hparams_to_yaml(tmp_path / "lightning.yaml", {**plain, "g": (1, 2), "h": Path("x")})
+    assert (tmp_path / "run" / "version_0" / "hparams.yaml").read_text() == (tmp_path / "lightning.yaml").read_text()
 
 
 def test_print_config_shows_the_options_and_the_fast_preset_layers_on_top():
