@@ -195,6 +195,7 @@ def test_price_ascent_raises_the_price_within_the_training_range(small_model):
     assert (features >= np.array(state["minimum"]) - 1e-9).all().all() and (features <= np.array(state["maximum"]) + 1e-9).all().all()
 
 
+@pytest.mark.slow
 def test_sensitivity_script(housing_run, tmp_path):
     result = run_script("sensitivity.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(tmp_path / "s"), cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]

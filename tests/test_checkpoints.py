@@ -20,6 +20,7 @@ from house_price.models import HousePriceRegressor, PriceModel, load_model
 from house_price.models.reports import amount
 
 
+@pytest.mark.slow
 def test_evaluate_reproduces_the_training_test_metrics(housing_run, tmp_path):
     report = tmp_path / "report"
     result = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(report), cwd=tmp_path)
@@ -45,6 +46,7 @@ def test_amounts_read_as_people_write_them():
     assert [amount(value, 4) for value in (1.23456, 198512.0, 0.0)] == ["1.235", "198,512", "0"]
 
 
+@pytest.mark.slow
 def test_evaluate_on_a_csv_uses_the_checkpoint_preprocessing(housing_run, housing_csv, tmp_path):
     # A file of only expensive houses: refitted statistics would differ wildly from the checkpoint's.
     frame = pd.read_csv(housing_csv)

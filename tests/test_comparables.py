@@ -156,6 +156,7 @@ def test_an_ensemble_of_comparables_networks_is_refused_with_the_fix():
         PriceModel(preprocessing=datamodule.preprocessing, architecture="comparables", ensemble_size=8)
 
 
+@pytest.mark.slow
 def test_the_service_explains_a_house_with_its_comparable_sales_as_the_command_lists_them(comparables_run, tmp_path):
     import httpx
 

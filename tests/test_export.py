@@ -6,6 +6,7 @@ import lightning as L
 import numpy as np
 import onnx
 import pandas as pd
+import pytest
 from conftest import ROOT, run_script
 
 from house_price.datamodules import HousingDataModule
@@ -38,6 +39,7 @@ def test_california_export_equals_predict_with_missing_numbers(tmp_path):
     assert check["rows"] == len(frame) and check["max_relative_difference"] < 1e-4, check
 
 
+@pytest.mark.slow
 def test_housing_export_command_with_unseen_categories(housing_run, housing_csv, tmp_path):
     checkpoint = housing_run / "checkpoints" / "best.ckpt"
     result = run_script("export.py", str(checkpoint), "--output", str(tmp_path / "housing.onnx"), "--verify", cwd=ROOT)

@@ -46,6 +46,7 @@ def test_uninformative_spread_keeps_the_constant_width():
     assert calibrate(mean, spread, target, split="val").method == "constant"
 
 
+@pytest.mark.slow
 def test_predict_and_evaluate_report_intervals(housing_run, housing_csv, tmp_path):
     best = housing_run / "checkpoints" / "best.ckpt"
     frame = pd.read_csv(housing_csv).head(300)

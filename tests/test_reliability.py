@@ -62,6 +62,7 @@ def bad_data_cases(tmp: Path) -> list[tuple[list[str], list[str]]]:
     ]
 
 
+@pytest.mark.slow
 def test_training_refuses_bad_input_cleanly(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     runs = tmp_path / "runs"
@@ -129,6 +130,7 @@ def test_prediction_output_paths(housing_run, housing_csv, tmp_path, capsys):
     assert leftovers == []
 
 
+@pytest.mark.slow
 def test_non_finite_loss_stops_with_epoch_and_step_and_keeps_the_last_good_checkpoint(tmp_path):
     # A learning rate of 1e4 makes the weights overflow within the first epochs.
     result = run_script("train.py", *TRAIN, f"--trainer.logger.init_args.save_dir={tmp_path}", "--model.learning_rate=1e4",

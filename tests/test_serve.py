@@ -152,6 +152,7 @@ def test_two_workers_answer_with_the_same_prices(checkpoint, houses, server):
     assert all(answer == one for answer in answers)
 
 
+@pytest.mark.slow
 def test_a_table_with_dates_is_served_as_predict_prices_it(tmp_path):
     days = pd.to_datetime(sales()["sold_on"])
     sales().assign(sold_on=days.dt.strftime("%m/%d/%Y")).to_csv(tmp_path / "sales.csv", index=False)  # month first

@@ -25,6 +25,7 @@ def mean_predictor_rmse(datamodule: HousingDataModule) -> float:
     return float(np.sqrt(np.mean((test - splits["train"][datamodule.target].mean()) ** 2)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("config", "datamodule"),
     [
@@ -88,6 +89,7 @@ def test_print_config_shows_the_options_and_the_fast_preset_layers_on_top():
     assert (printed["model"]["ensemble_size"], printed["trainer"]["max_epochs"], printed["early_stopping"]["patience"]) == (4, 40, 40)
 
 
+@pytest.mark.slow
 def test_levers_script_measures_an_override_and_refuses_a_malformed_one():
     command = [sys.executable, str(ROOT / "benchmarks" / "levers.py"), "--epochs=1", "--threads=1"]
     result = subprocess.run([*command, "model.ensemble_size=2", "model.hidden_sizes=[16]"], capture_output=True, text=True, cwd=ROOT)

@@ -96,6 +96,7 @@ class GradientMemory(L.Callback):
         self.seen.append([None if p.grad is None else p.grad.data_ptr() for p in pl_module.parameters()])
 
 
+@pytest.mark.slow
 def test_under_cuda_graphs_gradients_stay_the_parameters_own_memory_from_first_step_to_last(monkeypatch):
     # A CUDA graph hands its own output memory over as .grad wherever .grad is None and overwrites it at the next
     # replay: Lightning's teardown crashed reading one. Lightning releases gradients before the run and before each

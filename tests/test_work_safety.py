@@ -65,6 +65,7 @@ def test_interrupt_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, 
     assert_same_run(run, uninterrupted)
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_a_data_file_that_changed_since_training(tmp_path, housing_csv):
     data = tmp_path / "sales.csv"
     pd.read_csv(housing_csv).head(600).to_csv(data, index=False)
@@ -148,6 +149,7 @@ def test_outputs_get_the_mode_a_plain_open_gives(housing_run, tmp_path):
         assert stat.S_IMODE(path.stat().st_mode) == expected, path
 
 
+@pytest.mark.slow
 def test_train_py_predict_and_test_write_nothing_misleading(housing_run, tmp_path):
     runs = tmp_path / "runs"
     best = str(housing_run / "checkpoints" / "best.ckpt")
@@ -173,6 +175,7 @@ def read_only(folder: Path) -> list[str] | None:
     return prefix if probe.returncode and not (folder / "probe").exists() else None
 
 
+@pytest.mark.slow
 def test_a_read_only_output_location_gives_one_line(housing_run, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir()
@@ -194,6 +197,7 @@ def test_a_read_only_output_location_gives_one_line(housing_run, tmp_path):
     assert list(locked.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_edited_hyperparameters_are_refused_before_allocating(housing_run, tmp_path):
     original = torch.load(housing_run / "checkpoints" / "best.ckpt", weights_only=True)
     edits = {"hidden_sizes": [10**9], "ensemble_size": 10**7, "category_dim": 10**8, "embedding_dim": 10**8}
@@ -359,6 +363,7 @@ def test_last_ckpt_written_at_the_step_of_a_best_ckpt_is_that_file_and_resumes(t
     assert torch.load(last, weights_only=True)["epoch"] == 2 and last.read_bytes() == best.read_bytes()
 
 
+@pytest.mark.slow
 def test_last_ckpt_is_the_last_epoch_and_a_finished_run_is_not_resumed(tmp_path):
     # With mode "max" the "best" checkpoint is only ever the first epoch: Lightning then left last.ckpt at epoch 1 too,
     # and --ckpt_path last retrained the later epochs, appending them to metrics.csv a second time.
