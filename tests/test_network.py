@@ -179,6 +179,23 @@ def test_byte_dropout_keeps_the_expected_share_and_the_mean(compiled):
     assert torch.equal(apply(x), x)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_byte_dropout_keeps_exactly_the_elements_whose_byte_reaches_the_threshold(dtype):
+    dropout = ByteDropout(0.2)
+    x = torch.randn(3, 5, 71, dtype=dtype, requires_grad=True)  # 1,065 elements: the last word's bytes are cut
+    torch.manual_seed(1)
+    y = dropout(x)
+    y.sum().backward()
+    torch.manual_seed(1)
+    words = torch.randint(-(2**63), 2**63 - 1, (134,), dtype=torch.int64)
+    bytes_ = words.view(torch.uint8)[:1065].view(3, 5, 71)
+    keep = bytes_ >= 51
+    scale = torch.tensor(1 / (1 - dropout.p), dtype=dtype)
+    assert torch.equal(y, torch.where(keep, x.detach() * scale, 0))
+    assert torch.equal(x.grad, torch.where(keep, scale, 0).to(dtype))
+    assert (bytes_ == 51).any(), "the threshold's own byte occurs: kept, not dropped"
+
+
 def test_evaluating_switches_dropout_off_and_hands_the_mode_back_even_on_error():
     from house_price.models.pricing import evaluating
 
