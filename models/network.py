@@ -196,7 +196,7 @@ class ByteDropout(nn.Module):
             return nn.functional.dropout(x, self.p, training=True)
         words = torch.randint(-(2**63), 2**63 - 1, (-(-x.numel() // 8),), dtype=torch.int64, device=x.device)
         # The byte >= threshold test in x's dtype, not as bool: torch's bool-to-float copy is not vectorized on the
-        # CPU and took several times a uint8-to-float copy plus the comparison in place.
+        # CPU, its uint8-to-float copy is (the same masks).
         keep = words.view(torch.uint8)[: x.numel()].view(x.shape).to(x.dtype).ge_(self.threshold)
         return x * keep.mul_(1 / (1 - self.p))
 
