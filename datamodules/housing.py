@@ -56,7 +56,9 @@ class HousingDataModule(L.LightningDataModule):
         target: the column to predict, in its own units (required with a CSV).
         target_unit: how reports label the target's unit; "$100,000" for California, else "target units".
         drop_columns: columns to ignore, such as ids: a list, or one string of comma-separated names ("Order,PID").
-        scaling: numeric feature scaling, "standard" or "quantile" (quantile-to-normal).
+        scaling: numeric feature scaling, "standard" or "quantile" (quantile-to-normal). "auto" (the training CLI's
+            default) decides after `folds`: "standard" where the rows are cross-fitted (a small table, whose quantile
+            map is drawn from a few hundred rows), else "quantile"; printed and kept like `folds`.
         log_target: model log(target) instead of the target (it is standardized either way).
         n_quantiles: quantiles kept per feature with quantile scaling.
         n_bins: most bins per numeric input for piecewise-linear embeddings (`model.numeric_embedding: piecewise`).
@@ -94,7 +96,7 @@ class HousingDataModule(L.LightningDataModule):
         target: str | None = None,
         target_unit: str | None = None,
         drop_columns: list[str] | str | None = None,
-        scaling: Scaling = "quantile",
+        scaling: Scaling | Literal["auto"] = "quantile",
         log_target: bool = False,
         n_quantiles: int = 1000,
         n_bins: int = 48,
@@ -120,6 +122,8 @@ class HousingDataModule(L.LightningDataModule):
                 raise HousePriceError(f"data.{name} is {size}; it must be a positive integer")
         if folds != "auto" and not (isinstance(folds, int) and folds >= 1):
             raise HousePriceError(f"data.folds is {folds}; give 1 (a validation split), K >= 2 (k-fold cross-fitting) or auto")
+        if scaling not in ("standard", "quantile", "auto"):
+            raise HousePriceError(f"data.scaling is {scaling!r}; give standard, quantile or auto")
         if location_price not in (True, False, "auto"):
             raise HousePriceError(f"data.location_price is {location_price!r}; give true, false or auto")
         if path is not None and target is None:
@@ -197,6 +201,7 @@ class HousingDataModule(L.LightningDataModule):
         if self._splits is None:
             frame = self.load_frame()
             self._decide_folds(len(frame))
+            self._decide_scaling()
             self._decide_location(frame)
             self._splits = self.split(frame)
         return self._splits
@@ -219,6 +224,23 @@ class HousingDataModule(L.LightningDataModule):
         way = f"{AUTO_FOLDS} folds (cross-fitting)" if self.hparams.folds > 1 else "1 (a validation split)"
         rank_zero_info(f"data.folds auto: {way}, as {left:,} rows are left after the test split (cross-fitting from {AUTO_FOLDS} "
                        f"to {AUTO_FOLDS_BELOW - 1:,}); --data.folds N decides instead")
+
+    def _decide_scaling(self) -> None:
+        """Resolve `scaling: auto` for this table (after `folds`), say so, and keep the answer."""
+        if self.hparams.scaling != "auto":
+            return
+        # Chosen on validation (RESULTS.md, "Small real tables"): on tables small enough to cross-fit, mean and scale
+        # price better than a quantile map drawn from a few hundred rows; larger tables keep the quantile map.
+        self.hparams.scaling = self._hparams_initial.scaling = "standard" if self.hparams.folds > 1 else "quantile"
+        why = "the training rows are cross-fitted (folds > 1)" if self.hparams.folds > 1 else "a validation split (folds 1)"
+        rank_zero_info(f"data.scaling auto: {self.hparams.scaling}, {why}; --data.scaling standard|quantile decides instead")
+
+    @property
+    def scaling(self) -> Scaling:
+        """How numeric features are scaled: `scaling` as given, or as "auto" decided for this table."""
+        if self.hparams.scaling == "auto":
+            self.splits  # noqa: B018 - reads the table, which decides
+        return self.hparams.scaling
 
     def _decide_location(self, frame: pd.DataFrame) -> None:
         """Resolve `location_price: auto` for this table (after `folds`), say so, and keep the answer."""
@@ -259,7 +281,7 @@ class HousingDataModule(L.LightningDataModule):
             self._state = fit_statistics(
                 self.splits["train"],
                 self.target,
-                hp.scaling,
+                self.scaling,
                 hp.log_target,
                 hp.n_quantiles,
                 seed=hp.split_seed,

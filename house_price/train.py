@@ -63,7 +63,7 @@ class HousePriceCLI(LightningCLI):
         parser.link_arguments(
             ("model.ensemble_size", "model.share_training_batches"), "data.member_batches", compute_fn=member_batches, apply_on="parse"
         )
-        parser.set_defaults({"data.folds": "auto", "data.location_price": "auto"})  # both decided by the table, then printed
+        parser.set_defaults({"data.folds": "auto", "data.scaling": "auto", "data.location_price": "auto"})  # decided by the table, then printed
         parser.add_lightning_class_args(EpochCheckpoint, "checkpoint")
         parser.set_defaults(
             {"checkpoint.monitor": MONITOR, "checkpoint.mode": "min", "checkpoint.filename": "best", "checkpoint.save_last": True}

@@ -133,6 +133,23 @@ def test_auto_folds_are_decided_by_the_rows_left_after_the_test_split_and_a_numb
     assert decided.hparams.folds == decided.hparams_initial.folds == AUTO_FOLDS  # kept as decided: logs, checkpoint
 
 
+def test_auto_scaling_is_standard_where_the_rows_are_cross_fitted_and_quantile_elsewhere_and_a_value_decides_instead(caplog):
+    small = priced_frame(AUTO_FOLDS_BELOW * 5 // 4 - 1)  # cross-fitted by folds auto
+    large = priced_frame(AUTO_FOLDS_BELOW * 5 // 4 + 1)  # a validation split
+    decided = HousingDataModule.from_frame(small, target="price", folds="auto", scaling="auto")
+    assert decided.scaling == decided.hparams_initial.scaling == decided.preprocessing["scaling"] == "standard"  # kept: checkpoint
+    assert "data.scaling auto: standard, the training rows are cross-fitted (folds > 1)" in caplog.text
+    again = HousingDataModule.from_frame(small, target="price", folds="auto", scaling="auto")
+    assert again.preprocessing == decided.preprocessing  # the same training split, the same decision and statistics
+    assert HousingDataModule.from_frame(large, target="price", folds="auto", scaling="auto").preprocessing["scaling"] == "quantile"
+    assert "data.scaling auto: quantile, a validation split (folds 1)" in caplog.text
+    assert HousingDataModule.from_frame(small, target="price", folds=1, scaling="auto").scaling == "quantile"  # by folds, not rows
+    assert HousingDataModule.from_frame(small, target="price", folds="auto", scaling="quantile").preprocessing["scaling"] == "quantile"
+    assert HousingDataModule.from_frame(large, target="price", folds="auto", scaling="standard").preprocessing["scaling"] == "standard"
+    with pytest.raises(HousePriceError, match="data.scaling is 'minmax'; give standard, quantile or auto"):
+        HousingDataModule.from_frame(small, target="price", scaling="minmax")
+
+
 @pytest.mark.slow
 def test_a_small_table_is_cross_fitted_by_default_and_reloads_exactly(tmp_path):
     """The CLI on a 546-row table, folds left to the default: the decision printed, one fit, one checkpoint holding
@@ -144,11 +161,13 @@ def test_a_small_table_is_cross_fitted_by_default_and_reloads_exactly(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout + result.stderr
     assert "data.folds auto: 5 folds (cross-fitting), as 436 rows are left after the test split" in printed
+    assert "data.scaling auto: standard, the training rows are cross-fitted" in printed
     assert "Cross-fitting 5 folds of the 436 training rows" in printed
     assert "calibrated on 436 out-of-fold rows" in result.stdout
     (best,) = tmp_path.rglob("best.ckpt")
     checkpoint = read_checkpoint(best)
     assert checkpoint["hyper_parameters"]["folds"] == checkpoint["datamodule_hyper_parameters"]["folds"] == 5
+    assert checkpoint["hyper_parameters"]["preprocessing"]["scaling"] == checkpoint["datamodule_hyper_parameters"]["scaling"] == "standard"
     assert checkpoint["conformal_calibration"]["split"] == "out-of-fold"
     assert len(checkpoint["hyper_parameters"]["preprocessing"]["fold_bin_edges"]) == 5
     model = load_model(best)

@@ -84,7 +84,7 @@ def test_print_config_shows_the_options_and_the_fast_preset_layers_on_top():
     result = run_script("train.py", "fit", "--config=configs/california.yaml", "--config=configs/fast.yaml", "--print_config", cwd=ROOT)
     assert result.returncode == 0, result.stderr[-2000:]
     printed = yaml.safe_load(result.stdout)
-    assert printed["seed_everything"] == 0 and printed["data"]["scaling"] == "quantile" and printed["checkpoint"]["monitor"] == "val/rmse"
+    assert printed["seed_everything"] == 0 and printed["data"]["scaling"] == "auto" and printed["checkpoint"]["monitor"] == "val/rmse"
     assert printed["model"]["hidden_sizes"] == [256, 256]  # the dataset config's recipe, with fast.yaml's changes:
     assert (printed["model"]["ensemble_size"], printed["trainer"]["max_epochs"], printed["early_stopping"]["patience"]) == (4, 40, 40)
 
