@@ -40,6 +40,7 @@ from benchmarks.compare import cpu_name, scores  # noqa: E402
 from benchmarks.levers import train  # noqa: E402
 from house_price.datamodules import HousingDataModule  # noqa: E402
 from house_price.datamodules.files import write_text_atomic  # noqa: E402
+from house_price.models.hardware import default_precision  # noqa: E402
 
 TABLES = ROOT.parent / "shared" / "data" / "tables"
 HOUSING_CSV = ROOT.parent / "shared" / "data" / "housing.csv"
@@ -186,7 +187,9 @@ def main() -> None:
     command += "" if arguments.output == parser.get_default("output") else f" --output {os.path.relpath(arguments.output, ROOT)}"
     text = "\n".join([
         "# Small real housing tables", "",
-        f"Written by `{command}` on {cpu_name()}; split seeds {arguments.seeds}; one process at a time. RMSE in the table's "
+        f"Written by `{command}` on {cpu_name()} ({os.cpu_count()} cores; the package trains in {default_precision()}, "
+        f"as this CPU's bfloat16 support decides); split seeds {arguments.seeds}; one process at "
+        "a time. RMSE in the table's "
         "price units; val RMSE: the package's best epoch (out of fold where it cross-fits), CatBoost's out of fold on the "
         "package's folds (1,000 trees each); wall: the package's from command to test metrics (start-up included), boosting's "
         "fit alone (CatBoost's on the validation split).", "",

@@ -483,7 +483,8 @@ def check_target_values(frame: pd.DataFrame, target: str) -> None:
 
 
 def check_table(frame: pd.DataFrame, target: str, log_target: bool = False) -> None:
-    """Refuse tables no model can learn from: decorated numbers, a bad target, empty features, infinities."""
+    """Refuse tables no model can learn from: decorated numbers, a bad target, no features, infinities. (An empty
+    feature column is not refused: like a constant one, it is left out with a warning, `constant_columns`.)"""
     check_numeric_columns(frame, list(frame.columns))
     check_target_values(frame, target)
     target_values = frame[target]
@@ -494,9 +495,6 @@ def check_table(frame: pd.DataFrame, target: str, log_target: bool = False) -> N
     features = [column for column in frame.columns if column != target]
     if not features:
         raise HousePriceError(f"the data has no feature columns besides the target '{target}'; add features")
-    empty = [column for column in features if frame[column].isna().all()]
-    if empty:
-        raise HousePriceError(f"feature columns {empty} are entirely empty; remove them or list them in drop_columns")
     numeric, _ = numeric_and_categorical(frame, target)
     for column in numeric:
         values = frame[column].to_numpy(dtype=float)

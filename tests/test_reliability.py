@@ -46,7 +46,6 @@ def bad_data_cases(tmp: Path) -> list[tuple[list[str], list[str]]]:
         (["--data.path", str(numbers_csv(tmp / "c.csv", flat=[5.0] * n)), "--data.target", "flat"], ["'flat' is constant"]),
         (["--data.path", str(numbers_csv(tmp / "m.csv", gap=[1.0] * 10 + [None] + [2.0] * (n - 11))), "--data.target", "gap"],
          ["'gap' has 1 missing", "row 11"]),
-        (["--data.path", str(numbers_csv(tmp / "e.csv", void=[None] * n))], ["['void'] are entirely empty"]),
         (["--data.path", str(numbers_csv(tmp / "d.csv", cost=dollars))], ["'cost' looks numeric", "'$0,000'"]),
         (["--data.path", str(numbers_csv(tmp / "u.csv", age=[1] * 9 + ["unknown"] + [2] * (n - 10)))],
          ["'age' looks numeric but holds text such as 'unknown' (data row 10)", "if it marks a missing value, leave those cells empty or write NA"]),
