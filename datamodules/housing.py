@@ -17,11 +17,12 @@ from sklearn.model_selection import KFold, train_test_split
 from house_price.datamodules.batches import TensorBatches
 from house_price.datamodules.errors import HousePriceError
 from house_price.datamodules.location import LOCATION_PRICE, coordinate_columns
-from house_price.datamodules.preprocessing import Preprocessor, Scaling, fit_statistics
+from house_price.datamodules.preprocessing import Preprocessor, Scaling, category_text, fit_statistics
 from house_price.datamodules.sources import (
     CALIFORNIA_TARGET,
     CALIFORNIA_UNIT,
     check_table,
+    column_names,
     find_column,
     load_california,
     read_table,
@@ -56,6 +57,9 @@ class HousingDataModule(L.LightningDataModule):
         target: the column to predict, in its own units (required with a CSV).
         target_unit: how reports label the target's unit; "$100,000" for California, else "target units".
         drop_columns: columns to ignore, such as ids: a list, or one string of comma-separated names ("Order,PID").
+        categorical_columns: columns priced as categories whatever they hold (CatBoost's `cat_features`): codes
+            written as numbers (zip 95838, a zone 3 or 3A) that would otherwise be read as quantities, or refused as
+            numbers with text in them; a list or comma-separated names. Read as text, as predict reads them then.
         scaling: numeric feature scaling, "standard" or "quantile" (quantile-to-normal). "auto" (the training CLI's
             default) decides after `folds`: "standard" where the rows are cross-fitted (a small table, whose quantile
             map is drawn from a few hundred rows), else "quantile"; printed and kept like `folds`.
@@ -96,6 +100,7 @@ class HousingDataModule(L.LightningDataModule):
         target: str | None = None,
         target_unit: str | None = None,
         drop_columns: list[str] | str | None = None,
+        categorical_columns: list[str] | str | None = None,
         scaling: Scaling | Literal["auto"] = "quantile",
         log_target: bool = False,
         n_quantiles: int = 1000,
@@ -128,11 +133,10 @@ class HousingDataModule(L.LightningDataModule):
             raise HousePriceError(f"data.location_price is {location_price!r}; give true, false or auto")
         if path is not None and target is None:
             raise HousePriceError("a CSV needs its target column: pass --data.target NAME (or target: in the config)")
-        if isinstance(drop_columns, str):  # --data.drop_columns Order,PID
-            drop_columns = [name.strip() for name in drop_columns.split(",") if name.strip()]
         self.save_hyperparameters()
-        # LightningCLI hands save_hyperparameters the arguments as given, not these locals: store the parsed list.
-        self.hparams.drop_columns = drop_columns
+        # LightningCLI hands save_hyperparameters the arguments as given: store the parsed lists.
+        self.hparams.drop_columns = column_names(drop_columns)
+        self.hparams.categorical_columns = column_names(categorical_columns)
         if path is not None:  # checkpoints remember where the data came from, whatever the working folder
             self.hparams.path = str(Path(path).expanduser().resolve())
         self._frame: pd.DataFrame | None = None
@@ -157,18 +161,24 @@ class HousingDataModule(L.LightningDataModule):
         return self.hparams.target_unit or (CALIFORNIA_UNIT if self.hparams.path is None and self._frame is None else "target units")
 
     def load_frame(self) -> pd.DataFrame:
-        """The raw table, with `drop_columns` removed and every check passed."""
+        """The raw table, with `drop_columns` removed, `categorical_columns` as text and every check passed."""
+        declared = self.hparams.categorical_columns or []
         if self._frame is not None:
             frame = self._frame.copy()
             frame.columns = [str(column).strip() for column in frame.columns]
         elif self.hparams.path is None:
             frame = load_california()
         else:
-            frame = read_table(self.hparams.path)
+            frame = read_table(self.hparams.path, categories=declared)
         dropped = [find_column(frame, column, "drop") for column in self.hparams.drop_columns or []]
         frame = frame.drop(columns=dropped).reset_index(drop=True)
         find_column(frame, self.target, "target")
-        check_table(frame, self.target, self.hparams.log_target)
+        for column in declared:
+            find_column(frame, column, "categorical", fix="name columns that are in the data (and not in drop_columns)")
+            if column == self.target:
+                raise HousePriceError(f"categorical column '{column}' is the target; a target must be a number: leave it out of categorical_columns")
+            frame[column] = category_text(frame[column])  # as predict reads it: 95838 and 95838.0 are "95838"
+        check_table(frame, self.target, self.hparams.log_target, categorical=declared)
         return frame
 
     def split(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -287,6 +297,7 @@ class HousingDataModule(L.LightningDataModule):
                 seed=hp.split_seed,
                 target_unit=self.target_unit,
                 n_bins=hp.n_bins,
+                categorical_columns=hp.categorical_columns or [],
                 row_folds=self.row_folds().numpy() if self.folds > 1 else None,  # each fold's network its own bins
                 location_folds=self.location_folds().numpy() if self.location_price else None,
             )

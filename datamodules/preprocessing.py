@@ -65,13 +65,15 @@ def fit_statistics(
     seed: int = 0,
     target_unit: str = "target units",
     n_bins: int = 48,
+    categorical_columns: list[str] = (),
     row_folds: np.ndarray | None = None,
     location_folds: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Learn every preprocessing statistic from the training rows; returns the plain `state` dict.
 
     `target_unit` only labels reports ("dollars", "$100,000"). `n_bins` caps the bins per numeric input
-    that `tree_bin_edges` finds for piecewise-linear embeddings. `row_folds` [n], for k-fold cross-fitting, gives
+    that `tree_bin_edges` finds for piecewise-linear embeddings. `categorical_columns`: columns declared categories
+    (their values text already, `HousingDataModule.load_frame`), never read as dates. `row_folds` [n], for k-fold cross-fitting, gives
     each training row's fold: the state then also holds `fold_bin_edges`, per fold f the bins fitted on the rows
     outside fold f, those network f learns from (bins follow the target, so bins fitted on every row would have
     seen the targets of the rows that validate network f). `location_folds` [n], given, adds the location price input
@@ -83,7 +85,7 @@ def fit_statistics(
     from sklearn.preprocessing import QuantileTransformer, StandardScaler
 
     numeric, categorical = numeric_and_categorical(train, target)
-    formats = date_formats(train, categorical)
+    formats = date_formats(train, [column for column in categorical if column not in categorical_columns])
     dates = list(formats)
     text = [column for column in categorical if column not in dates]
     ignored = id_like_columns(train, text=text, numeric=numeric)

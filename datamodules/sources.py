@@ -300,6 +300,13 @@ def _delimiter(text: str) -> str:
         return ","
 
 
+def column_names(names: list[str] | str | None) -> list[str] | None:
+    """Column names given as a list, or as one string of comma-separated names (`--data.drop_columns Order,PID`)."""
+    if isinstance(names, str):
+        return [name.strip() for name in names.split(",") if name.strip()]
+    return names
+
+
 def find_column(frame: pd.DataFrame, name: str, role: str, fix: str = "") -> str:
     """`name` if `frame` has it, else an error listing the near misses and the columns there are (then `fix`)."""
     if name in frame.columns:
@@ -338,7 +345,7 @@ def check_numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFra
                 fix = "remove currency signs and thousands separators"
             raise HousePriceError(
                 f"column '{column}' looks numeric but holds text such as '{example}' (data row {row + 1}); "
-                f"{fix}, or list it in drop_columns"
+                f"{fix}, or list it in drop_columns (or in categorical_columns, if its values are codes)"
             )
     return frame
 
@@ -482,10 +489,11 @@ def check_target_values(frame: pd.DataFrame, target: str) -> None:
         raise HousePriceError(f"target column '{target}' holds infinite values; drop or fix those rows")
 
 
-def check_table(frame: pd.DataFrame, target: str, log_target: bool = False) -> None:
+def check_table(frame: pd.DataFrame, target: str, log_target: bool = False, categorical: list[str] = ()) -> None:
     """Refuse tables no model can learn from: decorated numbers, a bad target, no features, infinities. (An empty
-    feature column is not refused: like a constant one, it is left out with a warning, `constant_columns`.)"""
-    check_numeric_columns(frame, list(frame.columns))
+    feature column is not refused: like a constant one, it is left out with a warning, `constant_columns`.)
+    `categorical`: columns declared categories, whose text may look like numbers."""
+    check_numeric_columns(frame, [column for column in frame.columns if column not in categorical])
     check_target_values(frame, target)
     target_values = frame[target]
     if target_values.nunique() < 2:

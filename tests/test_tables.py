@@ -10,6 +10,7 @@ import zipfile
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from conftest import ROOT, run_script
 
 from house_price.datamodules import HousePriceError, HousingDataModule
@@ -241,6 +242,50 @@ def test_categories_written_as_numbers_stay_categories_in_new_files(tmp_path, ca
     as_floats = new.assign(beds=[np.nan, 4.0, 3.0, 2.0])  # a DataFrame or Parquet column of codes with a gap
     assert model.predict(as_floats).tolist() == expected.tolist()
     assert model.preprocessor.unseen_categories(as_floats) == {}
+
+
+def test_codes_written_as_numbers_are_categories_where_declared_from_a_file_a_frame_and_at_prediction(tmp_path, capsys):
+    """Zone codes 1, 2, 3 (a few 3A) and zips with a leading zero: read as quantities (or refused) unless named in
+    categorical_columns, then text in training as in predict, whether the file, a DataFrame or a new house has them."""
+    from house_price.models import HousePriceRegressor
+    from house_price.models.prediction import predict_file
+
+    rng = np.random.default_rng(0)
+    zone = rng.choice(["1", "2", "3"], 300).astype(object)
+    zone[:5] = "3A"
+    frame = pd.DataFrame({"zone": zone, "zip": rng.choice(["01234", "95838"], 300), "area": rng.normal(100, 20, 300)})
+    frame["price"] = frame["area"] + frame["zone"].map({"1": 0, "2": 50, "3": 10, "3A": 10})
+    frame.to_csv(tmp_path / "sales.csv", index=False)
+    with pytest.raises(HousePriceError, match=r"'zone' looks numeric but holds text such as '3A'.*or in categorical_columns"):
+        HousingDataModule(path=str(tmp_path / "sales.csv"), target="price").splits
+    as_numbers = HousingDataModule(path=str(tmp_path / "sales.csv"), target="price", drop_columns="zone").preprocessing
+    assert "zip" in as_numbers["numeric"], "undeclared, a zip is a quantity"
+
+    from_file = HousingDataModule(path=str(tmp_path / "sales.csv"), target="price", categorical_columns="zone, zip")
+    assert from_file.hparams.categorical_columns == ["zone", "zip"]
+    state = from_file.preprocessing
+    assert state["categorical"] == ["zone", "zip"] and state["numeric"] == ["area"] and state["dates"] == []
+    assert state["vocabularies"] == [["1", "2", "3", "3A"], ["01234", "95838"]], "the file's text, leading zero kept"
+    numbers = frame.assign(zone=frame["zone"].replace("3A", "4").astype(int), zip=frame["zip"].astype(int))  # 01234 is 1234 here
+    from_frame = HousingDataModule.from_frame(numbers, target="price", categorical_columns=["zone"])
+    assert from_frame.preprocessing["categorical"] == ["zone"] and from_frame.preprocessing["vocabularies"][0] == ["1", "2", "3", "4"]
+
+    model = HousePriceRegressor(preprocessing=state, hidden_sizes=[8], ensemble_size=2)
+    new = pd.DataFrame({"zone": ["2", "3A", None], "zip": ["01234", "95838", "01234"], "area": [90.0, 110.0, 101.0]})
+    new.to_csv(tmp_path / "new.csv", index=False)
+    capsys.readouterr()
+    predict_file(model, tmp_path / "new.csv", tmp_path / "priced.csv")
+    assert "never seen in training" not in capsys.readouterr().err
+    expected = model.predict(new)
+    assert pd.read_csv(tmp_path / "priced.csv")["price_prediction"].tolist() == pytest.approx(expected.tolist(), rel=1e-12)
+    codes = model.preprocessor.encode_categories(new)
+    assert codes[:, 0].tolist() == [3, 5, 0] and codes[:, 1].tolist() == [2, 3, 2], "2 and 3A known; missing, never in training: unknown"
+    as_numbers = model.preprocessor.encode_categories(new.assign(zone=[2.0, "3A", np.nan]))  # a code arriving as a number
+    assert torch.equal(as_numbers, codes)
+    with pytest.raises(HousePriceError, match=r"categorical column 'zipp' is not in the data; did you mean \['zip'\]"):
+        HousingDataModule.from_frame(frame, target="price", categorical_columns="zipp").splits
+    with pytest.raises(HousePriceError, match="categorical column 'price' is the target"):
+        HousingDataModule.from_frame(frame, target="price", categorical_columns="zone,price").splits
 
 
 def test_a_log_price_model_reports_its_metrics_in_price_units():
