@@ -221,10 +221,21 @@ def test_a_table_of_categories_only_trains_prices_and_exports(tmp_path):
     assert pd.read_csv(tmp_path / "houses.csv", keep_default_na=False).shape == (600, 3), "the houses are still there"
 
 
+def prices_of_a_file_of(new: pd.DataFrame, model, tmp_path, capsys) -> pd.Series:
+    """`model.predict(new)`, checked to be what `predict_file` writes for `new` saved as a CSV, with no category unseen."""
+    from house_price.models.prediction import predict_file
+
+    new.to_csv(tmp_path / "new.csv", index=False)
+    capsys.readouterr()
+    predict_file(model, tmp_path / "new.csv", tmp_path / "priced.csv")
+    assert "never seen in training" not in capsys.readouterr().err
+    expected = model.predict(new)
+    assert pd.read_csv(tmp_path / "priced.csv")["price_prediction"].tolist() == pytest.approx(expected.tolist(), rel=1e-12)
+    return expected
+
 def test_categories_written_as_numbers_stay_categories_in_new_files(tmp_path, capsys):
     """Bedrooms "2", "3", "4", "5+": a new file without "5+" (and with a gap) parses as numbers, 3.0 is not "3"."""
     from house_price.models import HousePriceRegressor
-    from house_price.models.prediction import predict_file
 
     rng = np.random.default_rng(0)
     beds = rng.choice(["2", "3", "4", "5+"], 600)
@@ -233,12 +244,7 @@ def test_categories_written_as_numbers_stay_categories_in_new_files(tmp_path, ca
     model = HousePriceRegressor(preprocessing=HousingDataModule.from_frame(frame, target="price").preprocessing, hidden_sizes=[8], ensemble_size=2)
     assert model.preprocessor.categorical == ["beds"]
     new = pd.DataFrame({"beds": [None, "4", "3", "2"], "area": [90.0, 110.0, 101.0, 78.0]})
-    new.to_csv(tmp_path / "new.csv", index=False)
-    capsys.readouterr()
-    predict_file(model, tmp_path / "new.csv", tmp_path / "priced.csv")
-    assert "never seen in training" not in capsys.readouterr().err
-    expected = model.predict(new)
-    assert pd.read_csv(tmp_path / "priced.csv")["price_prediction"].tolist() == pytest.approx(expected.tolist(), rel=1e-12)
+    expected = prices_of_a_file_of(new, model, tmp_path, capsys)
     as_floats = new.assign(beds=[np.nan, 4.0, 3.0, 2.0])  # a DataFrame or Parquet column of codes with a gap
     assert model.predict(as_floats).tolist() == expected.tolist()
     assert model.preprocessor.unseen_categories(as_floats) == {}
@@ -248,7 +254,6 @@ def test_codes_written_as_numbers_are_categories_where_declared_from_a_file_a_fr
     """Zone codes 1, 2, 3 (a few 3A) and zips with a leading zero: read as quantities (or refused) unless named in
     categorical_columns, then text in training as in predict, whether the file, a DataFrame or a new house has them."""
     from house_price.models import HousePriceRegressor
-    from house_price.models.prediction import predict_file
 
     rng = np.random.default_rng(0)
     zone = rng.choice(["1", "2", "3"], 300).astype(object)
@@ -272,12 +277,7 @@ def test_codes_written_as_numbers_are_categories_where_declared_from_a_file_a_fr
 
     model = HousePriceRegressor(preprocessing=state, hidden_sizes=[8], ensemble_size=2)
     new = pd.DataFrame({"zone": ["2", "3A", None], "zip": ["01234", "95838", "01234"], "area": [90.0, 110.0, 101.0]})
-    new.to_csv(tmp_path / "new.csv", index=False)
-    capsys.readouterr()
-    predict_file(model, tmp_path / "new.csv", tmp_path / "priced.csv")
-    assert "never seen in training" not in capsys.readouterr().err
-    expected = model.predict(new)
-    assert pd.read_csv(tmp_path / "priced.csv")["price_prediction"].tolist() == pytest.approx(expected.tolist(), rel=1e-12)
+    prices_of_a_file_of(new, model, tmp_path, capsys)  # the file, zips as written, priced as the frame
     codes = model.preprocessor.encode_categories(new)
     assert codes[:, 0].tolist() == [3, 5, 0] and codes[:, 1].tolist() == [2, 3, 2], "2 and 3A known; missing, never in training: unknown"
     as_numbers = model.preprocessor.encode_categories(new.assign(zone=[2.0, "3A", np.nan]))  # a code arriving as a number
