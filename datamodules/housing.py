@@ -178,7 +178,7 @@ class HousingDataModule(L.LightningDataModule):
             if column == self.target:
                 raise HousePriceError(f"categorical column '{column}' is the target; a target must be a number: leave it out of categorical_columns")
             frame[column] = category_text(frame[column])  # as predict reads it: 95838 and 95838.0 are "95838"
-        check_table(frame, self.target, self.hparams.log_target, categorical=declared)
+        check_table(frame, self.target, log_target=self.hparams.log_target, categorical=declared)
         return frame
 
     def split(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
@@ -291,9 +291,9 @@ class HousingDataModule(L.LightningDataModule):
             self._state = fit_statistics(
                 self.splits["train"],
                 self.target,
-                self.scaling,
-                hp.log_target,
-                hp.n_quantiles,
+                scaling=self.scaling,
+                log_target=hp.log_target,
+                n_quantiles=hp.n_quantiles,
                 seed=hp.split_seed,
                 target_unit=self.target_unit,
                 n_bins=hp.n_bins,

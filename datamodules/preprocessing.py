@@ -59,6 +59,7 @@ QUANTILE_MARGIN = BOUNDS_THRESHOLD - float(np.spacing(1))
 def fit_statistics(
     train: pd.DataFrame,
     target: str,
+    *,
     scaling: Scaling = "standard",
     log_target: bool = False,
     n_quantiles: int = 1000,

@@ -489,7 +489,7 @@ def check_target_values(frame: pd.DataFrame, target: str) -> None:
         raise HousePriceError(f"target column '{target}' holds infinite values; drop or fix those rows")
 
 
-def check_table(frame: pd.DataFrame, target: str, log_target: bool = False, categorical: list[str] = ()) -> None:
+def check_table(frame: pd.DataFrame, target: str, *, log_target: bool = False, categorical: list[str] = ()) -> None:
     """Refuse tables no model can learn from: decorated numbers, a bad target, no features, infinities. (An empty
     feature column is not refused: like a constant one, it is left out with a warning, `constant_columns`.)
     `categorical`: columns declared categories, whose text may look like numbers."""
