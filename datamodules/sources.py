@@ -341,6 +341,8 @@ def check_numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFra
                        "decimal mark) or write decimals with '.'")
             elif not any(character.isdigit() for character in str(example)):
                 fix = "if it marks a missing value, leave those cells empty or write NA"
+            elif str(example).strip().endswith("%"):
+                fix = "write percentages as plain numbers (12% as 12 or 0.12)"
             else:
                 fix = "remove currency signs and thousands separators"
             raise HousePriceError(

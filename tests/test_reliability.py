@@ -47,6 +47,8 @@ def bad_data_cases(tmp: Path) -> list[tuple[list[str], list[str]]]:
         (["--data.path", str(numbers_csv(tmp / "m.csv", gap=[1.0] * 10 + [None] + [2.0] * (n - 11))), "--data.target", "gap"],
          ["'gap' has 1 missing", "row 11"]),
         (["--data.path", str(numbers_csv(tmp / "d.csv", cost=dollars))], ["'cost' looks numeric", "'$0,000'"]),
+        (["--data.path", str(numbers_csv(tmp / "p.csv", share=[f"{i}%" for i in range(n)]))],
+         ["'share' looks numeric but holds text such as '0%'", "write percentages as plain numbers"]),
         (["--data.path", str(numbers_csv(tmp / "u.csv", age=[1] * 9 + ["unknown"] + [2] * (n - 10)))],
          ["'age' looks numeric but holds text such as 'unknown' (data row 10)", "if it marks a missing value, leave those cells empty or write NA"]),
         (["--data.path", str(numbers_csv(tmp / "i.csv", area=[1.0] * 5 + [float("inf")] + [1.0] * (n - 6)))], ["'area' holds an infinite", "row 6"]),
