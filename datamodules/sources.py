@@ -33,7 +33,10 @@ CALIFORNIA_UNIT = "$100,000"  # as scikit-learn ships the target, so RMSE compar
 MISSING_MARKERS = ["?", "-", "--", "missing", "Missing", "MISSING", "none", "None", "NONE", "na", "nan"]
 
 _DELIMITERS = ",;\t|"
-_NUMBER_WITH_DECORATION = re.compile(r"^\s*[-+]?[$€£]?\s*[-+]?[\d.,]+\s*%?\s*$")
+# A number with a currency sign before or after it, a percent sign, or digits grouped by a space ("150 000 €", as
+# French, Nordic and Russian exports write them; also the no-break spaces U+00A0 and U+202F).
+_GROUPED_DIGITS = r"\d{1,3}(?:[ \u00a0\u202f]\d{3})+(?:[.,]\d+)?"
+_NUMBER_WITH_DECORATION = re.compile(rf"^\s*[-+]?[$€£]?\s*[-+]?(?:{_GROUPED_DIGITS}|[\d.,]+)\s*%?\s*[$€£]?\s*$")
 
 
 # The project's data folder beside the checkout (configs/housing_csv.yaml reads ../shared/data/housing.csv from it).

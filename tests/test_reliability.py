@@ -49,6 +49,10 @@ def bad_data_cases(tmp: Path) -> list[tuple[list[str], list[str]]]:
         (["--data.path", str(numbers_csv(tmp / "d.csv", cost=dollars))], ["'cost' looks numeric", "'$0,000'"]),
         (["--data.path", str(numbers_csv(tmp / "p.csv", share=[f"{i}%" for i in range(n)]))],
          ["'share' looks numeric but holds text such as '0%'", "write percentages as plain numbers"]),
+        (["--data.path", str(numbers_csv(tmp / "g.csv", area=[f"{i} 500" for i in range(1, n + 1)]))],  # digits grouped by a space
+         ["'area' looks numeric but holds text such as '1 500' (data row 1)", "thousands separators"]),
+        (["--data.path", str(numbers_csv(tmp / "ge.csv", cost=[f"{i}\u00a0500 €" for i in range(1, n + 1)]))],  # a no-break space, a trailing €
+         ["'cost' looks numeric but holds text such as '1", "500 €' (data row 1)", "remove currency signs"]),
         (["--data.path", str(numbers_csv(tmp / "u.csv", age=[1] * 9 + ["unknown"] + [2] * (n - 10)))],
          ["'age' looks numeric but holds text such as 'unknown' (data row 10)", "if it marks a missing value, leave those cells empty or write NA"]),
         (["--data.path", str(numbers_csv(tmp / "i.csv", area=[1.0] * 5 + [float("inf")] + [1.0] * (n - 6)))], ["'area' holds an infinite", "row 6"]),
