@@ -370,13 +370,17 @@ def numeric_and_categorical(frame: pd.DataFrame, target: str) -> tuple[list[str]
 # Dates written with '/' or '.', read with the one of these formats that fits the column (see date_formats).
 DATE_FORMATS = ("%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%Y/%m/%d")
 _NUMERIC_DATE = re.compile(r"^\d{1,4}[/.]\d{1,2}[/.]\d{1,4}$")
+# Other layouts, each readable one way only: ISO's basic form with a time ("20141013T000000", as King County's sales
+# file writes them) and a month ("2014-10", read as its first day).
+TEXT_DATE_FORMATS = {"%Y%m%dT%H%M%S": re.compile(r"^\d{8}T\d{6}$"), "%Y-%m": re.compile(r"^\d{4}-\d{1,2}$")}
 _ISO_DATE = re.compile(r"^\s*\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d+)?)?)?(Z|[+-]\d{2}:?\d{2})?\s*$")
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 
 def date_formats(frame: pd.DataFrame, columns: list[str]) -> dict[str, str]:
     """The `columns` that hold dates, each with the format that reads it: "ISO8601" for datetime dtypes and text of
-    (nearly all) ISO dates ("2021-05-03"), else the one of DATE_FORMATS that reads (nearly) all of its values.
+    (nearly all) ISO dates ("2021-05-03"), else the one of DATE_FORMATS or TEXT_DATE_FORMATS that reads (nearly) all
+    of its values.
 
     Month-first and day-first dates are told apart by a day past the 12th; a column where both read every value is
     refused rather than guessed.
@@ -396,6 +400,11 @@ def date_formats(frame: pd.DataFrame, columns: list[str]) -> dict[str, str]:
                     f"column '{column}' holds dates such as '{text.iloc[0]}' that read both as {fits[0]} and as {fits[1]} (no "
                     "day is past the 12th); write them as YYYY-MM-DD, or list the column in drop_columns"
                 )
+            if fits:
+                formats[column] = fits[0]
+        else:
+            fits = [form for form, layout in TEXT_DATE_FORMATS.items()
+                    if text.str.match(layout).mean() >= 0.95 and pd.to_datetime(text, format=form, errors="coerce").notna().mean() >= 0.95]
             if fits:
                 formats[column] = fits[0]
     return formats

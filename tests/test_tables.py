@@ -72,7 +72,7 @@ def test_a_row_number_column_is_left_out_and_measured_whole_numbers_stay(capsys)
 def test_dates_written_month_first_or_day_first_read_as_the_iso_ones():
     iso = HousingDataModule.from_frame(sales(), target="price", drop_columns="address")
     days = pd.to_datetime(sales()["sold_on"])
-    for form in ("%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y"):
+    for form in ("%m/%d/%Y", "%d/%m/%Y", "%d.%m.%Y", "%Y%m%dT%H%M%S"):  # the last: "20210503T000000", as King County writes
         written = HousingDataModule.from_frame(sales().assign(sold_on=days.dt.strftime(form)), target="price", drop_columns="address")
         assert written.preprocessing["date_formats"] == [form]
         assert np.array_equal(written.tensors("train")[0].numpy(), iso.tensors("train")[0].numpy())
@@ -84,6 +84,17 @@ def test_dates_written_month_first_or_day_first_read_as_the_iso_ones():
                                               r"%d/%m/%Y \(no day is past the 12th\); write them as YYYY-MM-DD"):
         HousingDataModule.from_frame(early, target="price", drop_columns="address").preprocessing
 
+
+def test_a_month_written_year_first_is_a_date_read_as_its_first_day():
+    """"2021-05" (a month of sale) is a date, not a category of 50 levels; a new file's full ISO date reads too."""
+    days = pd.to_datetime(sales()["sold_on"])
+    months = HousingDataModule.from_frame(sales().assign(sold_on=days.dt.strftime("%Y-%m")), target="price", drop_columns="address")
+    assert months.preprocessing["dates"] == ["sold_on"] and months.preprocessing["date_formats"] == ["%Y-%m"]
+    assert months.preprocessing["categorical"] == ["zone"]
+    houses = pd.DataFrame({"area": [100.0] * 3, "sold_on": ["2021-05", "2021-05-03", "2021-13"], "zone": ["a"] * 3})
+    raw = months.preprocessor.raw_numeric(houses).numpy()
+    assert raw[0].tolist() == [100.0, 18748.0, 5.0] and raw[1].tolist() == [100.0, 18750.0, 5.0]  # May 1st; May 3rd, 2021
+    assert np.isnan(raw[2, 1:]).all() and months.preprocessor.unreadable_dates(houses)["sold_on"]["examples"] == ["2021-13"]
 
 def test_dates_not_written_as_in_training_are_named_when_priced(tmp_path, capsys):
     from house_price.models.prediction import predict_file
