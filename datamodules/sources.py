@@ -444,6 +444,11 @@ def with_date_features(frame: pd.DataFrame, formats: dict[str, str]) -> pd.DataF
     return frame.assign(**added)
 
 
+# Column names that say "identifier": id or pid alone or after a separator (house_id, "Parcel ID"), or camel case
+# (parcelId, houseID). Not "paid", "grid" or "humid": a lower-case "id" counts only after a separator.
+_ID_NAMES = (re.compile(r"^(?:id|pid)$|[_\s.-](?:id|pid)$", re.IGNORECASE), re.compile(r"[a-z](?:Id|ID)$"))
+
+
 def id_like_columns(frame: pd.DataFrame, text: list[str], numeric: list[str]) -> dict[str, str]:
     """Columns that name rows rather than describe houses: {column: why, for the warning}.
 
@@ -452,7 +457,10 @@ def id_like_columns(frame: pd.DataFrame, text: list[str], numeric: list[str]) ->
     - `numeric` columns of whole numbers that are all different and fill at least a quarter of their range (row
       numbers, sequential ids): the model would learn prices by position in the file. A measured quantity with
       that many different values over that few possible ones would repeat some: over 100 random rows drawn from
-      a range 4 times as wide, all are different about once in 770,000 draws.
+      a range 4 times as wide, all are different about once in 770,000 draws;
+    - `numeric` columns named as ids (`_ID_NAMES`: id, PID, house_id, parcelId) holding whole numbers that are
+      nearly all different: ids drawn from a wide range (King County's `id`, Ames' `PID` parcel numbers), which
+      need not fill it and may repeat for a house sold twice.
     """
     found = {}
     for column in text:
@@ -462,12 +470,14 @@ def id_like_columns(frame: pd.DataFrame, text: list[str], numeric: list[str]) ->
             found[column] = f"has {distinct:,} different values in {len(values):,} training rows (an id, an address or free text?)"
     for column in numeric:
         values = frame[column].dropna().to_numpy(dtype=np.float64)
-        if len(values) < 100 or not np.array_equal(values, np.round(values)) or len(np.unique(values)) < len(values):
+        if not np.array_equal(values, np.round(values)):
             continue
-        span = values.max() - values.min() + 1
-        if len(values) >= 0.25 * span:
+        distinct = len(np.unique(values))
+        if len(values) >= 100 and distinct == len(values) and len(values) >= 0.25 * (values.max() - values.min() + 1):
             found[column] = (f"holds a different whole number on each of its {len(values):,} training rows, between "
                              f"{values.min():,.0f} and {values.max():,.0f} (a row number or an id?)")
+        elif any(name.search(str(column)) for name in _ID_NAMES) and len(values) >= 20 and distinct >= 0.9 * len(values):
+            found[column] = f"is named as an id and holds {distinct:,} different whole numbers in {len(values):,} training rows"
     return found
 
 

@@ -48,21 +48,26 @@ def test_dates_become_numbers_and_id_like_text_is_left_out_with_a_warning(capsys
 
 
 def test_a_row_number_column_is_left_out_and_measured_whole_numbers_stay(capsys):
-    """Sequential ids are all different and fill their range; areas in whole square feet repeat or spread out."""
+    """Sequential ids are all different and fill their range; ids drawn from a wide range are named as ids; areas in
+    whole square feet repeat or spread out."""
     rng = np.random.default_rng(0)
     frame = sales(400).assign(Id=np.arange(1, 401), area_sqft=rng.integers(400, 6000, 400), rooms=rng.integers(1, 9, 400),
                               utilities="AllPub", gap=[np.nan] + [1.0] * 399, void=np.nan)  # constant; sometimes missing; empty
-    frame["sparse_id"] = rng.permutation(np.arange(0, 400 * 100, 100))[:400]  # distinct but spread out: a measurement, as far as we can tell
+    frame["spread"] = rng.permutation(np.arange(0, 400 * 100, 100))[:400]  # distinct but spread out: a measurement, as far as we can tell
+    frame["parcel_id"] = frame["PID"] = frame["spread"] * 7919 + 10**9  # the same, named as ids: Ames' PID, King County's id
+    frame.loc[1, "parcel_id"] = frame.loc[0, "parcel_id"]  # a house sold twice
+    frame["grid"] = frame["paid"] = frame["spread"]  # names ending in "id" that are not ids
     state = HousingDataModule.from_frame(frame, target="price").preprocessing
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: column")]
-    assert state["ignored"] == ["address", "Id", "void", "utilities"]
+    assert state["ignored"] == ["address", "Id", "parcel_id", "PID", "void", "utilities"]
     assert any("'Id'" in line and "row number" in line and "--data.drop_columns" in line for line in warnings)
     assert any("'utilities' holds the same value ('AllPub') in all" in line for line in warnings)
     assert any("'void' is empty in all 256 training rows; it is left out" in line for line in warnings)  # as CatBoost ignores it
     assert "gap" in state["numeric"] and "gap" in state["indicators"], "whether it is there can matter"
     assert constant_columns(pd.DataFrame({"pool": [np.nan] * 3}), ["pool"]) == {"pool": "is empty in all 3 training rows"}  # in this split
-    assert {"area_sqft", "rooms", "sparse_id", "area"} <= set(state["numeric"]) and "Id" not in state["numeric"]
-    silenced = HousingDataModule.from_frame(frame, target="price", drop_columns=["Id", "address", "utilities", "void"]).preprocessing
+    assert {"area_sqft", "rooms", "spread", "grid", "paid", "area"} <= set(state["numeric"]) and "Id" not in state["numeric"]
+    assert any("'parcel_id' is named as an id and holds" in line and "different whole numbers in" in line for line in warnings)
+    silenced = HousingDataModule.from_frame(frame, target="price", drop_columns=["Id", "address", "utilities", "void", "parcel_id", "PID"]).preprocessing
     assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: column")]
     assert silenced["numeric"] == state["numeric"]
     with pytest.raises(HousePriceError, match=r"every feature column was left out \(\['address', 'Id'\]: see the warnings\)"):
