@@ -393,20 +393,18 @@ def date_formats(frame: pd.DataFrame, columns: list[str]) -> dict[str, str]:
         text = values.astype(str).str.strip()
         if pd.api.types.is_datetime64_any_dtype(values) or text.str.match(_ISO_DATE).mean() >= 0.95:
             formats[column] = "ISO8601"
-        elif text.str.match(_NUMERIC_DATE).mean() >= 0.95:
-            fits = [form for form in DATE_FORMATS if pd.to_datetime(text, format=form, errors="coerce").notna().mean() >= 0.95]
-            if len(fits) > 1:
-                raise HousePriceError(
-                    f"column '{column}' holds dates such as '{text.iloc[0]}' that read both as {fits[0]} and as {fits[1]} (no "
-                    "day is past the 12th); write them as YYYY-MM-DD, or list the column in drop_columns"
-                )
-            if fits:
-                formats[column] = fits[0]
-        else:
-            fits = [form for form, layout in TEXT_DATE_FORMATS.items()
-                    if text.str.match(layout).mean() >= 0.95 and pd.to_datetime(text, format=form, errors="coerce").notna().mean() >= 0.95]
-            if fits:
-                formats[column] = fits[0]
+            continue
+        # The formats the text is laid out for (TEXT_DATE_FORMATS' layouts exclude one another), then those that read it.
+        forms = DATE_FORMATS if text.str.match(_NUMERIC_DATE).mean() >= 0.95 else \
+            [form for form, layout in TEXT_DATE_FORMATS.items() if text.str.match(layout).mean() >= 0.95]
+        fits = [form for form in forms if pd.to_datetime(text, format=form, errors="coerce").notna().mean() >= 0.95]
+        if len(fits) > 1:
+            raise HousePriceError(
+                f"column '{column}' holds dates such as '{text.iloc[0]}' that read both as {fits[0]} and as {fits[1]} (no "
+                "day is past the 12th); write them as YYYY-MM-DD, or list the column in drop_columns"
+            )
+        if fits:
+            formats[column] = fits[0]
     return formats
 
 
