@@ -2,6 +2,7 @@
 
 import errno
 import os
+import signal
 import sys
 from collections.abc import Callable
 
@@ -19,6 +20,9 @@ def exit_cleanly_on_error(main: Callable[[], None]) -> None:
     """
     try:
         main()
+    except Terminated:
+        print("terminated (SIGTERM): stopped; no output was left half-written", file=sys.stderr)
+        sys.exit(128 + signal.SIGTERM)
     except KeyboardInterrupt:
         # Every output is written to a temporary file and renamed, so an interrupted command leaves nothing half-written.
         print("interrupted (Ctrl-C): stopped; no output was left half-written", file=sys.stderr)
@@ -31,6 +35,21 @@ def exit_cleanly_on_error(main: Callable[[], None]) -> None:
             message = f"cannot write '{error.filename}' ({error.strerror}); choose a writable location for the outputs"
         print(f"error: {' '.join(message.split())}", file=sys.stderr)
         sys.exit(2)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (`kill`, a container stopping), raised where the command is, as Ctrl-C is: every `finally` runs, so
+    a temporary output file is removed."""
+
+
+def stop_on_sigterm() -> None:
+    """Make SIGTERM stop this command as Ctrl-C does (`Terminated`), for commands that write outputs outside
+    Lightning's fit (which handles SIGTERM itself)."""
+    def terminate(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def _is_user_error(error: Exception) -> bool:

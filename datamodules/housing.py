@@ -257,10 +257,13 @@ class HousingDataModule(L.LightningDataModule):
         if self.hparams.location_price != "auto":
             return
         coordinates = coordinate_columns([str(column) for column in frame.columns if column != self.target])
-        self.hparams.location_price = coordinates is not None and self.hparams.folds == 1 and LOCATION_PRICE not in frame.columns
+        one_place = coordinates is not None and all(frame[column].nunique() <= 1 for column in coordinates)
+        self.hparams.location_price = coordinates is not None and not one_place and self.hparams.folds == 1 and LOCATION_PRICE not in frame.columns
         self._hparams_initial.location_price = self.hparams.location_price
         if coordinates is None:
             why = "the table has no latitude and longitude columns"
+        elif one_place:
+            why = f"{list(coordinates)} hold one position for every sale"
         else:
             why = f"from {list(coordinates)}" if self.hparams.location_price else "the training rows are cross-fitted (folds > 1)"
         rank_zero_info(f"data.location_price auto: {str(self.hparams.location_price).lower()}, {why}; --data.location_price true|false "

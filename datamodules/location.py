@@ -16,6 +16,7 @@ training order (`TIE_BREAK`) in every runtime; a house without both coordinates 
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 
@@ -30,6 +31,9 @@ TIE_BREAK = 1e-9
 # Distances computed at once, at most: queries x sales (8 bytes each: 4 MiB, which stays in the cache; a search over
 # California's 13,209 sales ran several times faster in such slices than in 64 MiB ones: RESULTS.md).
 SEARCH_CHUNK = 2**19
+# Sales beyond the neighbours whose distances are computed for each house, found through a k-d tree: a house whose
+# candidates cannot be shown to hold its nearest sales is searched over every sale.
+CANDIDATES = 16
 
 
 def coordinate_columns(columns: list[str]) -> tuple[str, str] | None:
@@ -47,10 +51,12 @@ def positions(latitude: torch.Tensor, longitude: torch.Tensor) -> torch.Tensor:
     return torch.stack([ring * torch.cos(longitude), ring * torch.sin(longitude), EARTH_RADIUS_KM * torch.sin(latitude)], dim=1)
 
 
-def neighbour_mean(queries: torch.Tensor, sales: torch.Tensor, prices: torch.Tensor, neighbours: int) -> torch.Tensor:
+def neighbour_mean(queries: torch.Tensor, sales: torch.Tensor, prices: torch.Tensor, neighbours: int,
+                   own: torch.Tensor | None = None) -> torch.Tensor:
     """Mean of `prices` [N] over the `neighbours` `sales` [N, 3] nearest each of `queries` [B, 3] -> [B], float64.
 
     All B x N distances at once (the exported graph's form: one subtraction, TopK, Gather); NaN where a query is.
+    `own` [B] int64: each query's own sale (-1 for none), never its neighbour.
     """
     if not 1 <= neighbours <= len(sales):
         raise ValueError(f"{neighbours=} with {len(sales)=} sales")
@@ -58,18 +64,53 @@ def neighbour_mean(queries: torch.Tensor, sales: torch.Tensor, prices: torch.Ten
     queries = torch.where(unknown[:, None], 0.0, queries)
     distances = sum((queries[:, None, axis] - sales[None, :, axis]).square() for axis in range(3))  # [B, N], no [B, N, 3]
     distances = distances + TIE_BREAK * torch.arange(len(sales), dtype=distances.dtype)
-    nearest = prices[distances.topk(neighbours, dim=1, largest=False).indices]  # [B, neighbours], nearest first
+    if own is not None:
+        distances = torch.where(torch.arange(len(sales)) == own[:, None], torch.inf, distances)
+    nearest = distances.topk(neighbours, dim=1, largest=False).indices  # [B, neighbours], nearest first
+    return torch.where(unknown, torch.nan, _mean_in_order(prices[nearest]))
+
+
+def _mean_in_order(nearest: torch.Tensor) -> torch.Tensor:
+    """[B, neighbours] -> [B]: added one by one, nearest first: every runtime rounds the same way (a reduction need not)."""
     total = nearest[:, 0]
-    for rank in range(1, neighbours):  # added one by one, nearest first: every runtime rounds the same way (a reduction need not)
+    for rank in range(1, nearest.shape[1]):
         total = total + nearest[:, rank]
-    return torch.where(unknown, torch.nan, total / neighbours)
+    return total / nearest.shape[1]
 
 
-def location_prices(queries: torch.Tensor, sales: torch.Tensor, prices: torch.Tensor, neighbours: int, chunk: int = SEARCH_CHUNK) -> torch.Tensor:
-    """`neighbour_mean` in slices of queries so that memory stays about `chunk` distances; equal to one slice."""
+def location_prices(queries: torch.Tensor, sales: torch.Tensor, prices: torch.Tensor, neighbours: int, *, own: torch.Tensor | None = None,
+                    tree: Any = None, chunk: int = SEARCH_CHUNK) -> torch.Tensor:
+    """`neighbour_mean`'s numbers, found through a k-d tree of the sales (`tree`: scipy's cKDTree of `sales`, built
+    here when not given). Each house's distances are computed over its nearest `neighbours + CANDIDATES` sales only,
+    with the same float64 operations element by element as over every sale; a house whose candidates cannot be shown
+    to hold its nearest (ties at their edge, duplicate positions) is searched over every sale, in slices of houses
+    so that memory stays about `chunk` distances. `own` [B]: as `neighbour_mean`'s."""
+    own = own if own is not None and bool((own >= 0).any()) else None
+    values = torch.full((len(queries),), torch.nan, dtype=torch.float64)
+    known = torch.nonzero(~torch.isnan(queries).any(dim=1)).flatten()
+    count = min(len(sales), neighbours + CANDIDATES)
+    everywhere = known
+    if count < len(sales) and len(known):
+        from scipy.spatial import cKDTree
+
+        tree = tree if tree is not None else cKDTree(sales.numpy())
+        found, indices = tree.query(queries[known].numpy(), k=count)
+        candidates = torch.from_numpy(indices).long()  # [m, count], nearest first
+        distances = sum((queries[known, None, axis] - sales[candidates, axis]).square() for axis in range(3))
+        distances = distances + TIE_BREAK * candidates.to(distances.dtype)  # as `neighbour_mean`'s, element by element
+        if own is not None:
+            distances = torch.where(candidates == own[known, None], torch.inf, distances)
+        edge, nearest = distances.topk(neighbours, dim=1, largest=False)
+        values[known] = _mean_in_order(prices[candidates.gather(1, nearest)])
+        # A sale outside the candidates lies at least as far as the farthest one, and a tie-break only adds distance:
+        # the candidates hold the nearest where the farthest of those chosen is nearer than that.
+        farthest = torch.from_numpy(found[:, -1]).square() * (1 - 1e-9) - 1e-9
+        everywhere = known[~(edge[:, -1] < farthest)]
     step = max(1, chunk // max(1, len(sales)))
-    parts = [neighbour_mean(queries[begin : begin + step], sales, prices, neighbours) for begin in range(0, len(queries), step)]
-    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
+    for begin in range(0, len(everywhere), step):
+        rows = everywhere[begin : begin + step]
+        values[rows] = neighbour_mean(queries[rows], sales, prices, neighbours, None if own is None else own[rows])
+    return values
 
 
 def out_of_fold_prices(sales: torch.Tensor, prices: torch.Tensor, folds: torch.Tensor, neighbours: int) -> torch.Tensor:

@@ -320,22 +320,23 @@ class Preprocessor:
                 f"(the data has {[str(column) for column in frame.columns]})"
             )
 
-    def transform(self, frame: pd.DataFrame, folds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw frame -> (numeric float32 [n, n_numeric_inputs], standardized; category codes int64 [n, n_cat]).
 
-        Columns are matched by name, so their order does not matter and extra columns are ignored. `folds`: see
-        `raw_numeric`.
+        Columns are matched by name, so their order does not matter and extra columns are ignored. `folds` and
+        `own_sales`: see `raw_numeric`.
         """
         self.check_columns(frame)
-        return self.scale_numeric(self.raw_numeric(frame, folds)).float(), self.encode_categories(frame)
+        return self.scale_numeric(self.raw_numeric(frame, folds, own_sales=own_sales)).float(), self.encode_categories(frame)
 
-    def raw_numeric(self, frame: pd.DataFrame, folds: torch.Tensor | None = None) -> torch.Tensor:
+    def raw_numeric(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False) -> torch.Tensor:
         """The numeric inputs in their own units, float64 [n, n_numeric], NaN where missing (dates as numbers, then
         the location price). `folds` [n] marks `frame` as the training sales themselves, with the target: each row's
-        location price then comes from the rows of the other folds, as in training, not from every training sale."""
+        location price then comes from the rows of the other folds, as in training, not from every training sale.
+        `own_sales` (evaluating rows that may be training sales): see `location_price`."""
         raw = self._read_numeric(frame)
         if self.location:
-            raw = torch.cat([raw, self.location_price(frame, folds)[:, None]], dim=1)
+            raw = torch.cat([raw, self.location_price(frame, folds, own_sales=own_sales)[:, None]], dim=1)
         return raw
 
     def _read_numeric(self, frame: pd.DataFrame) -> torch.Tensor:
@@ -357,13 +358,38 @@ class Preprocessor:
         latitude, longitude = (torch.tensor(location[key], dtype=torch.float64) for key in ("latitude", "longitude"))
         return positions(latitude, longitude), torch.tensor(location["prices"], dtype=torch.float64)
 
-    def location_price(self, frame: pd.DataFrame, folds: torch.Tensor | None = None) -> torch.Tensor:
+    def location_price(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False) -> torch.Tensor:
         """Each row's location price [n], float64: from every training sale, or with `folds` from the rows of `frame`
-        (the training sales, their target known) outside the row's fold."""
+        (the training sales, their target known) outside the row's fold. `own_sales`: a row that is a training sale
+        (the same coordinates and price: `training_sales`) leaves its own price out, as it did in training."""
         if folds is not None:
             return out_of_fold_prices(*self._own_sales(frame), folds, self.location["neighbours"])
         sales, prices = self.sales
-        return location_prices(self._houses(frame), sales, prices, self.location["neighbours"])
+        own = self.training_sales(frame) if own_sales else None
+        return location_prices(self._houses(frame), sales, prices, self.location["neighbours"], own=own, tree=self._sale_tree)
+
+    @functools.cached_property
+    def _sale_tree(self) -> Any:
+        """A k-d tree of the training sales' positions (scipy's cKDTree), built once: `location.location_prices`."""
+        from scipy.spatial import cKDTree
+
+        return cKDTree(self.sales[0].numpy())
+
+    def training_sales(self, frame: pd.DataFrame) -> torch.Tensor | None:
+        """For a frame with the target, each row's training sale by its coordinates and price, int64 [n] (-1 for a
+        row that is none); None without the target column or the location price."""
+        if not self.location or self.target not in frame.columns:
+            return None
+        location = self.location
+        stored = pd.MultiIndex.from_arrays([location["latitude"], location["longitude"], location["prices"]])
+        first = pd.Series(np.arange(len(stored)), index=stored)
+        first = first[~first.index.duplicated()]
+        target = pd.to_numeric(frame[self.target], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            prices = _target_space(target, location["log"])
+        latitude, longitude = (frame[column].to_numpy(dtype=np.float64, na_value=np.nan) for column in location["columns"])
+        found = first.reindex(pd.MultiIndex.from_arrays([latitude, longitude, prices])).to_numpy(dtype=np.float64, na_value=-1.0)
+        return torch.from_numpy(found.astype(np.int64))
 
     def fold_numeric(self, frame: pd.DataFrame, folds: torch.Tensor) -> torch.Tensor:
         """Cross-fitting with the location price: each network's numeric inputs of the training sales `frame` (folds
@@ -455,11 +481,12 @@ class Preprocessor:
                 report[column] = {"rows": len(unreadable), "examples": unreadable.astype(str).unique()[:examples].tolist()}
         return report
 
-    def tensors(self, frame: pd.DataFrame, folds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(numeric features, category codes, standardized target) of a frame that has the target column; `folds`:
-        see `raw_numeric`."""
+    def tensors(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(numeric features, category codes, standardized target) of a frame that has the target column; `folds`
+        and `own_sales`: see `raw_numeric`."""
         check_target_values(frame, find_column(frame, self.target, "target"))
-        return (*self.transform(frame, folds), self.encode_target(frame[self.target]))
+        return (*self.transform(frame, folds, own_sales=own_sales), self.encode_target(frame[self.target]))
 
     def encode_target(self, values: np.ndarray | pd.Series) -> torch.Tensor:
         """Target in its own units -> standardized float32 (after log if `log_target`)."""

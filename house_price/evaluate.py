@@ -10,13 +10,14 @@ writes metrics.json, predicted_vs_actual.png, residuals.png and intervals.png to
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import lightning as L
 import pandas as pd
 
 from house_price.datamodules.batches import TensorBatches
-from house_price.datamodules.errors import HousePriceError, exit_cleanly_on_error
+from house_price.datamodules.errors import HousePriceError, exit_cleanly_on_error, stop_on_sigterm
 from house_price.datamodules.files import output_folder
 from house_price.datamodules.sources import find_column
 from house_price.models.checkpoint import houses, model_from_checkpoint, read_checkpoint
@@ -35,9 +36,10 @@ from house_price.models.reports import (
 )
 
 
-def evaluate(model: HousePriceRegressor, frame: pd.DataFrame, batch_size: int = 4096) -> dict[str, float]:
-    """Metrics of `model` on every row of `frame`, through the same test step that training reports with."""
-    batches = TensorBatches(model.preprocessor.tensors(frame), batch_size=batch_size)
+def evaluate(model: HousePriceRegressor, frame: pd.DataFrame, batch_size: int = 4096, *, own_sales: bool = False) -> dict[str, float]:
+    """Metrics of `model` on every row of `frame`, through the same test step that training reports with
+    (`own_sales`: see `PriceModel.predict`)."""
+    batches = TensorBatches(model.preprocessor.tensors(frame, own_sales=own_sales), batch_size=batch_size)
     quiet_lightning()
     trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False, enable_model_summary=False)
     return stage_metrics(trainer.test(model, dataloaders=batches, verbose=False)[0], "test")
@@ -57,6 +59,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--output", help="report folder; default: <checkpoint>_evaluation beside the checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
     arguments = parser.parse_args(argv)
+    stop_on_sigterm()
 
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint, HousePriceRegressor)
@@ -64,11 +67,20 @@ def main(argv: list[str] | None = None) -> None:
     find_column(frame, model.target, "target", fix=f"evaluating needs the true prices; to price houses without them run "
                 f"house-price predict {arguments.checkpoint} --input {arguments.data} --output priced.csv")
     folder = report_folder(arguments.checkpoint, arguments.output, arguments.overwrite)
-    metrics = evaluate(model, frame)
+    # A file may hold the training sales themselves: each leaves its own price out of its location price, as in
+    # training, and the report says how many there are (the network learned them: their errors flatter it).
+    own_sales = arguments.data is not None
+    trained_on = model.preprocessor.training_sales(frame) if own_sales else None
+    trained_on = int((trained_on >= 0).sum()) if trained_on is not None else 0
+    if trained_on:
+        print(f"warning: {trained_on:,} of the {len(frame):,} rows are training sales (the same coordinates and price as a sale the model "
+              "learned from): each one's location price leaves its own sale out, but the network learned them, so these metrics "
+              "overstate its accuracy; evaluate on sales it never saw", file=sys.stderr)
+    metrics = evaluate(model, frame, own_sales=own_sales)
     unit = model.preprocessor.state["target_unit"]
     # One pricing pass for the plots: with a calibration, the kept interval at CHOICE_LEVEL comes with the prices.
     plotted = model.calibration is not None and model.calibration.reaches(CHOICE_LEVEL)
-    priced = model.predict(frame, interval=CHOICE_LEVEL) if plotted else model.predict(frame).to_frame()
+    priced = model.predict(frame, interval=CHOICE_LEVEL, own_sales=own_sales) if plotted else model.predict(frame, own_sales=own_sales).to_frame()
     predictions = priced[f"{model.target}_prediction"].to_numpy()
     unseen = UnseenValues(model.preprocessor)
     unseen.add(frame)
@@ -77,7 +89,7 @@ def main(argv: list[str] | None = None) -> None:
     plots = list(plot_predictions(actual, predictions, folder, unit))
     intervals = {}
     if model.calibration is not None:
-        intervals = interval_report(model, frame)
+        intervals = interval_report(model, frame, own_sales=own_sales)
         if plotted:
             plots.append(plot_intervals(actual, priced, folder / "intervals.png", unit, CHOICE_LEVEL))
         print(intervals_table(intervals, unit))

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from house_price.datamodules.errors import HousePriceError
-from house_price.datamodules.files import check_output
+from house_price.datamodules.errors import HousePriceError, stop_on_sigterm
+from house_price.datamodules.files import check_output, write_atomic
 from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
 from house_price.models.export import export_onnx, verify_onnx
 
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--verify", action="store_true", help="compare onnxruntime with the checkpoint on its test split")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     arguments = parser.parse_args(argv)
+    stop_on_sigterm()
 
     output = check_output(arguments.output, arguments.overwrite)
     try:
@@ -38,13 +39,21 @@ def main(argv: list[str] | None = None) -> None:
         raise HousePriceError("ONNX export needs onnx and onnxruntime: pip install 'house-price[export]'") from None
     checkpoint = read_checkpoint(arguments.checkpoint)
     model = model_from_checkpoint(checkpoint)
-    export_onnx(model, output)
+    test = training_split(checkpoint, "test") if arguments.verify else None  # a split that cannot be rebuilt stops before any writing
+    check = {}
+
+    def export_and_verify(temporary: str) -> None:
+        """Written beside the output and checked there: the .onnx appears only once it passed, never on failure."""
+        export_onnx(model, temporary)
+        if test is not None:
+            check.update(verify_onnx(temporary, model, test))
+            if not check["max_relative_difference"] <= TOLERANCE:  # NaN fails too: it compares false with everything
+                raise HousePriceError(f"the ONNX graph differs from the checkpoint by {check['max_relative_difference']:.3g} relative "
+                                      f"(more than {TOLERANCE}) on {check['rows']} test rows, so no file was written; please report it")
+
+    write_atomic(output, export_and_verify)
     inputs = ", ".join(model.preprocessor.numeric_read + [f"{column} (string)" for column in model.preprocessor.categorical])
     print(f"Wrote {output}: inputs {inputs}; output {model.target}_prediction ({model.preprocessor.state['target_unit']})")
-    if arguments.verify:
-        check = verify_onnx(output, model, training_split(checkpoint, "test"))
+    if check:
         print(f"onnxruntime vs the checkpoint on {check['rows']} test rows: largest difference {check['max_abs_difference']:.3g} "
               f"(relative {check['max_relative_difference']:.3g})")
-        if not check["max_relative_difference"] <= TOLERANCE:  # NaN fails too: it compares false with everything
-            raise HousePriceError(f"the ONNX file differs from the checkpoint by {check['max_relative_difference']:.3g} relative "
-                                  f"(more than {TOLERANCE}); please report it")

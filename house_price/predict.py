@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from house_price.datamodules.errors import exit_cleanly_on_error
+from house_price.datamodules.errors import exit_cleanly_on_error, stop_on_sigterm
 from house_price.datamodules.files import check_output
 from house_price.models.checkpoint import load_model
 from house_price.models.prediction import predict_file
@@ -29,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="add a conformal interval holding the price with this probability, e.g. 0.9: <target>_lower, _upper")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     arguments = parser.parse_args(argv)
+    stop_on_sigterm()
 
     output = check_output(arguments.output, arguments.overwrite)
     model = load_model(arguments.checkpoint)

@@ -57,7 +57,19 @@ def read_checkpoint(path: str | os.PathLike, contents: bytes | None = None) -> d
         )
     if outline is None:
         check_weights_fit(checkpoint)
+    check_weights_finite(checkpoint)
     return checkpoint
+
+
+def check_weights_finite(checkpoint: dict[str, Any]) -> None:
+    """Refuse a checkpoint with a NaN or infinite number in any stored tensor, naming the first: one such weight
+    makes every price NaN (an edited or damaged file, or a run that diverged)."""
+    for name, value in checkpoint["state_dict"].items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+            bad = int((~torch.isfinite(value)).sum())
+            raise HousePriceError(f"checkpoint weight '{name}' holds {bad} value{'s' if bad > 1 else ''} that {'are' if bad > 1 else 'is'} "
+                                  "not a finite number (NaN or infinite); the file is damaged or was edited, or training diverged: use "
+                                  "another checkpoint, such as last.ckpt, or retrain")
 
 
 def is_house_price(checkpoint: Any) -> bool:

@@ -93,9 +93,10 @@ def plot_predictions(actual: np.ndarray, predicted: np.ndarray, folder: Path, un
     return scatter, save_figure(figure, folder / "residuals.png")
 
 
-def interval_report(model: PriceModel, frame: pd.DataFrame) -> dict[str, Any]:
-    """Coverage and mean / median width (target units) of both interval methods at each of LEVELS on `frame`."""
-    mean, spread = model.member_statistics(frame)
+def interval_report(model: PriceModel, frame: pd.DataFrame, *, own_sales: bool = False) -> dict[str, Any]:
+    """Coverage and mean / median width (target units) of both interval methods at each of LEVELS on `frame`
+    (`own_sales`: see `PriceModel.predict`)."""
+    mean, spread = model.member_statistics(frame, own_sales=own_sales)
     actual = torch.tensor(frame[model.target].to_numpy(dtype=float))
     calibration = model.calibration
     levels = {
