@@ -13,7 +13,9 @@ gateway before opening it to a network. Ctrl-C stops it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import math
 import os
 import socket
 import sys
@@ -28,36 +30,81 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a .ckpt written by scripts/train.py")
     parser.add_argument("--host", default="127.0.0.1", help="address to answer on (default 127.0.0.1: this machine only)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    parser.add_argument("--workers", type=int, default=1, help="processes answering on the port, each with the model (default 1)")
-    parser.add_argument("--max-rows", type=int, default=10_000, help="houses per request at most (default 10,000)")
-    parser.add_argument("--max-body-mb", type=float, default=32, help="request body size at most, in MiB (default 32)")
+    parser.add_argument("--port", default="8000", help="port, 1-65535 (default 8000)")
+    parser.add_argument("--workers", default="1", help="processes answering on the port, each with the model (default 1)")
+    parser.add_argument("--threads", help="requests each process prices at once, off its event loop (default: the cores / workers)")
+    parser.add_argument("--max-rows", default="10000", help="houses per request at most (default 10,000)")
+    parser.add_argument("--max-body-mb", default="32", help="request body size at most, in MiB (default 32)")
+    parser.add_argument("--body-budget-mb", default="64",
+                        help="the bodies being read or priced at once, together, at most, in MiB; past it a request gets 503 (default 64)")
+    parser.add_argument("--max-connections", default="100", help="open connections at once; past it a request gets 503 (default 100)")
+    parser.add_argument("--idle-seconds", default="5",
+                        help="a connection that sends no request for this long is closed, a new one too (default 5)")
     parser.add_argument("--access-log", action="store_true", help="log every request (off: it costs time per request)")
     arguments = parser.parse_args(argv)
 
+    import torch
     import uvicorn  # after the arguments: --help answers at once
 
-    from house_price.service import Limits, create_app
+    from house_price.service import IdleTimeoutProtocol, Limits, cores, create_app
 
-    if arguments.workers < 1:
-        raise HousePriceError(f"--workers is {arguments.workers}; give 1 or more processes")
-    limits = Limits(max_rows=arguments.max_rows, max_body_bytes=int(arguments.max_body_mb * 2**20))
-    check_port_free(arguments.host, arguments.port)
-    settings = {"checkpoint": str(arguments.checkpoint.resolve()), "max_rows": limits.max_rows, "max_body_bytes": limits.max_body_bytes,
-                "workers": arguments.workers}
+    port = whole_number(arguments.port, "--port", 1, 65_535)
+    workers = whole_number(arguments.workers, "--workers", 1)
+    threads = whole_number(arguments.threads, "--threads", 1) if arguments.threads else max(1, cores() // workers)
+    limits = Limits(max_rows=whole_number(arguments.max_rows, "--max-rows", 1), max_body_bytes=mebibytes(arguments.max_body_mb, "--max-body-mb"),
+                    body_budget_bytes=mebibytes(arguments.body_budget_mb, "--body-budget-mb"),
+                    max_connections=whole_number(arguments.max_connections, "--max-connections", 1),
+                    idle_seconds=positive(arguments.idle_seconds, "--idle-seconds"), threads=threads)
+
+    # Each pricing thread runs torch on one core: two threads of one request would wait for each other whenever a
+    # second request (or anything else) holds a core (benchmarks/SERVE.md measures both).
+    torch.set_num_threads(1)
+    check_port_free(arguments.host, port)
+    settings = {"checkpoint": str(arguments.checkpoint.resolve()), "limits": dataclasses.asdict(limits)}
     app = create_app(arguments.checkpoint, limits)  # a bad checkpoint is refused here, in one line, before any worker starts
     if arguments.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: answering on {arguments.host}: any machine that reaches this one can use the service, which has no "
               "authentication", file=sys.stderr)
-    print(f"Serving {arguments.checkpoint} on http://{arguments.host}:{arguments.port}: the page at /, the API at /docs "
-          f"({arguments.workers} worker{'s' if arguments.workers > 1 else ''}; Ctrl-C stops)", flush=True)
-    options = {"host": arguments.host, "port": arguments.port, "log_level": "warning", "access_log": arguments.access_log}
-    if arguments.workers == 1:
+    print(f"Serving {arguments.checkpoint} on http://{arguments.host}:{port}: the page at /, the API at /docs "
+          f"({workers} worker{'s' if workers > 1 else ''} of {threads} pricing thread{'s' if threads > 1 else ''}; Ctrl-C stops)", flush=True)
+    options = {"host": arguments.host, "port": port, "log_level": "warning", "access_log": arguments.access_log,
+               "http": IdleTimeoutProtocol, "timeout_keep_alive": limits.idle_seconds, "limit_concurrency": limits.max_connections}
+    if workers == 1:
         uvicorn.run(app, **options)
     else:
         del app
         os.environ[SETTINGS] = json.dumps(settings)
-        uvicorn.run("house_price.serve:app_from_settings", factory=True, workers=arguments.workers, **options)
+        uvicorn.run("house_price.serve:app_from_settings", factory=True, workers=workers, **options)
+
+
+def whole_number(text: str, option: str, low: int, high: int | None = None) -> int:
+    """`text` as a whole number in [low, high], or one line naming the option and its range."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < low or (high is not None and value > high):
+        bounds = f"from {low} to {high:,}" if high is not None else f"of {low} or more"
+        raise HousePriceError(f"{option} is {text!r}; give a whole number {bounds}")
+    return value
+
+
+def positive(text: str, option: str) -> float:
+    """`text` as a finite number above 0, or one line naming the option."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise HousePriceError(f"{option} is {text!r}; give a finite number above 0")
+    return value
+
+
+def mebibytes(text: str, option: str) -> int:
+    size = int(positive(text, option) * 2**20)
+    if size < 1:
+        raise HousePriceError(f"{option} is {text!r}, under one byte; give a size in MiB such as 32")
+    return size
 
 
 def app_from_settings():
@@ -67,8 +114,8 @@ def app_from_settings():
     from house_price.service import Limits, create_app
 
     settings = json.loads(os.environ[SETTINGS])
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // settings["workers"]))  # the cores shared, not oversubscribed
-    return create_app(settings["checkpoint"], Limits(max_rows=settings["max_rows"], max_body_bytes=settings["max_body_bytes"]))
+    torch.set_num_threads(1)
+    return create_app(settings["checkpoint"], Limits(**settings["limits"]))
 
 
 def check_port_free(host: str, port: int) -> None:

@@ -14,12 +14,18 @@ more than pricing them, and the messages are ours.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import importlib.resources
 import json
+import math
+import os
+import re
 import sys
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +33,8 @@ import numpy as np
 import pandas as pd
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.requests import ClientDisconnect
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from house_price.analysis.attributions import shapley_values
 from house_price.datamodules.errors import HousePriceError
@@ -40,10 +48,13 @@ EXPLAIN_INTERVAL = 0.9  # the range /explain (and the page) shows
 
 
 def _float_column(values: list[Any]) -> np.ndarray | None:
-    """JSON values as float64 [n] (null as NaN, numeric text as its number), or None if any is not one number."""
-    with contextlib.suppress(TypeError, ValueError):
+    """JSON values as float64 [n] (null as NaN, numeric text as its number), or None if any is not one finite number
+    (true and false are not numbers: `json` reads them as Python's bools, which numpy would take as 1 and 0)."""
+    if any(value is True or value is False for value in values):
+        return None
+    with contextlib.suppress(TypeError, ValueError, OverflowError):
         numbers = np.array(values, dtype=np.float64)
-        if numbers.ndim == 1:
+        if numbers.ndim == 1 and not np.isinf(numbers).any():
             return numbers
     return None
 
@@ -51,11 +62,12 @@ def _float_column(values: list[Any]) -> np.ndarray | None:
 def _reads_as_number(value: Any) -> bool:
     if value is None or (isinstance(value, str) and not value.strip()):
         return True
-    try:
-        float(value)
-    except (TypeError, ValueError):
+    if isinstance(value, bool):
         return False
-    return True
+    try:
+        return math.isfinite(float(value))
+    except (TypeError, ValueError, OverflowError):
+        return False
 
 
 class BodyTooLarge(HousePriceError):
@@ -67,17 +79,70 @@ class BodyTooLarge(HousePriceError):
                    "higher --max-body-mb)")
 
 
+class ServerBusy(HousePriceError):
+    """The bodies being read and priced already fill `Limits.body_budget_bytes`: HTTP 503, try again shortly."""
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 @dataclass(frozen=True)
 class Limits:
-    """What one request may carry."""
+    """What one request may carry, and what the server holds at once (`house-price serve --help` lists the options)."""
 
-    max_rows: int = 10_000
-    max_body_bytes: int = 32 * 2**20
+    max_rows: int = 10_000  # houses per request
+    max_body_bytes: int = 32 * 2**20  # one request body
+    body_budget_bytes: int = 64 * 2**20  # every body being read or priced at once, together (a parsed body takes several times more)
+    max_connections: int = 100  # open connections at once; past it new requests get 503 (uvicorn's limit_concurrency)
+    idle_seconds: float = 5.0  # a connection with no request in flight this long is closed (uvicorn's timeout_keep_alive)
+    threads: int = field(default_factory=cores)  # requests priced at once, each off the event loop (one torch thread each)
 
     def __post_init__(self) -> None:
-        if self.max_rows < 1 or self.max_body_bytes < 1:
-            raise HousePriceError(f"serve limits must be positive ({self.max_rows=}, {self.max_body_bytes=}): give --max-rows and "
-                                  "--max-body-mb above 0")
+        for name in ("max_rows", "max_body_bytes", "body_budget_bytes", "max_connections", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise HousePriceError(f"serve limit {name} is {value!r}; give a whole number of 1 or more (house-price serve --help)")
+        if not (isinstance(self.idle_seconds, (int, float)) and math.isfinite(self.idle_seconds) and self.idle_seconds > 0):
+            raise HousePriceError(f"serve limit idle_seconds is {self.idle_seconds!r}; give a number of seconds above 0, such as 5")
+        if self.body_budget_bytes < self.max_body_bytes:
+            raise HousePriceError(f"the body budget ({self.body_budget_bytes:,} bytes) is below one body's limit ({self.max_body_bytes:,}); "
+                                  "give --body-budget-mb at least --max-body-mb")
+
+
+class BodyBudget:
+    """The bytes of the request bodies read or being priced, together, at most `limits.body_budget_bytes`: a body
+    that would pass it is refused (503) instead of swelling the server's memory. Used on the event loop only."""
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits, self.held = limits, 0
+
+    @contextlib.asynccontextmanager
+    async def reading(self, request: Request) -> AsyncIterator[bytes]:
+        """The request's body, read no further than the size limit, its bytes held in the budget inside the block."""
+        limits, taken = self.limits, 0
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limits.max_body_bytes:
+            raise BodyTooLarge.over(limits)
+        body = bytearray()
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limits.max_body_bytes:
+                    raise BodyTooLarge.over(limits)
+                self._take(len(chunk))
+                taken += len(chunk)
+            yield bytes(body)
+        finally:
+            self.held -= taken
+
+    def _take(self, size: int) -> None:
+        if self.held + size > self.limits.body_budget_bytes:
+            raise ServerBusy(f"the server is reading and pricing {self.held:,} bytes of other requests, its budget is "
+                             f"{self.limits.body_budget_bytes:,}: retry shortly, send fewer houses per request, or start it with a "
+                             "higher --body-budget-mb")
+        self.held += size
 
 
 class Pricer:
@@ -211,21 +276,29 @@ class Pricer:
         return result
 
 
-async def read_json(request: Request, limits: Limits) -> Any:
-    """The request body as JSON, read no further than the size limit."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limits.max_body_bytes:
-        raise BodyTooLarge.over(limits)
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limits.max_body_bytes:
-            raise BodyTooLarge.over(limits)
+_ESCAPED_SURROGATE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _refuse_constant(name: str) -> None:
+    raise HousePriceError(f"the body holds {name}, which is not JSON; send null for an unknown value")
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as JSON, or one line naming why not: NaN and Infinity (not JSON), a string with half a
+    surrogate pair (not text), nesting too deep to read."""
     try:
-        return json.loads(body)
+        value = json.loads(body, parse_constant=_refuse_constant)
+        if _ESCAPED_SURROGATE.search(body):
+            json.dumps(value, ensure_ascii=False).encode("utf-8")  # a lone surrogate cannot be written as UTF-8
+    except RecursionError:
+        raise HousePriceError("the body nests arrays or objects too deeply to read; send {\"houses\": [{column: value, ...}]}") from None
+    except UnicodeEncodeError:
+        raise HousePriceError("the body holds a string with half of a UTF-16 surrogate pair (such as \"\\ud800\"), which is not "
+                              "text; send the character itself, or its pair") from None
     except (ValueError, UnicodeDecodeError) as error:
         raise HousePriceError(f"the body is not JSON ({error}); send {{\"houses\": [{{column: value, ...}}]}} with Content-Type "
                               "application/json") from None
+    return value
 
 
 def answer(content: Any, status: int = 200) -> Response:
@@ -243,20 +316,60 @@ def body_schema(properties: dict[str, Any], required: list[str]) -> dict[str, An
 HOUSE = {"type": "object", "additionalProperties": True, "description": "column: value, every column of GET /schema"}
 
 
+class IdleTimeoutProtocol(H11Protocol):
+    """uvicorn's h11 protocol, also closing a connection that sends no request within `timeout_keep_alive` seconds of
+    opening (uvicorn closes one idle that long after a response only): a client that opens connections and sends
+    nothing would otherwise hold them, and the server's file descriptors, for ever."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.timeout_keep_alive_task = self.loop.call_later(self.timeout_keep_alive, self.timeout_keep_alive_handler)
+
+
 def create_app(checkpoint_path: str | Path, limits: Limits = Limits()) -> FastAPI:
+    """The service's app: each request's body parsed and priced on a pool of `limits.threads` threads, so the event
+    loop answers /health, /schema and new connections at once whatever is being priced."""
     keep_freed_memory()
     pricer = Pricer(checkpoint_path)
     about = pricer.about()
+    pool = ThreadPoolExecutor(max_workers=limits.threads, thread_name_prefix="pricing")
+    budget = BodyBudget(limits)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        pool.shutdown(wait=False, cancel_futures=True)
+
     app = FastAPI(title=f"house-price: {about['target']} ({about['unit']})", version=about["sha256"][:12],
-                  description=f"Prices houses with `{about['checkpoint']}` (sha256 {about['sha256']}).")
+                  description=f"Prices houses with `{about['checkpoint']}` (sha256 {about['sha256']}).", lifespan=lifespan)
+
+    async def priced(request: Request, work: Callable[[Any], Any]) -> Response:
+        """`work(body)` on the pool, the body parsed there too, its bytes held in the budget until it is answered."""
+        async with budget.reading(request) as body:
+            return answer(await asyncio.get_running_loop().run_in_executor(pool, lambda: work(parse_json(body))))
 
     @app.exception_handler(HousePriceError)
     async def bad_input(request: Request, error: HousePriceError) -> Response:
-        return answer({"detail": " ".join(str(error).split())}, 413 if isinstance(error, BodyTooLarge) else 422)
+        status = 413 if isinstance(error, BodyTooLarge) else 503 if isinstance(error, ServerBusy) else 422
+        return answer({"detail": " ".join(str(error).split())}, status)
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(request: Request, error: ClientDisconnect) -> Response:  # the client left mid-body: nobody reads this
+        return Response(status_code=400)
 
     @app.exception_handler(Exception)
     async def bug(request: Request, error: Exception) -> Response:  # a bug of ours: one line, no traceback to the client
         return answer({"detail": f"internal error ({type(error).__name__}); the server's log has the details"}, 500)
+
+    def predict_body(body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict):
+            raise HousePriceError('the body must be an object: {"houses": [{column: value, ...}], "interval": 0.9}')
+        return pricer.predict(pricer.frame(body.get("houses"), limits), body.get("interval"))
+
+    def explain_body(body: Any) -> dict[str, Any]:
+        if not isinstance(body, dict) or "house" not in body:
+            raise HousePriceError('the body must be an object: {"house": {column: value, ...}}')
+        return pricer.explain(body["house"], limits)
 
     @app.post("/predict", openapi_extra=body_schema(
         {"houses": {"type": "array", "items": HOUSE, "maxItems": limits.max_rows},
@@ -265,25 +378,21 @@ def create_app(checkpoint_path: str | Path, limits: Limits = Limits()) -> FastAP
         """Prices of the houses in input order (with `interval`, a conformal range holding the price with that
         probability: `lower`, `upper`); `unseen`: per column, houses whose category or date training never saw;
         `out_of_range`: per column, houses outside the training range (extrapolated)."""
-        body = await read_json(request, limits)
-        if not isinstance(body, dict):
-            raise HousePriceError('the body must be an object: {"houses": [{column: value, ...}], "interval": 0.9}')
-        return answer(pricer.predict(pricer.frame(body.get("houses"), limits), body.get("interval")))
+        return await priced(request, predict_body)
 
     @app.post("/explain", openapi_extra=body_schema({"house": HOUSE}, ["house"]))
     async def explain(request: Request) -> Response:
         """One house's price and 90% range, the reference house's price (`baseline`) and each column's share of the
         difference (`attributions`, largest first: baseline + shares = price), and its comparable sales when the
         model prices from them."""
-        body = await read_json(request, limits)
-        if not isinstance(body, dict) or "house" not in body:
-            raise HousePriceError('the body must be an object: {"house": {column: value, ...}}')
-        return answer(pricer.explain(body["house"], limits))
+        return await priced(request, explain_body)
+
+    columns = pricer.schema(limits)
 
     @app.get("/schema")
     async def schema() -> Response:
         """The model's input columns (types, categories, training ranges), its target and unit."""
-        return answer(pricer.schema(limits))
+        return answer(columns)
 
     @app.get("/health")
     async def health() -> Response:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import threading
+import time
 
 import httpx
 import pandas as pd
 import pytest
-from conftest import ROOT, assert_clean_failure, run_in_process, run_script, serving, train
+from conftest import ROOT, assert_clean_failure, free_port, run_in_process, run_script, serving, train
 from test_tables import sales
 
 from house_price.datamodules.sources import read_table
@@ -110,6 +112,14 @@ def test_explain_adds_up_to_the_price_and_schema_health_and_docs_describe_the_mo
         ("NESTED_CATEGORY", 422, ["house 0: column 'ocean_proximity' holds [\"INLAND\"]"]),
         ("BAD_INTERVAL", 422, ["interval level 2 must lie strictly between 0 and 1"]),
         ("TOO_LARGE", 413, ["the body is over 52,428 bytes", "--max-body-mb"]),
+        # Each of these answered 500 (or priced an impossible value) before.
+        (b'{"houses": [{"ocean_proximity": "\\ud800"}]}', 422, ["half of a UTF-16 surrogate pair"]),
+        (b"[" * 100_000 + b"]" * 100_000, 413, ["the body is over"]),
+        (b'{"houses": ' + b"[" * 20_000 + b"]" * 20_000 + b"}", 422, ["nests arrays or objects too deeply"]),
+        ("INFINITY", 422, ["holds Infinity, which is not JSON", "send null"]),
+        ("NAN", 422, ["holds NaN, which is not JSON"]),
+        ("OVERFLOW", 422, ["house 0: column 'longitude' holds Infinity, not a number"]),
+        ("TRUE", 422, ["house 0: column 'median_income' holds true, not a number"]),
     ],
 )
 def test_bad_input_is_one_line_naming_the_problem_never_a_500(server, houses, body, status, fragments):
@@ -124,6 +134,11 @@ def test_bad_input_is_one_line_naming_the_problem_never_a_500(server, houses, bo
         body = {"houses": records[:1], "interval": 2}
     elif body == "TOO_LARGE":
         body = {"houses": records * 40}
+    elif body in ("INFINITY", "NAN", "OVERFLOW"):
+        text = {"INFINITY": "Infinity", "NAN": "NaN", "OVERFLOW": "1e999"}[body]
+        body = json.dumps({"houses": [{**records[0], "longitude": 0.5}]}).replace("0.5", text).encode()
+    elif body == "TRUE":
+        body = {"houses": [{**records[0], "median_income": True}]}
     response = httpx.post(f"{server}/predict", content=body if isinstance(body, bytes) else json.dumps(body),
                           headers={"Content-Type": "application/json"})
     assert response.status_code == status, response.text
@@ -135,12 +150,74 @@ def test_bad_input_is_one_line_naming_the_problem_never_a_500(server, houses, bo
 
 
 def test_serve_refuses_a_bad_checkpoint_and_a_busy_port_in_one_line(capsys, checkpoint, tmp_path):
-    assert_clean_failure(run_in_process(capsys, "serve.py", str(tmp_path / "missing.ckpt"), "--port", "0"), "does not exist")
+    assert_clean_failure(run_in_process(capsys, "serve.py", str(tmp_path / "missing.ckpt"), "--port", str(free_port())), "does not exist")
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         assert_clean_failure(run_in_process(capsys, "serve.py", str(checkpoint), "--port", str(port)), f"cannot answer on 127.0.0.1:{port}",
                              "--port")
     assert_clean_failure(run_in_process(capsys, "serve.py", str(checkpoint), "--max-rows", "0"), "--max-rows")
+    # Each of these was a 19-line traceback.
+    for option, value, fragment in [("--port", "70000", "from 1 to 65,535"), ("--port", "-1", "from 1 to 65,535"),
+                                    ("--max-body-mb", "nan", "a finite number above 0"), ("--max-body-mb", "inf", "a finite number above 0"),
+                                    ("--idle-seconds", "0", "above 0"), ("--threads", "two", "a whole number"),
+                                    ("--body-budget-mb", "1", "at least --max-body-mb")]:
+        assert_clean_failure(run_in_process(capsys, "serve.py", str(checkpoint), option, value), option if option != "--body-budget-mb" else fragment,
+                             fragment)
+
+
+@pytest.mark.slow
+def test_health_answers_at_once_while_a_large_request_is_priced(checkpoint, houses):
+    """Pricing ran on the event loop: /health waited seconds behind a 10,000-house /predict."""
+    _, records = houses
+    body = json.dumps({"houses": (records * 500)[:10_000]})
+    with serving(checkpoint) as url:
+        started, ended = threading.Event(), []
+
+        def large() -> None:
+            started.set()
+            assert httpx.post(f"{url}/predict", content=body, headers={"Content-Type": "application/json"}, timeout=120).status_code == 200
+            ended.append(time.monotonic())
+
+        for _ in range(3):  # the first request pays for warming up; the later ones measure
+            ended.clear()
+            client = threading.Thread(target=large)
+            begin = time.monotonic()
+            client.start()
+            started.wait()
+            time.sleep(0.05)
+            waits = []
+            while client.is_alive() and len(waits) < 20:
+                ask = time.monotonic()
+                assert httpx.get(f"{url}/health", timeout=30).status_code == 200
+                waits.append((time.monotonic() - ask, time.monotonic()))
+            client.join()
+        answered_during = [wait for wait, at in waits if at < ended[0]]
+        assert answered_during, "the large request ended before /health was asked"
+        assert max(answered_during) < 0.25 * (ended[0] - begin), (waits, ended[0] - begin)
+
+
+@pytest.mark.slow
+def test_idle_connections_are_closed_and_bodies_in_flight_are_bounded(checkpoint, houses):
+    """Connections that never sent a request were held for ever; bodies in flight had no budget together."""
+    _, records = houses
+    with serving(checkpoint, "--idle-seconds", "1", "--max-body-mb", "0.05", "--body-budget-mb", "0.05") as url:
+        port = int(url.rpartition(":")[2])
+        idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(20)]
+        time.sleep(2)
+        for connection in idle:
+            connection.settimeout(5)
+            assert connection.recv(1) == b"", "the server closed the idle connection"
+            connection.close()
+        # One body held half sent takes 40 kB of the 52 kB budget: another request's 20 kB body is refused, 503.
+        held = socket.create_connection(("127.0.0.1", port))
+        held.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000\r\n\r\n" + b" " * 40_000)
+        time.sleep(0.3)
+        busy = httpx.post(f"{url}/predict", content=b" " * 20_000 + json.dumps({"houses": records[:1]}).encode(),
+                          headers={"Content-Type": "application/json"})
+        assert busy.status_code == 503 and "retry shortly" in busy.json()["detail"], busy.text
+        held.close()
+        time.sleep(0.3)
+        assert httpx.post(f"{url}/predict", json={"houses": records[:1]}).status_code == 200, "the budget is given back"
 
 
 @pytest.mark.slow
