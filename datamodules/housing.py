@@ -60,6 +60,8 @@ class HousingDataModule(L.LightningDataModule):
         categorical_columns: columns priced as categories whatever they hold (CatBoost's `cat_features`): codes
             written as numbers (zip 95838, a zone 3 or 3A) that would otherwise be read as quantities, or refused as
             numbers with text in them; a list or comma-separated names. Read as text, as predict reads them then.
+        date_formats: column -> how its dates are written (strftime codes such as "%d/%m/%Y", formats joined by "|"),
+            for a date column the package does not recognise by itself (it says so in a warning); others are found.
         scaling: numeric feature scaling, "standard" or "quantile" (quantile-to-normal). "auto" (the training CLI's
             default) decides after `folds`: "standard" where the rows are cross-fitted (a small table, whose quantile
             map is drawn from a few hundred rows), else "quantile"; printed and kept like `folds`.
@@ -101,6 +103,7 @@ class HousingDataModule(L.LightningDataModule):
         target_unit: str | None = None,
         drop_columns: list[str] | str | None = None,
         categorical_columns: list[str] | str | None = None,
+        date_formats: dict[str, str] | None = None,
         scaling: Scaling | Literal["auto"] = "quantile",
         log_target: bool = False,
         n_quantiles: int = 1000,
@@ -131,6 +134,9 @@ class HousingDataModule(L.LightningDataModule):
             raise HousePriceError(f"data.scaling is {scaling!r}; give standard, quantile or auto")
         if location_price not in (True, False, "auto"):
             raise HousePriceError(f"data.location_price is {location_price!r}; give true, false or auto")
+        if date_formats is not None and not (isinstance(date_formats, dict) and all(
+                isinstance(key, str) and isinstance(value, str) and value.strip() for key, value in date_formats.items())):
+            raise HousePriceError(f"data.date_formats is {date_formats!r}; give column: format pairs, such as \"{{sold: '%d/%m/%Y'}}\"")
         if path is not None and target is None:
             raise HousePriceError("a CSV needs its target column: pass --data.target NAME (or target: in the config)")
         self.save_hyperparameters()
@@ -301,6 +307,7 @@ class HousingDataModule(L.LightningDataModule):
                 target_unit=self.target_unit,
                 n_bins=hp.n_bins,
                 categorical_columns=hp.categorical_columns or [],
+                date_formats=hp.date_formats or {},
                 row_folds=self.row_folds().numpy() if self.folds > 1 else None,  # each fold's network its own bins
                 location_folds=self.location_folds().numpy() if self.location_price else None,
             )

@@ -28,12 +28,12 @@ from house_price.datamodules.location import (
     out_of_fold_prices,
     positions,
 )
+from house_price.datamodules.sources import date_formats as find_date_formats
 from house_price.datamodules.sources import (
     check_numeric_columns,
     check_target_values,
     constant_columns,
     date_feature_names,
-    date_formats,
     find_column,
     id_like_columns,
     numeric_and_categorical,
@@ -67,6 +67,7 @@ def fit_statistics(
     target_unit: str = "target units",
     n_bins: int = 48,
     categorical_columns: list[str] = (),
+    date_formats: dict[str, str] | None = None,
     row_folds: np.ndarray | None = None,
     location_folds: np.ndarray | None = None,
 ) -> dict[str, Any]:
@@ -86,7 +87,13 @@ def fit_statistics(
     from sklearn.preprocessing import QuantileTransformer, StandardScaler
 
     numeric, categorical = numeric_and_categorical(train, target)
-    formats = date_formats(train, [column for column in categorical if column not in categorical_columns])
+    declared = date_formats or {}
+    for column in declared:
+        if column not in categorical or column in categorical_columns:
+            kind = "not in the data" if column not in train.columns else "declared a category" if column in categorical_columns else \
+                "the target" if column == target else "a column of numbers, not text"
+            raise HousePriceError(f"data.date_formats names '{column}', which is {kind}; name text columns of dates only")
+    formats = find_date_formats(train, [column for column in categorical if column not in categorical_columns], declared)
     dates = list(formats)
     text = [column for column in categorical if column not in dates]
     ignored = id_like_columns(train, text=text, numeric=numeric)
@@ -99,6 +106,7 @@ def fit_statistics(
     if not numeric and not categorical and not dates:
         raise HousePriceError(f"every feature column was left out ({list(ignored)}: see the warnings); there is nothing to learn the "
                               f"price '{target}' from: add columns that describe the houses")
+    warn_about_the_target(train, target, numeric)
     train = with_date_features(train, formats)
     numeric += [name for column in dates for name in date_feature_names(column)]
     location = None
@@ -175,6 +183,27 @@ def fit_statistics(
     return state
 
 
+def warn_about_the_target(train: pd.DataFrame, target: str, numeric: list[str]) -> None:
+    """One line each on stderr for what makes a table's metrics mislead: prices of zero (MAPE divides by the price),
+    and a feature column that is the price itself, or a multiple of it (a leak: the model reads the answer)."""
+    prices = train[target].to_numpy(dtype=np.float64)
+    zeros = int((prices == 0).sum())
+    if zeros:
+        print(f"warning: target '{target}' is 0 in {zeros:,} of {len(prices):,} training rows (a missing price written as 0?): MAPE "
+              "divides by the price, so it is huge or meaningless; drop those rows if they are not sales", file=sys.stderr)
+    for column in numeric:
+        values = train[column].to_numpy(dtype=np.float64, na_value=np.nan)
+        known = ~np.isnan(values)
+        if known.sum() < 10 or np.ptp(values[known]) == 0 or np.ptp(prices[known]) == 0:
+            continue
+        same = np.mean(values[known] == prices[known])
+        correlation = float(np.corrcoef(values[known], prices[known])[0, 1])
+        if same >= 0.9 or correlation >= 0.999:
+            what = f"equals it in {same:.0%} of the training rows" if same >= 0.9 else f"follows it almost exactly (correlation {correlation:.4f})"
+            print(f"warning: column '{column}' {what}: it is the price under another name, which the model would read instead of "
+                  f"pricing the house; drop it with --data.drop_columns {column}", file=sys.stderr)
+
+
 def fit_location(train: pd.DataFrame, target: str, numeric: list[str], folds: np.ndarray) -> tuple[dict[str, Any], torch.Tensor]:
     """The location price's state (the training sales with both coordinates: latitude, longitude and price, in the
     model's price space) and each training row's own value [n], from the rows outside its fold."""
@@ -189,6 +218,7 @@ def fit_location(train: pd.DataFrame, target: str, numeric: list[str], folds: np
     log = bool((prices > 0).all())  # prices: the mean of their logs, a typical price rather than one pulled by a mansion
     values = torch.from_numpy(_target_space(prices, log))
     latitude, longitude = (torch.from_numpy(train[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)) for column in coordinates)
+    check_coordinates(coordinates, latitude, longitude)
     sales = positions(latitude, longitude)
     known = ~torch.isnan(sales).any(dim=1)
     if int(known.sum()) <= NEIGHBOURS:
@@ -197,6 +227,17 @@ def fit_location(train: pd.DataFrame, target: str, numeric: list[str], folds: np
     state = {"columns": list(coordinates), "neighbours": NEIGHBOURS, "log": log,
              "latitude": latitude[known].tolist(), "longitude": longitude[known].tolist(), "prices": values[known].tolist()}
     return state, out_of_fold_prices(sales, values, torch.as_tensor(folds), NEIGHBOURS)
+
+
+def check_coordinates(columns: tuple[str, str] | list[str], latitude: torch.Tensor, longitude: torch.Tensor) -> None:
+    """Refuse, in one line, a latitude outside -90..90 or a longitude outside -180..180 (missing ones are fine): no
+    place on Earth, so the location price would read the wrong sales."""
+    for column, values, bound in ((columns[0], latitude, 90.0), (columns[1], longitude, 180.0)):
+        wrong = torch.nonzero(values.abs() > bound).flatten()
+        if len(wrong):
+            raise HousePriceError(f"column '{column}' holds {values[wrong[0]].item():g} (data row {int(wrong[0]) + 1}), not a "
+                                  f"{'latitude' if bound == 90 else 'longitude'} in degrees (-{bound:g} to {bound:g}); fix or empty those "
+                                  "values, or give --data.location_price false")
 
 
 def category_text(values: pd.Series) -> pd.Series:
@@ -344,7 +385,13 @@ class Preprocessor:
         frame = with_date_features(frame, self.date_formats)
         read = self.numeric_read
         check_numeric_columns(frame, read)
-        return torch.from_numpy(frame[read].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)).reshape(len(frame), len(read))
+        values = torch.from_numpy(frame[read].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)).reshape(len(frame), len(read))
+        infinite = torch.nonzero(torch.isinf(values))
+        if len(infinite):
+            row, column = (int(index) for index in infinite[0])
+            raise HousePriceError(f"column '{read[column]}' holds an infinite value (data row {row + 1}), which no house has; leave it "
+                                  "empty where it is unknown")
+        return values
 
     @property
     def numeric_read(self) -> list[str]:
@@ -400,8 +447,9 @@ class Preprocessor:
         return torch.stack([self.scale_numeric(torch.cat([read, column[:, None]], dim=1)) for column in prices])
 
     def _houses(self, frame: pd.DataFrame) -> torch.Tensor:
-        """The rows' positions [n, 3], float64, NaN without both coordinates."""
+        """The rows' positions [n, 3], float64, NaN without both coordinates; coordinates off the Earth refused."""
         latitude, longitude = (torch.from_numpy(frame[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)) for column in self.location["columns"])
+        check_coordinates(self.location["columns"], latitude, longitude)
         return positions(latitude, longitude)
 
     def _own_sales(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
@@ -452,22 +500,29 @@ class Preprocessor:
         return report
 
     def training_range(self, column: str) -> str:
-        """'low to high', the values a numeric column held in training."""
+        """'low to high', the values a numeric column (or the dates of a date column) held in training."""
+        if column in self.dates:
+            index = self.numeric.index(date_feature_names(column)[0])
+            return f"{_day_text(self.state['minimum'][index])} to {_day_text(self.state['maximum'][index])}"
         index = self.numeric.index(column)
         return f"{self.state['minimum'][index]:g} to {self.state['maximum'][index]:g}"
 
     def out_of_range(self, frame: pd.DataFrame, examples: int = 3) -> dict[str, dict[str, Any]]:
         """Per numeric column (dates aside), the rows whose value lies outside the training range: {"rows", "examples"}."""
         report = {}
-        columns = [name for name in self.numeric_read if name not in self._date_of]
-        if not columns:
+        read = self.numeric_read
+        # A date column by its days (its month has no range to leave), the other numbers as read.
+        checked = [j for j, name in enumerate(read) if name not in self._date_of or name == date_feature_names(self._date_of[name])[0]]
+        if not checked:
             return report
-        raw = self._read_numeric(frame)[:, : len(columns)].numpy()  # dates' numbers come last
-        low, high = np.array(self.state["minimum"][: len(columns)]), np.array(self.state["maximum"][: len(columns)])
+        raw = self._read_numeric(frame).numpy()[:, checked]
+        low, high = np.array(self.state["minimum"])[checked], np.array(self.state["maximum"])[checked]
         outside = (raw < low) | (raw > high)  # NaN (missing) compares false: imputed, not extrapolated
         for j in np.flatnonzero(outside.any(axis=0)):
-            values = raw[outside[:, j], j]
-            report[columns[j]] = {"rows": int(outside[:, j].sum()), "examples": [float(value) for value in dict.fromkeys(values.tolist())][:examples]}
+            name, values = read[checked[j]], raw[outside[:, j], j]
+            column = self._date_of.get(name, name)
+            shown = [_day_text(value) if name in self._date_of else float(value) for value in dict.fromkeys(values.tolist())][:examples]
+            report[column] = {"rows": int(outside[:, j].sum()), "examples": shown}
         return report
 
     def unreadable_dates(self, frame: pd.DataFrame, examples: int = 3) -> dict[str, dict[str, Any]]:
@@ -561,6 +616,11 @@ def check_state(state: dict[str, Any]) -> None:
             refuse(field, "should hold a list of edges per continuous input")
         for column_edges in edges:
             numbers(field, column_edges, None, increasing=True)
+
+
+def _day_text(days: float) -> str:
+    """Days since 1970-01-01 as the date, YYYY-MM-DD."""
+    return (pd.Timestamp("1970-01-01") + pd.Timedelta(days=days)).strftime("%Y-%m-%d")
 
 
 def _target_space(values: np.ndarray, log_target: bool) -> np.ndarray:

@@ -377,47 +377,92 @@ _ISO_DATE = re.compile(r"^\s*\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 
-def date_formats(frame: pd.DataFrame, columns: list[str]) -> dict[str, str]:
-    """The `columns` that hold dates, each with the format that reads it: "ISO8601" for datetime dtypes and text of
-    (nearly all) ISO dates ("2021-05-03"), else the one of DATE_FORMATS or TEXT_DATE_FORMATS that reads (nearly) all
-    of its values.
+def date_formats(frame: pd.DataFrame, columns: list[str], declared: dict[str, str] | None = None) -> dict[str, str]:
+    """The `columns` that hold dates, each with how to read it: "ISO8601" for datetime dtypes, else the formats that
+    read (nearly) all of its values together, joined by "|": each value read by the format its layout allows (ISO
+    dates, numbers with '/' or '.' by the one of DATE_FORMATS that fits them, TEXT_DATE_FORMATS' layouts), so a
+    column written partly as 2021-05-03 and partly as 05/03/2021 is a date whichever rows come first.
 
-    Month-first and day-first dates are told apart by a day past the 12th; a column where both read every value is
-    refused rather than guessed.
+    `declared` (--data.date_formats): column -> format, taken as given (refused where it reads under half the
+    values). Month-first and day-first dates are told apart by a day past the 12th; a column where both read every
+    value, or that mixes the two orders, is refused rather than guessed. A column that reads as dates in most rows
+    but not nearly all is left a category with a warning naming the fix.
     """
+    declared = declared or {}
     formats = {}
     for column in columns:
         values = frame[column].dropna()
         if not len(values):
             continue
-        text = values.astype(str).str.strip()
-        if pd.api.types.is_datetime64_any_dtype(values) or text.str.match(_ISO_DATE).mean() >= 0.95:
+        if pd.api.types.is_datetime64_any_dtype(values):
             formats[column] = "ISO8601"
             continue
-        # The formats the text is laid out for (TEXT_DATE_FORMATS' layouts exclude one another), then those that read it.
-        forms = DATE_FORMATS if text.str.match(_NUMERIC_DATE).mean() >= 0.95 else \
-            [form for form, layout in TEXT_DATE_FORMATS.items() if text.str.match(layout).mean() >= 0.95]
-        fits = [form for form in forms if pd.to_datetime(text, format=form, errors="coerce").notna().mean() >= 0.95]
-        if len(fits) > 1:
-            raise HousePriceError(
-                f"column '{column}' holds dates such as '{text.iloc[0]}' that read both as {fits[0]} and as {fits[1]} (no "
-                "day is past the 12th); write them as YYYY-MM-DD, or list the column in drop_columns"
-            )
-        if fits:
-            formats[column] = fits[0]
+        text = values.astype(str).str.strip()
+        if column in declared:
+            share = read_dates(text, declared[column]).notna().mean()
+            if share < 0.5:
+                raise HousePriceError(f"data.date_formats reads column '{column}' as {declared[column]!r}, which reads {share:.0%} of its "
+                                      f"values (such as '{text.iloc[0]}'); give the format its dates are written in, such as %d/%m/%Y")
+            formats[column] = declared[column]
+            continue
+        form, read = _formats_of(column, text)
+        if read.mean() >= 0.95:
+            formats[column] = form
+        elif form and read.mean() >= 0.5:
+            example = text[~read].iloc[0]
+            print(f"warning: column '{column}' reads as dates ({form}) in {read.mean():.0%} of its training values, not in the rest (such "
+                  f"as '{example}'), so it is read as a category: give --data.date_formats \"{{{column}: '{form}'}}\" to read it as dates "
+                  f"(the rest as missing dates), or --data.categorical_columns {column} to keep it a category", file=sys.stderr)
     return formats
 
 
+def _formats_of(column: str, text: pd.Series) -> tuple[str, pd.Series]:
+    """The formats that read a column's text, each value by its layout ("|"-joined, "" for none), and which values
+    they read [n] bool."""
+    forms, read = [], text.str.match(_ISO_DATE)
+    if read.any():
+        forms.append("ISO8601")
+    numeric = text[text.str.match(_NUMERIC_DATE) & ~read]
+    if len(numeric):
+        parsed = {form: pd.to_datetime(numeric, format=form, errors="coerce").notna() for form in DATE_FORMATS}
+        fits = [form for form, ok in parsed.items() if ok.mean() >= 0.95]
+        if len(fits) > 1:
+            raise HousePriceError(
+                f"column '{column}' holds dates such as '{numeric.iloc[0]}' that read both as {fits[0]} and as {fits[1]} (no "
+                "day is past the 12th); write them as YYYY-MM-DD, or list the column in drop_columns"
+            )
+        month_first, day_first = parsed["%m/%d/%Y"], parsed["%d/%m/%Y"]
+        if not fits and (month_first | day_first).mean() >= 0.95 and month_first.any() and day_first.any():
+            raise HousePriceError(
+                f"column '{column}' holds dates written month first (such as '{numeric[~day_first].iloc[0]}') and day first (such as "
+                f"'{numeric[~month_first].iloc[0]}'), so a date such as 03/05 cannot be read; write them as YYYY-MM-DD, or list the "
+                "column in drop_columns"
+            )
+        if fits:
+            forms.append(fits[0])
+            read = read | parsed[fits[0]].reindex(text.index, fill_value=False)
+    for form, layout in TEXT_DATE_FORMATS.items():  # their layouts exclude one another and the ones above
+        group = text[text.str.match(layout) & ~read]
+        readable = pd.to_datetime(group, format=form, errors="coerce").notna()
+        if len(group) and readable.mean() >= 0.95:
+            forms.append(form)
+            read = read | readable.reindex(text.index, fill_value=False)
+    return "|".join(forms), read
+
+
 def read_dates(values: pd.Series, form: str) -> pd.Series:
-    """Dates in UTC from a datetime column, or from text written in `form` or, failing that, as ISO dates, which
-    cannot be misread (NaT where a value is neither)."""
+    """Dates in UTC from a datetime column, or from text written in `form` (formats joined by "|": each value read by
+    the first that reads it) or, failing those, as ISO dates, which cannot be misread (NaT where a value is none)."""
     if pd.api.types.is_datetime64_any_dtype(values):
         return values.dt.tz_localize("UTC") if values.dt.tz is None else values
     text = values.astype("string").str.strip()
-    dates = pd.to_datetime(text, format=form, errors="coerce", utc=True)
-    unread = dates.isna() & text.notna()
-    if form != "ISO8601" and unread.any():
-        dates[unread] = pd.to_datetime(text[unread], format="ISO8601", errors="coerce", utc=True)
+    forms = form.split("|")
+    dates = pd.to_datetime(text, format=forms[0], errors="coerce", utc=True)
+    for other in [*forms[1:], *([] if "ISO8601" in forms else ["ISO8601"])]:
+        unread = dates.isna() & text.notna()
+        if not unread.any():
+            break
+        dates[unread] = pd.to_datetime(text[unread], format=other, errors="coerce", utc=True)
     return dates
 
 
@@ -447,11 +492,16 @@ def with_date_features(frame: pd.DataFrame, formats: dict[str, str]) -> pd.DataF
 _ID_NAMES = (re.compile(r"^(?:id|pid)$|[_\s.-](?:id|pid)$", re.IGNORECASE), re.compile(r"[a-z](?:Id|ID)$"))
 
 
+# A house number and a word after it ("1510 First Ave #112", "23B Elm St."): a street address.
+_STREET_ADDRESS = re.compile(r"^\s*\d+[A-Za-z]?(?:\s*[-&/]\s*\d+[A-Za-z]?)?\s+\w*[A-Za-z]{2}")
+
+
 def id_like_columns(frame: pd.DataFrame, text: list[str], numeric: list[str]) -> dict[str, str]:
     """Columns that name rows rather than describe houses: {column: why, for the warning}.
 
     - `text` columns whose values are nearly all different (ids, addresses, free text): a category seen once
-      teaches a model nothing, and at prediction time nearly every value is new;
+      teaches a model nothing, and at prediction time nearly every value is new; and columns of street addresses
+      (`_STREET_ADDRESS`) at least half different, a house sold twice repeating its address;
     - `numeric` columns of whole numbers that are all different and fill at least a quarter of their range (row
       numbers, sequential ids): the model would learn prices by position in the file. A measured quantity with
       that many different values over that few possible ones would repeat some: over 100 random rows drawn from
@@ -466,6 +516,9 @@ def id_like_columns(frame: pd.DataFrame, text: list[str], numeric: list[str]) ->
         distinct = values.nunique()
         if len(values) >= 20 and distinct >= 0.9 * len(values):
             found[column] = f"has {distinct:,} different values in {len(values):,} training rows (an id, an address or free text?)"
+        elif len(values) >= 20 and distinct >= 0.5 * len(values) and values.astype(str).str.match(_STREET_ADDRESS).mean() >= 0.8:
+            found[column] = (f"holds street addresses ({distinct:,} different in {len(values):,} training rows, such as "
+                             f"'{values.iloc[0]}'): a house's street is read from its coordinates or area columns, not its number")
     for column in numeric:
         values = frame[column].dropna().to_numpy(dtype=np.float64)
         if not np.array_equal(values, np.round(values)):

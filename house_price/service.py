@@ -194,7 +194,7 @@ class Pricer:
                 entry["values"] = sorted({state["minimum"][index], state["maximum"][index]})
             columns.append(entry)
         for column, form in preprocessor.date_formats.items():
-            columns.append({"name": column, "type": "date", "format": form})
+            columns.append({"name": column, "type": "date", "format": form.split("|")[0]})  # the layout the page writes
         modes = state.get("modes") or [None] * len(preprocessor.categorical)
         for column, vocabulary, mode in zip(preprocessor.categorical, state["vocabularies"], modes):
             columns.append({"name": column, "type": "category", "categories": vocabulary, "default": mode})

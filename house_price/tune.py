@@ -212,6 +212,25 @@ class PruneOnValidation(L.Callback):
             trainer.should_stop = True
 
 
+class SurplusTrial(Exception):
+    """A trial begun once the study already had its --trials trials, finished or running in other processes: ended
+    unrun (Optuna records it as failed), so processes sharing a study finish exactly the trials asked."""
+
+
+def is_surplus(study: Any, trial: Any, trials: int) -> bool:
+    """Whether `trial` comes after the study's first `trials` finished or running trials. Trial numbers are given
+    out one at a time by the storage, so of several processes starting trials at once exactly the later ones are."""
+    import optuna
+
+    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
+    return sum(other.number < trial.number for other in study.get_trials(deepcopy=False, states=states)) >= trials
+
+
+def quiet_surplus(record: logging.LogRecord) -> bool:
+    """A logging filter: Optuna logs a surplus trial as failed; it was never run."""
+    return "SurplusTrial" not in record.getMessage() and not (record.exc_info and isinstance(record.exc_info[1], SurplusTrial))
+
+
 class TrialCLI(HousePriceCLI):
     def after_fit(self) -> None:
         """Nothing: a search never looks at the test split (and calibrates no intervals)."""
@@ -282,6 +301,7 @@ def main(argv: list[str] | None = None) -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for handler in logging.getLogger("optuna").handlers:  # the handler sees its child loggers' records too
         handler.addFilter(quiet_interrupts)
+        handler.addFilter(quiet_surplus)
     study = optuna.create_study(study_name=name, storage=storage(arguments.storage), direction="minimize", load_if_exists=True,
                                 pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
     check_same_setup(study, {"config": setup, "space": space}, arguments.storage)
@@ -290,6 +310,10 @@ def main(argv: list[str] | None = None) -> None:
     interrupt, gate = InterruptExit(), InterruptGate()
 
     def objective(trial: optuna.Trial) -> float:
+        if is_surplus(study, trial, arguments.trials):
+            study.stop()
+            trial.set_user_attr("surplus", True)
+            raise SurplusTrial(f"trial {trial.number} not run: the study has its {arguments.trials} trials, finished or running")
         values = suggest(trial, space)
         pruning = PruneOnValidation(trial, gate)
         quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]  # the user's options may turn them on
@@ -314,7 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with gate.installed():
             if done < arguments.trials:
-                study.optimize(objective, n_trials=arguments.trials - done,
+                study.optimize(objective, n_trials=arguments.trials - done, catch=(SurplusTrial,),
                                callbacks=[optuna.study.MaxTrialsCallback(arguments.trials, states=finished), gate.stop_study])
         interrupted = gate.held
     except KeyboardInterrupt:
@@ -362,6 +386,10 @@ def report(study: Any, space: dict[str, dict[str, Any]], configs: list[str], pas
     axis.legend()
     save_figure(figure, folder / "trials.png")
     counts = {state.name.lower(): sum(trial.state == state for trial in study.trials) for state in optuna.trial.TrialState}
+    surplus = sum(bool(trial.user_attrs.get("surplus")) for trial in study.trials)
+    if surplus:  # begun by a process sharing the study as the last trials were already running: never trained
+        counts["fail"] -= surplus
+        counts["not run (begun once the study had its trials)"] = surplus
     if counts.get("running"):  # nothing runs here any more: another process's, or one a killed process left behind
         counts[f"running (in another process, or abandoned by one that was killed: once its heartbeat is {GRACE_SECONDS} s old, "
                "the next run of this command marks it failed and tries its values again)"] = counts.pop("running")
