@@ -235,7 +235,7 @@ def check_coordinates(columns: tuple[str, str] | list[str], latitude: torch.Tens
     for column, values, bound in ((columns[0], latitude, 90.0), (columns[1], longitude, 180.0)):
         wrong = torch.nonzero(values.abs() > bound).flatten()
         if len(wrong):
-            raise HousePriceError(f"column '{column}' holds {values[wrong[0]].item():g} (data row {int(wrong[0]) + 1}), not a "
+            raise HousePriceError(f"column '{column}' holds {values[wrong[0]].item():g}, not a "
                                   f"{'latitude' if bound == 90 else 'longitude'} in degrees (-{bound:g} to {bound:g}); fix or empty those "
                                   "values, or give --data.location_price false")
 
