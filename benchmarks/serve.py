@@ -91,20 +91,28 @@ def peak_rss_mib(pid: int) -> float:
 
 
 class Client:
-    def __init__(self, port: int) -> None:
+    """One keep-alive connection, or with `fresh` a new connection for every request (closed after it)."""
+
+    def __init__(self, port: int, fresh: bool = False) -> None:
+        self.port, self.fresh = port, fresh
         self.connection = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
 
     def post(self, path: str, body: bytes) -> bytes:  # raises TimeoutError after 20 s
+        if self.fresh:
+            self.connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=20)
         self.connection.request("POST", path, body=body, headers={"Content-Type": "application/json"})
         response = self.connection.getresponse()
         data = response.read()
+        if self.fresh:
+            self.connection.close()
         if response.status != 200:
             raise SystemExit(f"POST {path}: HTTP {response.status}: {data[:300]!r}")
         return data
 
 
-def latencies(port: int, path: str, bodies: list[bytes]) -> dict[str, float]:
-    client = Client(port)
+def latencies(port: int, path: str, bodies: list[bytes], fresh: bool = False, prefix: str = "") -> dict[str, float]:
+    """p50 and p99 milliseconds of `bodies` sent one after another, after 50 to warm up."""
+    client = Client(port, fresh)
     for body in bodies[:50]:  # warm up
         client.post(path, body)
     times = []
@@ -112,7 +120,7 @@ def latencies(port: int, path: str, bodies: list[bytes]) -> dict[str, float]:
         start = time.perf_counter()
         client.post(path, body)
         times.append(time.perf_counter() - start)
-    return {"p50_ms": 1000 * float(np.percentile(times, 50)), "p99_ms": 1000 * float(np.percentile(times, 99))}
+    return {f"{prefix}p50_ms": 1000 * float(np.percentile(times, 50)), f"{prefix}p99_ms": 1000 * float(np.percentile(times, 99))}
 
 
 def throughput(port: int, path: str, body: bytes, rows: int, clients: int, requests_each: int) -> float:
@@ -149,15 +157,23 @@ def throughput(port: int, path: str, body: bytes, rows: int, clients: int, reque
 def measure_server(command: list[str], port: int, path: str, one_house: list[bytes], batch: bytes) -> dict[str, float]:
     print(f"measuring {' '.join(command[1:])}", file=sys.stderr, flush=True)
     with running(command, port) as process:
-        try:
-            result = latencies(port, path, one_house)
-        except FAILURES as error:  # a server that stalls: recorded, not waited for
-            print(f"one-house requests failed: {error!r}", file=sys.stderr)
-            result = {"p50_ms": float("nan"), "p99_ms": float("nan")}
-        result["sequential_rows_per_s"] = throughput(port, path, batch, BATCH, 1, SEQUENTIAL_BATCHES)
+        result = {}
+        for fresh, prefix in ((False, ""), (True, "fresh_")):
+            try:
+                result.update(latencies(port, path, one_house, fresh, prefix))
+            except FAILURES as error:  # a server that stalls: recorded, not waited for
+                print(f"one-house requests failed: {error!r}", file=sys.stderr)
+                result.update({f"{prefix}p50_ms": float("nan"), f"{prefix}p99_ms": float("nan")})
+        result.update(latencies(port, path, [batch] * (SEQUENTIAL_BATCHES + 50), prefix="batch_"))
+        result["sequential_rows_per_s"] = BATCH / result["batch_p50_ms"] * 1000
         result["concurrent_rows_per_s"] = throughput(port, path, batch, BATCH, CLIENTS, BATCHES_PER_CLIENT)
         result["peak_rss_mib"] = peak_rss_mib(process.pid)
     return result
+
+
+def commit() -> str:
+    described = subprocess.run(["git", "describe", "--always", "--dirty"], cwd=ROOT, capture_output=True, text=True)
+    return described.stdout.strip() or "unknown"
 
 
 def in_process(price, frames: list, batch) -> dict[str, float]:
@@ -280,11 +296,13 @@ def main() -> None:
         batch = json.dumps({"houses": houses[:BATCH]}).encode()
         rows: dict[str, dict[str, float]] = {}
 
-        for workers in (1, 2):
+        for workers, torch_threads in ((1, 1), (1, 2), (2, 1)):
             port = free_port()
-            command = [sys.executable, str(ROOT / "scripts" / "serve.py"), str(checkpoint), "--port", str(port), "--workers", str(workers)]
-            rows[f"house-price serve, {workers} worker{'s' * (workers > 1)}"] = measure_server(command, port, "/predict", one_house, batch)
-            if workers == 1:
+            command = [sys.executable, str(ROOT / "scripts" / "serve.py"), str(checkpoint), "--port", str(port), "--workers", str(workers),
+                       "--torch-threads", str(torch_threads)]
+            name = f"house-price serve, {workers} worker{'s' * (workers > 1)}, {torch_threads} torch thread{'s' * (torch_threads > 1)}"
+            rows[name + (" (the default)" if (workers, torch_threads) == (1, 1) else "")] = measure_server(command, port, "/predict", one_house, batch)
+            if workers == 1 and torch_threads == 1:
                 with running(command, port):
                     served = json.loads(Client(port).post("/predict", batch))["predictions"]
                 expected = model.predict(frame.head(BATCH)).tolist()
@@ -310,21 +328,26 @@ def main() -> None:
             return "—"
         return "stalled (no answer in 20 s)" if np.isnan(row[key]) else form.format(row[key])
 
+    from house_price.models.hardware import machine_line
+
     lines = [
         "# Serving speed",
         "",
-        f"`python benchmarks/serve.py {' '.join(sys.argv[1:])}`".replace(" `", "`") + f" on {Path('/proc/cpuinfo').read_text().count('processor')} CPU cores, torch "
-        f"{torch.__version__} ({torch.get_num_threads()} threads in process). Model: `{Path(checkpoint).name}` "
-        f"({pricer.about()['architecture']}, the default recipe unless --checkpoint said otherwise), rows of housing.csv. "
-        f"One-house requests: {ONE_HOUSE_REQUESTS} in a row over one keep-alive connection; 1,000-house requests: "
-        f"{SEQUENTIAL_BATCHES} in a row, and {CLIENTS} clients at once sending {BATCHES_PER_CLIENT} each. The clients share the "
-        "machine's cores with the server.",
+        f"`python benchmarks/serve.py {' '.join(sys.argv[1:])}`".replace(" `", "`") + f" at commit {commit()} on {machine_line()}, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads in process), nothing else running. Model: `{Path(checkpoint).name}` "
+        f"({pricer.about()['architecture']}, the default recipe unless --checkpoint said otherwise; location price "
+        f"{'on' if model.preprocessor.location else 'off'}), rows of housing.csv. One-house requests: {ONE_HOUSE_REQUESTS} in a row, "
+        f"over one keep-alive connection and with a new connection for each; 1,000-house requests: {SEQUENTIAL_BATCHES} in a row "
+        f"(latency), and {CLIENTS} clients at once sending {BATCHES_PER_CLIENT} each. The clients share the machine's cores with the "
+        "server.",
         "",
-        "| pricing | one house p50 (ms) | p99 (ms) | 1,000-house rows/s, sequential | 8 clients | peak RSS per process (MiB) |",
-        "|---|---|---|---|---|---|",
+        "| pricing | one house p50 (ms), keep-alive | p99 | p50, new connection each | p99 | 1,000 houses p50 (ms) | p99 | "
+        "1,000-house rows/s, 8 clients | peak RSS per process (MiB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
-        lines.append(f"| {name} | {cell(row, 'p50_ms', '{:.2f}')} | {cell(row, 'p99_ms', '{:.2f}')} | {cell(row, 'sequential_rows_per_s', '{:,.0f}')} | "
+        lines.append(f"| {name} | {cell(row, 'p50_ms', '{:.2f}')} | {cell(row, 'p99_ms', '{:.2f}')} | {cell(row, 'fresh_p50_ms', '{:.2f}')} | "
+                     f"{cell(row, 'fresh_p99_ms', '{:.2f}')} | {cell(row, 'batch_p50_ms', '{:.1f}')} | {cell(row, 'batch_p99_ms', '{:.1f}')} | "
                      f"{cell(row, 'concurrent_rows_per_s', '{:,.0f}')} | {cell(row, 'peak_rss_mib', '{:.0f}')} |")
     lines += ["", f"Served prices of the 1,000 houses equal `PriceModel.predict`'s exactly: {'yes' if identical else 'NO'}.", ""]
     report = "\n".join(lines)

@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-connections", default="100", help="open connections at once; past it a request gets 503 (default 100)")
     parser.add_argument("--idle-seconds", default="5",
                         help="a connection that sends no request for this long is closed, a new one too (default 5)")
+    parser.add_argument("--torch-threads", default="1",
+                        help="torch threads each pricing thread uses (default 1: benchmarks/SERVE.md measures 1 against 2)")
     parser.add_argument("--access-log", action="store_true", help="log every request (off: it costs time per request)")
     arguments = parser.parse_args(argv)
 
@@ -58,9 +60,10 @@ def main(argv: list[str] | None = None) -> None:
 
     # Each pricing thread runs torch on one core: two threads of one request would wait for each other whenever a
     # second request (or anything else) holds a core (benchmarks/SERVE.md measures both).
-    torch.set_num_threads(1)
+    torch_threads = whole_number(arguments.torch_threads, "--torch-threads", 1)
+    torch.set_num_threads(torch_threads)
     check_port_free(arguments.host, port)
-    settings = {"checkpoint": str(arguments.checkpoint.resolve()), "limits": dataclasses.asdict(limits)}
+    settings = {"checkpoint": str(arguments.checkpoint.resolve()), "limits": dataclasses.asdict(limits), "torch_threads": torch_threads}
     app = create_app(arguments.checkpoint, limits)  # a bad checkpoint is refused here, in one line, before any worker starts
     if arguments.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: answering on {arguments.host}: any machine that reaches this one can use the service, which has no "
@@ -114,7 +117,7 @@ def app_from_settings():
     from house_price.service import Limits, create_app
 
     settings = json.loads(os.environ[SETTINGS])
-    torch.set_num_threads(1)
+    torch.set_num_threads(settings["torch_threads"])
     return create_app(settings["checkpoint"], Limits(**settings["limits"]))
 
 
