@@ -248,6 +248,8 @@ def category_text(values: pd.Series) -> pd.Series:
             return str(int(value))
         return str(value).strip() if pd.notna(value) else value
 
+    if isinstance(values.dtype, pd.StringDtype):  # text only (a CSV's categories): stripped at once, not value by value
+        return values.str.strip()
     return values.map(text)
 
 
