@@ -19,6 +19,7 @@ trials.csv and trials.png, and each trial's run folder (trial_<n>/) with its che
 from __future__ import annotations
 
 import argparse
+import datetime
 import hashlib
 import json
 import logging
@@ -217,13 +218,18 @@ class SurplusTrial(Exception):
     unrun (Optuna records it as failed), so processes sharing a study finish exactly the trials asked."""
 
 
-def is_surplus(study: Any, trial: Any, trials: int) -> bool:
-    """Whether `trial` comes after the study's first `trials` finished or running trials. Trial numbers are given
-    out one at a time by the storage, so of several processes starting trials at once exactly the later ones are."""
+def is_surplus(study: Any, trial: Any, trials: int, since: datetime.datetime) -> bool:
+    """Whether `trial` comes after the study's first `trials` finished trials and those running that began `since`
+    this process started (a trial running from before may be one a killed process abandoned: it is failed once its
+    heartbeat is stale, and counting it would leave the study short). Trial numbers are given out one at a time by
+    the storage, so of several processes starting trials at once exactly the later ones are surplus."""
     import optuna
 
-    states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)
-    return sum(other.number < trial.number for other in study.get_trials(deepcopy=False, states=states)) >= trials
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    counted = [other for other in study.get_trials(deepcopy=False) if other.number < trial.number and (
+        other.state in finished or (other.state == optuna.trial.TrialState.RUNNING and other.datetime_start is not None
+                                    and other.datetime_start >= since))]
+    return len(counted) >= trials
 
 
 def quiet_surplus(record: logging.LogRecord) -> bool:
@@ -308,9 +314,10 @@ def main(argv: list[str] | None = None) -> None:
     claim_report_folder(folder, arguments.storage)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     interrupt, gate = InterruptExit(), InterruptGate()
+    started = datetime.datetime.now()  # as Optuna stamps a trial's start
 
     def objective(trial: optuna.Trial) -> float:
-        if is_surplus(study, trial, arguments.trials):
+        if is_surplus(study, trial, arguments.trials, started):
             study.stop()
             trial.set_user_attr("surplus", True)
             raise SurplusTrial(f"trial {trial.number} not run: the study has its {arguments.trials} trials, finished or running")
