@@ -27,7 +27,8 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.compare import boosting_runs, cpu_name  # noqa: E402
+from benchmarks.compare import boosting_runs  # noqa: E402
+from house_price.models.hardware import cpu_name  # noqa: E402
 from benchmarks.levers import train  # noqa: E402
 from house_price.datamodules import HousingDataModule  # noqa: E402
 from house_price.datamodules.files import write_text_atomic  # noqa: E402

@@ -38,7 +38,7 @@ from sklearn.linear_model import LinearRegression
 from benchmarks.levers import train
 from house_price.datamodules import HousingDataModule
 from house_price.models import HousePriceRegressor
-from house_price.models.hardware import default_precision
+from house_price.models.hardware import cpu_name, default_precision
 
 CONFIG = ROOT / "configs" / "california.yaml"
 KEPT_FROM = "## Comparable sales"  # RESULTS.md from this heading on is not regenerated
@@ -175,13 +175,6 @@ def sklearn_run(estimator, splits: dict[str, pd.DataFrame], target: str) -> dict
     estimator.fit(splits["train"][features], splits["train"][target])
     wall = time.perf_counter() - start
     return {**scores(splits["test"][target].to_numpy(), estimator.predict(splits["test"][features])), "wall": wall}
-
-
-def cpu_name() -> str:
-    try:
-        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.machine()
 
 
 def mean(runs: list[dict[str, float]], key: str) -> float:

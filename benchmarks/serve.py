@@ -110,17 +110,22 @@ class Client:
         return data
 
 
-def latencies(port: int, path: str, bodies: list[bytes], fresh: bool = False, prefix: str = "") -> dict[str, float]:
-    """p50 and p99 milliseconds of `bodies` sent one after another, after 50 to warm up."""
-    client = Client(port, fresh)
-    for body in bodies[:50]:  # warm up
-        client.post(path, body)
+def percentiles(call, inputs: list, prefix: str = "") -> dict[str, float]:
+    """p50 and p99 milliseconds of `call(each)` over `inputs` one after another, after the first 50 to warm up."""
+    for each in inputs[:50]:
+        call(each)
     times = []
-    for body in bodies:
+    for each in inputs:
         start = time.perf_counter()
-        client.post(path, body)
+        call(each)
         times.append(time.perf_counter() - start)
     return {f"{prefix}p50_ms": 1000 * float(np.percentile(times, 50)), f"{prefix}p99_ms": 1000 * float(np.percentile(times, 99))}
+
+
+def latencies(port: int, path: str, bodies: list[bytes], fresh: bool = False, prefix: str = "") -> dict[str, float]:
+    """`percentiles` of `bodies` posted to `path` by one client (`fresh`: a new connection for each)."""
+    client = Client(port, fresh)
+    return percentiles(lambda body: client.post(path, body), bodies, prefix)
 
 
 def throughput(port: int, path: str, body: bytes, rows: int, clients: int, requests_each: int) -> float:
@@ -164,8 +169,7 @@ def measure_server(command: list[str], port: int, path: str, one_house: list[byt
             except FAILURES as error:  # a server that stalls: recorded, not waited for
                 print(f"one-house requests failed: {error!r}", file=sys.stderr)
                 result.update({f"{prefix}p50_ms": float("nan"), f"{prefix}p99_ms": float("nan")})
-        result.update(latencies(port, path, [batch] * (SEQUENTIAL_BATCHES + 50), prefix="batch_"))
-        result["sequential_rows_per_s"] = BATCH / result["batch_p50_ms"] * 1000
+        result.update(latencies(port, path, [batch] * SEQUENTIAL_BATCHES, prefix="batch_"))
         result["concurrent_rows_per_s"] = throughput(port, path, batch, BATCH, CLIENTS, BATCHES_PER_CLIENT)
         result["peak_rss_mib"] = peak_rss_mib(process.pid)
     return result
@@ -177,20 +181,8 @@ def commit() -> str:
 
 
 def in_process(price, frames: list, batch) -> dict[str, float]:
-    """`price(frame)` on one-row frames (latency) and on the 1,000-row frame (rows/s)."""
-    for frame in frames[:50]:
-        price(frame)
-    times = []
-    for frame in frames:
-        start = time.perf_counter()
-        price(frame)
-        times.append(time.perf_counter() - start)
-    price(batch)
-    start = time.perf_counter()
-    for _ in range(SEQUENTIAL_BATCHES):
-        price(batch)
-    rate = SEQUENTIAL_BATCHES * len(batch) / (time.perf_counter() - start)
-    return {"p50_ms": 1000 * float(np.percentile(times, 50)), "p99_ms": 1000 * float(np.percentile(times, 99)), "sequential_rows_per_s": rate}
+    """`percentiles` of `price(frame)` on one-row frames and on the 1,000-row frame."""
+    return {**percentiles(price, frames), **percentiles(price, [batch] * SEQUENTIAL_BATCHES, "batch_")}
 
 
 def train_small_model(folder: Path) -> Path:

@@ -36,11 +36,11 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from benchmarks.compare import cpu_name, scores  # noqa: E402
+from benchmarks.compare import scores  # noqa: E402
 from benchmarks.levers import train  # noqa: E402
 from house_price.datamodules import HousingDataModule  # noqa: E402
 from house_price.datamodules.files import write_text_atomic  # noqa: E402
-from house_price.models.hardware import default_precision  # noqa: E402
+from house_price.models.hardware import cpu_name, default_precision  # noqa: E402
 
 TABLES = ROOT.parent / "shared" / "data" / "tables"
 HOUSING_CSV = ROOT.parent / "shared" / "data" / "housing.csv"

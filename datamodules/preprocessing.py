@@ -38,6 +38,7 @@ from house_price.datamodules.sources import (
     id_like_columns,
     numeric_and_categorical,
     read_dates,
+    refuse_infinite,
     with_date_features,
 )
 
@@ -387,13 +388,9 @@ class Preprocessor:
         frame = with_date_features(frame, self.date_formats)
         read = self.numeric_read
         check_numeric_columns(frame, read)
-        values = torch.from_numpy(frame[read].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)).reshape(len(frame), len(read))
-        infinite = torch.nonzero(torch.isinf(values))
-        if len(infinite):
-            row, column = (int(index) for index in infinite[0])
-            raise HousePriceError(f"column '{read[column]}' holds an infinite value (data row {row + 1}), which no house has; leave it "
-                                  "empty where it is unknown")
-        return values
+        values = frame[read].to_numpy(dtype=np.float64, na_value=np.nan, copy=True).reshape(len(frame), len(read))
+        refuse_infinite(values, read, frame.index)
+        return torch.from_numpy(values)
 
     @property
     def numeric_read(self) -> list[str]:
@@ -430,15 +427,21 @@ class Preprocessor:
         if not self.location or self.target not in frame.columns:
             return None
         location = self.location
-        stored = pd.MultiIndex.from_arrays([location["latitude"], location["longitude"], location["prices"]])
-        first = pd.Series(np.arange(len(stored)), index=stored)
-        first = first[~first.index.duplicated()]
         target = pd.to_numeric(frame[self.target], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
             prices = _target_space(target, location["log"])
         latitude, longitude = (frame[column].to_numpy(dtype=np.float64, na_value=np.nan) for column in location["columns"])
-        found = first.reindex(pd.MultiIndex.from_arrays([latitude, longitude, prices])).to_numpy(dtype=np.float64, na_value=-1.0)
+        found = self._sale_of.reindex(pd.MultiIndex.from_arrays([latitude, longitude, prices])).to_numpy(dtype=np.float64, na_value=-1.0)
         return torch.from_numpy(found.astype(np.int64))
+
+    @functools.cached_property
+    def _sale_of(self) -> pd.Series:
+        """Each training sale's index by its (latitude, longitude, price), the first of sales that share all three;
+        built once: `training_sales`."""
+        location = self.location
+        first = pd.Series(np.arange(len(location["prices"])),
+                          index=pd.MultiIndex.from_arrays([location["latitude"], location["longitude"], location["prices"]]))
+        return first[~first.index.duplicated()]
 
     def fold_numeric(self, frame: pd.DataFrame, folds: torch.Tensor) -> torch.Tensor:
         """Cross-fitting with the location price: each network's numeric inputs of the training sales `frame` (folds

@@ -579,11 +579,18 @@ def check_table(frame: pd.DataFrame, target: str, *, log_target: bool = False, c
     if not features:
         raise HousePriceError(f"the data has no feature columns besides the target '{target}'; add features")
     numeric, _ = numeric_and_categorical(frame, target)
-    for column in numeric:
-        values = frame[column].to_numpy(dtype=float)
-        if np.isinf(values).any():
-            row = int(np.flatnonzero(np.isinf(values))[0])
-            raise HousePriceError(f"column '{column}' holds an infinite value (data row {row + 1}); replace it or leave it empty")
+    refuse_infinite(frame[numeric].to_numpy(dtype=float), numeric, frame.index)
+
+
+def refuse_infinite(values: np.ndarray, columns: list[str], index: pd.Index | None = None) -> None:
+    """Refuse an infinite number in `values` [n rows, one per column of `columns`], in one line naming the first
+    column that holds one and its data row (the row's label in `index`, a frame's, where it is a number: a chunk of
+    a file keeps the file's row numbers): no house has one, in training or when priced."""
+    where, rows = np.nonzero(np.isinf(values).T)  # column by column, as the file's columns come
+    if len(where):
+        label = index[rows[0]] if index is not None else rows[0]
+        row = f"data row {label + 1}" if isinstance(label, (int, np.integer)) else f"row {label!r}"
+        raise HousePriceError(f"column '{columns[where[0]]}' holds an infinite value ({row}); replace it or leave it empty")
 
 
 def chosen_rows(frame: pd.DataFrame, rows: list[int] | None) -> list[int]:

@@ -70,8 +70,8 @@ def main(argv: list[str] | None = None) -> None:
     # A file may hold the training sales themselves: each leaves its own price out of its location price, as in
     # training, and the report says how many there are (the network learned them: their errors flatter it).
     own_sales = arguments.data is not None
-    trained_on = model.preprocessor.training_sales(frame) if own_sales else None
-    trained_on = int((trained_on >= 0).sum()) if trained_on is not None else 0
+    sales = model.preprocessor.training_sales(frame) if own_sales else None
+    trained_on = int((sales >= 0).sum()) if sales is not None else 0
     if trained_on:
         print(f"warning: {trained_on:,} of the {len(frame):,} rows are training sales (the same coordinates and price as a sale the model "
               "learned from): each one's location price leaves its own sale out, but the network learned them, so these metrics "

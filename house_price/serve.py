@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     import uvicorn  # after the arguments: --help answers at once
 
-    from house_price.service import IdleTimeoutProtocol, Limits, cores, create_app
+    from house_price.models.hardware import cores
+    from house_price.service import IdleTimeoutProtocol, Limits, create_app
 
     port = whole_number(arguments.port, "--port", 1, 65_535)
     workers = whole_number(arguments.workers, "--workers", 1)

@@ -20,7 +20,6 @@ import hashlib
 import importlib.resources
 import json
 import math
-import os
 import re
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -39,7 +38,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 from house_price.analysis.attributions import shapley_values
 from house_price.datamodules.errors import HousePriceError
 from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
-from house_price.models.hardware import keep_freed_memory
+from house_price.models.hardware import cores, keep_freed_memory
 from house_price.models.prediction import UnseenValues
 from house_price.models.pricing import PriceModel
 
@@ -81,11 +80,6 @@ class BodyTooLarge(HousePriceError):
 
 class ServerBusy(HousePriceError):
     """The bodies being read and priced already fill `Limits.body_budget_bytes`: HTTP 503, try again shortly."""
-
-
-def cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @dataclass(frozen=True)

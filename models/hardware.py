@@ -62,15 +62,24 @@ def keep_freed_memory(*, any_size: bool = False) -> None:
         libc.mallopt(m_mmap_max, 0)  # no block is mapped on its own: all come from (and return to) the heap
 
 
-def machine_line() -> str:
-    """This machine in the words a benchmark's header needs: the CPU, its cores, and whether it has AVX-512 BF16
-    (what makes figures differ across machines), e.g. "AMD EPYC, 2 cores, AVX-512 BF16"."""
-    import os
+def cpu_name() -> str:
+    """The CPU's model name (e.g. "AMD EPYC"), or the machine's architecture where the system does not say."""
     import platform
 
     try:
-        name = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+        return next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
     except (OSError, StopIteration):
-        name = platform.machine()
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"{name}, {cores} cores, {'AVX-512 BF16' if fast_cpu_bfloat16() else 'no AVX-512 BF16'}"
+        return platform.machine()
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def machine_line() -> str:
+    """This machine in the words a benchmark's header needs: the CPU, its cores, and whether it has AVX-512 BF16
+    (what makes figures differ across machines), e.g. "AMD EPYC, 2 cores, AVX-512 BF16"."""
+    return f"{cpu_name()}, {cores()} cores, {'AVX-512 BF16' if fast_cpu_bfloat16() else 'no AVX-512 BF16'}"
