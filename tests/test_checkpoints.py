@@ -57,9 +57,12 @@ def test_evaluate_on_a_csv_uses_the_checkpoint_preprocessing(housing_run, housin
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     model = load_model(housing_run / "checkpoints" / "best.ckpt")
-    predictions = model.predict(rich).to_numpy()
+    # Most of these rows are training sales: evaluate prices each one's location without its own sale, and says so.
+    predictions = model.predict(rich, own_sales=True).to_numpy()
     rmse = float(np.sqrt(np.mean((rich["median_house_value"].to_numpy() - predictions) ** 2)))
     assert metrics["n"] == len(rich) and metrics["rmse"] == pytest.approx(rmse, rel=1e-5)
+    trained_on = int((model.preprocessor.training_sales(rich) >= 0).sum())
+    assert 0 < trained_on < len(rich) and f"{trained_on:,} of the {len(rich):,} rows are training sales" in result.stderr
     rich.drop(columns="median_house_value").to_csv(tmp_path / "unpriced.csv", index=False)
     unpriced = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--data", str(tmp_path / "unpriced.csv"),
                           "--output", str(tmp_path / "nothing"), cwd=tmp_path)
