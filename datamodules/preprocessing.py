@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import math
 import sys
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -279,6 +279,12 @@ def tree_bin_edges(inputs: np.ndarray, target: np.ndarray, n_bins: int, seed: in
     return edges
 
 
+class Report(Protocol):
+    """What `Preprocessor.transform` tells of a frame it read (`models.prediction.UnseenValues`)."""
+
+    def add(self, frame: pd.DataFrame, read: torch.Tensor | None = None) -> None: ...
+
+
 class Preprocessor:
     """Applies a fitted `state` to raw frames: numeric features, category codes and the target."""
 
@@ -364,14 +370,19 @@ class Preprocessor:
                 f"(the data has {[str(column) for column in frame.columns]})"
             )
 
-    def transform(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False,
+                  report: Report | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw frame -> (numeric float32 [n, n_numeric_inputs], standardized; category codes int64 [n, n_cat]).
 
         Columns are matched by name, so their order does not matter and extra columns are ignored. `folds` and
-        `own_sales`: see `raw_numeric`.
+        `own_sales`: see `raw_numeric`. `report` (`models.prediction.UnseenValues`) is given the frame with the
+        numbers read from it, so counting its unseen and out-of-range values reads them once.
         """
         self.check_columns(frame)
-        return self.scale_numeric(self.raw_numeric(frame, folds, own_sales=own_sales)).float(), self.encode_categories(frame)
+        raw = self.raw_numeric(frame, folds, own_sales=own_sales)
+        if report is not None:
+            report.add(frame, raw[:, : len(self.numeric_read)])
+        return self.scale_numeric(raw).float(), self.encode_categories(frame)
 
     def raw_numeric(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False) -> torch.Tensor:
         """The numeric inputs in their own units, float64 [n, n_numeric], NaN where missing (dates as numbers, then
@@ -512,31 +523,37 @@ class Preprocessor:
         index = self.numeric.index(column)
         return f"{self.state['minimum'][index]:g} to {self.state['maximum'][index]:g}"
 
-    def out_of_range(self, frame: pd.DataFrame, examples: int = 3) -> dict[str, dict[str, Any]]:
-        """Per numeric column (dates aside), the rows whose value lies outside the training range: {"rows", "examples"}."""
+    def out_of_range(self, frame: pd.DataFrame, examples: int = 3, read: torch.Tensor | None = None) -> dict[str, dict[str, Any]]:
+        """Per numeric column (a date column by its dates), the rows whose value lies outside the training range:
+        {"rows", "examples"}. `read`: the frame's numbers as `_read_numeric` reads them, where already read."""
         report = {}
-        read = self.numeric_read
+        names = self.numeric_read
         # A date column by its days (its month has no range to leave), the other numbers as read.
-        checked = [j for j, name in enumerate(read) if name not in self._date_of or name == date_feature_names(self._date_of[name])[0]]
+        checked = [j for j, name in enumerate(names) if name not in self._date_of or name == date_feature_names(self._date_of[name])[0]]
         if not checked:
             return report
-        raw = self._read_numeric(frame).numpy()[:, checked]
+        raw = (self._read_numeric(frame) if read is None else read).numpy()[:, checked]
         low, high = np.array(self.state["minimum"])[checked], np.array(self.state["maximum"])[checked]
         outside = (raw < low) | (raw > high)  # NaN (missing) compares false: imputed, not extrapolated
         for j in np.flatnonzero(outside.any(axis=0)):
-            name, values = read[checked[j]], raw[outside[:, j], j]
+            name, values = names[checked[j]], raw[outside[:, j], j]
             column = self._date_of.get(name, name)
             shown = [_day_text(value) if name in self._date_of else float(value) for value in dict.fromkeys(values.tolist())][:examples]
             report[column] = {"rows": int(outside[:, j].sum()), "examples": shown}
         return report
 
-    def unreadable_dates(self, frame: pd.DataFrame, examples: int = 3) -> dict[str, dict[str, Any]]:
+    def unreadable_dates(self, frame: pd.DataFrame, examples: int = 3, read: torch.Tensor | None = None) -> dict[str, dict[str, Any]]:
         """Per date column, the rows whose (present) value does not read as a date in the training's format: they
-        are priced as missing dates. {"rows", "examples"}."""
+        are priced as missing dates. {"rows", "examples"}. `read`: as `out_of_range`'s (a date that does not read
+        is a missing day there)."""
         report = {}
         for column, form in self.date_formats.items():
             values = frame[column].dropna()
-            unreadable = values[read_dates(values, form).isna()]
+            if read is None:
+                unread = read_dates(values, form).isna().to_numpy()
+            else:
+                unread = np.isnan(read[:, self.numeric_read.index(date_feature_names(column)[0])].numpy()[frame[column].notna().to_numpy()])
+            unreadable = values[unread]
             if len(unreadable):
                 report[column] = {"rows": len(unreadable), "examples": unreadable.astype(str).unique()[:examples].tolist()}
         return report

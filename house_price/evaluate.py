@@ -80,10 +80,10 @@ def main(argv: list[str] | None = None) -> None:
     unit = model.preprocessor.state["target_unit"]
     # One pricing pass for the plots: with a calibration, the kept interval at CHOICE_LEVEL comes with the prices.
     plotted = model.calibration is not None and model.calibration.reaches(CHOICE_LEVEL)
-    priced = model.predict(frame, interval=CHOICE_LEVEL, own_sales=own_sales) if plotted else model.predict(frame, own_sales=own_sales).to_frame()
-    predictions = priced[f"{model.target}_prediction"].to_numpy()
     unseen = UnseenValues(model.preprocessor)
-    unseen.add(frame)
+    priced = model.predict(frame, interval=CHOICE_LEVEL if plotted else None, own_sales=own_sales, report=unseen)
+    priced = priced if plotted else priced.to_frame()
+    predictions = priced[f"{model.target}_prediction"].to_numpy()
     unseen.warn()
     actual = frame[model.target].to_numpy(dtype=float)
     plots = list(plot_predictions(actual, predictions, folder, unit))

@@ -238,15 +238,14 @@ class Pricer:
         """Prices of a frame's houses (with `interval`, a conformal range), the unseen and out-of-range counts."""
         if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))):
             raise HousePriceError(f'"interval" is {json.dumps(interval)}; give a level between 0 and 1 such as 0.9, or leave it out')
-        prices = self.model.predict(frame, interval=interval)
+        unseen = UnseenValues(self.model.preprocessor)
+        prices = self.model.predict(frame, interval=interval, report=unseen)
         target = self.model.target
         if interval is None:
             predictions = [{"price": price} for price in prices.tolist()]
         else:
             predictions = [{"price": price, "lower": lower, "upper": upper} for lower, price, upper in zip(
                 prices[f"{target}_lower"].tolist(), prices[f"{target}_prediction"].tolist(), prices[f"{target}_upper"].tolist())]
-        unseen = UnseenValues(self.model.preprocessor)
-        unseen.add(frame)
         return {"predictions": predictions,
                 "unseen": {column: entry["rows"] for counts in (unseen.categories, unseen.dates) for column, entry in counts.items()},
                 "out_of_range": {column: entry["rows"] for column, entry in unseen.out_of_range.items()},

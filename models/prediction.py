@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from house_price.datamodules.errors import HousePriceError
@@ -31,9 +32,12 @@ class UnseenValues:
         self.dates: dict[str, dict[str, Any]] = {}
         self.out_of_range: dict[str, dict[str, Any]] = {}
 
-    def add(self, frame: pd.DataFrame) -> None:
-        for counts, found in ((self.categories, self.preprocessor.unseen_categories(frame)), (self.dates, self.preprocessor.unreadable_dates(frame)),
-                              (self.out_of_range, self.preprocessor.out_of_range(frame))):
+    def add(self, frame: pd.DataFrame, read: torch.Tensor | None = None) -> None:
+        """Count a frame's values; `read`, its numbers as the preprocessor read them to price it (`Preprocessor.transform`
+        hands them over), else read again here."""
+        preprocessor = self.preprocessor
+        for counts, found in ((self.categories, preprocessor.unseen_categories(frame)), (self.dates, preprocessor.unreadable_dates(frame, read=read)),
+                              (self.out_of_range, preprocessor.out_of_range(frame, read=read))):
             for column, seen in found.items():
                 entry = counts.setdefault(column, {"rows": 0, "examples": []})
                 entry["rows"] += seen["rows"]
@@ -82,8 +86,7 @@ def predict_file(
                 tqdm(unit=" rows", delay=3, mininterval=1, file=sys.stderr, desc="pricing") as bar:
             chunks = read_table_chunks(source, rows=chunk_rows, text_columns=list(keep_columns), categories=model.preprocessor.categorical)
             for frame, kept in chunks:
-                prices = model.predict(frame, interval=interval)  # first: it names any missing column
-                unseen.add(frame)
+                prices = model.predict(frame, interval=interval, report=unseen)
                 append(pd.concat([kept, prices], axis=1).reset_index(drop=True))
                 rows += len(frame)
                 bar.update(len(frame))

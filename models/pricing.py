@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from house_price.datamodules.errors import HousePriceError
-from house_price.datamodules.preprocessing import Preprocessor
+from house_price.datamodules.preprocessing import Preprocessor, Report
 from house_price.models.comparables import ComparablesNetwork
 from house_price.models.folds import FoldEnsemble
 from house_price.models.intervals import Calibration, calibrate, rows_needed
@@ -145,8 +145,8 @@ class PriceModel(nn.Module):
         return self.preprocessor.decode_target(self(numeric, codes))
 
     @torch.no_grad()
-    def member_statistics(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    def member_statistics(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False,
+                          report: Report | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, spread) of the members' standardized predictions for a raw frame, float64 [n] each, in eval mode.
 
         Rows go through the network PREDICT_BATCH at a time, which bounds memory. The float32 matrix kernels pick
@@ -154,10 +154,10 @@ class PriceModel(nn.Module):
         rows in the same batches are the same numbers. The spread is the members' standard deviation (0 with one
         member). `folds`, for a cross-fitted model (`FoldEnsemble`), gives each row's fold [n]: a row's mean is then
         that of the network that never learned it (out of fold), its spread still all members' (the spread a new
-        house gets, which conformal scores must be scaled by alike). `own_sales`: see `predict`.
+        house gets, which conformal scores must be scaled by alike). `own_sales` and `report`: see `predict`.
         """
         means, spreads = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
-        for begin, numeric, codes in self.network_batches(frame, own_sales=own_sales):
+        for begin, numeric, codes in self.network_batches(frame, own_sales=own_sales, report=report):
             if folds is None:
                 members = self.network.member_outputs(numeric, codes).double().cpu()  # [k, B]
                 spreads.append(members.std(dim=0, correction=0))
@@ -168,16 +168,18 @@ class PriceModel(nn.Module):
             means.append(members.mean(dim=0))
         return torch.cat(means), torch.cat(spreads)
 
-    def network_batches(self, frame: pd.DataFrame, *, own_sales: bool = False) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    def network_batches(self, frame: pd.DataFrame, *, own_sales: bool = False, report: Report | None = None
+                        ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """(first row, numeric inputs, category codes) of a raw frame, PREDICT_BATCH rows at a time on the network's
         device, with the model in eval mode while they are read."""
-        numeric, codes = self.preprocessor.transform(frame, own_sales=own_sales)
+        numeric, codes = self.preprocessor.transform(frame, own_sales=own_sales, report=report)
         device = next(self.network.parameters()).device
         with evaluating(self):
             for begin in range(0, len(frame), PREDICT_BATCH):
                 yield begin, numeric[begin : begin + PREDICT_BATCH].to(device), codes[begin : begin + PREDICT_BATCH].to(device)
 
-    def predict(self, frame: pd.DataFrame, interval: float | None = None, *, own_sales: bool = False) -> pd.Series | pd.DataFrame:
+    def predict(self, frame: pd.DataFrame, interval: float | None = None, *, own_sales: bool = False, report: Report | None = None
+                ) -> pd.Series | pd.DataFrame:
         """Predictions for a raw frame, in the target's own units, named `<target>_prediction`, same index.
 
         Columns are matched by name (any order, extras ignored); unseen categories and missing numbers are
@@ -185,8 +187,10 @@ class PriceModel(nn.Module):
         `<target>_prediction` and `<target>_upper`, a conformal interval holding the true price with that
         probability (see models.intervals). `own_sales`, for rows with their price that may have been trained on
         (`house-price evaluate --data`): a row that is a training sale leaves its own price out of its location price.
+        `report` (`models.prediction.UnseenValues`): counts the frame's unseen and out-of-range values from the numbers
+        read to price it.
         """
-        mean, spread = self.member_statistics(frame, own_sales=own_sales)
+        mean, spread = self.member_statistics(frame, own_sales=own_sales, report=report)
         decode = self.preprocessor.decode_target
         prices = pd.Series(decode(mean).numpy(), index=frame.index, name=f"{self.target}_prediction", dtype=float)
         if interval is None:

@@ -166,3 +166,21 @@ def test_evaluating_training_sales_leaves_their_own_price_out_and_says_so(housin
                             "--output", str(tmp_path / "report"))
     assert result.returncode == 0, result.stderr[-2000:]
     assert "300 of the 300 rows are training sales" in result.stderr and "overstate" in result.stderr
+
+
+def test_the_unseen_report_from_the_numbers_read_to_price_equals_one_read_again():
+    from house_price.models.prediction import UnseenValues
+    from house_price.models.pricing import PriceModel
+
+    state = HousingDataModule.from_frame(sales().assign(sold_on=lambda f: f["sold_on"].where(f.index % 7 > 0, None)), target="price",
+                                         drop_columns="address").preprocessing
+    model = PriceModel(preprocessing=state, hidden_sizes=[8], ensemble_size=2)
+    houses = pd.DataFrame({"sold_on": ["2030-01-01", "soon", None, "2019-05-01", "not a date"], "area": [10.0, 100.0, 900.0, np.nan, 99.0],
+                           "zone": ["a", "z", None, "b", "y"]}, index=[4, 4, 9, 1, 0])  # labels repeated and out of order
+    read_again, while_priced = UnseenValues(model.preprocessor), UnseenValues(model.preprocessor)
+    read_again.add(houses)
+    prices = model.predict(houses, report=while_priced)
+    assert prices.equals(model.predict(houses))
+    for kind in ("categories", "dates", "out_of_range"):
+        assert getattr(while_priced, kind) == getattr(read_again, kind), kind
+    assert read_again.dates["sold_on"]["rows"] == 2 and read_again.out_of_range.keys() == {"sold_on", "area"}
