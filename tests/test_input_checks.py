@@ -88,8 +88,8 @@ def test_impossible_coordinates_and_one_position_for_every_sale(capsys):
     with pytest.raises(HousePriceError, match=r"column 'latitude' holds 1000, not a latitude"):
         frame = located()
         frame.loc[frame.index[0], "latitude"] = 1000.0
-        HousingDataModule.from_frame(frame, target="price", location_price=True, val_fraction=0.01, test_fraction=0.01,
-                                     split_seed=3).preprocessing  # noqa: B018
+        _ = HousingDataModule.from_frame(frame, target="price", location_price=True, val_fraction=0.01, test_fraction=0.01,
+                                         split_seed=3).preprocessing
     # All at one spot: auto decided true, then the columns were left out as constant and training was refused.
     same = HousingDataModule.from_frame(located(latitude=38.5, longitude=-121.5), target="price", location_price="auto")
     assert same.location_price is False and "location" not in same.preprocessing
