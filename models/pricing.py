@@ -33,7 +33,11 @@ TRAINING_OPTIONS = frozenset({"learning_rate", "weight_decay", "scheduler", "sha
 @contextlib.contextmanager
 def evaluating(module: nn.Module) -> Iterator[nn.Module]:
     """`module` in eval mode inside the block (dropout off, normalization on running statistics), handed back in
-    the mode it came in, even when the block raises."""
+    the mode it came in, even when the block raises. A module already in eval mode throughout (a loaded model) is
+    left as it is: switching every submodule there and back is a visible part of pricing one house."""
+    if not any(part.training for part in module.modules()):
+        yield module
+        return
     was_training = module.training
     module.eval()
     try:

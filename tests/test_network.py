@@ -213,3 +213,7 @@ def test_evaluating_switches_dropout_off_and_hands_the_mode_back_even_on_error()
     with pytest.raises(ZeroDivisionError), evaluating(model):
         1 / 0
     assert model.training
+    model.eval()
+    next(part for part in model.modules() if part is not model).train()  # one part left training: switched off inside too
+    with evaluating(model):
+        assert not any(part.training for part in model.modules())
