@@ -4,10 +4,11 @@ and the same pricing served by LitServe, on the same rows of housing.csv; writes
     python benchmarks/serve.py                        # trains a small housing.csv model first (the default recipe, 2 epochs)
     python benchmarks/serve.py --checkpoint best.ckpt
 
-Measured: one-house requests (sequential, keep-alive: p50 and p99 latency), 1,000-house requests (rows/s,
-sequential and from 8 concurrent clients), the largest resident memory of any server process, and whether the
-served prices equal `PriceModel.predict`'s exactly. The clients run on the same machine as the server and take
-some of its cores: run nothing else meanwhile.
+Measured: one-house requests (sequential, p50 and p99 latency, over one keep-alive connection and with a new
+connection each), 1,000-house requests (p50 and p99 latency, and rows/s from 8 concurrent clients), the largest
+resident memory of any server process, and whether the served prices equal `PriceModel.predict`'s exactly; every
+server and in-process pricing ROUNDS times in turn, the medians reported. The clients run on the same machine as
+the server and take some of its cores: run nothing else meanwhile.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ ONE_HOUSE_REQUESTS = 1000
 BATCH = 1000
 SEQUENTIAL_BATCHES = 30
 CLIENTS = 8
+ROUNDS = 3  # each server measured this many times, in turn with the others: the figures are the medians
 BATCHES_PER_CLIENT = 6
 FAILURES = (OSError, http.client.HTTPException, SystemExit)  # no answer in time, a broken connection, an HTTP error
 
@@ -159,20 +161,36 @@ def throughput(port: int, path: str, body: bytes, rows: int, clients: int, reque
     return clients * requests_each * rows / (time.perf_counter() - start)
 
 
-def measure_server(command: list[str], port: int, path: str, one_house: list[bytes], batch: bytes) -> dict[str, float]:
-    print(f"measuring {' '.join(command[1:])}", file=sys.stderr, flush=True)
-    with running(command, port) as process:
-        result = {}
-        for fresh, prefix in ((False, ""), (True, "fresh_")):
-            try:
-                result.update(latencies(port, path, one_house, fresh, prefix))
-            except FAILURES as error:  # a server that stalls: recorded, not waited for
-                print(f"one-house requests failed: {error!r}", file=sys.stderr)
-                result.update({f"{prefix}p50_ms": float("nan"), f"{prefix}p99_ms": float("nan")})
-        result.update(latencies(port, path, [batch] * SEQUENTIAL_BATCHES, prefix="batch_"))
-        result["concurrent_rows_per_s"] = throughput(port, path, batch, BATCH, CLIENTS, BATCHES_PER_CLIENT)
-        result["peak_rss_mib"] = peak_rss_mib(process.pid)
+def measure_round(port: int, path: str, one_house: list[bytes], batch: bytes) -> dict[str, float]:
+    """One round of every measurement on one running server."""
+    result = {}
+    for fresh, prefix in ((False, ""), (True, "fresh_")):
+        try:
+            result.update(latencies(port, path, one_house, fresh, prefix))
+        except FAILURES as error:  # a server that stalls: recorded, not waited for
+            print(f"one-house requests failed: {error!r}", file=sys.stderr)
+            result.update({f"{prefix}p50_ms": float("nan"), f"{prefix}p99_ms": float("nan")})
+    result.update(latencies(port, path, [batch] * SEQUENTIAL_BATCHES, prefix="batch_"))
+    result["concurrent_rows_per_s"] = throughput(port, path, batch, BATCH, CLIENTS, BATCHES_PER_CLIENT)
     return result
+
+
+def medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    """Each figure's median over the rounds `runs` (NaN, a stalled round, where any was)."""
+    return {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
+
+
+def measure_servers(servers: dict[str, tuple[list[str], int]], path: str, one_house: list[bytes], batch: bytes) -> dict[str, dict[str, float]]:
+    """Every server (name: (command, port)) started alone and measured, ROUNDS times round robin, so that a slower
+    spell of the machine falls on all of them alike (servers left running beside the measured one slowed it);
+    each figure is the median of its rounds, beside the largest resident memory of the server's processes."""
+    rounds: dict[str, list[dict[str, float]]] = {name: [] for name in servers}
+    for number in range(ROUNDS):
+        for name, (command, port) in servers.items():
+            print(f"round {number + 1} of {ROUNDS}: {name}", file=sys.stderr, flush=True)
+            with running(command, port) as process:
+                rounds[name].append({**measure_round(port, path, one_house, batch), "peak_rss_mib": peak_rss_mib(process.pid)})
+    return {name: {**medians(runs), "peak_rss_mib": max(run["peak_rss_mib"] for run in runs)} for name, runs in rounds.items()}
 
 
 def commit() -> str:
@@ -286,34 +304,33 @@ def main() -> None:
         houses = json.loads(frame.head(max(ONE_HOUSE_REQUESTS, BATCH)).to_json(orient="records"))  # NaN -> null
         one_house = [json.dumps({"houses": [house]}).encode() for house in houses[:ONE_HOUSE_REQUESTS]]
         batch = json.dumps({"houses": houses[:BATCH]}).encode()
-        rows: dict[str, dict[str, float]] = {}
-
+        servers = {}
         for workers, torch_threads in ((1, 1), (1, 2), (2, 1)):
             port = free_port()
             command = [sys.executable, str(ROOT / "scripts" / "serve.py"), str(checkpoint), "--port", str(port), "--workers", str(workers),
                        "--torch-threads", str(torch_threads)]
             name = f"house-price serve, {workers} worker{'s' * (workers > 1)}, {torch_threads} torch thread{'s' * (torch_threads > 1)}"
-            rows[name + (" (the default)" if (workers, torch_threads) == (1, 1) else "")] = measure_server(command, port, "/predict", one_house, batch)
-            if workers == 1 and torch_threads == 1:
-                with running(command, port):
-                    served = json.loads(Client(port).post("/predict", batch))["predictions"]
-                expected = model.predict(frame.head(BATCH)).tolist()
-                identical = [entry["price"] for entry in served] == expected
+            servers[name + (" (the default)" if (workers, torch_threads) == (1, 1) else "")] = (command, port)
         if litserve is not None:
             port = free_port()
-            command = [sys.executable, __file__, "--litserve-worker", str(checkpoint), str(port)]
-            rows["LitServe, 1 worker (same pricing)"] = measure_server(command, port, "/predict", one_house, batch)
+            servers["LitServe, 1 worker (same pricing)"] = ([sys.executable, __file__, "--litserve-worker", str(checkpoint), str(port)], port)
+        rows: dict[str, dict[str, float]] = measure_servers(servers, "/predict", one_house, batch)
+        command, port = next(iter(servers.values()))  # the default server: its prices against the model's
+        with running(command, port):
+            served = json.loads(Client(port).post("/predict", batch))["predictions"]
+        identical = [entry["price"] for entry in served] == model.predict(frame.head(BATCH)).tolist()
 
         pricer, limits = Pricer(checkpoint), Limits()
         frames = [pricer.frame([house], limits) for house in houses[:ONE_HOUSE_REQUESTS]]
         with torch.inference_mode():
-            rows["in process: PriceModel.predict"] = in_process(model.predict, frames, frame.head(BATCH))
+            rows["in process: PriceModel.predict"] = medians([in_process(model.predict, frames, frame.head(BATCH)) for _ in range(ROUNDS)])
         onnx_path = export_onnx(model, Path(temporary) / "model.onnx")
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        rows["in process: onnxruntime (inputs converted)"] = in_process(
+        rows["in process: onnxruntime (inputs converted)"] = medians([in_process(
             lambda houses_frame: session.run(None, onnx_inputs(houses_frame, model.preprocessor)), frames, frame.head(BATCH))
+            for _ in range(ROUNDS)])
 
     def cell(row: dict[str, float], key: str, form: str) -> str:
         if key not in row:
@@ -330,8 +347,8 @@ def main() -> None:
         f"({pricer.about()['architecture']}, the default recipe unless --checkpoint said otherwise; location price "
         f"{'on' if model.preprocessor.location else 'off'}), rows of housing.csv. One-house requests: {ONE_HOUSE_REQUESTS} in a row, "
         f"over one keep-alive connection and with a new connection for each; 1,000-house requests: {SEQUENTIAL_BATCHES} in a row "
-        f"(latency), and {CLIENTS} clients at once sending {BATCHES_PER_CLIENT} each. The clients share the machine's cores with the "
-        "server.",
+        f"(latency), and {CLIENTS} clients at once sending {BATCHES_PER_CLIENT} each. Each server is started alone and measured in "
+        f"turn with the others, {ROUNDS} rounds (in-process pricing too): each figure is the median of its rounds. The clients share the machine's cores with the server.",
         "",
         "| pricing | one house p50 (ms), keep-alive | p99 | p50, new connection each | p99 | 1,000 houses p50 (ms) | p99 | "
         "1,000-house rows/s, 8 clients | peak RSS per process (MiB) |",
