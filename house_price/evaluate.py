@@ -3,8 +3,12 @@
     house-price evaluate runs/california/version_0/checkpoints/best.ckpt
     house-price evaluate best.ckpt --data new_sales.csv --output reports/new_sales
 
-Prints RMSE, MAE, R², MAPE (target units) and n, and the conformal intervals' coverage and widths at 80/90/95%;
-writes metrics.json, predicted_vs_actual.png, residuals.png and intervals.png to the output folder (default: <checkpoint>_evaluation beside the checkpoint).
+    house-price evaluate best.ckpt --data new_sales.csv --by zipcode --min-sales 20
+
+Prints RMSE, MAE, R², MAPE (target units) and n, the conformal intervals' coverage and widths at 80/90/95%, and the
+sales-ratio study (median ratio, COD, PRD, PRB, per price quintile; `--by`: per value of a column too); writes
+metrics.json, ratio_study.csv, ratio_study.png, predicted_vs_actual.png, residuals.png and intervals.png to the output
+folder (default: <checkpoint>_evaluation beside the checkpoint).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 import lightning as L
 import pandas as pd
 
+from house_price.arguments import whole_number
 from house_price.datamodules.batches import TensorBatches
 from house_price.datamodules.errors import HousePriceError, exit_cleanly_on_error, stop_on_sigterm
 from house_price.datamodules.files import output_folder
@@ -34,6 +39,7 @@ from house_price.models.reports import (
     stage_metrics,
     write_metrics,
 )
+from house_price.ratio_study import priced_study, study_text
 
 
 def evaluate(model: HousePriceRegressor, frame: pd.DataFrame, batch_size: int = 4096, *, own_sales: bool = False) -> dict[str, float]:
@@ -58,7 +64,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--data", help="a CSV or Parquet file with the target column; default: the checkpoint's own test split")
     parser.add_argument("--output", help="report folder; default: <checkpoint>_evaluation beside the checkpoint")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    parser.add_argument("--by", metavar="COLUMN", help="add a ratio-study row per value of this column (zip code, neighbourhood, city)")
+    parser.add_argument("--min-sales", default="20", metavar="N",
+                        help="with --by, the fewest sales a group needs for its row (default 20); smaller groups are counted")
     arguments = parser.parse_args(argv)
+    min_sales = whole_number(arguments.min_sales, "--min-sales", 1)
     stop_on_sigterm()
 
     checkpoint = read_checkpoint(arguments.checkpoint)
@@ -66,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
     frame = houses(checkpoint, model, arguments.data)
     find_column(frame, model.target, "target", fix=f"evaluating needs the true prices; to price houses without them run "
                 f"house-price predict {arguments.checkpoint} --input {arguments.data} --output priced.csv")
+    groups = frame[find_column(frame, arguments.by, "--by", fix="name a column of the evaluated table, such as its zip code")] if arguments.by else None
     folder = report_folder(arguments.checkpoint, arguments.output, arguments.overwrite)
     # A file may hold the training sales themselves: each leaves its own price out of its location price, as in
     # training, and the report says how many there are (the network learned them: their errors flatter it).
@@ -93,12 +104,19 @@ def main(argv: list[str] | None = None) -> None:
         if plotted:
             plots.append(plot_intervals(actual, priced, folder / "intervals.png", unit, CHOICE_LEVEL))
         print(intervals_table(intervals, unit))
+    study, files = priced_study(priced, actual, model.target, folder, unit, level=CHOICE_LEVEL if plotted else None, groups=groups,
+                                min_sales=min_sales)
+    plots += files
+    print(study_text(study))
+    if groups is not None:
+        left = study["by"]["left_out"]
+        print(f"  by {arguments.by}: {study['by']['groups']} groups with {study['by']['min_sales']} or more sales in ratio_study.csv; "
+              f"{left['groups']} groups ({left['sales']} sales) have fewer and are left out")
     write_metrics(folder / "metrics.json", metrics, unseen_categories=unseen.categories, unreadable_dates=unseen.dates,
-                  out_of_range=unseen.out_of_range,
-                  intervals=intervals)
+                  out_of_range=unseen.out_of_range, intervals=intervals, ratio_study=study)
     source = arguments.data or "the training run's test split"
     print(f"{arguments.checkpoint} on {source} ({model.target}, {unit}):\n{metrics_table(metrics, unit)}")
-    print(f"Report: {folder / 'metrics.json'} ({', '.join(METRIC_KEYS)}, intervals), {', '.join(plot.name for plot in plots)}")
+    print(f"Report: {folder / 'metrics.json'} ({', '.join(METRIC_KEYS)}, intervals, ratio_study), {', '.join(plot.name for plot in plots)}")
 
 
 if __name__ == "__main__":

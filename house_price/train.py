@@ -49,6 +49,7 @@ from house_price.models.safety import (
     RandomState,
     StopOnNonFiniteLoss,
 )
+from house_price.ratio_study import priced_study, study_text
 
 MONITOR = "val/rmse"
 
@@ -108,7 +109,8 @@ class HousePriceCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def after_fit(self) -> None:
-        """Test the best checkpoint, then write test_metrics.json and the learning curve (rank 0 only)."""
+        """Test the best checkpoint, calibrate its intervals, then write test_metrics.json (with the sales-ratio study),
+        ratio_study.csv and .png and the learning curve (rank 0 only)."""
         trainer = self.trainer
         checkpoint = trainer.checkpoint_callback
         best, last = checkpoint.best_model_path or checkpoint.last_model_path, checkpoint.last_model_path
@@ -118,27 +120,38 @@ class HousePriceCLI(LightningCLI):
             return
         unit = self.model.preprocessor.state["target_unit"]
         metrics = stage_metrics(logged, "test")
-        write_metrics(run / "test_metrics.json", metrics)
         # Only the CSV logger writes metrics.csv (--trainer.logger false, or another logger, leaves none to plot).
         history = run / "metrics.csv"
         curve = plot_learning_curve(history, run / "learning_curve.png", unit) if history.is_file() else None
         print(f"\nTest metrics of {best} ({self.model.target}, {unit}):\n{metrics_table(metrics, unit)}")
         if best:  # the model holds the best weights now (test loaded them): calibrate intervals on validation
-            calibration = self.calibrate()
-            store_calibration(best, self.model)
-            if calibration.reaches(CHOICE_LEVEL):
-                covered = interval_report(self.model, self.datamodule.splits["test"])["levels"][f"{CHOICE_LEVEL:g}"][calibration.method]
-                rows = "validation" if calibration.split == "val" else calibration.split
-                print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} {rows} rows): "
-                      f"test coverage {covered['coverage']:.1%}, mean width {amount(covered['mean_width'], 4)} {unit}")
-            else:
-                print(f"No {CHOICE_LEVEL:.0%} intervals: they need at least {rows_needed(CHOICE_LEVEL)} validation rows, "
-                      f"and this run had {calibration.rows} (--data.val_fraction)")
+            self.report_intervals(best, unit)
+        test, model = self.datamodule.splits["test"], self.model
+        level = CHOICE_LEVEL if model.calibration is not None and model.calibration.reaches(CHOICE_LEVEL) else None
+        priced = model.predict(test, interval=level)
+        priced = priced.to_frame() if level is None else priced
+        study, files = priced_study(priced, test[model.target].to_numpy(dtype=float), model.target, run, unit, level=level)
+        print(study_text(study))
+        write_metrics(run / "test_metrics.json", metrics, ratio_study=study)
         print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
+        print(f"  ratio study: {', '.join(str(file) for file in files)}")
         if curve is None:
             print(f"  metrics: {run / 'test_metrics.json'}\n  learning curve: none (no metrics.csv: the CSV logger was not used)")
         else:
             print(f"  metrics: {run / 'test_metrics.json'}, {history}\n  learning curve: {curve}")
+
+    def report_intervals(self, best: str, unit: str) -> None:
+        """Calibrate the intervals, store them in the best checkpoint and print their test coverage."""
+        calibration = self.calibrate()
+        store_calibration(best, self.model)
+        if calibration.reaches(CHOICE_LEVEL):
+            covered = interval_report(self.model, self.datamodule.splits["test"])["levels"][f"{CHOICE_LEVEL:g}"][calibration.method]
+            rows = "validation" if calibration.split == "val" else calibration.split
+            print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} {rows} rows): "
+                  f"test coverage {covered['coverage']:.1%}, mean width {amount(covered['mean_width'], 4)} {unit}")
+        else:
+            print(f"No {CHOICE_LEVEL:.0%} intervals: they need at least {rows_needed(CHOICE_LEVEL)} validation rows, "
+                  f"and this run had {calibration.rows} (--data.val_fraction)")
 
     def calibrate(self) -> Any:
         """Conformal intervals from the validation rows, each priced by a model that never learned it: the validation
