@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
+import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_info
@@ -23,8 +26,11 @@ from house_price.datamodules.sources import (
     CALIFORNIA_UNIT,
     check_table,
     column_names,
+    date_formats,
     find_column,
     load_california,
+    numeric_and_categorical,
+    read_dates,
     read_table,
 )
 
@@ -40,6 +46,28 @@ def fold_of_rows(n: int, k: int, seed: int) -> torch.Tensor:
     for fold, (_, rows) in enumerate(KFold(k, shuffle=True, random_state=seed).split(range(n))):
         folds[rows] = fold
     return folds
+
+
+def table_dates(frame: pd.DataFrame, target: str, declared: dict[str, str]) -> list[str]:
+    """The columns of a raw table that hold dates (as preprocessing will read them), in file order."""
+    _, text = numeric_and_categorical(frame, target)
+    with contextlib.redirect_stderr(io.StringIO()):  # preprocessing warns about near-dates itself, once
+        return list(date_formats(frame, text, declared))
+
+
+def sale_dates(frame: pd.DataFrame, column: str, declared: dict[str, str]) -> pd.Series:
+    """The dates of `column` in UTC (NaT where unreadable), or one line where it holds no dates."""
+    find_column(frame, column, "date", fix="name the sale-date column, or leave out --data.date_column where the table has one")
+    formats = date_formats(frame, [column], declared) if column in frame.columns else {}
+    if column not in formats:
+        raise HousePriceError(f"data.date_column '{column}' does not hold dates (such as {frame[column].dropna().iloc[:1].tolist()}); "
+                              "name the sale-date column, or give its format in --data.date_formats")
+    return read_dates(frame[column], formats[column]).reset_index(drop=True)
+
+
+def _span(dates: pd.Series) -> str:
+    dates = dates.dropna()
+    return f"{dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}" if len(dates) else "no dates"
 
 
 def fingerprint(frame: pd.DataFrame) -> dict[str, Any]:
@@ -70,6 +98,14 @@ class HousingDataModule(L.LightningDataModule):
         n_bins: most bins per numeric input for piecewise-linear embeddings (`model.numeric_embedding: piecewise`).
         test_fraction: share of all rows held out for the test split.
         val_fraction: share of the remaining rows held out for validation.
+        split: "random" (shuffled with `split_seed`), or "time": a valuation's split, test = the latest `test_fraction`
+            of sales by `date_column`, validation = the latest `val_fraction` of the rest, training = the earlier
+            sales (ties in date broken by row order; sales without a readable date are training sales). A time split
+            validates on its latest sales, so it does not cross-fit (`folds` auto gives 1; K >= 2 is refused): folds
+            cut at random would validate old sales with networks that learned later ones, and folds cut in time
+            order would leave the first fold nothing earlier to learn from. The rows and dates of each split are printed.
+        date_column: the sale date a time split orders by (and `predict --as-of` sets): default the table's one date
+            column, refused where it has none or several; kept in the checkpoint.
         split_seed: random state of the test split; the validation split uses `split_seed + 1`. The defaults
             give the split of the published tabular deep-learning benchmarks (13,209 / 3,303 / 4,128 rows on
             California).
@@ -110,6 +146,8 @@ class HousingDataModule(L.LightningDataModule):
         n_bins: int = 48,
         test_fraction: float = 0.2,
         val_fraction: float = 0.2,
+        split: Literal["random", "time"] = "random",
+        date_column: str | None = None,
         split_seed: int = 0,
         folds: int | Literal["auto"] = 1,
         location_price: bool | Literal["auto"] = False,
@@ -130,6 +168,11 @@ class HousingDataModule(L.LightningDataModule):
                 raise HousePriceError(f"data.{name} is {size}; it must be a positive integer")
         if folds != "auto" and not (isinstance(folds, int) and folds >= 1):
             raise HousePriceError(f"data.folds is {folds}; give 1 (a validation split), K >= 2 (k-fold cross-fitting) or auto")
+        if split not in ("random", "time"):
+            raise HousePriceError(f"data.split is {split!r}; give random or time (the latest sales held out, with --data.date_column)")
+        if split == "time" and folds not in ("auto", 1):
+            raise HousePriceError(f"data.folds is {folds} with data.split time; a time split validates on the latest sales and does not "
+                                  "cross-fit: leave out --data.folds (or give 1)")
         if scaling not in ("standard", "quantile", "auto"):
             raise HousePriceError(f"data.scaling is {scaling!r}; give standard, quantile or auto")
         if location_price not in (True, False, "auto"):
@@ -147,6 +190,7 @@ class HousingDataModule(L.LightningDataModule):
             self.hparams.path = str(Path(path).expanduser().resolve())
         self._frame: pd.DataFrame | None = None
         self._splits: dict[str, pd.DataFrame] | None = None
+        self._loaded_frame: pd.DataFrame | None = None
         self._state: dict[str, Any] | None = None
         self._fingerprints: dict[str, dict[str, Any]] | None = None
         self._tensors: dict[str, tuple[torch.Tensor, ...]] = {}
@@ -203,19 +247,55 @@ class HousingDataModule(L.LightningDataModule):
                 f"the data has {len(rows)} rows, too few for a {hp.test_fraction:.0%} test split, {validation} and at least "
                 "2 training rows; add rows or change the fractions"
             )
+        if hp.split == "time":
+            return self._time_split(frame, n_test, n_val)
         rest, test = train_test_split(rows, test_size=hp.test_fraction, random_state=hp.split_seed)
         if hp.folds > 1:
             return {"train": frame.iloc[rest], "val": frame.iloc[rest], "test": frame.iloc[test]}
         train, val = train_test_split(rest, test_size=hp.val_fraction, random_state=hp.split_seed + 1)
         return {"train": frame.iloc[train], "val": frame.iloc[val], "test": frame.iloc[test]}
 
+    def _time_split(self, frame: pd.DataFrame, n_test: int, n_val: int) -> dict[str, pd.DataFrame]:
+        """The latest `n_test` sales by date as test, the `n_val` before them as validation, the rest as training."""
+        column = self.date_column
+        dates = sale_dates(frame, column, self.hparams.date_formats or {})
+        undated = int(dates.isna().sum())
+        # Undated rows first, so they only ever train; equal dates keep row order.
+        seconds = (dates - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
+        order = np.lexsort((np.arange(len(frame)), seconds.fillna(0).to_numpy(), seconds.notna().to_numpy()))
+        n_train = len(order) - n_test - n_val
+        parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+        splits = {name: frame.iloc[np.sort(rows)] for name, rows in parts.items()}
+        spans = ", ".join(f"{name} {len(rows):,} rows ({_span(dates.iloc[rows])})" for name, rows in parts.items())
+        extra = f"; {undated:,} sales without a readable date are training sales" if undated else ""
+        rank_zero_info(f"data.split time by '{column}': {spans}{extra}")
+        return splits
+
+    @property
+    def date_column(self) -> str:
+        """The sale-date column of a time split: `date_column` as given, or the table's one date column."""
+        if self.hparams.date_column is None:
+            frame = self._loaded()
+            found = table_dates(frame, self.target, self.hparams.date_formats or {})
+            if len(found) != 1:
+                have = f"the date columns {found}" if found else "no column of dates"
+                raise HousePriceError(f"data.split time orders the sales by their sale date, and the table has {have}; "
+                                      "give --data.date_column NAME" + ("" if found else " (a column of dates), or --data.split random"))
+            self.hparams.date_column = self._hparams_initial.date_column = found[0]
+        return self.hparams.date_column
+
     def _test_rows(self, rows: int) -> int:
         return int(-(-rows * self.hparams.test_fraction // 1))
+
+    def _loaded(self) -> pd.DataFrame:
+        if self._loaded_frame is None:
+            self._loaded_frame = self.load_frame()
+        return self._loaded_frame
 
     @property
     def splits(self) -> dict[str, pd.DataFrame]:
         if self._splits is None:
-            frame = self.load_frame()
+            frame = self._loaded()
             self._decide_folds(len(frame))
             self._decide_scaling()
             self._decide_location(frame)
@@ -234,10 +314,14 @@ class HousingDataModule(L.LightningDataModule):
         if self.hparams.folds != "auto":
             return
         left = rows - self._test_rows(rows)
-        self.hparams.folds = AUTO_FOLDS if AUTO_FOLDS <= left < AUTO_FOLDS_BELOW else 1
+        cross_fit = AUTO_FOLDS <= left < AUTO_FOLDS_BELOW and self.hparams.split == "random"
+        self.hparams.folds = AUTO_FOLDS if cross_fit else 1
         # Lightning logs the hyperparameters as first given, and refuses a key the model holds with another value.
         self._hparams_initial.folds = self.hparams.folds
         way = f"{AUTO_FOLDS} folds (cross-fitting)" if self.hparams.folds > 1 else "1 (a validation split)"
+        if self.hparams.split == "time":
+            rank_zero_info("data.folds auto: 1 (a validation split of the latest sales before the test split), as the split is by time")
+            return
         rank_zero_info(f"data.folds auto: {way}, as {left:,} rows are left after the test split (cross-fitting from {AUTO_FOLDS} "
                        f"to {AUTO_FOLDS_BELOW - 1:,}); --data.folds N decides instead")
 
