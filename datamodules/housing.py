@@ -267,7 +267,7 @@ class HousingDataModule(L.LightningDataModule):
         parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
         splits = {name: frame.iloc[np.sort(rows)] for name, rows in parts.items()}
         spans = ", ".join(f"{name} {len(rows):,} rows ({_span(dates.iloc[rows])})" for name, rows in parts.items())
-        extra = f"; {undated:,} sales without a readable date are training sales" if undated else ""
+        extra = f"; {undated:,} sale{'s' * (undated > 1)} without a readable date {'are training sales' if undated > 1 else 'is a training sale'}" if undated else ""
         rank_zero_info(f"data.split time by '{column}': {spans}{extra}")
         return splits
 

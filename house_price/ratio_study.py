@@ -58,8 +58,10 @@ def _statistics(estimate: np.ndarray, price: np.ndarray) -> dict[str, np.ndarray
     left = (ratio - median) / median
     right = np.log2(0.5 * estimate / median + 0.5 * price)
     centred = right - right.mean(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):  # one sale, or every value alike: no slope (NaN)
-        prb = (centred * (left - left.mean(axis=1, keepdims=True))).sum(axis=1) / (centred**2).sum(axis=1)
+    spread = (centred**2).sum(axis=1)
+    flat = spread <= 1e-18 * price.shape[1]  # every value alike (rounding aside): no slope, NaN
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prb = np.where(flat, np.nan, (centred * (left - left.mean(axis=1, keepdims=True))).sum(axis=1) / spread)
     return {"median_ratio": median[:, 0], "cod": cod, "prd": prd, "prb": prb}
 
 

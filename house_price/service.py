@@ -1,6 +1,7 @@
 """The pricing service behind `house-price serve`: one checkpoint, loaded once, answering over HTTP (FastAPI).
 
-    POST /predict  {"houses": [{column: value, ...}, ...], "interval": 0.9}  -> prices, intervals, unseen values
+    POST /predict  {"houses": [{column: value, ...}, ...], "interval": 0.9, "as_of": "2015-06-30"}  -> prices, intervals,
+                   unseen values (`as_of`, optional: every house valued as if sold that day)
     POST /explain  {"house": {column: value, ...}}                          -> price, range, attributions, comparables
     GET  /schema   the columns a house needs: types, categories, training ranges; the target and its unit
     GET  /health   ok, and the checkpoint's sha256
@@ -37,6 +38,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from house_price.analysis.attributions import shapley_values
 from house_price.datamodules.errors import HousePriceError
+from house_price.models.as_of import as_of_date, priced_as_of, sale_date_column
 from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
 from house_price.models.hardware import cores, keep_freed_memory
 from house_price.models.prediction import UnseenValues
@@ -153,6 +155,10 @@ class Pricer:
         preprocessor = self.model.preprocessor
         self.numbers = [column for column in preprocessor.features if column not in preprocessor.dates + preprocessor.categorical]
         self.sales = self._training_sales(checkpoint) if self.model.network.retrieves else None
+        try:  # the column "as_of" sets; where the model reads no date (or several, unnamed), the message it answers
+            self.sale_date, self.no_sale_date = sale_date_column(preprocessor, checkpoint), ""
+        except HousePriceError as error:
+            self.sale_date, self.no_sale_date = None, str(error)
 
     def _training_sales(self, checkpoint: dict[str, Any]) -> pd.DataFrame:
         """The training sales the comparables point at, by their data row: read once from the training table where
@@ -193,7 +199,7 @@ class Pricer:
         for column, vocabulary, mode in zip(preprocessor.categorical, state["vocabularies"], modes):
             columns.append({"name": column, "type": "category", "categories": vocabulary, "default": mode})
         return {"target": self.model.target, "unit": state["target_unit"], "columns": columns, "max_rows": limits.max_rows,
-                "intervals": self.model.calibration is not None}
+                "intervals": self.model.calibration is not None, "sale_date": self.sale_date}
 
     def frame(self, houses: Any, limits: Limits) -> pd.DataFrame:
         """JSON houses -> the frame `predict` would read from a file of them; every bad value refused in one line."""
@@ -234,10 +240,16 @@ class Pricer:
                                       "null when unknown")
         return values
 
-    def predict(self, frame: pd.DataFrame, interval: Any) -> dict[str, Any]:
-        """Prices of a frame's houses (with `interval`, a conformal range), the unseen and out-of-range counts."""
+    def predict(self, frame: pd.DataFrame, interval: Any, as_of: Any = None) -> dict[str, Any]:
+        """Prices of a frame's houses (with `interval`, a conformal range; with `as_of`, a date, each as if sold that day),
+        the unseen and out-of-range counts."""
         if interval is not None and (isinstance(interval, bool) or not isinstance(interval, (int, float))):
             raise HousePriceError(f'"interval" is {json.dumps(interval)}; give a level between 0 and 1 such as 0.9, or leave it out')
+        if as_of is not None:
+            date = as_of_date(as_of, '"as_of"')
+            if self.sale_date is None:
+                raise HousePriceError(self.no_sale_date)
+            frame = priced_as_of(frame, self.sale_date, date)
         unseen = UnseenValues(self.model.preprocessor)
         prices = self.model.predict(frame, interval=interval, report=unseen)
         target = self.model.target
@@ -357,7 +369,7 @@ def create_app(checkpoint_path: str | Path, limits: Limits = Limits()) -> FastAP
     def predict_body(body: Any) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise HousePriceError('the body must be an object: {"houses": [{column: value, ...}], "interval": 0.9}')
-        return pricer.predict(pricer.frame(body.get("houses"), limits), body.get("interval"))
+        return pricer.predict(pricer.frame(body.get("houses"), limits), body.get("interval"), body.get("as_of"))
 
     def explain_body(body: Any) -> dict[str, Any]:
         if not isinstance(body, dict) or "house" not in body:
@@ -366,10 +378,11 @@ def create_app(checkpoint_path: str | Path, limits: Limits = Limits()) -> FastAP
 
     @app.post("/predict", openapi_extra=body_schema(
         {"houses": {"type": "array", "items": HOUSE, "maxItems": limits.max_rows},
-         "interval": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "example": 0.9}}, ["houses"]))
+         "interval": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1, "example": 0.9},
+         "as_of": {"type": "string", "format": "date", "example": "2015-06-30"}}, ["houses"]))
     async def predict(request: Request) -> Response:
         """Prices of the houses in input order (with `interval`, a conformal range holding the price with that
-        probability: `lower`, `upper`); `unseen`: per column, houses whose category or date training never saw;
+        probability: `lower`, `upper`; with `as_of`, a date, each valued as if sold that day); `unseen`: per column, houses whose category or date training never saw;
         `out_of_range`: per column, houses outside the training range (extrapolated)."""
         return await priced(request, predict_body)
 
