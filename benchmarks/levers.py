@@ -48,9 +48,9 @@ def train(config: Path, seed: int, overrides: list[str], threads: int | None = N
     # The best validation RMSE reached after each epoch, against the training seconds spent so far.
     curve = list(zip(seconds.cumsum().tolist(), val.cummin().tolist()))
     covered = re.search(r"test coverage ([\d.]+)%", result.stdout)  # of the 90% intervals, printed after fit
-    return {"val_rmse": float(val.min()), "val_last": float(val.iloc[-1]), "rmse": test["rmse"], "mae": test["mae"], "r2": test["r2"],
+    return {"val_rmse": float(val.min()), "val_last": float(val.iloc[-1]), "rmse": test["rmse"], "mae": test["mae"], "r2": test["r2"], "mape": test["mape"],
             "wall": wall, "epoch": float(seconds.median()), "epochs": int(seconds.size), "curve": curve,
-            "coverage": float(covered.group(1)) / 100 if covered else math.nan}
+            "coverage": float(covered.group(1)) / 100 if covered else math.nan, "ratio_study": test.get("ratio_study")}
 
 
 def main() -> None:
@@ -67,7 +67,7 @@ def main() -> None:
             parser.error(f"override '{override}' is not <section>.<option>=<value>")
     overrides = arguments.overrides + ([f"trainer.max_epochs={arguments.epochs}"] if arguments.epochs else [])
     result = train(arguments.config, arguments.seed, [*overrides, "trainer.enable_progress_bar=false"], arguments.threads)
-    print(json.dumps({"overrides": arguments.overrides, "seed": arguments.seed, **{k: round(v, 4) for k, v in result.items() if k != "curve"}}))
+    print(json.dumps({"overrides": arguments.overrides, "seed": arguments.seed, **{k: round(v, 4) for k, v in result.items() if k not in ("curve", "ratio_study")}}))
 
 
 if __name__ == "__main__":

@@ -232,8 +232,7 @@ class PriceModel(nn.Module):
     def interval_bounds(self, mean: torch.Tensor, spread: torch.Tensor, level: float, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(lower, upper) in target units for standardized member statistics, from the stored calibration."""
         self.check_interval(level)
-        lower, upper = self.calibration.bounds(mean, spread, level, method)
-        lower, upper = self.preprocessor.decode_target(lower), self.preprocessor.decode_target(upper)
+        lower, upper = self.calibration.bounds(mean, spread, level, method, decode=self.preprocessor.decode_target)
         if self.preprocessor.state.get("target_minimum", -math.inf) > 0:  # prices: never a bound below zero
             lower = lower.clamp_min(0.0)
         return lower, upper
@@ -260,7 +259,8 @@ class PriceModel(nn.Module):
         """Calibrate conformal intervals on `frame`, rows the model did not train on (or, with `folds` [n], each row
         priced out of fold: see `member_statistics`), and keep the calibration."""
         mean, spread = self.member_statistics(frame, folds)
-        self.calibration = calibrate(mean, spread, self.preprocessor.encode_target(frame[self.target]), split)
+        self.calibration = calibrate(mean, spread, self.preprocessor.encode_target(frame[self.target]), split,
+                                     decode=self.preprocessor.decode_target)
         return self.calibration
 
     # Lightning's checkpoint hooks, by name, so a HousePriceRegressor's checkpoints carry the calibration too.

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from house_price.datamodules.files import write_atomic, write_text_atomic
-from house_price.models.intervals import LEVELS, METHODS, coverage_report, rows_needed
+from house_price.models.intervals import CHOICE_LEVEL, LEVELS, coverage_report, rows_needed
 
 if TYPE_CHECKING:
     from house_price.models.pricing import PriceModel
@@ -100,7 +100,7 @@ def interval_report(model: PriceModel, frame: pd.DataFrame, *, own_sales: bool =
     actual = torch.tensor(frame[model.target].to_numpy(dtype=float))
     calibration = model.calibration
     levels = {
-        f"{level:g}": {method: coverage_report(*model.interval_bounds(mean, spread, level, method), actual) for method in METHODS}
+        f"{level:g}": {method: coverage_report(*model.interval_bounds(mean, spread, level, method), actual) for method in calibration.methods}
         for level in LEVELS if calibration.reaches(level)
     }
     unreachable = {f"{level:g}": rows_needed(level) for level in LEVELS if not calibration.reaches(level)}
@@ -133,6 +133,9 @@ def intervals_table(report: dict[str, Any], unit: str) -> str:
             mark = "*" if method == report["method"] else " "
             lines.append(f"  {float(level):>4.0%} {method:<9}{mark} coverage {numbers['coverage']:6.1%}   mean width {amount(numbers['mean_width'], 4)}"
                          f"   median width {amount(numbers['median_width'], 4)}")
+    for method, numbers in report["levels"].get(f"{CHOICE_LEVEL:g}", {}).items():
+        tiers = "  ".join(f"{tier['coverage']:.0%}" for tier in numbers["by_price_quintile"])
+        lines.append(f"  {CHOICE_LEVEL:.0%} {method:<9} coverage by price quintile (cheapest first): {tiers}")
     for level, rows in report["rows_needed"].items():
         lines.append(f"  {float(level):>4.0%} none: needs at least {rows} calibration rows")
     return "\n".join(lines)

@@ -34,7 +34,7 @@ def test_two_process_ddp_fit_and_test_match_single_process_evaluation(tmp_path):
     run = runs[0]
     assert sorted(path.relative_to(run).as_posix() for path in run.rglob("*") if path.is_file()) == [
         "checkpoints/best.ckpt", "checkpoints/last.ckpt", "config.yaml", "hparams.yaml",
-        "learning_curve.png", "metrics.csv", "test_metrics.json",
+        "learning_curve.png", "metrics.csv", "ratio_study.csv", "ratio_study.png", "test_metrics.json",
     ]
     distributed = json.loads((run / "test_metrics.json").read_text())
     assert distributed["n"] == 4128, "every test row exactly once: no padding, no repeats"
@@ -42,5 +42,7 @@ def test_two_process_ddp_fit_and_test_match_single_process_evaluation(tmp_path):
     single = run_script("evaluate.py", str(run / "checkpoints" / "best.ckpt"), "--output", str(tmp_path / "eval"), cwd=tmp_path)
     assert single.returncode == 0, single.stderr[-2000:]
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    for key in distributed:
+    for key in ("rmse", "mae", "r2", "mape", "n"):
         assert evaluated[key] == pytest.approx(distributed[key], rel=1e-6)
+    for name in ("median_ratio", "cod", "prd", "prb"):
+        assert evaluated["ratio_study"][name]["value"] == pytest.approx(distributed["ratio_study"][name]["value"], rel=1e-6)

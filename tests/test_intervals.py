@@ -96,3 +96,36 @@ def test_a_level_the_calibration_rows_cannot_bound_is_refused_not_infinite(housi
     assert list(report["levels"]) == ["0.8", "0.9"] and report["rows_needed"] == {"0.95": 19}
     json.dumps(report, allow_nan=False)  # metrics.json stays JSON: no Infinity
     assert "95% none: needs at least 19 calibration rows" in intervals_table(report, "dollars")
+
+
+def test_a_relative_width_is_kept_where_errors_grow_with_the_price():
+    """Errors proportional to the price: one width for every house over-covers the cheap and under-covers the dear;
+    the relative shape holds in every price quintile, so it is kept, and the report shows each quintile."""
+    generator = torch.Generator().manual_seed(4)
+    price = torch.exp(12 + 0.6 * torch.randn(4000, generator=generator, dtype=torch.float64))
+    predicted = price * torch.exp(0.15 * torch.randn(4000, generator=generator, dtype=torch.float64))
+    scale = 1e5  # standardized space: prices over 100,000
+
+    def decode(values):
+        return values * scale
+
+    calibration = calibrate(predicted[:2000] / scale, torch.zeros(2000, dtype=torch.float64), price[:2000] / scale, "val", decode=decode)
+    assert calibration.methods == ("constant", "adaptive", "relative") and calibration.method == "relative"
+    fresh, truth = predicted[2000:] / scale, price[2000:]
+    reports = {method: coverage_report(*calibration.bounds(fresh, torch.zeros(2000, dtype=torch.float64), 0.9, method, decode=decode), truth)
+               for method in ("constant", "relative")}
+    constant = [tier["coverage"] for tier in reports["constant"]["by_price_quintile"]]
+    relative = [tier["coverage"] for tier in reports["relative"]["by_price_quintile"]]
+    assert constant[0] > 0.97 and constant[-1] < 0.8  # one width: the cheapest over-covered, the dearest under
+    assert all(abs(coverage - 0.9) < 0.04 for coverage in relative)
+    assert [tier["n"] for tier in reports["relative"]["by_price_quintile"]] == [400] * 5
+
+
+def test_a_calibration_without_the_relative_shape_still_loads():
+    """Checkpoints written before the relative shape hold constant and adaptive scores only."""
+    from house_price.models.intervals import Calibration
+
+    old = Calibration(split="val", rows=3, eps=1.0, scores={"constant": [0.1, 0.2, 0.3], "adaptive": [0.1, 0.2, 0.3]}, method="adaptive")
+    assert old.methods == ("constant", "adaptive")
+    with pytest.raises(HousePriceError, match="field 'method'"):
+        Calibration(split="val", rows=3, eps=1.0, scores={"constant": [0.1, 0.2, 0.3], "adaptive": [0.1, 0.2, 0.3]}, method="relative")

@@ -115,6 +115,6 @@ def test_fit_without_a_logger_writes_its_files_under_the_root_folder_and_no_curv
                         "--data.folds=1", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
                         f"--trainer.default_root_dir={root}", cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert {path.name for path in root.iterdir()} == {"checkpoints", "config.yaml", "test_metrics.json"}
+    assert {path.name for path in root.iterdir()} == {"checkpoints", "config.yaml", "test_metrics.json", "ratio_study.csv", "ratio_study.png"}
     assert json.loads((root / "test_metrics.json").read_text())["n"] == 60
     assert "learning curve: none" in result.stdout
