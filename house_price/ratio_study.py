@@ -37,6 +37,7 @@ SEED = 0
 FENCE = 1.5  # interquartile ranges beyond the quartiles at which a ratio is an outlier
 TRIM_RULE = f"ratios more than {FENCE:g} IQR below the first quartile or above the third left out (IAAO outlier fences)"
 TIERS = 5  # price quintiles
+BLOCK_VALUES = 2**21  # resampled sales held at once by `bootstrap`
 
 
 def ratios(estimate: np.ndarray, price: np.ndarray) -> np.ndarray:
@@ -67,8 +68,11 @@ def _statistics(estimate: np.ndarray, price: np.ndarray) -> dict[str, np.ndarray
 
 def bootstrap(estimate: np.ndarray, price: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, list[float]]:
     """Each statistic's 95% percentile interval over `resamples` resamples of the sales with replacement."""
+    estimate, price = np.asarray(estimate, dtype=float), np.asarray(price, dtype=float)
     rows = np.random.default_rng(seed).integers(0, len(price), size=(resamples, len(price)))
-    values = _statistics(np.asarray(estimate, dtype=float)[rows], np.asarray(price, dtype=float)[rows])
+    block = max(1, BLOCK_VALUES // len(price))  # resamples at a time: memory stays flat however many sales
+    parts = [_statistics(estimate[rows[start:start + block]], price[rows[start:start + block]]) for start in range(0, resamples, block)]
+    values = {name: np.concatenate([part[name] for part in parts]) for name in STATISTICS}
     return {name: [float(bound) for bound in np.nanpercentile(values[name], [2.5, 97.5])] for name in STATISTICS}
 
 

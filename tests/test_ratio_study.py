@@ -9,8 +9,8 @@ import pytest
 from house_price.datamodules.errors import HousePriceError
 from house_price.ratio_study import (
     STATISTICS,
-    by_group,
     bootstrap,
+    by_group,
     inside_fences,
     null_for_nan,
     price_tiers,
@@ -119,3 +119,14 @@ def test_groups_under_the_minimum_are_left_out_and_counted():
 def test_a_slope_of_identical_sales_is_null_in_json():
     study = null_for_nan(ratio_study(np.full(5, 100.0), np.full(5, 100.0), resamples=10))
     assert study["prb"]["value"] is None and study["median_ratio"]["value"] == 1.0
+
+
+def test_bootstrap_in_blocks_gives_the_intervals_of_one_pass(monkeypatch):
+    import house_price.ratio_study as module
+
+    rng = np.random.default_rng(5)
+    price = rng.uniform(100, 200, 3000)
+    estimate = price * rng.normal(1, 0.1, 3000)
+    whole = bootstrap(estimate, price, resamples=120)
+    monkeypatch.setattr(module, "BLOCK_VALUES", 3000 * 7)  # 7 resamples at a time, the last block short
+    assert bootstrap(estimate, price, resamples=120) == whole

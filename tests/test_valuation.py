@@ -49,13 +49,13 @@ def test_a_time_split_tests_on_the_latest_sales_and_validates_on_the_latest_befo
 def test_a_time_split_refuses_tables_without_one_date_and_cross_fitting():
     frame = dated_sales(50)
     with pytest.raises(HousePriceError, match=r"no column of dates; give --data.date_column"):
-        HousingDataModule.from_frame(frame.drop(columns="sale_date"), "price", split="time").splits
+        _ = HousingDataModule.from_frame(frame.drop(columns="sale_date"), "price", split="time").splits
     with pytest.raises(HousePriceError, match=r"the date columns \['sale_date', 'listed'\]; give --data.date_column"):
-        HousingDataModule.from_frame(frame.assign(listed=frame.sale_date), "price", split="time").splits
+        _ = HousingDataModule.from_frame(frame.assign(listed=frame.sale_date), "price", split="time").splits
     both = HousingDataModule.from_frame(frame.assign(listed=frame.sale_date), "price", split="time", date_column="listed")
     assert len(both.splits["test"]) == 10
     with pytest.raises(HousePriceError, match="'area' does not hold dates"):
-        HousingDataModule.from_frame(frame, "price", split="time", date_column="area").splits
+        _ = HousingDataModule.from_frame(frame, "price", split="time", date_column="area").splits
     with pytest.raises(HousePriceError, match="does not cross-fit"):
         HousingDataModule.from_frame(frame, "price", split="time", folds=5)
     with pytest.raises(HousePriceError, match="give random or time"):
