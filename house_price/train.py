@@ -30,7 +30,7 @@ from house_price.datamodules import HousingDataModule
 from house_price.datamodules.errors import HousePriceError, exit_cleanly_on_error
 from house_price.models import HousePriceRegressor
 from house_price.models.callbacks import EpochTimer
-from house_price.models.checkpoint import read_checkpoint, store_calibration
+from house_price.models.checkpoint import read_checkpoint
 from house_price.models.hardware import default_precision, fast_cpu_bfloat16, keep_freed_memory
 from house_price.models.intervals import CHOICE_LEVEL, rows_needed
 from house_price.models.regressor import quiet_lightning
@@ -124,8 +124,8 @@ class HousePriceCLI(LightningCLI):
         history = run / "metrics.csv"
         curve = plot_learning_curve(history, run / "learning_curve.png", unit) if history.is_file() else None
         print(f"\nTest metrics of {best} ({self.model.target}, {unit}):\n{metrics_table(metrics, unit)}")
-        if best:  # the model holds the best weights now (test loaded them): calibrate intervals on validation
-            self.report_intervals(best, unit)
+        if best:  # the model holds the best checkpoint now (test loaded it), intervals included
+            self.report_intervals(unit)
         test, model = self.datamodule.splits["test"], self.model
         level = CHOICE_LEVEL if model.calibration is not None and model.calibration.reaches(CHOICE_LEVEL) else None
         priced = model.predict(test, interval=level)
@@ -140,10 +140,12 @@ class HousePriceCLI(LightningCLI):
         else:
             print(f"  metrics: {run / 'test_metrics.json'}, {history}\n  learning curve: {curve}")
 
-    def report_intervals(self, best: str, unit: str) -> None:
-        """Calibrate the intervals, store them in the best checkpoint and print their test coverage."""
-        calibration = self.calibrate()
-        store_calibration(best, self.model)
+    def report_intervals(self, unit: str) -> None:
+        """Print the test coverage of the intervals that `IntervalCalibration` stored in the best checkpoint (which
+        the test just loaded, calibration and all)."""
+        calibration = self.model.calibration
+        if calibration is None:
+            return
         if calibration.reaches(CHOICE_LEVEL):
             covered = interval_report(self.model, self.datamodule.splits["test"])["levels"][f"{CHOICE_LEVEL:g}"][calibration.method]
             rows = "validation" if calibration.split == "val" else calibration.split
@@ -152,14 +154,6 @@ class HousePriceCLI(LightningCLI):
         else:
             print(f"No {CHOICE_LEVEL:.0%} intervals: they need at least {rows_needed(CHOICE_LEVEL)} validation rows, "
                   f"and this run had {calibration.rows} (--data.val_fraction)")
-
-    def calibrate(self) -> Any:
-        """Conformal intervals from the validation rows, each priced by a model that never learned it: the validation
-        split, or with folds every training row out of fold."""
-        datamodule = self.datamodule
-        if datamodule.folds > 1:
-            return self.model.calibrate(datamodule.splits["val"], split="out-of-fold", folds=datamodule.row_folds())
-        return self.model.calibrate(datamodule.splits["val"], split="val")
 
 
 def collective_timeout() -> float:

@@ -1,10 +1,13 @@
-"""Lightning callbacks the training CLI adds to every run."""
+"""Lightning callbacks of every run: the epoch timer the training CLI adds, the interval calibration the model brings."""
 
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import lightning as L
+
+from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, store_calibration
 
 
 class EpochTimer(L.Callback):
@@ -19,3 +22,31 @@ class EpochTimer(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # Each process's own time (rank 0's is written): no sync_dist, which would be a collective (see regressor).
         pl_module.log("epoch_seconds", time.perf_counter() - self._start)
+
+
+class IntervalCalibration(L.Callback):
+    """At the end of a fit, calibrates the conformal intervals of the best checkpoint (`models.intervals`) on rows it
+    never trained on, and stores them in that checkpoint: the validation split, or with folds every training row
+    priced out of fold. `HousePriceRegressor` brings it along (`configure_callbacks`), so a plain `Trainer.fit` in a
+    notebook writes the same checkpoint, intervals included, as `house-price train`.
+
+    The best weights are read from the checkpoint, whatever the module holds at the end (its last epoch's); the
+    module itself is left as it is. Needs a `HousingDataModule`; a fit on bare dataloaders gets no intervals.
+    """
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        saver = trainer.checkpoint_callback
+        best = getattr(saver, "best_model_path", "") or getattr(saver, "last_model_path", "")
+        datamodule = trainer.datamodule
+        if best and hasattr(datamodule, "row_folds") and trainer.is_global_zero:
+            model = model_from_checkpoint(read_checkpoint(best))
+            calibrate_on_unseen_rows(model, datamodule)
+            store_calibration(best, model)
+        trainer.strategy.barrier()  # the other processes read the best checkpoint only once it holds the calibration
+
+
+def calibrate_on_unseen_rows(model: Any, datamodule: Any) -> Any:
+    """`model.calibrate` on the rows of `datamodule` it never trained on (see `IntervalCalibration`)."""
+    if datamodule.folds > 1:
+        return model.calibrate(datamodule.splits["val"], split="out-of-fold", folds=datamodule.row_folds())
+    return model.calibrate(datamodule.splits["val"], split="val")

@@ -22,6 +22,7 @@ from torchmetrics import (
 )
 
 from house_price.datamodules.errors import HousePriceError
+from house_price.models.callbacks import IntervalCalibration
 from house_price.models.folds import FoldEnsemble
 from house_price.models.hardware import compile_mode
 from house_price.models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
@@ -309,6 +310,10 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
 
     def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         return self.predict_price(batch[0], batch[1])
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        """Interval calibration after every fit, with or without the training CLI (`IntervalCalibration`)."""
+        return [IntervalCalibration()]
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams

@@ -129,3 +129,29 @@ def test_a_calibration_without_the_relative_shape_still_loads():
     assert old.methods == ("constant", "adaptive")
     with pytest.raises(HousePriceError, match="field 'method'"):
         Calibration(split="val", rows=3, eps=1.0, scores={"constant": [0.1, 0.2, 0.3], "adaptive": [0.1, 0.2, 0.3]}, method="relative")
+
+
+def test_a_plain_trainer_fit_writes_a_checkpoint_with_intervals(tmp_path):
+    """No CLI: `Trainer.fit` of the model and its data module, as in a notebook. The model brings the calibration
+    callback, so the best checkpoint prices with intervals, calibrated on the validation rows with the best weights."""
+    import lightning as L
+
+    from house_price.datamodules import HousingDataModule
+    from house_price.models import HousePriceRegressor
+    from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint
+    from tests.conftest import priced_frame
+
+    datamodule = HousingDataModule.from_frame(priced_frame(400), target="price", batch_size=64)
+    L.seed_everything(0)
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2)
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path,
+                        accelerator="cpu")
+    trainer.fit(model, datamodule=datamodule)
+    best = trainer.checkpoint_callback.best_model_path
+    stored = read_checkpoint(best)
+    assert stored["conformal_calibration"]["split"] == "val" and stored["conformal_calibration"]["rows"] == len(datamodule.splits["val"])
+    again = model_from_checkpoint({key: value for key, value in stored.items() if key != "conformal_calibration"})
+    again.calibrate(datamodule.splits["val"], split="val")
+    assert again.calibration.as_dict() == stored["conformal_calibration"]
+    priced = load_model(best).predict(datamodule.splits["test"], interval=0.9)
+    assert (priced["price_lower"] <= priced["price_prediction"]).all() and (priced["price_prediction"] <= priced["price_upper"]).all()
