@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import filecmp
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 
+from house_price.datamodules.files import write_atomic
 from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, store_calibration
 
 
@@ -39,9 +43,13 @@ class IntervalCalibration(L.Callback):
         best = getattr(saver, "best_model_path", "") or getattr(saver, "last_model_path", "")
         datamodule = trainer.datamodule
         if best and hasattr(datamodule, "row_folds") and trainer.is_global_zero:
+            last = getattr(saver, "last_model_path", "")
+            copy = bool(last) and last != best and Path(last).is_file() and filecmp.cmp(best, last, shallow=False)
             model = model_from_checkpoint(read_checkpoint(best))
             calibrate_on_unseen_rows(model, datamodule)
             store_calibration(best, model)
+            if copy:  # last.ckpt, a copy of best.ckpt (`EpochCheckpoint`), stays one
+                write_atomic(last, lambda temporary: shutil.copyfile(best, temporary))
         trainer.strategy.barrier()  # the other processes read the best checkpoint only once it holds the calibration
 
 

@@ -30,8 +30,11 @@ def test_evaluate_reproduces_the_training_test_metrics(housing_run, tmp_path):
     evaluated = json.loads((report / "metrics.json").read_text())
     assert evaluated.keys() == trained.keys() | {"unseen_categories", "unreadable_dates", "out_of_range", "intervals"}
     assert evaluated["unseen_categories"] == {} and evaluated["unreadable_dates"] == {}
-    for key in trained:
+    for key in ("rmse", "mae", "r2", "mape", "n"):
         assert evaluated[key] == pytest.approx(trained[key], rel=1e-6)
+    for name in ("median_ratio", "cod", "prd", "prb"):  # the same study of the same test sales
+        assert evaluated["ratio_study"][name]["value"] == pytest.approx(trained["ratio_study"][name]["value"], rel=1e-6)
+        assert evaluated["ratio_study"][name]["ci95"] == pytest.approx(trained["ratio_study"][name]["ci95"], rel=1e-6)
     assert (report / "predicted_vs_actual.png").stat().st_size > 0 and (report / "residuals.png").stat().st_size > 0
     assert "RMSE" in result.stdout and "dollars" in result.stdout
     rmse = next(line for line in result.stdout.splitlines() if line.strip().startswith("RMSE"))

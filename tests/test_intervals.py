@@ -74,7 +74,10 @@ def test_predict_and_evaluate_report_intervals(housing_run, housing_csv, tmp_pat
             assert abs(numbers["coverage"] - float(level)) < 0.04  # 4,128 test rows: a few points of sampling noise
     assert (tmp_path / "report" / "intervals.png").stat().st_size > 0 and "coverage" in result.stdout
 
-    for checkpoint, level, message in ((housing_run / "checkpoints" / "last.ckpt", "0.9", "no interval calibration"), (best, "1.5", "strictly between 0 and 1")):
+    uncalibrated = torch.load(best, map_location="cpu", weights_only=True)
+    del uncalibrated["conformal_calibration"]  # as a checkpoint written mid-fit, before the calibration
+    torch.save(uncalibrated, tmp_path / "uncalibrated.ckpt")
+    for checkpoint, level, message in ((tmp_path / "uncalibrated.ckpt", "0.9", "no interval calibration"), (best, "1.5", "strictly between 0 and 1")):
         refused = run_script("predict.py", str(checkpoint), "--input", str(tmp_path / "houses.csv"), "--output", str(tmp_path / "no.csv"),
                              "--interval", level, cwd=ROOT)
         assert_clean_failure(refused, message)

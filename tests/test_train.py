@@ -39,7 +39,7 @@ def test_fit_writes_a_complete_run_that_beats_the_mean(config, datamodule, tmp_p
     assert RUN_FILES <= {path.name for path in run.iterdir()}
     assert {path.name for path in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     metrics = json.loads((run / "test_metrics.json").read_text())
-    assert set(metrics) == {"rmse", "mae", "r2", "mape", "n"}
+    assert set(metrics) == {"rmse", "mae", "r2", "mape", "n", "ratio_study"}
     assert math.isfinite(metrics["rmse"]) and metrics["rmse"] < mean_predictor_rmse(datamodule(housing_csv))
     assert metrics["n"] == 4128 and 0 < metrics["r2"] < 1
 
