@@ -10,7 +10,7 @@ With ratio r = estimate / sale price over n sales:
 Each statistic comes with a 95% percentile-bootstrap interval over resampled sales (a fixed seed, so a study repeats
 to the digit), and again on the sales left after trimming ratios outside the IAAO outlier fences (1.5 IQR: below the
 first quartile or above the third by more than 1.5 times their distance, as assesspy's default). The sales are also
-cut into quintiles of sale price, each with its level and uniformity and, given intervals, their coverage and width.
+cut into quintiles of sale price (the tiers the intervals are judged by), each with its level and uniformity and, given intervals, their coverage and width.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import torch
 
 from house_price.datamodules.errors import HousePriceError
 from house_price.datamodules.files import write_text_atomic
+from house_price.models.intervals import coverage_report, price_tiers
 from house_price.models.reports import save_figure
 
 STATISTICS = ("median_ratio", "cod", "prd", "prb")
@@ -36,7 +38,6 @@ RESAMPLES = 1000
 SEED = 0
 FENCE = 1.5  # interquartile ranges beyond the quartiles at which a ratio is an outlier
 TRIM_RULE = f"ratios more than {FENCE:g} IQR below the first quartile or above the third left out (IAAO outlier fences)"
-TIERS = 5  # price quintiles
 BLOCK_VALUES = 2**21  # resampled sales held at once by `bootstrap`
 
 
@@ -83,12 +84,9 @@ def inside_fences(ratio: np.ndarray) -> np.ndarray:
     return (ratio >= first - reach) & (ratio <= third + reach)
 
 
-def price_tiers(price: np.ndarray, tiers: int = TIERS) -> np.ndarray:
-    """The tier (0 .. tiers-1) of each sale by its price: equal counts, ties broken by row order, int64 [n]."""
-    order = np.argsort(np.asarray(price, dtype=float), kind="stable")
-    tier = np.empty(len(order), dtype=np.int64)
-    tier[order] = np.arange(len(order)) * tiers // len(order)
-    return tier
+def has_ratio(estimate: np.ndarray, price: np.ndarray) -> np.ndarray:
+    """Which sales have a ratio: a positive, finite price and value, bool [n]."""
+    return (price > 0) & (estimate > 0) & np.isfinite(price) & np.isfinite(estimate)
 
 
 def ratio_study(estimate: np.ndarray, price: np.ndarray, *, lower: np.ndarray | None = None, upper: np.ndarray | None = None,
@@ -99,7 +97,7 @@ def ratio_study(estimate: np.ndarray, price: np.ndarray, *, lower: np.ndarray | 
     and mean width. Sales without a positive price and estimate have no ratio; they are left out and counted.
     """
     estimate, price = np.asarray(estimate, dtype=float), np.asarray(price, dtype=float)
-    kept = (price > 0) & (estimate > 0) & np.isfinite(price) & np.isfinite(estimate)
+    kept = has_ratio(estimate, price)
     if kept.sum() < 2:
         raise HousePriceError(f"a ratio study needs at least 2 sales with a positive price and value, and there are {int(kept.sum())}; "
                               "evaluate on more sales")
@@ -122,19 +120,20 @@ def _judged(name: str, value: float, ci95: list[float]) -> dict[str, Any]:
 
 
 def quintiles(estimate: np.ndarray, price: np.ndarray, intervals: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict[str, Any]]:
-    """One row per price quintile: its price range, sales, median ratio and COD, and with `intervals` (lower, upper)
-    the share of sales inside their interval and its mean width."""
-    tier, rows = price_tiers(price), []
-    for quintile in range(TIERS):
+    """One row per price quintile (`models.intervals.price_tiers`): its price range, sales, median ratio and COD, and
+    with `intervals` (lower, upper) the share of sales inside their interval and its mean width (`coverage_report`)."""
+    tier = price_tiers(torch.from_numpy(price)).numpy()
+    covered = None
+    if intervals is not None:
+        covered = coverage_report(*(torch.from_numpy(bound) for bound in intervals), torch.from_numpy(price))["by_price_quintile"]
+    rows = []
+    for index, quintile in enumerate(np.unique(tier)):
         chosen = tier == quintile
-        if not chosen.any():
-            continue
         numbers = statistics(estimate[chosen], price[chosen])
-        row = {"quintile": quintile + 1, "price_min": float(price[chosen].min()), "price_max": float(price[chosen].max()),
+        row = {"quintile": int(quintile) + 1, "price_min": float(price[chosen].min()), "price_max": float(price[chosen].max()),
                "n": int(chosen.sum()), "median_ratio": numbers["median_ratio"], "cod": numbers["cod"]}
-        if intervals is not None:
-            low, high = (bound[chosen] for bound in intervals)
-            row |= {"coverage": float(((price[chosen] >= low) & (price[chosen] <= high)).mean()), "mean_width": float((high - low).mean())}
+        if covered is not None:
+            row |= {"coverage": covered[index]["coverage"], "mean_width": covered[index]["mean_width"]}
         rows.append(row)
     return rows
 
@@ -143,7 +142,7 @@ def by_group(estimate: np.ndarray, price: np.ndarray, groups: pd.Series, *, min_
     """Per value of `groups` [n] (a zip code, a neighbourhood) with at least `min_sales` sales with a ratio: its sales,
     median ratio, COD, PRD and PRB; and what was left out: {"groups", "sales"} under `min_sales` (missing values one group)."""
     estimate, price = np.asarray(estimate, dtype=float), np.asarray(price, dtype=float)
-    kept = (price > 0) & (estimate > 0)
+    kept = has_ratio(estimate, price)
     labels = groups.astype("string").fillna("(missing)").to_numpy()
     rows, left = [], {"groups": 0, "sales": 0}
     for label in sorted(set(labels[kept])):
@@ -189,7 +188,7 @@ def study_text(study: dict[str, Any]) -> str:
 def plot_ratios(estimate: np.ndarray, price: np.ndarray, path: str | Path, unit: str) -> Path:
     """ratio_study.png: each sale's ratio against its price (log scale), the median ratio and the IAAO level band."""
     estimate, price = np.asarray(estimate, dtype=float), np.asarray(price, dtype=float)
-    kept = (price > 0) & (estimate > 0)
+    kept = has_ratio(estimate, price)
     ratio = ratios(estimate[kept], price[kept])
     median = float(np.median(ratio))
     figure, axis = plt.subplots(figsize=(7, 4.5))

@@ -143,13 +143,11 @@ def choose_method(calibration: Calibration, mean: torch.Tensor, spread: torch.Te
     """The rule of `calibrate`, on the calibration rows (prices [n] in the target's units)."""
     if not calibration.reaches(CHOICE_LEVEL):
         return "constant"
-    tiers = price_tiers(price)
     gaps, widths = {}, {}
     for method in calibration.methods:
-        lower, upper = calibration.bounds(mean, spread, CHOICE_LEVEL, method, decode=decode)
-        inside = ((price >= lower) & (price <= upper)).double()
-        gaps[method] = max(abs(float(inside[tiers == tier].mean()) - CHOICE_LEVEL) for tier in tiers.unique())
-        widths[method] = float((upper - lower).mean())
+        covered = coverage_report(*calibration.bounds(mean, spread, CHOICE_LEVEL, method, decode=decode), price)
+        gaps[method] = max(abs(tier["coverage"] - CHOICE_LEVEL) for tier in covered["by_price_quintile"])
+        widths[method] = covered["mean_width"]
     best = min(gaps.values())
     return min((method for method in gaps if gaps[method] <= best + TIER_TOLERANCE), key=widths.__getitem__)
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from house_price.datamodules.errors import HousePriceError
+from house_price.models.intervals import price_tiers
 from house_price.ratio_study import (
     STATISTICS,
     bootstrap,
     by_group,
     inside_fences,
     null_for_nan,
-    price_tiers,
     ratio_study,
     statistics,
     study_table,
@@ -86,7 +87,7 @@ def test_trimming_leaves_out_ratios_beyond_the_iqr_fences():
 def test_price_quintiles_hold_equal_counts_with_their_coverage_and_width():
     price = np.arange(1.0, 11.0)[::-1] * 100  # dearest first: tiers follow the price, not the row order
     estimate = price * 1.1
-    assert price_tiers(price).tolist() == [4, 4, 3, 3, 2, 2, 1, 1, 0, 0]
+    assert price_tiers(torch.from_numpy(price)).tolist() == [4, 4, 3, 3, 2, 2, 1, 1, 0, 0]
     lower, upper = estimate - 50, estimate + 50  # holds prices up to 500 (1.1 p - 50 <= p)
     tiers = ratio_study(estimate, price, lower=lower, upper=upper, level=0.9, resamples=20)["by_price_quintile"]
     assert [(row["price_min"], row["price_max"], row["n"]) for row in tiers] == [(100, 200, 2), (300, 400, 2), (500, 600, 2),
