@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import io
 import json
 import os
 from pathlib import Path
@@ -48,21 +46,24 @@ def fold_of_rows(n: int, k: int, seed: int) -> torch.Tensor:
     return folds
 
 
-def table_dates(frame: pd.DataFrame, target: str, declared: dict[str, str]) -> list[str]:
-    """The columns of a raw table that hold dates (as preprocessing will read them), in file order."""
-    _, text = numeric_and_categorical(frame, target)
-    with contextlib.redirect_stderr(io.StringIO()):  # preprocessing warns about near-dates itself, once
-        return list(date_formats(frame, text, declared))
-
-
-def sale_dates(frame: pd.DataFrame, column: str, declared: dict[str, str]) -> pd.Series:
-    """The dates of `column` in UTC (NaT where unreadable), or one line where it holds no dates."""
-    find_column(frame, column, "date", fix="name the sale-date column, or leave out --data.date_column where the table has one")
-    formats = date_formats(frame, [column], declared) if column in frame.columns else {}
-    if column not in formats:
-        raise HousePriceError(f"data.date_column '{column}' does not hold dates (such as {frame[column].dropna().iloc[:1].tolist()}); "
-                              "name the sale-date column, or give its format in --data.date_formats")
-    return read_dates(frame[column], formats[column]).reset_index(drop=True)
+def sale_dates(frame: pd.DataFrame, target: str, column: str | None, declared: dict[str, str]) -> tuple[str, pd.Series]:
+    """The sale-date column (`column`, or the table's one date column) and its dates in UTC, NaT where unreadable; one
+    line where the named column holds no dates, or the table has no date column or several."""
+    if column is None:
+        _, text = numeric_and_categorical(frame, target)
+        formats = date_formats(frame, text, declared, warn=False)  # preprocessing warns about near-dates itself
+        if len(formats) != 1:
+            have = f"the date columns {list(formats)}" if formats else "no column of dates"
+            raise HousePriceError(f"data.split time orders the sales by their sale date, and the table has {have}; "
+                                  "give --data.date_column NAME" + ("" if formats else " (a column of dates), or --data.split random"))
+        (column,) = formats
+    else:
+        find_column(frame, column, "date", fix="name the sale-date column, or leave out --data.date_column where the table has one")
+        formats = date_formats(frame, [column], declared, warn=False)
+        if column not in formats:
+            raise HousePriceError(f"data.date_column '{column}' does not hold dates (such as {frame[column].dropna().iloc[:1].tolist()}); "
+                                  "name the sale-date column, or give its format in --data.date_formats")
+    return column, read_dates(frame[column], formats[column]).reset_index(drop=True)
 
 
 def _span(dates: pd.Series) -> str:
@@ -190,7 +191,6 @@ class HousingDataModule(L.LightningDataModule):
             self.hparams.path = str(Path(path).expanduser().resolve())
         self._frame: pd.DataFrame | None = None
         self._splits: dict[str, pd.DataFrame] | None = None
-        self._loaded_frame: pd.DataFrame | None = None
         self._state: dict[str, Any] | None = None
         self._fingerprints: dict[str, dict[str, Any]] | None = None
         self._tensors: dict[str, tuple[torch.Tensor, ...]] = {}
@@ -257,8 +257,8 @@ class HousingDataModule(L.LightningDataModule):
 
     def _time_split(self, frame: pd.DataFrame, n_test: int, n_val: int) -> dict[str, pd.DataFrame]:
         """The latest `n_test` sales by date as test, the `n_val` before them as validation, the rest as training."""
-        column = self.date_column
-        dates = sale_dates(frame, column, self.hparams.date_formats or {})
+        column, dates = sale_dates(frame, self.target, self.hparams.date_column, self.hparams.date_formats or {})
+        self.hparams.date_column = self._hparams_initial.date_column = column  # kept (the checkpoint, `predict --as-of`)
         undated = int(dates.isna().sum())
         # Undated rows first, so they only ever train; equal dates keep row order.
         seconds = (dates - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
@@ -271,31 +271,13 @@ class HousingDataModule(L.LightningDataModule):
         rank_zero_info(f"data.split time by '{column}': {spans}{extra}")
         return splits
 
-    @property
-    def date_column(self) -> str:
-        """The sale-date column of a time split: `date_column` as given, or the table's one date column."""
-        if self.hparams.date_column is None:
-            frame = self._loaded()
-            found = table_dates(frame, self.target, self.hparams.date_formats or {})
-            if len(found) != 1:
-                have = f"the date columns {found}" if found else "no column of dates"
-                raise HousePriceError(f"data.split time orders the sales by their sale date, and the table has {have}; "
-                                      "give --data.date_column NAME" + ("" if found else " (a column of dates), or --data.split random"))
-            self.hparams.date_column = self._hparams_initial.date_column = found[0]
-        return self.hparams.date_column
-
     def _test_rows(self, rows: int) -> int:
         return int(-(-rows * self.hparams.test_fraction // 1))
-
-    def _loaded(self) -> pd.DataFrame:
-        if self._loaded_frame is None:
-            self._loaded_frame = self.load_frame()
-        return self._loaded_frame
 
     @property
     def splits(self) -> dict[str, pd.DataFrame]:
         if self._splits is None:
-            frame = self._loaded()
+            frame = self.load_frame()
             self._decide_folds(len(frame))
             self._decide_scaling()
             self._decide_location(frame)
@@ -318,10 +300,10 @@ class HousingDataModule(L.LightningDataModule):
         self.hparams.folds = AUTO_FOLDS if cross_fit else 1
         # Lightning logs the hyperparameters as first given, and refuses a key the model holds with another value.
         self._hparams_initial.folds = self.hparams.folds
-        way = f"{AUTO_FOLDS} folds (cross-fitting)" if self.hparams.folds > 1 else "1 (a validation split)"
         if self.hparams.split == "time":
             rank_zero_info("data.folds auto: 1 (a validation split of the latest sales before the test split), as the split is by time")
             return
+        way = f"{AUTO_FOLDS} folds (cross-fitting)" if self.hparams.folds > 1 else "1 (a validation split)"
         rank_zero_info(f"data.folds auto: {way}, as {left:,} rows are left after the test split (cross-fitting from {AUTO_FOLDS} "
                        f"to {AUTO_FOLDS_BELOW - 1:,}); --data.folds N decides instead")
 

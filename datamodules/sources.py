@@ -377,7 +377,7 @@ _ISO_DATE = re.compile(r"^\s*\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 
-def date_formats(frame: pd.DataFrame, columns: list[str], declared: dict[str, str] | None = None) -> dict[str, str]:
+def date_formats(frame: pd.DataFrame, columns: list[str], declared: dict[str, str] | None = None, *, warn: bool = True) -> dict[str, str]:
     """The `columns` that hold dates, each with how to read it: "ISO8601" for datetime dtypes, else the formats that
     read (nearly) all of its values together, joined by "|": each value read by the format its layout allows (ISO
     dates, numbers with '/' or '.' by the one of DATE_FORMATS that fits them, TEXT_DATE_FORMATS' layouts), so a
@@ -386,7 +386,8 @@ def date_formats(frame: pd.DataFrame, columns: list[str], declared: dict[str, st
     `declared` (--data.date_formats): column -> format, taken as given (refused where it reads under half the
     values). Month-first and day-first dates are told apart by a day past the 12th; a column where both read every
     value, or that mixes the two orders, is refused rather than guessed. A column that reads as dates in most rows
-    but not nearly all is left a category with a warning naming the fix.
+    but not nearly all is left a category with a warning naming the fix (unless `warn` is false: a second look at
+    the same table, whose preprocessing warns once).
     """
     declared = declared or {}
     formats = {}
@@ -408,7 +409,7 @@ def date_formats(frame: pd.DataFrame, columns: list[str], declared: dict[str, st
         form, read = _formats_of(column, text)
         if read.mean() >= 0.95:
             formats[column] = form
-        elif form and read.mean() >= 0.5:
+        elif form and read.mean() >= 0.5 and warn:
             example = text[~read].iloc[0]
             print(f"warning: column '{column}' reads as dates ({form}) in {read.mean():.0%} of its training values, not in the rest (such "
                   f"as '{example}'), so it is read as a category: give --data.date_formats \"{{{column}: '{form}'}}\" to read it as dates "
