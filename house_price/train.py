@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
+import pandas as pd
 import torch
 from lightning.pytorch.accelerators import CPUAccelerator
 from lightning.pytorch.callbacks import EarlyStopping
@@ -32,11 +34,10 @@ from house_price.models import HousePriceRegressor
 from house_price.models.callbacks import EpochTimer
 from house_price.models.checkpoint import read_checkpoint
 from house_price.models.hardware import default_precision, fast_cpu_bfloat16, keep_freed_memory
-from house_price.models.intervals import CHOICE_LEVEL, rows_needed
+from house_price.models.intervals import CHOICE_LEVEL, coverage_report, rows_needed
 from house_price.models.regressor import quiet_lightning
 from house_price.models.reports import (
     amount,
-    interval_report,
     metrics_table,
     plot_learning_curve,
     stage_metrics,
@@ -109,8 +110,8 @@ class HousePriceCLI(LightningCLI):
         super()._parse_ckpt_path()
 
     def after_fit(self) -> None:
-        """Test the best checkpoint, calibrate its intervals, then write test_metrics.json (with the sales-ratio study),
-        ratio_study.csv and .png and the learning curve (rank 0 only)."""
+        """Test the best checkpoint (with the intervals `IntervalCalibration` stored in it), then write test_metrics.json
+        (with the sales-ratio study), ratio_study.csv and .png and the learning curve (rank 0 only)."""
         trainer = self.trainer
         checkpoint = trainer.checkpoint_callback
         best, last = checkpoint.best_model_path or checkpoint.last_model_path, checkpoint.last_model_path
@@ -118,19 +119,20 @@ class HousePriceCLI(LightningCLI):
         run = Path(trainer.log_dir)  # a collective under DDP: every rank must ask
         if not trainer.is_global_zero:
             return
-        unit = self.model.preprocessor.state["target_unit"]
+        model, test = self.model, self.datamodule.splits["test"]
+        unit = model.preprocessor.state["target_unit"]
         metrics = stage_metrics(logged, "test")
         # Only the CSV logger writes metrics.csv (--trainer.logger false, or another logger, leaves none to plot).
         history = run / "metrics.csv"
         curve = plot_learning_curve(history, run / "learning_curve.png", unit) if history.is_file() else None
-        print(f"\nTest metrics of {best} ({self.model.target}, {unit}):\n{metrics_table(metrics, unit)}")
-        if best:  # the model holds the best checkpoint now (test loaded it), intervals included
-            self.report_intervals(unit)
-        test, model = self.datamodule.splits["test"], self.model
+        print(f"\nTest metrics of {best} ({model.target}, {unit}):\n{metrics_table(metrics, unit)}")
+        # The model holds the best checkpoint now (test loaded it), intervals included: one pricing of the test sales.
         level = CHOICE_LEVEL if model.calibration is not None and model.calibration.reaches(CHOICE_LEVEL) else None
         priced = model.predict(test, interval=level)
         priced = priced.to_frame() if level is None else priced
-        study, files = priced_study(priced, test[model.target].to_numpy(dtype=float), model.target, run, unit, level=level)
+        actual = test[model.target].to_numpy(dtype=float)
+        self.report_intervals(priced, actual, unit)
+        study, files = priced_study(priced, actual, model.target, run, unit, level=level)
         print(study_text(study))
         write_metrics(run / "test_metrics.json", metrics, ratio_study=study)
         print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
@@ -140,14 +142,15 @@ class HousePriceCLI(LightningCLI):
         else:
             print(f"  metrics: {run / 'test_metrics.json'}, {history}\n  learning curve: {curve}")
 
-    def report_intervals(self, unit: str) -> None:
-        """Print the test coverage of the intervals that `IntervalCalibration` stored in the best checkpoint (which
-        the test just loaded, calibration and all)."""
-        calibration = self.model.calibration
+    def report_intervals(self, priced: pd.DataFrame, actual: np.ndarray, unit: str) -> None:
+        """Print the test coverage of the kept intervals, from the test sales `priced` with them (at CHOICE_LEVEL,
+        where the calibration reaches it) beside their prices `actual`."""
+        calibration, target = self.model.calibration, self.model.target
         if calibration is None:
             return
         if calibration.reaches(CHOICE_LEVEL):
-            covered = interval_report(self.model, self.datamodule.splits["test"])["levels"][f"{CHOICE_LEVEL:g}"][calibration.method]
+            bounds = (torch.from_numpy(priced[f"{target}_{side}"].to_numpy()) for side in ("lower", "upper"))
+            covered = coverage_report(*bounds, torch.from_numpy(actual))
             rows = "validation" if calibration.split == "val" else calibration.split
             print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} {rows} rows): "
                   f"test coverage {covered['coverage']:.1%}, mean width {amount(covered['mean_width'], 4)} {unit}")
