@@ -48,22 +48,32 @@ CSV_CONFIG = ROOT / "configs" / "housing_csv.yaml"
 COMPARABLES = ROOT / "configs" / "comparables.yaml"
 
 
+def text_columns(splits: dict[str, pd.DataFrame], target: str) -> list[str]:
+    """The feature columns boosting reads as categories: those that are not numbers in the training split."""
+    return [column for column in splits["train"].columns if column != target and not pd.api.types.is_numeric_dtype(splits["train"][column])]
+
+
+def peer_inputs(splits: dict[str, pd.DataFrame], split: str, target: str, *, categories: bool) -> pd.DataFrame:
+    """A split's features as gradient boosting is handed them: text columns as text ("missing" for none) or, with
+    `categories`, as pandas categories of the training split's values (a value it never shows is missing, NaN)."""
+    x = splits[split].drop(columns=target)
+    for column in text_columns(splits, target):
+        x[column] = x[column].astype("string").fillna("missing")
+        if categories:
+            seen = sorted(splits["train"][column].astype("string").fillna("missing").unique())
+            x[column] = pd.Categorical(x[column].where(x[column].isin(seen)), categories=seen)
+    return x
+
+
 def boosting(splits: dict[str, pd.DataFrame], target: str, seed: int, row_folds: pd.Series | None = None) -> dict[str, dict[str, float]]:
     """CatBoost, LightGBM and HistGradientBoosting on the split's rows; text columns as categories. With `row_folds`
     (the package's fold of each row left after the test split, by table row), CatBoost's out-of-fold RMSE too."""
     from sklearn.ensemble import HistGradientBoostingRegressor
 
-    features = [column for column in splits["train"].columns if column != target]
-    text = [column for column in features if not pd.api.types.is_numeric_dtype(splits["train"][column])]
+    text = text_columns(splits, target)
 
     def frame(split: str, categories: bool) -> pd.DataFrame:
-        x = splits[split][features].copy()
-        for column in text:
-            x[column] = x[column].astype("string").fillna("missing")
-            if categories:  # a value the training split never shows is missing to the model (NaN), as pandas made it
-                seen = sorted(splits["train"][column].astype("string").fillna("missing").unique())
-                x[column] = pd.Categorical(x[column].where(x[column].isin(seen)), categories=seen)
-        return x
+        return peer_inputs(splits, split, target, categories=categories)
 
     y = {split: splits[split][target].to_numpy(dtype=float) for split in splits}
     runs = {}

@@ -32,6 +32,7 @@ import pandas as pd
 
 from benchmarks.levers import train
 from benchmarks.serve import commit
+from benchmarks.tables import peer_inputs, text_columns
 from house_price.datamodules import HousingDataModule
 from house_price.datamodules.files import write_text_atomic
 from house_price.models.hardware import default_precision, machine_line
@@ -53,18 +54,11 @@ def peers(splits: dict[str, pd.DataFrame], target: str, seed: int) -> dict[str, 
     import lightgbm
     from catboost import CatBoostRegressor
 
-    features = [column for column in splits["train"].columns if column != target]
-    text = [column for column in features if not pd.api.types.is_numeric_dtype(splits["train"][column])]
-    y = {name: frame[target].to_numpy(dtype=float) for name, frame in splits.items()}
+    text = text_columns(splits, target)
+    y = {name: rows[target].to_numpy(dtype=float) for name, rows in splits.items()}
 
     def frame(split: str, categories: bool) -> pd.DataFrame:
-        x = splits[split][features].copy()
-        for column in text:
-            x[column] = x[column].astype("string").fillna("missing")
-            if categories:
-                seen = sorted(splits["train"][column].astype("string").fillna("missing").unique())
-                x[column] = pd.Categorical(x[column].where(x[column].isin(seen)), categories=seen)
-        return x
+        return peer_inputs(splits, split, target, categories=categories)
 
     catboost = CatBoostRegressor(random_seed=seed, thread_count=2, verbose=0, allow_writing_files=False, cat_features=text)
     lgbm = lightgbm.LGBMRegressor(n_estimators=5000, learning_rate=0.05, n_jobs=2, random_state=seed, verbose=-1)
