@@ -149,8 +149,8 @@ class HousePriceCLI(LightningCLI):
         if calibration is None:
             return
         if calibration.reaches(CHOICE_LEVEL):
-            bounds = (torch.from_numpy(priced[f"{target}_{side}"].to_numpy()) for side in ("lower", "upper"))
-            covered = coverage_report(*bounds, torch.from_numpy(actual))
+            bounds = (torch.tensor(priced[f"{target}_{side}"].to_numpy()) for side in ("lower", "upper"))
+            covered = coverage_report(*bounds, torch.tensor(actual))
             rows = "validation" if calibration.split == "val" else calibration.split
             print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} {rows} rows): "
                   f"test coverage {covered['coverage']:.1%}, mean width {amount(covered['mean_width'], 4)} {unit}")

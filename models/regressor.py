@@ -312,7 +312,10 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         return self.predict_price(batch[0], batch[1])
 
     def configure_callbacks(self) -> list[L.Callback]:
-        """Interval calibration after every fit, with or without the training CLI (`IntervalCalibration`)."""
+        """Interval calibration after every fit, with or without the training CLI (`IntervalCalibration`); once per
+        trainer (Lightning asks again at each test, and would announce it replaced the first)."""
+        if any(isinstance(callback, IntervalCalibration) for callback in self.trainer.callbacks):
+            return []
         return [IntervalCalibration()]
 
     def configure_optimizers(self) -> Any:
