@@ -85,6 +85,8 @@ def gradient_ascent(
     return Trajectory(torch.stack(xs), torch.stack(fs), torch.stack(grads), reason)
 
 
-def gradient_descent(f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor | float | list[float], step: float, **options) -> Trajectory:
+def gradient_descent(
+    f: Callable[[torch.Tensor], torch.Tensor], x0: torch.Tensor | float | list[float], step: float, **options
+) -> Trajectory:
     """`gradient_ascent` downhill: x <- x - step * ∇f(x)."""
     return gradient_ascent(f, x0, step, maximize=False, **options)

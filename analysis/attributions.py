@@ -29,7 +29,9 @@ PERMUTATIONS = 64
 _PRICES_PER_PASS = 8192  # house x coalition prices through the network at once: bounds memory
 
 
-def shapley_values(model: PriceModel, frame: pd.DataFrame, permutations: int = PERMUTATIONS, seed: int = 0) -> pd.DataFrame:
+def shapley_values(
+    model: PriceModel, frame: pd.DataFrame, permutations: int = PERMUTATIONS, seed: int = 0
+) -> pd.DataFrame:
     """Attributions [rows, raw feature columns] in target units, plus `baseline` (the reference house's price) and
     `prediction` (this house's): baseline + the row's attributions = prediction, to float32 rounding (the
     network's own precision; each price is the model's, as `predict` gives it). The model prices in eval mode and
@@ -40,7 +42,9 @@ def shapley_values(model: PriceModel, frame: pd.DataFrame, permutations: int = P
 
 def _shapley_values(model: PriceModel, frame: pd.DataFrame, permutations: int, seed: int) -> pd.DataFrame:
     preprocessor = model.preprocessor
-    columns = preprocessor.features + preprocessor.derived  # a derived input (the location price) is a player of its own
+    columns = (
+        preprocessor.features + preprocessor.derived
+    )  # a derived input (the location price) is a player of its own
     reference_raw, reference_codes = preprocessor.reference()
     reference = preprocessor.scale_numeric(reference_raw).float()
     numeric, codes = preprocessor.transform(frame)
@@ -68,7 +72,9 @@ def _shapley_values(model: PriceModel, frame: pd.DataFrame, permutations: int, s
     d = len(columns)
     values = _exact(prices, d) if d <= EXACT_UP_TO else _sampled(prices, d, permutations, seed)
     attributions = pd.DataFrame(values.numpy(), index=frame.index, columns=columns)
-    ends = prices(torch.tensor([[False] * d, [True] * d]))  # the reference's price and the house's, as the game saw them
+    ends = prices(
+        torch.tensor([[False] * d, [True] * d])
+    )  # the reference's price and the house's, as the game saw them
     attributions["baseline"] = ends[:, 0].numpy()
     attributions["prediction"] = ends[:, 1].numpy()
     return attributions
@@ -80,7 +86,9 @@ def _exact(prices, d: int) -> torch.Tensor:
     coalitions = (subsets[:, None] >> torch.arange(d)) & 1 == 1  # [2^d, d]
     v = prices(coalitions)  # [rows, 2^d]
     sizes = coalitions.sum(dim=1)
-    weights = torch.tensor([math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d) for s in range(d)], dtype=torch.float64)
+    weights = torch.tensor(
+        [math.factorial(s) * math.factorial(d - s - 1) / math.factorial(d) for s in range(d)], dtype=torch.float64
+    )
     phi = torch.empty(v.shape[0], d, dtype=torch.float64)
     for i in range(d):
         without = subsets[~coalitions[:, i]]

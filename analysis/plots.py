@@ -16,7 +16,7 @@ import torch
 
 from house_price.analysis.ascent import Trajectory
 from house_price.analysis.derivatives import ScalarFunction
-from house_price.models.reports import amount, save_figure
+from house_price.reports import amount, save_figure
 
 
 def _curve(axis: plt.Axes, f: ScalarFunction, a: float, b: float) -> None:
@@ -34,7 +34,15 @@ def plot_analysis(f: ScalarFunction, report: dict[str, Any], path: str | os.Path
     for kind, marker, color in (("minimum", "v", "tab:blue"), ("maximum", "^", "tab:red"), ("flat", "s", "tab:grey")):
         points = [p for p in report["critical_points"] if p["kind"] == kind]
         if points:
-            axis.scatter([p["x"] for p in points], [p["f"] for p in points], marker=marker, s=60, color=color, label=f"local {kind}", zorder=3)
+            axis.scatter(
+                [p["x"] for p in points],
+                [p["f"] for p in points],
+                marker=marker,
+                s=60,
+                color=color,
+                label=f"local {kind}",
+                zorder=3,
+            )
     for key, label in (("global_min", "global min"), ("global_max", "global max")):
         point = report[key]
         axis.scatter([point["x"]], [point["f"]], s=160, facecolors="none", edgecolors="black", zorder=4)
@@ -42,7 +50,9 @@ def plot_analysis(f: ScalarFunction, report: dict[str, Any], path: str | os.Path
     axis.scatter(report["zeros"], [0] * len(report["zeros"]), marker="o", color="tab:green", label="zeros", zorder=3)
     for level, crossings in report["level_crossings"].items():
         axis.axhline(float(level), color="tab:purple", linewidth=0.6, linestyle="--")
-        axis.scatter(crossings, [float(level)] * len(crossings), marker="x", color="tab:purple", label=f"f = {level}", zorder=3)
+        axis.scatter(
+            crossings, [float(level)] * len(crossings), marker="x", color="tab:purple", label=f"f = {level}", zorder=3
+        )
     axis.set(xlabel="x", ylabel="f(x)", title="Critical points, zeros and level crossings")
     axis.legend(fontsize=8)
     figure.savefig(path, dpi=110, bbox_inches="tight")
@@ -55,7 +65,14 @@ def plot_trajectory(f: ScalarFunction, trajectory: Trajectory, a: float, b: floa
     figure, axis = plt.subplots(figsize=(7, 4.5))
     _curve(axis, f, a, b)
     x, values = trajectory.x[:, 0].numpy(), trajectory.f.numpy()
-    axis.plot(x, values, color="tab:orange", marker=".", linewidth=0.8, label=f"ascent ({trajectory.steps} steps, {trajectory.reason})")
+    axis.plot(
+        x,
+        values,
+        color="tab:orange",
+        marker=".",
+        linewidth=0.8,
+        label=f"ascent ({trajectory.steps} steps, {trajectory.reason})",
+    )
     axis.scatter([x[0]], [values[0]], color="tab:orange", s=60, marker="o", label="start", zorder=4)
     axis.scatter([x[-1]], [values[-1]], color="tab:red", s=90, marker="*", label="end", zorder=4)
     axis.set(xlabel="x", ylabel="f(x)", title="Gradient ascent trajectory")
@@ -85,8 +102,19 @@ def plot_waterfall(attributions: pd.Series, unit: str, title: str, path: str | o
     low, high = float(ends.min()), float(ends.max())
     axis.set_xlim(low - 0.15 * (high - low), high + 0.15 * (high - low))
     axis.set_yticks(rows, shown.index)
-    axis.axvline(attributions["baseline"], color="grey", linestyle="--", linewidth=0.8, label=f"reference {amount(attributions['baseline'])}")
-    axis.axvline(attributions["prediction"], color="black", linewidth=0.8, label=f"prediction {amount(attributions['prediction'])}")
+    axis.axvline(
+        attributions["baseline"],
+        color="grey",
+        linestyle="--",
+        linewidth=0.8,
+        label=f"reference {amount(attributions['baseline'])}",
+    )
+    axis.axvline(
+        attributions["prediction"],
+        color="black",
+        linewidth=0.8,
+        label=f"prediction {amount(attributions['prediction'])}",
+    )
     axis.set(xlabel=unit, title=title)
     axis.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, fontsize=8, frameon=False)
     return save_figure(figure, path)

@@ -123,7 +123,7 @@ def critical_points(f: ScalarFunction, a: float, b: float, points: int = GRID) -
     """Every x in [a, b] with f'(x) = 0, classified as a local minimum, maximum or flat (inflection) point."""
     result = []
     for x in zeros(derivative(f), a, b, points):
-        value, slope, curvature = (float(v) for v in derivatives(f, _at(x), order=2))
+        value, _slope, curvature = (float(v) for v in derivatives(f, _at(x), order=2))
         result.append(CriticalPoint(x, value, _classify(f, x, curvature)))
     return result
 
@@ -141,7 +141,9 @@ def _classify(f: ScalarFunction, x: float, curvature: float) -> Kind:
     return "flat"
 
 
-def global_extrema(f: ScalarFunction, a: float, b: float, *, critical: list[Point] | None = None, points: int = GRID) -> tuple[Point, Point]:
+def global_extrema(
+    f: ScalarFunction, a: float, b: float, *, critical: list[Point] | None = None, points: int = GRID
+) -> tuple[Point, Point]:
     """(global minimum, global maximum) of f on the closed interval, endpoints included. `critical`: f's critical
     points on it when the caller has them already; else they are searched for on a grid of `points`."""
     critical = critical_points(f, a, b, points) if critical is None else critical

@@ -1,7 +1,7 @@
 """Side-by-side benchmark on California housing: this package vs. a raw PyTorch loop vs. scikit-learn.
 
-    python benchmarks/compare.py                 # 3 seeds, writes benchmarks/RESULTS.md
-    python benchmarks/compare.py --seeds 0 --quick
+    python -m benchmarks.compare                 # 3 seeds, writes benchmarks/RESULTS.md
+    python -m benchmarks.compare --seeds 0 --quick
 
 In ONE run, on the same split (13,209 / 3,303 / 4,128) and thread count:
 - the package's default config, through `scripts/train.py fit --config configs/california.yaml`, one run per seed;
@@ -25,9 +25,6 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
 import numpy as np
 import pandas as pd
 import torch
@@ -37,9 +34,10 @@ from sklearn.linear_model import LinearRegression
 
 from benchmarks.levers import train
 from house_price.datamodules import HousingDataModule
+from house_price.hardware import cpu_name, default_precision
 from house_price.models import HousePriceRegressor
-from house_price.models.hardware import cpu_name, default_precision
 
+ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "california.yaml"
 KEPT_FROM = "## Comparable sales"  # RESULTS.md from this heading on is not regenerated
 
@@ -72,13 +70,18 @@ def raw_loop(seed: int, epochs: int, datamodule: HousingDataModule, config: dict
     train_x, train_codes, train_y = datamodule.tensors("train")
     val, test = datamodule.tensors("val"), datamodule.tensors("test")
     steps_per_epoch = -(-len(train_y) // batch)
-    optimizer = torch.optim.AdamW(network.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay,
-                                  fused=True)  # as the package's, on the CPU
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=options.learning_rate, total_steps=epochs * steps_per_epoch)
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay, fused=True
+    )  # as the package's, on the CPU
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=options.learning_rate, total_steps=epochs * steps_per_epoch
+    )
     generator = torch.Generator().manual_seed(seed)
 
     def rmse(split: tuple[torch.Tensor, ...]) -> float:
-        return float(torch.sqrt(torch.mean((decode(network(split[0], split[1]).double()) - decode(split[2].double())) ** 2)))
+        return float(
+            torch.sqrt(torch.mean((decode(network(split[0], split[1]).double()) - decode(split[2].double())) ** 2))
+        )
 
     best, best_state, epoch_times = float("inf"), None, []
     start = time.perf_counter()
@@ -111,61 +114,99 @@ def raw_loop(seed: int, epochs: int, datamodule: HousingDataModule, config: dict
     network.eval()
     with torch.no_grad():
         predicted = decode(network(test[0], test[1]).double()).numpy()
-    return {**scores(decode(test[2].double()).numpy(), predicted), "val_rmse": best, "wall": wall, "epoch": statistics.median(epoch_times)}
+    return {
+        **scores(decode(test[2].double()).numpy(), predicted),
+        "val_rmse": best,
+        "wall": wall,
+        "epoch": statistics.median(epoch_times),
+    }
 
 
 def with_location_price(datamodule: HousingDataModule) -> dict[str, pd.DataFrame]:
     """The splits with the package's `location price` column as the model reads it: out of fold for training rows."""
     preprocessor = datamodule.preprocessor
     folds = {"train": torch.as_tensor(datamodule.location_folds())}
-    return {name: frame.assign(**{"location price": preprocessor.location_price(frame, folds.get(name)).numpy()})
-            for name, frame in datamodule.splits.items()}
+    return {
+        name: frame.assign(**{"location price": preprocessor.location_price(frame, folds.get(name)).numpy()})
+        for name, frame in datamodule.splits.items()
+    }
 
 
-def boosting_runs(splits: dict[str, pd.DataFrame], target: str, seed: int, only: str = "") -> dict[str, dict[str, float]]:
+def boosting_runs(
+    splits: dict[str, pd.DataFrame], target: str, seed: int, only: str = ""
+) -> dict[str, dict[str, float]]:
     """CatBoost, XGBoost and LightGBM as a user would run them: near defaults, early stopping on val, 2 threads;
     `only` ("CatBoost", ...) runs just that one."""
     features = [column for column in splits["train"].columns if column != target]
-    x, y = ({name: frame[features] for name, frame in splits.items()}, {name: frame[target] for name, frame in splits.items()})
+    x, y = (
+        {name: frame[features] for name, frame in splits.items()},
+        {name: frame[target] for name, frame in splits.items()},
+    )
     runs: dict[str, dict[str, float]] = {}
 
     def record(name: str, fit, predict) -> None:
         start = time.perf_counter()
         fit()
         wall = time.perf_counter() - start
-        runs[name] = {**scores(y["test"].to_numpy(), predict(x["test"])), "wall": wall,
-                      "val_rmse": scores(y["val"].to_numpy(), predict(x["val"]))["rmse"]}
+        runs[name] = {
+            **scores(y["test"].to_numpy(), predict(x["test"])),
+            "wall": wall,
+            "val_rmse": scores(y["val"].to_numpy(), predict(x["val"]))["rmse"],
+        }
 
     def catboost_run() -> None:
         from catboost import CatBoostRegressor
 
         catboost = CatBoostRegressor(random_seed=seed, thread_count=2, verbose=0, allow_writing_files=False)
-        record("CatBoostRegressor, defaults + early stopping on val",
-               lambda: catboost.fit(x["train"], y["train"], eval_set=(x["val"], y["val"]), early_stopping_rounds=100), catboost.predict)
+        record(
+            "CatBoostRegressor, defaults + early stopping on val",
+            lambda: catboost.fit(x["train"], y["train"], eval_set=(x["val"], y["val"]), early_stopping_rounds=100),
+            catboost.predict,
+        )
 
     def xgboost_run() -> None:
         from xgboost import XGBRegressor
 
-        xgboost = XGBRegressor(n_estimators=5000, learning_rate=0.05, tree_method="hist", n_jobs=2, random_state=seed,
-                               early_stopping_rounds=100)
-        record("XGBRegressor hist, lr 0.05 + early stopping on val",
-               lambda: xgboost.fit(x["train"], y["train"], eval_set=[(x["val"], y["val"])], verbose=False), xgboost.predict)
+        xgboost = XGBRegressor(
+            n_estimators=5000,
+            learning_rate=0.05,
+            tree_method="hist",
+            n_jobs=2,
+            random_state=seed,
+            early_stopping_rounds=100,
+        )
+        record(
+            "XGBRegressor hist, lr 0.05 + early stopping on val",
+            lambda: xgboost.fit(x["train"], y["train"], eval_set=[(x["val"], y["val"])], verbose=False),
+            xgboost.predict,
+        )
 
     def lightgbm_run() -> None:
         import lightgbm
 
         lgbm = lightgbm.LGBMRegressor(n_estimators=5000, learning_rate=0.05, n_jobs=2, random_state=seed, verbose=-1)
-        record("LGBMRegressor, lr 0.05 + early stopping on val",
-               lambda: lgbm.fit(x["train"], y["train"], eval_set=[(x["val"], y["val"])],
-                                callbacks=[lightgbm.early_stopping(100, verbose=False)]), lgbm.predict)
+        record(
+            "LGBMRegressor, lr 0.05 + early stopping on val",
+            lambda: lgbm.fit(
+                x["train"],
+                y["train"],
+                eval_set=[(x["val"], y["val"])],
+                callbacks=[lightgbm.early_stopping(100, verbose=False)],
+            ),
+            lgbm.predict,
+        )
 
-    for name, run, package in (("CatBoost", catboost_run, "catboost"), ("XGBoost", xgboost_run, "xgboost"), ("LightGBM", lightgbm_run, "lightgbm")):
+    for name, run, package in (
+        ("CatBoost", catboost_run, "catboost"),
+        ("XGBoost", xgboost_run, "xgboost"),
+        ("LightGBM", lightgbm_run, "lightgbm"),
+    ):
         if only and only != name:
             continue
         try:
             run()
         except ImportError:
-            print(f"{package} is not installed (pip install -e \".[bench]\"): skipped", file=sys.stderr)
+            print(f'{package} is not installed (pip install -e ".[bench]"): skipped', file=sys.stderr)
     return runs
 
 
@@ -191,7 +232,9 @@ def main() -> None:
     config = yaml.safe_load(CONFIG.read_text())
     epochs = 5 if arguments.quick else config["trainer"]["max_epochs"]
     extra = ["trainer.max_epochs=5"] if arguments.quick else []
-    datamodule = HousingDataModule(**{"location_price": "auto", **config.get("data", {})})  # as the training CLI decides it
+    datamodule = HousingDataModule(
+        **{"location_price": "auto", **config.get("data", {})}
+    )  # as the training CLI decides it
 
     rows = []
     package, raw = [], []
@@ -216,28 +259,61 @@ def main() -> None:
     if datamodule.location_price:  # the same input for CatBoost: is the gain the feature's alone?
         located = with_location_price(datamodule)
         name = "CatBoostRegressor, defaults + early stopping on val, given the package's location price column"
-        rows.append((name, [run for seed in arguments.seeds for run in boosting_runs(located, datamodule.target, seed, only="CatBoost").values()]))
-    rows.append(("HistGradientBoostingRegressor, defaults", [sklearn_run(HistGradientBoostingRegressor(random_state=seed), splits, datamodule.target) for seed in arguments.seeds]))
+        rows.append(
+            (
+                name,
+                [
+                    run
+                    for seed in arguments.seeds
+                    for run in boosting_runs(located, datamodule.target, seed, only="CatBoost").values()
+                ],
+            )
+        )
+    rows.append(
+        (
+            "HistGradientBoostingRegressor, defaults",
+            [
+                sklearn_run(HistGradientBoostingRegressor(random_state=seed), splits, datamodule.target)
+                for seed in arguments.seeds
+            ],
+        )
+    )
     rows.append(("LinearRegression", [sklearn_run(LinearRegression(), splits, datamodule.target)]))
 
     ratio = statistics.median(p["epoch"] / r["epoch"] for p, r in zip(package, raw))
-    header = ("| model | val RMSE | test RMSE | MAE | R² | wall s (per run) | epoch s (median) | epoch vs raw loop |\n"
-              "|---|---|---|---|---|---|---|---|")
+    header = (
+        "| model | val RMSE | test RMSE | MAE | R² | wall s (per run) | epoch s (median) | epoch vs raw loop |\n"
+        "|---|---|---|---|---|---|---|---|"
+    )
     lines = []
     for name, runs in rows:
         rmse = f"{mean(runs, 'rmse'):.4f}" + (f" ± {np.std([r['rmse'] for r in runs]):.4f}" if len(runs) > 1 else "")
         val = f"{mean(runs, 'val_rmse'):.4f}" if "val_rmse" in runs[0] else ""
         epoch = f"{statistics.median(r['epoch'] for r in runs) * 1000:.0f} ms" if "epoch" in runs[0] else ""
         versus = f"{ratio:.2f}x" if runs is package else ("1.00x" if runs is raw else "")
-        lines.append(f"| {name} | {val} | {rmse} | {mean(runs, 'mae'):.4f} | {mean(runs, 'r2'):.4f} | {mean(runs, 'wall'):.1f} | {epoch} | {versus} |")
+        lines.append(
+            f"| {name} | {val} | {rmse} | {mean(runs, 'mae'):.4f} | {mean(runs, 'r2'):.4f} | {mean(runs, 'wall'):.1f} | {epoch} | {versus} |"
+        )
     table = "\n".join([header, *lines])
-    command = "python benchmarks/compare.py" + ("" if arguments.seeds == [0, 1, 2] else " --seeds " + " ".join(map(str, arguments.seeds))) + (" --quick" if arguments.quick else "")
-    machine = (f"{cpu_name()}, {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
-               f"Python {platform.python_version()}, training precision {config['trainer'].get('precision', default_precision())}")
+    command = (
+        "python -m benchmarks.compare"
+        + ("" if arguments.seeds == [0, 1, 2] else " --seeds " + " ".join(map(str, arguments.seeds)))
+        + (" --quick" if arguments.quick else "")
+    )
+    machine = (
+        f"{cpu_name()}, {os.cpu_count()} CPU cores, torch {torch.__version__} with {torch.get_num_threads()} threads, "
+        f"Python {platform.python_version()}, training precision {config['trainer'].get('precision', default_precision())}"
+    )
     catboost = boosting.get("CatBoostRegressor, defaults + early stopping on val")
     margin = mean(catboost, "rmse") - mean(package, "rmse") if catboost else float("nan")
-    versus_catboost = (f"{'at least' if margin >= 0.02 else 'NOT'} 0.02 better than CatBoost in this run ({mean(catboost, 'rmse'):.4f}: "
-                       f"{margin:+.4f})") if catboost else "CatBoost not installed"
+    versus_catboost = (
+        (
+            f"{'at least' if margin >= 0.02 else 'NOT'} 0.02 better than CatBoost in this run ({mean(catboost, 'rmse'):.4f}: "
+            f"{margin:+.4f})"
+        )
+        if catboost
+        else "CatBoost not installed"
+    )
     report = f"""# Benchmark: California housing
 
 Generated by `{command}` (seeds {arguments.seeds}; RMSE as mean ± std over seeds, in $100,000).
@@ -265,17 +341,17 @@ the package runs, as a user sees it. Short runs would mostly time start-up effec
 
 The comparables network (`--config configs/comparables.yaml`) beside the default recipe and CatBoost, its accuracy
 against training seconds, and exact search up to 1M candidates: [COMPARABLES.md](COMPARABLES.md)
-(`python benchmarks/comparables.py`).
+(`python -m benchmarks.comparables`).
 
 ## Small real tables
 
 The three tables of `../shared/data/tables/` on split seeds 0-4, house-price beside CatBoost, LightGBM and
-HistGradientBoosting on the very same rows: [TABLES.md](TABLES.md) (`python benchmarks/tables.py`).
+HistGradientBoosting on the very same rows: [TABLES.md](TABLES.md) (`python -m benchmarks.tables`).
 
 ## Serving
 
 `house-price serve` over HTTP beside LitServe with the same pricing, in-process `predict` and onnxruntime, on
-rows of housing.csv: [SERVE.md](SERVE.md) (`python benchmarks/serve.py`). Last run (2 cores, clients on the same
+rows of housing.csv: [SERVE.md](SERVE.md) (`python -m benchmarks.serve`). Last run (2 cores, clients on the same
 cores, the default recipe): one house 3.57 ms p50 over HTTP; 1,000-house requests 36,459 rows/s from one client
 and 53,756 rows/s from 8 clients with `--workers 2`; at most 441 MiB per process. LitServe with the same pricing:
 5.78 ms p50, 22,905 rows/s, stalled under 8 clients. In process: `predict` 1.73 ms and 56,691 rows/s, onnxruntime

@@ -1,7 +1,7 @@
 """The package against the fastest raw PyTorch loops on one device, in one run: writes benchmarks/GPU.md.
 
-    python benchmarks/gpu.py                               # on a CUDA machine: the default config, 80 epochs
-    python benchmarks/gpu.py --device cpu --epochs 2       # a smoke run anywhere
+    python -m benchmarks.gpu                               # on a CUDA machine: the default config, 80 epochs
+    python -m benchmarks.gpu --device cpu --epochs 2       # a smoke run anywhere
 
 Measured on the same device, same split, network, batch (256), member batches and one-cycle schedule:
 - the package: `scripts/train.py fit --config configs/california.yaml` as a user runs it (wall from command to test
@@ -18,25 +18,24 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from pathlib import Path
 
+import torch
+
+from benchmarks.levers import train
+from house_price.datamodules import HousingDataModule
+from house_price.files import write_text_atomic
+from house_price.hardware import compile_mode, default_precision
+from house_price.models import HousePriceRegressor
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import torch  # noqa: E402
-
-from benchmarks.levers import train  # noqa: E402
-from house_price.datamodules import HousingDataModule  # noqa: E402
-from house_price.datamodules.files import write_text_atomic  # noqa: E402
-from house_price.models import HousePriceRegressor  # noqa: E402
-from house_price.models.hardware import compile_mode, default_precision  # noqa: E402
-
 CONFIG = ROOT / "configs" / "california.yaml"
 
 
-def raw_loop(datamodule: HousingDataModule, *, device: str, epochs: int, mode: str | None, seed: int = 0) -> dict[str, float]:
+def raw_loop(
+    datamodule: HousingDataModule, *, device: str, epochs: int, mode: str | None, seed: int = 0
+) -> dict[str, float]:
     """The default recipe's training in a hand-written loop, its forward and backward compiled in `mode` (None:
     eager); returns ms/step, median epoch, wall and test RMSE."""
     torch.manual_seed(seed)
@@ -46,9 +45,12 @@ def raw_loop(datamodule: HousingDataModule, *, device: str, epochs: int, mode: s
     val, test = (tuple(tensor.to(device) for tensor in datamodule.tensors(split)) for split in ("val", "test"))
     batch = datamodule.hparams.batch_size
     steps = len(train_y) // batch  # static shapes: the ragged last batch is dropped
-    optimizer = torch.optim.AdamW(network.parameters(), lr=model.hparams.learning_rate, weight_decay=model.hparams.weight_decay,
-                                  fused=True)  # as the package's on CPU and CUDA
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=model.hparams.learning_rate, total_steps=epochs * steps)
+    optimizer = torch.optim.AdamW(
+        network.parameters(), lr=model.hparams.learning_rate, weight_decay=model.hparams.weight_decay, fused=True
+    )  # as the package's on CPU and CUDA
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=model.hparams.learning_rate, total_steps=epochs * steps
+    )
     bfloat16 = default_precision() == "bf16-mixed"
 
     def loss_and_backward(x: torch.Tensor, codes: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -67,7 +69,9 @@ def raw_loop(datamodule: HousingDataModule, *, device: str, epochs: int, mode: s
     for _ in range(epochs):
         tick = time.perf_counter()
         network.train()
-        order = torch.stack([torch.randperm(len(train_y), generator=generator, device=device) for _ in range(k)])  # [k, n]
+        order = torch.stack(
+            [torch.randperm(len(train_y), generator=generator, device=device) for _ in range(k)]
+        )  # [k, n]
         x, codes, y = train_x[order], train_codes[order], train_y[order]
         for index in range(steps):
             rows = slice(index * batch, (index + 1) * batch)
@@ -103,20 +107,43 @@ def main() -> None:
     mode = compile_mode(True, torch.device(device), world_size=1)
     rows = {}
     for compiled in (True, False):
-        package = train(CONFIG, 0, [f"trainer.max_epochs={epochs}", f"trainer.accelerator={accelerator}", "trainer.devices=1",
-                                    "trainer.enable_progress_bar=false", f"model.compile={str(compiled).lower()}"])
-        label = f"house-price default config (scripts/train.py), {f'compiled step ({mode})' if compiled else 'eager step'}"
+        package = train(
+            CONFIG,
+            0,
+            [
+                f"trainer.max_epochs={epochs}",
+                f"trainer.accelerator={accelerator}",
+                "trainer.devices=1",
+                "trainer.enable_progress_bar=false",
+                f"model.compile={str(compiled).lower()}",
+            ],
+        )
+        label = (
+            f"house-price default config (scripts/train.py), {f'compiled step ({mode})' if compiled else 'eager step'}"
+        )
         rows[label] = {"ms_per_step": 1000 * package["epoch"] / steps, **package}
     for compiled in (False, True):
-        label = "raw loop, " + (f"torch.compile {mode}" if compiled else "eager") + (", fused AdamW" if device == "cuda" else "")
+        label = (
+            "raw loop, "
+            + (f"torch.compile {mode}" if compiled else "eager")
+            + (", fused AdamW" if device == "cuda" else "")
+        )
         rows[label] = raw_loop(datamodule, device=device, epochs=epochs, mode=mode if compiled else None)
     fastest = min(run["epoch"] for label, run in rows.items() if label.startswith("raw"))
-    lines = [f"# Training speed on {name}", "", f"Written by `python benchmarks/gpu.py --device {device} --epochs {epochs}`; one run, "
-             "same device, split, network, batch 256 and schedule.", "",
-             "| run | ms / step | epoch (median) | wall s | test RMSE | epoch vs fastest raw loop |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# Training speed on {name}",
+        "",
+        f"Written by `python -m benchmarks.gpu --device {device} --epochs {epochs}`; one run, "
+        "same device, split, network, batch 256 and schedule.",
+        "",
+        "| run | ms / step | epoch (median) | wall s | test RMSE | epoch vs fastest raw loop |",
+        "|---|---|---|---|---|---|",
+    ]
     for label, run in rows.items():
-        lines.append(f"| {label} | {run['ms_per_step']:.2f} | {1000 * run['epoch']:.0f} ms | {run['wall']:.1f} | {run['rmse']:.4f} | "
-                     f"{run['epoch'] / fastest:.2f}x |")
+        lines.append(
+            f"| {label} | {run['ms_per_step']:.2f} | {1000 * run['epoch']:.0f} ms | {run['wall']:.1f} | {run['rmse']:.4f} | "
+            f"{run['epoch'] / fastest:.2f}x |"
+        )
     text = "\n".join(lines) + "\n"
     write_text_atomic(arguments.output, text)
     print(text)

@@ -12,7 +12,7 @@
 #   5. the whole test suite (pytest-xdist), its summary lines.
 # The GPU recipe (configs/gpu.yaml, seeds 0-2) and benchmarks/gpu.py are run by hand when time allows:
 #   python scripts/train.py fit --config configs/california.yaml --config configs/gpu.yaml --seed_everything 0
-#   python benchmarks/gpu.py --epochs 15 --output GPU.md
+#   python -m benchmarks.gpu --epochs 15 --output GPU.md
 set -uo pipefail
 OUT="${OUT:-gpu_session}"
 REPORT="$OUT/GPU_SESSION.md"

@@ -1,8 +1,8 @@
 """How fast `house-price predict` prices a file: the command end to end (start, read, price, write), with torch's
 default threads and with one, on the same file; writes benchmarks/PREDICT.md.
 
-    python benchmarks/predict.py                        # trains a small housing.csv model first (the default recipe, 2 epochs)
-    python benchmarks/predict.py --checkpoint best.ckpt --copies 50
+    python -m benchmarks.predict                        # trains a small housing.csv model first (the default recipe, 2 epochs)
+    python -m benchmarks.predict --checkpoint best.ckpt --copies 50
 
 The file is housing.csv's rows repeated `--copies` times (without the price). Run nothing else meanwhile: two
 PyTorch processes on two cores slow each other several times over.
@@ -20,12 +20,10 @@ from pathlib import Path
 
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.serve import HOUSING_CSV, ROOT, commit, train_small_model  # noqa: E402
-from house_price.datamodules.files import write_text_atomic  # noqa: E402
-from house_price.models.checkpoint import load_model  # noqa: E402
-from house_price.models.hardware import machine_line  # noqa: E402
+from benchmarks.serve import HOUSING_CSV, ROOT, commit, train_small_model
+from house_price.files import write_text_atomic
+from house_price.hardware import machine_line
+from house_price.models.checkpoint import load_model
 
 
 def timed_predict(checkpoint: Path, source: Path, output: Path, threads: int | None) -> float:
@@ -34,15 +32,32 @@ def timed_predict(checkpoint: Path, source: Path, output: Path, threads: int | N
     if threads is not None:
         environment["OMP_NUM_THREADS"] = str(threads)
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "house_price", "predict", str(checkpoint), "--input", str(source), "--output", str(output),
-                    "--overwrite"], check=True, capture_output=True, env=environment)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "house_price",
+            "predict",
+            str(checkpoint),
+            "--input",
+            str(source),
+            "--output",
+            str(output),
+            "--overwrite",
+        ],
+        check=True,
+        capture_output=True,
+        env=environment,
+    )
     return time.perf_counter() - start
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="default: a 2-epoch housing.csv model trained here")
-    parser.add_argument("--copies", type=int, default=25, help="housing.csv's rows repeated this many times (default 25: 516,000 rows)")
+    parser.add_argument(
+        "--copies", type=int, default=25, help="housing.csv's rows repeated this many times (default 25: 516,000 rows)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "PREDICT.md")
     arguments = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
@@ -54,12 +69,15 @@ def main() -> None:
         pd.concat([houses] * arguments.copies, ignore_index=True).to_csv(source, index=False)
         rows = len(houses) * arguments.copies
         timed_predict(checkpoint, source, folder / "warm.csv", None)  # the file in the page cache, the imports compiled
-        results = {label: timed_predict(checkpoint, source, folder / "priced.csv", threads)
-                   for label, threads in (("torch's default threads", None), ("1 thread (OMP_NUM_THREADS=1)", 1))}
+        results = {
+            label: timed_predict(checkpoint, source, folder / "priced.csv", threads)
+            for label, threads in (("torch's default threads", None), ("1 thread (OMP_NUM_THREADS=1)", 1))
+        }
     lines = [
         "# Predicting a file",
         "",
-        f"`python benchmarks/predict.py {' '.join(sys.argv[1:])}`".replace(" `", "`") + f" at commit {commit()} on {machine_line()}, "
+        f"`python -m benchmarks.predict {' '.join(sys.argv[1:])}`".replace(" `", "`")
+        + f" at commit {commit()} on {machine_line()}, "
         f"nothing else running. Model: `{Path(checkpoint).name}` ({'comparables' if model.network.retrieves else 'mlp'}, the default "
         f"recipe unless --checkpoint said otherwise; location price {'on' if model.preprocessor.location else 'off'}). The file: "
         f"housing.csv's rows {arguments.copies} times, {rows:,} rows, CSV in and out; seconds from the command's start to its exit.",

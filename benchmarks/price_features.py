@@ -1,8 +1,8 @@
 """Features an appraiser reads off the training sales, tried as inputs of the CSV recipe: writes nothing, prints a table.
 
-    python benchmarks/price_features.py                       # Sacramento, split seeds 0-4
-    python benchmarks/price_features.py --table sacramento --seeds 0 1 --neighbours 10 --smoothing 5
-    python benchmarks/price_features.py --table ../shared/data/housing.csv --target median_house_value --validation-split \\
+    python -m benchmarks.price_features                       # Sacramento, split seeds 0-4
+    python -m benchmarks.price_features --table sacramento --seeds 0 1 --neighbours 10 --smoothing 5
+    python -m benchmarks.price_features --table ../shared/data/housing.csv --target median_house_value --validation-split \\
         --seeds 0 1 --variants none "location price"
 
 Each variant adds columns to the table before the package reads it, computed from the prices of the training rows of
@@ -28,27 +28,27 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+
+from benchmarks.tables import TABLES, package, package_folds
+from house_price.datamodules import HousingDataModule
+from house_price.datamodules.housing import fold_of_rows
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from benchmarks.tables import TABLES, package, package_folds  # noqa: E402
-from house_price.datamodules import HousingDataModule  # noqa: E402
-from house_price.datamodules.housing import fold_of_rows  # noqa: E402
-
 EARTH_RADIUS_KM = 6371.0
 
 
 def positions(frame: pd.DataFrame) -> np.ndarray:
     """Points on the sphere [n, 3] in km, so that Euclidean distance orders sales as great-circle distance does."""
     latitude, longitude = np.radians(frame["latitude"].to_numpy(float)), np.radians(frame["longitude"].to_numpy(float))
-    return EARTH_RADIUS_KM * np.c_[np.cos(latitude) * np.cos(longitude), np.cos(latitude) * np.sin(longitude), np.sin(latitude)]
+    return (
+        EARTH_RADIUS_KM
+        * np.c_[np.cos(latitude) * np.cos(longitude), np.cos(latitude) * np.sin(longitude), np.sin(latitude)]
+    )
 
 
 def neighbour_mean(known: np.ndarray, values: np.ndarray, queries: np.ndarray, neighbours: int) -> np.ndarray:
@@ -62,7 +62,10 @@ def neighbour_mean(known: np.ndarray, values: np.ndarray, queries: np.ndarray, n
 def category_mean(keys: pd.Series, values: np.ndarray, queries: pd.Series, smoothing: float) -> np.ndarray:
     """Per query key, the mean of `values` over the rows with that key, shrunk towards their overall mean."""
     sums = pd.Series(values, index=keys.to_numpy()).groupby(level=0).agg(["sum", "count"])
-    total, count = sums["sum"].reindex(queries.to_numpy()).fillna(0).to_numpy(), sums["count"].reindex(queries.to_numpy()).fillna(0).to_numpy()
+    total, count = (
+        sums["sum"].reindex(queries.to_numpy()).fillna(0).to_numpy(),
+        sums["count"].reindex(queries.to_numpy()).fillna(0).to_numpy(),
+    )
     return (total + smoothing * values.mean()) / (count + smoothing)
 
 
@@ -103,11 +106,19 @@ def with_features(frame: pd.DataFrame, folds: pd.Series, variant: str, arguments
 
         frame[variant.replace(" ", "_")] = out_of_fold(feature, frame, folds)
     elif variant.startswith("category price"):
-        text = [column for column in frame.columns if column != arguments.target and not pd.api.types.is_numeric_dtype(frame[column])]
+        text = [
+            column
+            for column in frame.columns
+            if column != arguments.target and not pd.api.types.is_numeric_dtype(frame[column])
+        ]
         for column in text:
             keys = frame[column].astype("string").fillna("missing")
             frame[f"{column}_price"] = out_of_fold(
-                lambda known, queries, keys=keys: category_mean(keys.iloc[known], log_price[known], keys.iloc[queries], arguments.smoothing), frame, folds
+                lambda known, queries, keys=keys: category_mean(
+                    keys.iloc[known], log_price[known], keys.iloc[queries], arguments.smoothing
+                ),
+                frame,
+                folds,
             )
         if variant.endswith("instead"):
             frame = frame.drop(columns=text)
@@ -119,13 +130,19 @@ VARIANTS = ["none", "location price", "location price per size", "category price
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--table", default="sacramento", help="a table of ../shared/data/tables, or a CSV's path; with latitude and longitude")
+    parser.add_argument(
+        "--table",
+        default="sacramento",
+        help="a table of ../shared/data/tables, or a CSV's path; with latitude and longitude",
+    )
     parser.add_argument("--target", default="price")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--neighbours", type=int, default=10)
     parser.add_argument("--smoothing", type=float, default=5.0)
     parser.add_argument("--size", default="sqft")
-    parser.add_argument("--validation-split", action="store_true", help="the recipe with a validation split (--data.folds 1), see above")
+    parser.add_argument(
+        "--validation-split", action="store_true", help="the recipe with a validation split (--data.folds 1), see above"
+    )
     parser.add_argument("--variants", nargs="+", default=VARIANTS, choices=VARIANTS)
     arguments = parser.parse_args()
     path = Path(arguments.table) if arguments.table.endswith(".csv") else TABLES / f"{arguments.table}.csv"
@@ -134,20 +151,31 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         table = Path(folder) / path.name  # each variant's table, written over the last one's
         for seed in arguments.seeds:
-            folds = training_folds(path, arguments.target, seed) if arguments.validation_split else package_folds(path, arguments.target, seed)
+            folds = (
+                training_folds(path, arguments.target, seed)
+                if arguments.validation_split
+                else package_folds(path, arguments.target, seed)
+            )
             if folds is None:
                 parser.error(f"{arguments.table} is not cross-fitted by the CSV recipe: give --validation-split")
             for variant in arguments.variants:
                 with_features(frame, folds, variant, arguments).to_csv(table, index=False)
                 run = package(table, arguments.target, seed, ["data.folds=1"] if arguments.validation_split else [])
                 results[variant].append(run)
-                print(f"{variant}, split seed {seed}: validation RMSE {run['val_rmse']:,.0f}, test R² {run['r2']:.4f}", flush=True)
-    print(f"\n| {path.stem}: added columns | mean validation RMSE | mean test R² | test R² per split seed | mean test RMSE | wall s per split |")
+                print(
+                    f"{variant}, split seed {seed}: validation RMSE {run['val_rmse']:,.0f}, test R² {run['r2']:.4f}",
+                    flush=True,
+                )
+    print(
+        f"\n| {path.stem}: added columns | mean validation RMSE | mean test R² | test R² per split seed | mean test RMSE | wall s per split |"
+    )
     print("|---|---|---|---|---|---|")
     for variant, runs in results.items():
         per_seed = " / ".join(f"{run['r2']:.4f}" for run in runs)
-        print(f"| {variant} | {statistics.mean(run['val_rmse'] for run in runs):,.0f} | {statistics.mean(run['r2'] for run in runs):.4f} | {per_seed} | "
-              f"{statistics.mean(run['rmse'] for run in runs):,.0f} | {statistics.mean(run['wall'] for run in runs):.0f} |")
+        print(
+            f"| {variant} | {statistics.mean(run['val_rmse'] for run in runs):,.0f} | {statistics.mean(run['r2'] for run in runs):.4f} | {per_seed} | "
+            f"{statistics.mean(run['rmse'] for run in runs):,.0f} | {statistics.mean(run['wall'] for run in runs):.0f} |"
+        )
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """How fast `house-price serve` prices: over HTTP against a running server, beside in-process `predict`, onnxruntime
 and the same pricing served by LitServe, on the same rows of housing.csv; writes benchmarks/SERVE.md.
 
-    python benchmarks/serve.py                        # trains a small housing.csv model first (the default recipe, 2 epochs)
-    python benchmarks/serve.py --checkpoint best.ckpt
+    python -m benchmarks.serve                        # trains a small housing.csv model first (the default recipe, 2 epochs)
+    python -m benchmarks.serve --checkpoint best.ckpt
 
 Measured: one-house requests (sequential, p50 and p99 latency, over one keep-alive connection and with a new
 connection each), 1,000-house requests (p50 and p99 latency, and rows/s from 8 concurrent clients), the largest
@@ -30,12 +30,10 @@ from pathlib import Path
 
 import numpy as np
 
+from house_price.datamodules.sources import read_table
+from house_price.models.checkpoint import load_model
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from house_price.datamodules.sources import read_table  # noqa: E402
-from house_price.models.checkpoint import load_model  # noqa: E402
-
 HOUSING_CSV = ROOT.parent / "shared" / "data" / "housing.csv"
 ONE_HOUSE_REQUESTS = 1000
 BATCH = 1000
@@ -56,7 +54,9 @@ def free_port() -> int:
 def running(command: list[str], port: int) -> Iterator[subprocess.Popen]:
     """A server process started with `command`, once it answers GET /health; stopped (Ctrl-C) after."""
     # Its own process group: LitServe's inference workers are the server's children, stopped with it.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True
+    )
     deadline = time.monotonic() + 120
     while True:
         with contextlib.suppress(OSError):
@@ -73,10 +73,8 @@ def running(command: list[str], port: int) -> Iterator[subprocess.Popen]:
         yield process
     finally:
         os.killpg(process.pid, signal.SIGINT)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
 
@@ -87,7 +85,9 @@ def peak_rss_mib(pid: int) -> float:
     peaks = []
     for each in pids:
         with contextlib.suppress(FileNotFoundError):
-            line = next(line for line in Path(f"/proc/{each}/status").read_text().splitlines() if line.startswith("VmHWM"))
+            line = next(
+                line for line in Path(f"/proc/{each}/status").read_text().splitlines() if line.startswith("VmHWM")
+            )
             peaks.append(int(line.split()[1]) / 1024)
     return max(peaks)
 
@@ -121,7 +121,10 @@ def percentiles(call, inputs: list, prefix: str = "") -> dict[str, float]:
         start = time.perf_counter()
         call(each)
         times.append(time.perf_counter() - start)
-    return {f"{prefix}p50_ms": 1000 * float(np.percentile(times, 50)), f"{prefix}p99_ms": 1000 * float(np.percentile(times, 99))}
+    return {
+        f"{prefix}p50_ms": 1000 * float(np.percentile(times, 50)),
+        f"{prefix}p99_ms": 1000 * float(np.percentile(times, 99)),
+    }
 
 
 def latencies(port: int, path: str, bodies: list[bytes], fresh: bool = False, prefix: str = "") -> dict[str, float]:
@@ -180,7 +183,9 @@ def medians(runs: list[dict[str, float]]) -> dict[str, float]:
     return {key: float(np.median([run[key] for run in runs])) for key in runs[0]}
 
 
-def measure_servers(servers: dict[str, tuple[list[str], int]], path: str, one_house: list[bytes], batch: bytes) -> dict[str, dict[str, float]]:
+def measure_servers(
+    servers: dict[str, tuple[list[str], int]], path: str, one_house: list[bytes], batch: bytes
+) -> dict[str, dict[str, float]]:
     """Every server (name: (command, port)) started alone and measured, ROUNDS times round robin, so that a slower
     spell of the machine falls on all of them alike (servers left running beside the measured one slowed it);
     each figure is the median of its rounds, beside the largest resident memory of the server's processes."""
@@ -189,8 +194,13 @@ def measure_servers(servers: dict[str, tuple[list[str], int]], path: str, one_ho
         for name, (command, port) in servers.items():
             print(f"round {number + 1} of {ROUNDS}: {name}", file=sys.stderr, flush=True)
             with running(command, port) as process:
-                rounds[name].append({**measure_round(port, path, one_house, batch), "peak_rss_mib": peak_rss_mib(process.pid)})
-    return {name: {**medians(runs), "peak_rss_mib": max(run["peak_rss_mib"] for run in runs)} for name, runs in rounds.items()}
+                rounds[name].append(
+                    {**measure_round(port, path, one_house, batch), "peak_rss_mib": peak_rss_mib(process.pid)}
+                )
+    return {
+        name: {**medians(runs), "peak_rss_mib": max(run["peak_rss_mib"] for run in runs)}
+        for name, runs in rounds.items()
+    }
 
 
 def commit() -> str:
@@ -204,9 +214,22 @@ def in_process(price, frames: list, batch) -> dict[str, float]:
 
 
 def train_small_model(folder: Path) -> Path:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "train.py"), "fit", "--config", "configs/housing_csv.yaml",
-                    f"--data.path={HOUSING_CSV}", "--trainer.max_epochs=2", "--trainer.enable_progress_bar=false",
-                    f"--trainer.logger.init_args.save_dir={folder}"], cwd=ROOT, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "scripts" / "train.py"),
+            "fit",
+            "--config",
+            "configs/housing_csv.yaml",
+            f"--data.path={HOUSING_CSV}",
+            "--trainer.max_epochs=2",
+            "--trainer.enable_progress_bar=false",
+            f"--trainer.logger.init_args.save_dir={folder}",
+        ],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
     return next(folder.rglob("best.ckpt"))
 
 
@@ -216,15 +239,16 @@ except ImportError:  # the LitServe row is left out
     litserve = None
 
 if litserve is not None:
+
     class PriceAPI(litserve.LitAPI):
-        """The same pricing (house_price.service.Pricer) behind LitServe: predict prices a request's houses."""
+        """The same pricing (house_price.serving.service.Pricer) behind LitServe: predict prices a request's houses."""
 
         def __init__(self, checkpoint: str) -> None:
             super().__init__()
             self.checkpoint = checkpoint
 
         def setup(self, device) -> None:
-            from house_price.service import Limits, Pricer
+            from house_price.serving.service import Limits, Pricer
 
             self.pricer, self.limits = Pricer(self.checkpoint), Limits()
 
@@ -239,7 +263,9 @@ if litserve is not None:
 
 
 def litserve_worker(checkpoint: str, port: int) -> None:
-    server = litserve.LitServer(PriceAPI(checkpoint), accelerator="cpu", workers_per_device=1, healthcheck_path="/health")
+    server = litserve.LitServer(
+        PriceAPI(checkpoint), accelerator="cpu", workers_per_device=1, healthcheck_path="/health"
+    )
     server.run(port=port, generate_client_file=False)
 
 
@@ -261,7 +287,12 @@ def screenshot(checkpoint: Path, path: Path) -> None:
             driver.get(f"http://127.0.0.1:{port}/")
             wait = WebDriverWait(driver, 30)
             wait.until(lambda page: page.find_element(By.TAG_NAME, "body").get_attribute("data-ready") == "true")
-            for column, value in (("longitude", "-121.49"), ("latitude", "38.58"), ("housing_median_age", "15"), ("median_income", "5.25")):
+            for column, value in (
+                ("longitude", "-121.49"),
+                ("latitude", "38.58"),
+                ("housing_median_age", "15"),
+                ("median_income", "5.25"),
+            ):
                 field = driver.find_element(By.ID, f"field-{column}")
                 field.clear()
                 field.send_keys(value)
@@ -279,7 +310,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint", type=Path, help="default: a 2-epoch housing.csv model trained here")
     parser.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "SERVE.md")
-    parser.add_argument("--screenshot", type=Path, help="only save a screenshot of the page pricing a house (Debian's chromium)")
+    parser.add_argument(
+        "--screenshot", type=Path, help="only save a screenshot of the page pricing a house (Debian's chromium)"
+    )
     parser.add_argument("--litserve-worker", nargs=2, metavar=("CKPT", "PORT"), help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.litserve_worker:
@@ -292,28 +325,42 @@ def main() -> None:
 
     import torch
 
-    from house_price.models.export import export_onnx, onnx_inputs
-    from house_price.models.hardware import keep_freed_memory
-    from house_price.service import Limits, Pricer
+    from house_price.hardware import keep_freed_memory
+    from house_price.onnx import export_onnx, onnx_inputs
+    from house_price.serving.service import Limits, Pricer
 
     keep_freed_memory()  # as the server does
     with tempfile.TemporaryDirectory() as temporary:
         checkpoint = arguments.checkpoint or train_small_model(Path(temporary) / "runs")
         model = load_model(checkpoint)
-        frame = read_table(HOUSING_CSV, categories=model.preprocessor.categorical).drop(columns=model.target, errors="ignore")
+        frame = read_table(HOUSING_CSV, categories=model.preprocessor.categorical).drop(
+            columns=model.target, errors="ignore"
+        )
         houses = json.loads(frame.head(max(ONE_HOUSE_REQUESTS, BATCH)).to_json(orient="records"))  # NaN -> null
         one_house = [json.dumps({"houses": [house]}).encode() for house in houses[:ONE_HOUSE_REQUESTS]]
         batch = json.dumps({"houses": houses[:BATCH]}).encode()
         servers = {}
         for workers, torch_threads in ((1, 1), (1, 2), (2, 1)):
             port = free_port()
-            command = [sys.executable, str(ROOT / "scripts" / "serve.py"), str(checkpoint), "--port", str(port), "--workers", str(workers),
-                       "--torch-threads", str(torch_threads)]
+            command = [
+                sys.executable,
+                str(ROOT / "scripts" / "serve.py"),
+                str(checkpoint),
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                "--torch-threads",
+                str(torch_threads),
+            ]
             name = f"house-price serve, {workers} worker{'s' * (workers > 1)}, {torch_threads} torch thread{'s' * (torch_threads > 1)}"
             servers[name + (" (the default)" if (workers, torch_threads) == (1, 1) else "")] = (command, port)
         if litserve is not None:
             port = free_port()
-            servers["LitServe, 1 worker (same pricing)"] = ([sys.executable, __file__, "--litserve-worker", str(checkpoint), str(port)], port)
+            servers["LitServe, 1 worker (same pricing)"] = (
+                [sys.executable, __file__, "--litserve-worker", str(checkpoint), str(port)],
+                port,
+            )
         rows: dict[str, dict[str, float]] = measure_servers(servers, "/predict", one_house, batch)
         command, port = next(iter(servers.values()))  # the default server: its prices against the model's
         with running(command, port):
@@ -323,26 +370,36 @@ def main() -> None:
         pricer, limits = Pricer(checkpoint), Limits()
         frames = [pricer.frame([house], limits) for house in houses[:ONE_HOUSE_REQUESTS]]
         with torch.inference_mode():
-            rows["in process: PriceModel.predict"] = medians([in_process(model.predict, frames, frame.head(BATCH)) for _ in range(ROUNDS)])
+            rows["in process: PriceModel.predict"] = medians(
+                [in_process(model.predict, frames, frame.head(BATCH)) for _ in range(ROUNDS)]
+            )
         onnx_path = export_onnx(model, Path(temporary) / "model.onnx")
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-        rows["in process: onnxruntime (inputs converted)"] = medians([in_process(
-            lambda houses_frame: session.run(None, onnx_inputs(houses_frame, model.preprocessor)), frames, frame.head(BATCH))
-            for _ in range(ROUNDS)])
+        rows["in process: onnxruntime (inputs converted)"] = medians(
+            [
+                in_process(
+                    lambda houses_frame: session.run(None, onnx_inputs(houses_frame, model.preprocessor)),
+                    frames,
+                    frame.head(BATCH),
+                )
+                for _ in range(ROUNDS)
+            ]
+        )
 
     def cell(row: dict[str, float], key: str, form: str) -> str:
         if key not in row:
             return "—"
         return "stalled (no answer in 20 s)" if np.isnan(row[key]) else form.format(row[key])
 
-    from house_price.models.hardware import machine_line
+    from house_price.hardware import machine_line
 
     lines = [
         "# Serving speed",
         "",
-        f"`python benchmarks/serve.py {' '.join(sys.argv[1:])}`".replace(" `", "`") + f" at commit {commit()} on {machine_line()}, torch "
+        f"`python -m benchmarks.serve {' '.join(sys.argv[1:])}`".replace(" `", "`")
+        + f" at commit {commit()} on {machine_line()}, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads in process), nothing else running. Model: `{Path(checkpoint).name}` "
         f"({pricer.about()['architecture']}, the default recipe unless --checkpoint said otherwise; location price "
         f"{'on' if model.preprocessor.location else 'off'}), rows of housing.csv. One-house requests: {ONE_HOUSE_REQUESTS} in a row, "
@@ -355,10 +412,16 @@ def main() -> None:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, row in rows.items():
-        lines.append(f"| {name} | {cell(row, 'p50_ms', '{:.2f}')} | {cell(row, 'p99_ms', '{:.2f}')} | {cell(row, 'fresh_p50_ms', '{:.2f}')} | "
-                     f"{cell(row, 'fresh_p99_ms', '{:.2f}')} | {cell(row, 'batch_p50_ms', '{:.1f}')} | {cell(row, 'batch_p99_ms', '{:.1f}')} | "
-                     f"{cell(row, 'concurrent_rows_per_s', '{:,.0f}')} | {cell(row, 'peak_rss_mib', '{:.0f}')} |")
-    lines += ["", f"Served prices of the 1,000 houses equal `PriceModel.predict`'s exactly: {'yes' if identical else 'NO'}.", ""]
+        lines.append(
+            f"| {name} | {cell(row, 'p50_ms', '{:.2f}')} | {cell(row, 'p99_ms', '{:.2f}')} | {cell(row, 'fresh_p50_ms', '{:.2f}')} | "
+            f"{cell(row, 'fresh_p99_ms', '{:.2f}')} | {cell(row, 'batch_p50_ms', '{:.1f}')} | {cell(row, 'batch_p99_ms', '{:.1f}')} | "
+            f"{cell(row, 'concurrent_rows_per_s', '{:,.0f}')} | {cell(row, 'peak_rss_mib', '{:.0f}')} |"
+        )
+    lines += [
+        "",
+        f"Served prices of the 1,000 houses equal `PriceModel.predict`'s exactly: {'yes' if identical else 'NO'}.",
+        "",
+    ]
     report = "\n".join(lines)
     arguments.output.write_text(report)
     print(report)

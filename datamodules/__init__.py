@@ -2,9 +2,8 @@
 
 import importlib
 
-# Loaded on first use, so `from house_price.datamodules.errors import ...` does not pay for importing Lightning.
+# Loaded on first use, so `from house_price.datamodules.sources import ...` does not pay for importing Lightning.
 _EXPORTS = {
-    "HousePriceError": ".errors",
     "HousingDataModule": ".housing",
     "Preprocessor": ".preprocessing",
     "fit_statistics": ".preprocessing",

@@ -43,7 +43,9 @@ class TensorBatches:
         if k < 1 or (k > 1 and not shuffle):
             raise ValueError(f"{k=} must be 1, or more when shuffling training batches ({shuffle=})")
         if subsets is not None and (k == 1 or len(subsets) != k or min(len(subset) for subset in subsets) < world_size):
-            raise ValueError(f"subsets must be k={k} > 1 row sets of at least {world_size=} rows, got {subsets and len(subsets)}")
+            raise ValueError(
+                f"subsets must be k={k} > 1 row sets of at least {world_size=} rows, got {subsets and len(subsets)}"
+            )
         if group < 1 or (group > 1 and not shuffle):
             raise ValueError(f"{group=} must be 1, or more when shuffling training batches ({shuffle=})")
         self.tensors = tensors
@@ -83,7 +85,7 @@ class TensorBatches:
 
     def __len__(self) -> int:
         """Items per pass: batches, or groups of them."""
-        return -(-self.n_batches // self.group)
+        return (self.n_batches + self.group - 1) // self.group
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, ...] | list[tuple[torch.Tensor, ...]]]:
         if self.group == 1:
@@ -98,7 +100,10 @@ class TensorBatches:
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
             subsets = self.subsets or [torch.arange(total)] * self.k
-            orders = [subset[torch.randperm(len(subset), generator=generator)][self.rank :: self.world_size][: self.n_rows] for subset in subsets]
+            orders = [
+                subset[torch.randperm(len(subset), generator=generator)][self.rank :: self.world_size][: self.n_rows]
+                for subset in subsets
+            ]
             order = orders[0] if self.k == 1 else torch.stack(orders)  # [n_rows] or [k, n_rows]
             # One gather per epoch, then every batch is a free view.
             tensors = tuple(tensor[order.to(tensor.device)] for tensor in self.tensors)

@@ -16,7 +16,6 @@ from lightning.pytorch.utilities import rank_zero_info
 from sklearn.model_selection import KFold, train_test_split
 
 from house_price.datamodules.batches import TensorBatches
-from house_price.datamodules.errors import HousePriceError
 from house_price.datamodules.location import LOCATION_PRICE, coordinate_columns
 from house_price.datamodules.preprocessing import Preprocessor, Scaling, category_text, fit_statistics
 from house_price.datamodules.sources import (
@@ -31,6 +30,7 @@ from house_price.datamodules.sources import (
     read_dates,
     read_table,
 )
+from house_price.errors import HousePriceError
 
 SPLITS = ("train", "val", "test")
 # `folds: auto`: cross-fit where a validation split would be a few hundred rows, and K fits of every row cost seconds.
@@ -54,15 +54,24 @@ def sale_dates(frame: pd.DataFrame, target: str, column: str | None, declared: d
         formats = date_formats(frame, text, declared, warn=False)  # preprocessing warns about near-dates itself
         if len(formats) != 1:
             have = f"the date columns {list(formats)}" if formats else "no column of dates"
-            raise HousePriceError(f"data.split time orders the sales by their sale date, and the table has {have}; "
-                                  "give --data.date_column NAME" + ("" if formats else " (a column of dates), or --data.split random"))
+            raise HousePriceError(
+                f"data.split time orders the sales by their sale date, and the table has {have}; "
+                "give --data.date_column NAME" + ("" if formats else " (a column of dates), or --data.split random")
+            )
         (column,) = formats
     else:
-        find_column(frame, column, "date", fix="name the sale-date column, or leave out --data.date_column where the table has one")
+        find_column(
+            frame,
+            column,
+            "date",
+            fix="name the sale-date column, or leave out --data.date_column where the table has one",
+        )
         formats = date_formats(frame, [column], declared, warn=False)
         if column not in formats:
-            raise HousePriceError(f"data.date_column '{column}' does not hold dates (such as {frame[column].dropna().iloc[:1].tolist()}); "
-                                  "name the sale-date column, or give its format in --data.date_formats")
+            raise HousePriceError(
+                f"data.date_column '{column}' does not hold dates (such as {frame[column].dropna().iloc[:1].tolist()}); "
+                "name the sale-date column, or give its format in --data.date_formats"
+            )
     return column, read_dates(frame[column], formats[column]).reset_index(drop=True)
 
 
@@ -162,25 +171,43 @@ class HousingDataModule(L.LightningDataModule):
         for name, fraction in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
             if not 0 < fraction < 1:
                 raise HousePriceError(f"data.{name} is {fraction}; it must lie strictly between 0 and 1")
-        sizes = (("batch_size", batch_size), ("eval_batch_size", eval_batch_size), ("n_quantiles", n_quantiles), ("n_bins", n_bins), ("member_batches", member_batches),
-                 ("batches_per_call", batches_per_call))
+        sizes = (
+            ("batch_size", batch_size),
+            ("eval_batch_size", eval_batch_size),
+            ("n_quantiles", n_quantiles),
+            ("n_bins", n_bins),
+            ("member_batches", member_batches),
+            ("batches_per_call", batches_per_call),
+        )
         for name, size in sizes:
             if size < 1:
                 raise HousePriceError(f"data.{name} is {size}; it must be a positive integer")
         if folds != "auto" and not (isinstance(folds, int) and folds >= 1):
-            raise HousePriceError(f"data.folds is {folds}; give 1 (a validation split), K >= 2 (k-fold cross-fitting) or auto")
+            raise HousePriceError(
+                f"data.folds is {folds}; give 1 (a validation split), K >= 2 (k-fold cross-fitting) or auto"
+            )
         if split not in ("random", "time"):
-            raise HousePriceError(f"data.split is {split!r}; give random or time (the latest sales held out, with --data.date_column)")
+            raise HousePriceError(
+                f"data.split is {split!r}; give random or time (the latest sales held out, with --data.date_column)"
+            )
         if split == "time" and folds not in ("auto", 1):
-            raise HousePriceError(f"data.folds is {folds} with data.split time; a time split validates on the latest sales and does not "
-                                  "cross-fit: leave out --data.folds (or give 1)")
+            raise HousePriceError(
+                f"data.folds is {folds} with data.split time; a time split validates on the latest sales and does not "
+                "cross-fit: leave out --data.folds (or give 1)"
+            )
         if scaling not in ("standard", "quantile", "auto"):
             raise HousePriceError(f"data.scaling is {scaling!r}; give standard, quantile or auto")
         if location_price not in (True, False, "auto"):
             raise HousePriceError(f"data.location_price is {location_price!r}; give true, false or auto")
-        if date_formats is not None and not (isinstance(date_formats, dict) and all(
-                isinstance(key, str) and isinstance(value, str) and value.strip() for key, value in date_formats.items())):
-            raise HousePriceError(f"data.date_formats is {date_formats!r}; give column: format pairs, such as \"{{sold: '%d/%m/%Y'}}\"")
+        if date_formats is not None and not (
+            isinstance(date_formats, dict)
+            and all(
+                isinstance(key, str) and isinstance(value, str) and value.strip() for key, value in date_formats.items()
+            )
+        ):
+            raise HousePriceError(
+                f"data.date_formats is {date_formats!r}; give column: format pairs, such as \"{{sold: '%d/%m/%Y'}}\""
+            )
         if path is not None and target is None:
             raise HousePriceError("a CSV needs its target column: pass --data.target NAME (or target: in the config)")
         self.save_hyperparameters()
@@ -208,7 +235,9 @@ class HousingDataModule(L.LightningDataModule):
 
     @property
     def target_unit(self) -> str:
-        return self.hparams.target_unit or (CALIFORNIA_UNIT if self.hparams.path is None and self._frame is None else "target units")
+        return self.hparams.target_unit or (
+            CALIFORNIA_UNIT if self.hparams.path is None and self._frame is None else "target units"
+        )
 
     def load_frame(self) -> pd.DataFrame:
         """The raw table, with `drop_columns` removed, `categorical_columns` as text and every check passed."""
@@ -226,7 +255,9 @@ class HousingDataModule(L.LightningDataModule):
         for column in declared:
             find_column(frame, column, "categorical", fix="name columns that are in the data (and not in drop_columns)")
             if column == self.target:
-                raise HousePriceError(f"categorical column '{column}' is the target; a target must be a number: leave it out of categorical_columns")
+                raise HousePriceError(
+                    f"categorical column '{column}' is the target; a target must be a number: leave it out of categorical_columns"
+                )
             frame[column] = category_text(frame[column])  # as predict reads it: 95838 and 95838.0 are "95838"
         check_table(frame, self.target, log_target=self.hparams.log_target, categorical=declared)
         return frame
@@ -237,11 +268,19 @@ class HousingDataModule(L.LightningDataModule):
         hp = self.hparams
         rows = list(range(len(frame)))
         n_test = self._test_rows(len(rows))
-        n_val = int(-(-(len(rows) - n_test) * hp.val_fraction // 1)) if hp.folds == 1 else -(-(len(rows) - n_test) // hp.folds)
-        validation = f"a {hp.val_fraction:.0%} validation split" if hp.folds == 1 else f"{hp.folds} folds"  # n_val: a fold
+        n_val = (
+            int(-(-(len(rows) - n_test) * hp.val_fraction // 1))
+            if hp.folds == 1
+            else -(-(len(rows) - n_test) // hp.folds)
+        )
+        validation = (
+            f"a {hp.val_fraction:.0%} validation split" if hp.folds == 1 else f"{hp.folds} folds"
+        )  # n_val: a fold
         if hp.folds > len(rows) - n_test:
-            raise HousePriceError(f"the data has {len(rows)} rows, {len(rows) - n_test} after the test split: too few for {hp.folds} folds; "
-                                  f"give --data.folds {len(rows) - n_test} or fewer, or 1 for a validation split")
+            raise HousePriceError(
+                f"the data has {len(rows)} rows, {len(rows) - n_test} after the test split: too few for {hp.folds} folds; "
+                f"give --data.folds {len(rows) - n_test} or fewer, or 1 for a validation split"
+            )
         if len(rows) - n_test - n_val < 2 or n_test < 1 or n_val < 1:
             raise HousePriceError(
                 f"the data has {len(rows)} rows, too few for a {hp.test_fraction:.0%} test split, {validation} and at least "
@@ -258,16 +297,22 @@ class HousingDataModule(L.LightningDataModule):
     def _time_split(self, frame: pd.DataFrame, n_test: int, n_val: int) -> dict[str, pd.DataFrame]:
         """The latest `n_test` sales by date as test, the `n_val` before them as validation, the rest as training."""
         column, dates = sale_dates(frame, self.target, self.hparams.date_column, self.hparams.date_formats or {})
-        self.hparams.date_column = self._hparams_initial.date_column = column  # kept (the checkpoint, `predict --as-of`)
+        self.hparams.date_column = self._hparams_initial.date_column = (
+            column  # kept (the checkpoint, `predict --as-of`)
+        )
         undated = int(dates.isna().sum())
         # Undated rows first, so they only ever train; equal dates keep row order.
         seconds = (dates - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
         order = np.lexsort((np.arange(len(frame)), seconds.fillna(0).to_numpy(), seconds.notna().to_numpy()))
         n_train = len(order) - n_test - n_val
-        parts = {"train": order[:n_train], "val": order[n_train:n_train + n_val], "test": order[n_train + n_val:]}
+        parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
         splits = {name: frame.iloc[np.sort(rows)] for name, rows in parts.items()}
         spans = ", ".join(f"{name} {len(rows):,} rows ({_span(dates.iloc[rows])})" for name, rows in parts.items())
-        extra = f"; {undated:,} sale{'s' * (undated > 1)} without a readable date {'are training sales' if undated > 1 else 'is a training sale'}" if undated else ""
+        extra = (
+            f"; {undated:,} sale{'s' * (undated > 1)} without a readable date {'are training sales' if undated > 1 else 'is a training sale'}"
+            if undated
+            else ""
+        )
         rank_zero_info(f"data.split time by '{column}': {spans}{extra}")
         return splits
 
@@ -301,11 +346,15 @@ class HousingDataModule(L.LightningDataModule):
         # Lightning logs the hyperparameters as first given, and refuses a key the model holds with another value.
         self._hparams_initial.folds = self.hparams.folds
         if self.hparams.split == "time":
-            rank_zero_info("data.folds auto: 1 (a validation split of the latest sales before the test split), as the split is by time")
+            rank_zero_info(
+                "data.folds auto: 1 (a validation split of the latest sales before the test split), as the split is by time"
+            )
             return
         way = f"{AUTO_FOLDS} folds (cross-fitting)" if self.hparams.folds > 1 else "1 (a validation split)"
-        rank_zero_info(f"data.folds auto: {way}, as {left:,} rows are left after the test split (cross-fitting from {AUTO_FOLDS} "
-                       f"to {AUTO_FOLDS_BELOW - 1:,}); --data.folds N decides instead")
+        rank_zero_info(
+            f"data.folds auto: {way}, as {left:,} rows are left after the test split (cross-fitting from {AUTO_FOLDS} "
+            f"to {AUTO_FOLDS_BELOW - 1:,}); --data.folds N decides instead"
+        )
 
     def _decide_scaling(self) -> None:
         """Resolve `scaling: auto` for this table (after `folds`), say so, and keep the answer."""
@@ -314,8 +363,14 @@ class HousingDataModule(L.LightningDataModule):
         # Chosen on validation (RESULTS.md, "Small real tables"): on tables small enough to cross-fit, mean and scale
         # price better than a quantile map drawn from a few hundred rows; larger tables keep the quantile map.
         self.hparams.scaling = self._hparams_initial.scaling = "standard" if self.hparams.folds > 1 else "quantile"
-        why = "the training rows are cross-fitted (folds > 1)" if self.hparams.folds > 1 else "a validation split (folds 1)"
-        rank_zero_info(f"data.scaling auto: {self.hparams.scaling}, {why}; --data.scaling standard|quantile decides instead")
+        why = (
+            "the training rows are cross-fitted (folds > 1)"
+            if self.hparams.folds > 1
+            else "a validation split (folds 1)"
+        )
+        rank_zero_info(
+            f"data.scaling auto: {self.hparams.scaling}, {why}; --data.scaling standard|quantile decides instead"
+        )
 
     @property
     def scaling(self) -> Scaling:
@@ -330,16 +385,27 @@ class HousingDataModule(L.LightningDataModule):
             return
         coordinates = coordinate_columns([str(column) for column in frame.columns if column != self.target])
         one_place = coordinates is not None and all(frame[column].nunique() <= 1 for column in coordinates)
-        self.hparams.location_price = coordinates is not None and not one_place and self.hparams.folds == 1 and LOCATION_PRICE not in frame.columns
+        self.hparams.location_price = (
+            coordinates is not None
+            and not one_place
+            and self.hparams.folds == 1
+            and LOCATION_PRICE not in frame.columns
+        )
         self._hparams_initial.location_price = self.hparams.location_price
         if coordinates is None:
             why = "the table has no latitude and longitude columns"
         elif one_place:
             why = f"{list(coordinates)} hold one position for every sale"
         else:
-            why = f"from {list(coordinates)}" if self.hparams.location_price else "the training rows are cross-fitted (folds > 1)"
-        rank_zero_info(f"data.location_price auto: {str(self.hparams.location_price).lower()}, {why}; --data.location_price true|false "
-                       "decides instead")
+            why = (
+                f"from {list(coordinates)}"
+                if self.hparams.location_price
+                else "the training rows are cross-fitted (folds > 1)"
+            )
+        rank_zero_info(
+            f"data.location_price auto: {str(self.hparams.location_price).lower()}, {why}; --data.location_price true|false "
+            "decides instead"
+        )
 
     @property
     def location_price(self) -> bool:
@@ -351,7 +417,11 @@ class HousingDataModule(L.LightningDataModule):
     def location_folds(self) -> torch.Tensor:
         """With the location price, the fold of each training row whose value comes from the other folds' rows,
         int64 [n]: the cross-fitting folds (`row_folds`), or AUTO_FOLDS folds cut the same way."""
-        return self.row_folds() if self.folds > 1 else fold_of_rows(len(self.splits["train"]), AUTO_FOLDS, self.hparams.split_seed + 1)
+        return (
+            self.row_folds()
+            if self.folds > 1
+            else fold_of_rows(len(self.splits["train"]), AUTO_FOLDS, self.hparams.split_seed + 1)
+        )
 
     def row_folds(self) -> torch.Tensor:
         """With `folds` K >= 2, the fold (0 .. K-1) of each row of the training split, int64 [n]: `fold_of_rows`
@@ -443,7 +513,7 @@ class HousingDataModule(L.LightningDataModule):
             tensors,
             batch_size=self.hparams.batch_size if shuffle else self.hparams.eval_batch_size,
             shuffle=shuffle,
-            seed=int(os.environ.get("PL_GLOBAL_SEED", 0)),
+            seed=int(os.environ.get("PL_GLOBAL_SEED", "0")),
             rank=trainer.global_rank if trainer else 0,
             world_size=trainer.world_size if trainer else 1,
             k=self._member_batches() if shuffle else 1,

@@ -48,11 +48,14 @@ def positions(latitude: torch.Tensor, longitude: torch.Tensor) -> torch.Tensor:
     """Degrees [n] -> points [n, 3] in km, float64, from the float32 value of each coordinate; NaN stays NaN."""
     latitude, longitude = (degrees.float().double() * (math.pi / 180) for degrees in (latitude, longitude))
     ring = EARTH_RADIUS_KM * torch.cos(latitude)
-    return torch.stack([ring * torch.cos(longitude), ring * torch.sin(longitude), EARTH_RADIUS_KM * torch.sin(latitude)], dim=1)
+    return torch.stack(
+        [ring * torch.cos(longitude), ring * torch.sin(longitude), EARTH_RADIUS_KM * torch.sin(latitude)], dim=1
+    )
 
 
-def neighbour_mean(queries: torch.Tensor, sales: torch.Tensor, prices: torch.Tensor, neighbours: int,
-                   own: torch.Tensor | None = None) -> torch.Tensor:
+def neighbour_mean(
+    queries: torch.Tensor, sales: torch.Tensor, prices: torch.Tensor, neighbours: int, own: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean of `prices` [N] over the `neighbours` `sales` [N, 3] nearest each of `queries` [B, 3] -> [B], float64.
 
     All B x N distances at once (the exported graph's form: one subtraction, TopK, Gather); NaN where a query is.
@@ -62,7 +65,9 @@ def neighbour_mean(queries: torch.Tensor, sales: torch.Tensor, prices: torch.Ten
         raise ValueError(f"{neighbours=} with {len(sales)=} sales")
     unknown = torch.isnan(queries).any(dim=1)
     queries = torch.where(unknown[:, None], 0.0, queries)
-    distances = sum((queries[:, None, axis] - sales[None, :, axis]).square() for axis in range(3))  # [B, N], no [B, N, 3]
+    distances = sum(
+        (queries[:, None, axis] - sales[None, :, axis]).square() for axis in range(3)
+    )  # [B, N], no [B, N, 3]
     distances = distances + TIE_BREAK * torch.arange(len(sales), dtype=distances.dtype)
     if own is not None:
         distances = torch.where(torch.arange(len(sales)) == own[:, None], torch.inf, distances)
@@ -78,8 +83,16 @@ def _mean_in_order(nearest: torch.Tensor) -> torch.Tensor:
     return total / nearest.shape[1]
 
 
-def location_prices(queries: torch.Tensor, sales: torch.Tensor, prices: torch.Tensor, neighbours: int, *, own: torch.Tensor | None = None,
-                    tree: Any = None, chunk: int = SEARCH_CHUNK) -> torch.Tensor:
+def location_prices(
+    queries: torch.Tensor,
+    sales: torch.Tensor,
+    prices: torch.Tensor,
+    neighbours: int,
+    *,
+    own: torch.Tensor | None = None,
+    tree: Any = None,
+    chunk: int = SEARCH_CHUNK,
+) -> torch.Tensor:
     """`neighbour_mean`'s numbers, found through a k-d tree of the sales (`tree`: scipy's cKDTree of `sales`, built
     here when not given). Each house's distances are computed over its nearest `neighbours + CANDIDATES` sales only,
     with the same float64 operations element by element as over every sale; a house whose candidates cannot be shown

@@ -10,6 +10,7 @@ objects and loads with `torch.load(..., weights_only=True)`.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import sys
 from typing import Any, Literal, Protocol
@@ -18,7 +19,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from house_price.datamodules.errors import HousePriceError
 from house_price.datamodules.location import (
     LOCATION_PRICE,
     NEIGHBOURS,
@@ -28,7 +28,6 @@ from house_price.datamodules.location import (
     out_of_fold_prices,
     positions,
 )
-from house_price.datamodules.sources import date_formats as find_date_formats
 from house_price.datamodules.sources import (
     check_numeric_columns,
     check_target_values,
@@ -41,6 +40,8 @@ from house_price.datamodules.sources import (
     refuse_infinite,
     with_date_features,
 )
+from house_price.datamodules.sources import date_formats as find_date_formats
+from house_price.errors import HousePriceError
 
 Scaling = Literal["standard", "quantile"]
 STATE_VERSION = 3
@@ -91,22 +92,37 @@ def fit_statistics(
     declared = date_formats or {}
     for column in declared:
         if column not in categorical or column in categorical_columns:
-            kind = "not in the data" if column not in train.columns else "declared a category" if column in categorical_columns else \
-                "the target" if column == target else "a column of numbers, not text"
-            raise HousePriceError(f"data.date_formats names '{column}', which is {kind}; name text columns of dates only")
-    formats = find_date_formats(train, [column for column in categorical if column not in categorical_columns], declared)
+            kind = (
+                "not in the data"
+                if column not in train.columns
+                else "declared a category"
+                if column in categorical_columns
+                else "the target"
+                if column == target
+                else "a column of numbers, not text"
+            )
+            raise HousePriceError(
+                f"data.date_formats names '{column}', which is {kind}; name text columns of dates only"
+            )
+    formats = find_date_formats(
+        train, [column for column in categorical if column not in categorical_columns], declared
+    )
     dates = list(formats)
     text = [column for column in categorical if column not in dates]
     ignored = id_like_columns(train, text=text, numeric=numeric)
     ignored |= constant_columns(train, [column for column in numeric + text if column not in ignored])
     for column, why in ignored.items():
-        print(f"warning: column '{column}' {why}; it is left out: name it in --data.drop_columns to drop it yourself",
-              file=sys.stderr)
+        print(
+            f"warning: column '{column}' {why}; it is left out: name it in --data.drop_columns to drop it yourself",
+            file=sys.stderr,
+        )
     numeric = [column for column in numeric if column not in ignored]
     categorical = [column for column in text if column not in ignored]
     if not numeric and not categorical and not dates:
-        raise HousePriceError(f"every feature column was left out ({list(ignored)}: see the warnings); there is nothing to learn the "
-                              f"price '{target}' from: add columns that describe the houses")
+        raise HousePriceError(
+            f"every feature column was left out ({list(ignored)}: see the warnings); there is nothing to learn the "
+            f"price '{target}' from: add columns that describe the houses"
+        )
     warn_about_the_target(train, target, numeric)
     train = with_date_features(train, formats)
     numeric += [name for column in dates for name in date_feature_names(column)]
@@ -138,7 +154,9 @@ def fit_statistics(
     state["medians"] = imputed.statistics_.tolist() if imputed else []
     state["indicators"] = [name for name, gap in zip(numeric, has_gaps) if gap]
     # Columns with two values (0/1 flags) enter the network as 0/1 rather than embedded or quantile-scaled.
-    state["binary"] = [name for name, column in zip(numeric, values.T) if len(np.unique(column[~np.isnan(column)])) <= 2]
+    state["binary"] = [
+        name for name, column in zip(numeric, values.T) if len(np.unique(column[~np.isnan(column)])) <= 2
+    ]
     # The training range bounds the model's "what if" analyses (analysis.sensitivity).
     state["minimum"] = np.nanmin(values, axis=0).tolist() if numeric else []
     state["maximum"] = np.nanmax(values, axis=0).tolist() if numeric else []
@@ -154,33 +172,51 @@ def fit_statistics(
         state["scale"] = scaler.scale_.tolist()
     else:
         scaler = QuantileTransformer(
-            n_quantiles=min(n_quantiles, len(train)), output_distribution="normal", subsample=len(train), random_state=seed
+            n_quantiles=min(n_quantiles, len(train)),
+            output_distribution="normal",
+            subsample=len(train),
+            random_state=seed,
         ).fit(filled)
-        state["quantiles"] = [snap_to_values(q, column).tolist() for q, column in zip(scaler.quantiles_.T, filled.T)]  # one list per feature
+        state["quantiles"] = [
+            snap_to_values(q, column).tolist() for q, column in zip(scaler.quantiles_.T, filled.T)
+        ]  # one list per feature
         state["references"] = scaler.references_.tolist()
 
     state["vocabularies"] = [sorted(category_text(train[column]).dropna().unique().tolist()) for column in categorical]
     state["category_gaps"] = [column for column in categorical if train[column].isna().any()]
     # The most frequent category per column: the reference house of attributions (analysis.attributions).
-    state["modes"] = [category_text(train[column]).mode().iloc[0] if train[column].notna().any() else None for column in categorical]
+    state["modes"] = [
+        category_text(train[column]).mode().iloc[0] if train[column].notna().any() else None for column in categorical
+    ]
 
     target_values = _target_space(train[target].to_numpy(dtype=np.float64), log_target)
     state["target_mean"] = float(target_values.mean())
     state["target_std"] = float(target_values.std()) or 1.0
-    state["target_minimum"] = float(train[target].min())  # a target positive in every training row gets no negative bound
+    state["target_minimum"] = float(
+        train[target].min()
+    )  # a target positive in every training row gets no negative bound
 
     preprocessor = Preprocessor({**state, "bin_edges": []})  # to scale the inputs the bins are fitted on
     # The training rows' own location prices are those just fitted: no second search.
-    raw = preprocessor.raw_numeric(train) if location is None else torch.cat([preprocessor._read_numeric(train), own[:, None]], dim=1)
+    raw = (
+        preprocessor.raw_numeric(train)
+        if location is None
+        else torch.cat([preprocessor._read_numeric(train), own[:, None]], dim=1)
+    )
     inputs = preprocessor.scale_numeric(raw)[:, : preprocessor.n_continuous].numpy()
     values = preprocessor.encode_target(train[target]).numpy()
     state["bin_edges"] = tree_bin_edges(inputs, values, n_bins, seed)
     if row_folds is not None:
         learned = [row_folds != fold for fold in range(int(row_folds.max()) + 1)]
         # With the location price, network f's bins are fitted on its own inputs (`Preprocessor.fold_numeric`).
-        fold_inputs = [inputs] * len(learned) if location is None else \
-            preprocessor.fold_numeric(train, torch.as_tensor(row_folds))[..., : preprocessor.n_continuous].numpy()
-        state["fold_bin_edges"] = [tree_bin_edges(network[rows], values[rows], n_bins, seed) for network, rows in zip(fold_inputs, learned)]
+        fold_inputs = (
+            [inputs] * len(learned)
+            if location is None
+            else preprocessor.fold_numeric(train, torch.as_tensor(row_folds))[..., : preprocessor.n_continuous].numpy()
+        )
+        state["fold_bin_edges"] = [
+            tree_bin_edges(network[rows], values[rows], n_bins, seed) for network, rows in zip(fold_inputs, learned)
+        ]
     return state
 
 
@@ -190,8 +226,11 @@ def warn_about_the_target(train: pd.DataFrame, target: str, numeric: list[str]) 
     prices = train[target].to_numpy(dtype=np.float64)
     zeros = int((prices == 0).sum())
     if zeros:
-        print(f"warning: target '{target}' is 0 in {zeros:,} of {len(prices):,} training rows (a missing price written as 0?): MAPE "
-              "divides by the price, so it is huge or meaningless; drop those rows if they are not sales", file=sys.stderr)
+        print(
+            f"warning: target '{target}' is 0 in {zeros:,} of {len(prices):,} training rows (a missing price written as 0?): MAPE "
+            "divides by the price, so it is huge or meaningless; drop those rows if they are not sales",
+            file=sys.stderr,
+        )
     for column in numeric:
         values = train[column].to_numpy(dtype=np.float64, na_value=np.nan)
         known = ~np.isnan(values)
@@ -200,33 +239,58 @@ def warn_about_the_target(train: pd.DataFrame, target: str, numeric: list[str]) 
         same = np.mean(values[known] == prices[known])
         correlation = float(np.corrcoef(values[known], prices[known])[0, 1])
         if same >= 0.9 or correlation >= 0.999:
-            what = f"equals it in {same:.0%} of the training rows" if same >= 0.9 else f"follows it almost exactly (correlation {correlation:.4f})"
-            print(f"warning: column '{column}' {what}: it is the price under another name, which the model would read instead of "
-                  f"pricing the house; drop it with --data.drop_columns {column}", file=sys.stderr)
+            what = (
+                f"equals it in {same:.0%} of the training rows"
+                if same >= 0.9
+                else f"follows it almost exactly (correlation {correlation:.4f})"
+            )
+            print(
+                f"warning: column '{column}' {what}: it is the price under another name, which the model would read instead of "
+                f"pricing the house; drop it with --data.drop_columns {column}",
+                file=sys.stderr,
+            )
 
 
-def fit_location(train: pd.DataFrame, target: str, numeric: list[str], folds: np.ndarray) -> tuple[dict[str, Any], torch.Tensor]:
+def fit_location(
+    train: pd.DataFrame, target: str, numeric: list[str], folds: np.ndarray
+) -> tuple[dict[str, Any], torch.Tensor]:
     """The location price's state (the training sales with both coordinates: latitude, longitude and price, in the
     model's price space) and each training row's own value [n], from the rows outside its fold."""
     coordinates = coordinate_columns(numeric)
     if coordinates is None:
-        raise HousePriceError(f"the location price needs latitude and longitude columns (named latitude or lat, longitude, lon or lng); "
-                              f"the numeric columns are {numeric}: give --data.location_price false")
+        raise HousePriceError(
+            f"the location price needs latitude and longitude columns (named latitude or lat, longitude, lon or lng); "
+            f"the numeric columns are {numeric}: give --data.location_price false"
+        )
     if LOCATION_PRICE in train.columns:
-        raise HousePriceError(f"the table has a column named '{LOCATION_PRICE}', the name of the input the package derives; rename it, "
-                              "or give --data.location_price false")
+        raise HousePriceError(
+            f"the table has a column named '{LOCATION_PRICE}', the name of the input the package derives; rename it, "
+            "or give --data.location_price false"
+        )
     prices = train[target].to_numpy(dtype=np.float64)
-    log = bool((prices > 0).all())  # prices: the mean of their logs, a typical price rather than one pulled by a mansion
+    log = bool(
+        (prices > 0).all()
+    )  # prices: the mean of their logs, a typical price rather than one pulled by a mansion
     values = torch.from_numpy(_target_space(prices, log))
-    latitude, longitude = (torch.from_numpy(train[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)) for column in coordinates)
+    latitude, longitude = (
+        torch.from_numpy(train[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)) for column in coordinates
+    )
     check_coordinates(coordinates, latitude, longitude)
     sales = positions(latitude, longitude)
     known = ~torch.isnan(sales).any(dim=1)
     if int(known.sum()) <= NEIGHBOURS:
-        raise HousePriceError(f"the location price needs more than {NEIGHBOURS} training rows with both {list(coordinates)}; this split has "
-                              f"{int(known.sum())}: give --data.location_price false")
-    state = {"columns": list(coordinates), "neighbours": NEIGHBOURS, "log": log,
-             "latitude": latitude[known].tolist(), "longitude": longitude[known].tolist(), "prices": values[known].tolist()}
+        raise HousePriceError(
+            f"the location price needs more than {NEIGHBOURS} training rows with both {list(coordinates)}; this split has "
+            f"{int(known.sum())}: give --data.location_price false"
+        )
+    state = {
+        "columns": list(coordinates),
+        "neighbours": NEIGHBOURS,
+        "log": log,
+        "latitude": latitude[known].tolist(),
+        "longitude": longitude[known].tolist(),
+        "prices": values[known].tolist(),
+    }
     return state, out_of_fold_prices(sales, values, torch.as_tensor(folds), NEIGHBOURS)
 
 
@@ -236,14 +300,17 @@ def check_coordinates(columns: tuple[str, str] | list[str], latitude: torch.Tens
     for column, values, bound in ((columns[0], latitude, 90.0), (columns[1], longitude, 180.0)):
         wrong = torch.nonzero(values.abs() > bound).flatten()
         if len(wrong):
-            raise HousePriceError(f"column '{column}' holds {values[wrong[0]].item():g}, not a "
-                                  f"{'latitude' if bound == 90 else 'longitude'} in degrees (-{bound:g} to {bound:g}); fix or empty those "
-                                  "values, or give --data.location_price false")
+            raise HousePriceError(
+                f"column '{column}' holds {values[wrong[0]].item():g}, not a "
+                f"{'latitude' if bound == 90 else 'longitude'} in degrees (-{bound:g} to {bound:g}); fix or empty those "
+                "values, or give --data.location_price false"
+            )
 
 
 def category_text(values: pd.Series) -> pd.Series:
     """Categories as text without surrounding whitespace ("NEAR BAY " is "NEAR BAY"); missing stays missing. A whole
     number that arrives as a float (a column of codes with a gap, from a DataFrame or Parquet) is its integer's text."""
+
     def text(value: Any) -> Any:
         if isinstance(value, float) and value.is_integer():
             return str(int(value))
@@ -264,14 +331,21 @@ def tree_bin_edges(inputs: np.ndarray, target: np.ndarray, n_bins: int, seed: in
     """
     from sklearn.tree import DecisionTreeRegressor
 
-    rows = np.random.default_rng(seed).choice(len(target), _MAX_BIN_ROWS, replace=False) if len(target) > _MAX_BIN_ROWS else slice(None)
+    rows = (
+        np.random.default_rng(seed).choice(len(target), _MAX_BIN_ROWS, replace=False)
+        if len(target) > _MAX_BIN_ROWS
+        else slice(None)
+    )
     edges = []
     for column in inputs.T:
         low, high = float(column.min()), float(column.max())
         inner: list[float] = []
         if n_bins > 1:
             tree = DecisionTreeRegressor(
-                max_leaf_nodes=n_bins, min_samples_leaf=min(64, max(1, len(column[rows]) // 2)), min_impurity_decrease=1e-4, random_state=seed
+                max_leaf_nodes=n_bins,
+                min_samples_leaf=min(64, max(1, len(column[rows]) // 2)),
+                min_impurity_decrease=1e-4,
+                random_state=seed,
             ).fit(column[rows, None], target[rows])
             thresholds = tree.tree_.threshold[tree.tree_.children_left != -1]  # split points of the inner nodes
             inner = np.unique(thresholds[(thresholds > low) & (thresholds < high)]).tolist()
@@ -290,7 +364,9 @@ class Preprocessor:
 
     def __init__(self, state: dict[str, Any]) -> None:
         if state.get("version") != STATE_VERSION:
-            raise HousePriceError(f"preprocessing state version {state.get('version')} is not supported; retrain the model")
+            raise HousePriceError(
+                f"preprocessing state version {state.get('version')} is not supported; retrain the model"
+            )
         check_state(state)
         self.state = state
         self.target: str = state["target"]
@@ -299,10 +375,16 @@ class Preprocessor:
         self.binary: list[str] = state["binary"]
         self.continuous: list[str] = [name for name in self.numeric if name not in self.binary]
         self.dates: list[str] = state.get("dates", [])
-        self.date_formats: dict[str, str] = dict(zip(self.dates, state.get("date_formats") or ["ISO8601"] * len(self.dates)))
-        self._date_of = {name: column for column in self.dates for name in date_feature_names(column)}  # derived input -> date
+        self.date_formats: dict[str, str] = dict(
+            zip(self.dates, state.get("date_formats") or ["ISO8601"] * len(self.dates))
+        )
+        self._date_of = {
+            name: column for column in self.dates for name in date_feature_names(column)
+        }  # derived input -> date
         self.location: dict[str, Any] | None = state.get("location")
-        self.derived: list[str] = [LOCATION_PRICE] if self.location else []  # inputs computed from other columns, not read
+        self.derived: list[str] = (
+            [LOCATION_PRICE] if self.location else []
+        )  # inputs computed from other columns, not read
 
     @functools.cached_property
     def _vocabularies(self) -> list[pd.Index]:
@@ -312,8 +394,10 @@ class Preprocessor:
         indexes = [pd.Index(vocab, dtype=object) for vocab in self.state["vocabularies"]]
         for column, index in zip(self.categorical, indexes):
             if not index.is_unique:
-                raise HousePriceError(f"checkpoint preprocessing field 'vocabularies' lists a category of '{column}' twice "
-                                      f"({index[index.duplicated()][0]!r}); the file is damaged or was edited: use another checkpoint")
+                raise HousePriceError(
+                    f"checkpoint preprocessing field 'vocabularies' lists a category of '{column}' twice "
+                    f"({index[index.duplicated()][0]!r}); the file is damaged or was edited: use another checkpoint"
+                )
         return indexes
 
     @functools.cached_property
@@ -370,8 +454,14 @@ class Preprocessor:
                 f"(the data has {[str(column) for column in frame.columns]})"
             )
 
-    def transform(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False,
-                  report: Report | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def transform(
+        self,
+        frame: pd.DataFrame,
+        folds: torch.Tensor | None = None,
+        *,
+        own_sales: bool = False,
+        report: Report | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """Raw frame -> (numeric float32 [n, n_numeric_inputs], standardized; category codes int64 [n, n_cat]).
 
         Columns are matched by name, so their order does not matter and extra columns are ignored. `folds` and
@@ -384,7 +474,9 @@ class Preprocessor:
             report.add(frame, raw[:, : len(self.numeric_read)])
         return self.scale_numeric(raw).float(), self.encode_categories(frame)
 
-    def raw_numeric(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False) -> torch.Tensor:
+    def raw_numeric(
+        self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False
+    ) -> torch.Tensor:
         """The numeric inputs in their own units, float64 [n, n_numeric], NaN where missing (dates as numbers, then
         the location price). `folds` [n] marks `frame` as the training sales themselves, with the target: each row's
         location price then comes from the rows of the other folds, as in training, not from every training sale.
@@ -415,7 +507,9 @@ class Preprocessor:
         latitude, longitude = (torch.tensor(location[key], dtype=torch.float64) for key in ("latitude", "longitude"))
         return positions(latitude, longitude), torch.tensor(location["prices"], dtype=torch.float64)
 
-    def location_price(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False) -> torch.Tensor:
+    def location_price(
+        self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False
+    ) -> torch.Tensor:
         """Each row's location price [n], float64: from every training sale, or with `folds` from the rows of `frame`
         (the training sales, their target known) outside the row's fold. `own_sales`: a row that is a training sale
         (the same coordinates and price: `training_sales`) leaves its own price out, as it did in training."""
@@ -423,7 +517,9 @@ class Preprocessor:
             return out_of_fold_prices(*self._own_sales(frame), folds, self.location["neighbours"])
         sales, prices = self.sales
         own = self.training_sales(frame) if own_sales else None
-        return location_prices(self._houses(frame), sales, prices, self.location["neighbours"], own=own, tree=self._sale_tree)
+        return location_prices(
+            self._houses(frame), sales, prices, self.location["neighbours"], own=own, tree=self._sale_tree
+        )
 
     @functools.cached_property
     def _sale_tree(self) -> Any:
@@ -441,8 +537,12 @@ class Preprocessor:
         target = pd.to_numeric(frame[self.target], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
             prices = _target_space(target, location["log"])
-        latitude, longitude = (frame[column].to_numpy(dtype=np.float64, na_value=np.nan) for column in location["columns"])
-        found = self._sale_of.reindex(pd.MultiIndex.from_arrays([latitude, longitude, prices])).to_numpy(dtype=np.float64, na_value=-1.0)
+        latitude, longitude = (
+            frame[column].to_numpy(dtype=np.float64, na_value=np.nan) for column in location["columns"]
+        )
+        found = self._sale_of.reindex(pd.MultiIndex.from_arrays([latitude, longitude, prices])).to_numpy(
+            dtype=np.float64, na_value=-1.0
+        )
         return torch.from_numpy(found.astype(np.int64))
 
     @functools.cached_property
@@ -450,8 +550,10 @@ class Preprocessor:
         """Each training sale's index by its (latitude, longitude, price), the first of sales that share all three;
         built once: `training_sales`."""
         location = self.location
-        first = pd.Series(np.arange(len(location["prices"])),
-                          index=pd.MultiIndex.from_arrays([location["latitude"], location["longitude"], location["prices"]]))
+        first = pd.Series(
+            np.arange(len(location["prices"])),
+            index=pd.MultiIndex.from_arrays([location["latitude"], location["longitude"], location["prices"]]),
+        )
         return first[~first.index.duplicated()]
 
     def fold_numeric(self, frame: pd.DataFrame, folds: torch.Tensor) -> torch.Tensor:
@@ -464,13 +566,18 @@ class Preprocessor:
 
     def _houses(self, frame: pd.DataFrame) -> torch.Tensor:
         """The rows' positions [n, 3], float64, NaN without both coordinates; coordinates off the Earth refused."""
-        latitude, longitude = (torch.from_numpy(frame[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True)) for column in self.location["columns"])
+        latitude, longitude = (
+            torch.from_numpy(frame[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True))
+            for column in self.location["columns"]
+        )
         check_coordinates(self.location["columns"], latitude, longitude)
         return positions(latitude, longitude)
 
     def _own_sales(self, frame: pd.DataFrame) -> tuple[torch.Tensor, torch.Tensor]:
         """A frame of training sales, target known, as sales: positions [n, 3] and prices [n] in the location's space."""
-        return self._houses(frame), torch.from_numpy(_target_space(frame[self.target].to_numpy(dtype=np.float64), self.location["log"]))
+        return self._houses(frame), torch.from_numpy(
+            _target_space(frame[self.target].to_numpy(dtype=np.float64), self.location["log"])
+        )
 
     def scale_numeric(self, raw: torch.Tensor) -> torch.Tensor:
         """Raw numeric features -> [continuous scaled..., binary as 0/1..., missing-indicators...], float64.
@@ -523,13 +630,19 @@ class Preprocessor:
         index = self.numeric.index(column)
         return f"{self.state['minimum'][index]:g} to {self.state['maximum'][index]:g}"
 
-    def out_of_range(self, frame: pd.DataFrame, examples: int = 3, read: torch.Tensor | None = None) -> dict[str, dict[str, Any]]:
+    def out_of_range(
+        self, frame: pd.DataFrame, examples: int = 3, read: torch.Tensor | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Per numeric column (a date column by its dates), the rows whose value lies outside the training range:
         {"rows", "examples"}. `read`: the frame's numbers as `_read_numeric` reads them, where already read."""
         report = {}
         names = self.numeric_read
         # A date column by its days (its month has no range to leave), the other numbers as read.
-        checked = [j for j, name in enumerate(names) if name not in self._date_of or name == date_feature_names(self._date_of[name])[0]]
+        checked = [
+            j
+            for j, name in enumerate(names)
+            if name not in self._date_of or name == date_feature_names(self._date_of[name])[0]
+        ]
         if not checked:
             return report
         raw = (self._read_numeric(frame) if read is None else read).numpy()[:, checked]
@@ -538,11 +651,15 @@ class Preprocessor:
         for j in np.flatnonzero(outside.any(axis=0)):
             name, values = names[checked[j]], raw[outside[:, j], j]
             column = self._date_of.get(name, name)
-            shown = [_day_text(value) if name in self._date_of else float(value) for value in dict.fromkeys(values.tolist())][:examples]
+            shown = [
+                _day_text(value) if name in self._date_of else float(value) for value in dict.fromkeys(values.tolist())
+            ][:examples]
             report[column] = {"rows": int(outside[:, j].sum()), "examples": shown}
         return report
 
-    def unreadable_dates(self, frame: pd.DataFrame, examples: int = 3, read: torch.Tensor | None = None) -> dict[str, dict[str, Any]]:
+    def unreadable_dates(
+        self, frame: pd.DataFrame, examples: int = 3, read: torch.Tensor | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Per date column, the rows whose (present) value does not read as a date in the training's format: they
         are priced as missing dates. {"rows", "examples"}. `read`: as `out_of_range`'s (a date that does not read
         is a missing day there)."""
@@ -552,14 +669,22 @@ class Preprocessor:
             if read is None:
                 unread = read_dates(values, form).isna().to_numpy()
             else:
-                unread = np.isnan(read[:, self.numeric_read.index(date_feature_names(column)[0])].numpy()[frame[column].notna().to_numpy()])
+                unread = np.isnan(
+                    read[:, self.numeric_read.index(date_feature_names(column)[0])].numpy()[
+                        frame[column].notna().to_numpy()
+                    ]
+                )
             unreadable = values[unread]
             if len(unreadable):
-                report[column] = {"rows": len(unreadable), "examples": unreadable.astype(str).unique()[:examples].tolist()}
+                report[column] = {
+                    "rows": len(unreadable),
+                    "examples": unreadable.astype(str).unique()[:examples].tolist(),
+                }
         return report
 
-    def tensors(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def tensors(
+        self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(numeric features, category codes, standardized target) of a frame that has the target column; `folds`
         and `own_sales`: see `raw_numeric`."""
         check_target_values(frame, find_column(frame, self.target, "target"))
@@ -583,8 +708,11 @@ def check_state(state: dict[str, Any]) -> None:
     Lengths agree with the columns, every statistic is finite, scales are positive, quantile knots and bin edges
     never decrease, and the target's scale is positive: anything else would price silently wrong.
     """
+
     def refuse(field: str, why: str) -> None:
-        raise HousePriceError(f"checkpoint preprocessing field '{field}' {why}; the file is damaged or was edited: use another checkpoint")
+        raise HousePriceError(
+            f"checkpoint preprocessing field '{field}' {why}; the file is damaged or was edited: use another checkpoint"
+        )
 
     def numbers(field: str, values: Any, length: int | None, positive: bool = False, increasing: bool = False) -> None:
         if not isinstance(values, list) or (length is not None and len(values) != length):
@@ -593,7 +721,7 @@ def check_state(state: dict[str, Any]) -> None:
             refuse(field, "holds a value that is not a finite number")
         if positive and not all(value > 0 for value in values):
             refuse(field, "holds a value that is not positive")
-        if increasing and any(later < earlier for earlier, later in zip(values, values[1:])):
+        if increasing and any(later < earlier for earlier, later in itertools.pairwise(values)):
             refuse(field, "decreases somewhere; its values must never decrease")
 
     numeric, categorical = state.get("numeric"), state.get("categorical")
@@ -618,14 +746,22 @@ def check_state(state: dict[str, Any]) -> None:
             numbers("quantiles", knots, len(references), increasing=True)
     else:
         refuse("scaling", f"is {state.get('scaling')!r}, not 'standard' or 'quantile'")
-    for field, length in (("vocabularies", len(categorical)), ("modes", len(categorical)), ("date_formats", len(state.get("dates", [])))):
+    for field, length in (
+        ("vocabularies", len(categorical)),
+        ("modes", len(categorical)),
+        ("date_formats", len(state.get("dates", []))),
+    ):
         if field in state and (not isinstance(state[field], list) or len(state[field]) != length):
             refuse(field, f"should hold {length} entries, one per column")
     numbers("target_mean", [state.get("target_mean")], 1)
     numbers("target_std", [state.get("target_std")], 1, positive=True)
     location = state.get("location")
     if location is not None:
-        if not isinstance(location, dict) or not isinstance(location.get("columns"), list) or not set(location["columns"]) <= set(numeric):
+        if (
+            not isinstance(location, dict)
+            or not isinstance(location.get("columns"), list)
+            or not set(location["columns"]) <= set(numeric)
+        ):
             refuse("location", "should name two numeric columns, latitude and longitude")
         sales = location.get("prices")
         for field in ("latitude", "longitude", "prices"):
@@ -633,7 +769,10 @@ def check_state(state: dict[str, Any]) -> None:
         if not isinstance(location.get("neighbours"), int) or not 1 <= location["neighbours"] <= len(sales):
             refuse("location.neighbours", f"should be a count of sales from 1 to {len(sales)}")
     continuous = len([name for name in numeric if name not in state["binary"]])
-    for field, edges in [("bin_edges", state.get("bin_edges")), *(("fold_bin_edges", fold) for fold in state.get("fold_bin_edges") or [])]:
+    for field, edges in [
+        ("bin_edges", state.get("bin_edges")),
+        *(("fold_bin_edges", fold) for fold in state.get("fold_bin_edges") or []),
+    ]:
         if not isinstance(edges, list) or (edges and len(edges) != continuous):
             refuse(field, "should hold a list of edges per continuous input")
         for column_edges in edges:
@@ -674,7 +813,12 @@ def _interp(x: torch.Tensor, knots: torch.Tensor, values: torch.Tensor) -> torch
     x [d, n]; knots and values [d, q], each row increasing knots and their values.
     """
     right = torch.searchsorted(knots, x.contiguous(), right=True).clamp(1, knots.shape[-1] - 1)
-    x0, x1, y0, y1 = knots.gather(-1, right - 1), knots.gather(-1, right), values.gather(-1, right - 1), values.gather(-1, right)
+    x0, x1, y0, y1 = (
+        knots.gather(-1, right - 1),
+        knots.gather(-1, right),
+        values.gather(-1, right - 1),
+        values.gather(-1, right),
+    )
     weight = (x - x0) / (x1 - x0).clamp_min(torch.finfo(x.dtype).tiny)
     return y0 + weight * (y1 - y0)
 
@@ -686,7 +830,9 @@ def _quantile_normal(columns: torch.Tensor, quantiles: torch.Tensor, references:
     """
     references = references.expand_as(quantiles)
     # Interpolating up and down and averaging gives repeated quantiles (ties) their middle rank.
-    uniform = 0.5 * (_interp(columns, quantiles, references) - _interp(-columns, -quantiles.flip(-1), -references.flip(-1)))
+    uniform = 0.5 * (
+        _interp(columns, quantiles, references) - _interp(-columns, -quantiles.flip(-1), -references.flip(-1))
+    )
     uniform = torch.where(columns + BOUNDS_THRESHOLD > quantiles[:, -1:], 1.0, uniform)
     uniform = torch.where(columns - BOUNDS_THRESHOLD < quantiles[:, :1], 0.0, uniform)
     # Clamping before the normal quantile (not after, as scikit-learn does) gives the same values and finite gradients.

@@ -24,7 +24,7 @@ from typing import BinaryIO
 import numpy as np
 import pandas as pd
 
-from house_price.datamodules.errors import HousePriceError
+from house_price.errors import HousePriceError
 
 CALIFORNIA_TARGET = "MedHouseVal"
 CALIFORNIA_UNIT = "$100,000"  # as scikit-learn ships the target, so RMSE compares with published results
@@ -56,12 +56,16 @@ def load_california() -> pd.DataFrame:
     from sklearn.datasets import fetch_california_housing, get_data_home
 
     data_home = None
-    if "SCIKIT_LEARN_DATA" not in os.environ and (SHARED_CACHE / CALIFORNIA_CACHE).is_file() \
-            and not (Path(get_data_home()) / CALIFORNIA_CACHE).is_file():
+    if (
+        "SCIKIT_LEARN_DATA" not in os.environ
+        and (SHARED_CACHE / CALIFORNIA_CACHE).is_file()
+        and not (Path(get_data_home()) / CALIFORNIA_CACHE).is_file()
+    ):
         data_home = str(SHARED_CACHE)
     try:
-        bunch = fetch_california_housing(data_home=data_home, as_frame=True,
-                                         download_if_missing=os.environ.get("HOUSE_PRICE_NO_DOWNLOAD") != "1")
+        bunch = fetch_california_housing(
+            data_home=data_home, as_frame=True, download_if_missing=os.environ.get("HOUSE_PRICE_NO_DOWNLOAD") != "1"
+        )
     except OSError as error:  # no cache and no network
         raise HousePriceError(
             f"cannot load the California housing set ({error}); set SCIKIT_LEARN_DATA to a folder holding "
@@ -93,8 +97,11 @@ def read_table_chunks(
     """
     path = Path(path)
     _check_file(path)
-    chunks = (_parquet_chunks(path, rows, list(text_columns)) if is_parquet(path)
-              else _csv_chunks(path, rows, list(text_columns), list(categories)))
+    chunks = (
+        _parquet_chunks(path, rows, list(text_columns))
+        if is_parquet(path)
+        else _csv_chunks(path, rows, list(text_columns), list(categories))
+    )
     seen = False
     for frame, texts in chunks:
         if frame.empty and not seen:
@@ -121,14 +128,18 @@ def _check_text_columns(names: list[str], text_columns: list[str]) -> None:
         find_column(pd.DataFrame(columns=names), column, "--keep-columns")
 
 
-def _parquet_chunks(path: Path, rows: int | None, text_columns: list[str]) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+def _parquet_chunks(
+    path: Path, rows: int | None, text_columns: list[str]
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         file = pq.ParquetFile(path)
     except (pa.ArrowException, OSError) as error:
-        raise HousePriceError(f"data file '{path}' is not a readable Parquet file ({error}); check it or export it again") from None
+        raise HousePriceError(
+            f"data file '{path}' is not a readable Parquet file ({error}); check it or export it again"
+        ) from None
     names = [str(name).strip() for name in file.schema_arrow.names]
     _check_names(names, path)
     _check_text_columns(names, text_columns)
@@ -144,16 +155,29 @@ def _parquet_chunks(path: Path, rows: int | None, text_columns: list[str]) -> It
         yield pd.DataFrame(columns=names), pd.DataFrame(columns=text_columns)
 
 
-def _csv_chunks(path: Path, rows: int | None, text_columns: list[str], categories: list[str]) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+def _csv_chunks(
+    path: Path, rows: int | None, text_columns: list[str], categories: list[str]
+) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
     options = _csv_format(path)
     unnamed = options.pop("unnamed")
     _check_text_columns(options["names"], text_columns)
     as_text = {column: str for column in categories if column in options["names"]}
     try:
-        frames = pd.read_csv(path, na_values=MISSING_MARKERS, skipinitialspace=True, low_memory=False, chunksize=rows, dtype=as_text, **options)
+        frames = pd.read_csv(
+            path,
+            na_values=MISSING_MARKERS,
+            skipinitialspace=True,
+            low_memory=False,
+            chunksize=rows,
+            dtype=as_text,
+            **options,
+        )
         texts = (
-            pd.read_csv(path, usecols=text_columns, dtype=str, keep_default_na=False, na_filter=False, chunksize=rows, **options)
-            if text_columns else None
+            pd.read_csv(
+                path, usecols=text_columns, dtype=str, keep_default_na=False, na_filter=False, chunksize=rows, **options
+            )
+            if text_columns
+            else None
         )
         if rows is None:
             frames, texts = [frames], [texts]
@@ -162,7 +186,9 @@ def _csv_chunks(path: Path, rows: int | None, text_columns: list[str], categorie
             yield _drop_unnamed(frame, unnamed, path), text
     except (pd.errors.ParserError, ValueError) as error:
         message = " ".join(str(error).split())
-        raise HousePriceError(f"data file '{path}' is not a well-formed CSV ({message}); fix the rows it names") from None
+        raise HousePriceError(
+            f"data file '{path}' is not a well-formed CSV ({message}); fix the rows it names"
+        ) from None
 
 
 def _drop_unnamed(frame: pd.DataFrame, unnamed: dict[str, int], path: Path) -> pd.DataFrame:
@@ -171,7 +197,9 @@ def _drop_unnamed(frame: pd.DataFrame, unnamed: dict[str, int], path: Path) -> p
     `read_csv(index_col=0)`: a row number, not a fact about the house)."""
     for column, position in unnamed.items():
         values = frame[column].dropna()
-        index = position == 1 and len(values) == len(frame) and pd.api.types.is_integer_dtype(values) and values.is_unique
+        index = (
+            position == 1 and len(values) == len(frame) and pd.api.types.is_integer_dtype(values) and values.is_unique
+        )
         if len(values) and not index:
             raise HousePriceError(
                 f"data file '{path}' has a column with an empty name at position {position} holding values "
@@ -194,7 +222,9 @@ def _open_bytes(path: Path) -> BinaryIO:
         archive = zipfile.ZipFile(path)
         members = [name for name in archive.namelist() if not name.endswith("/")]
         if len(members) != 1:
-            raise HousePriceError(f"zip file '{path}' holds {len(members)} files; pandas reads a zip holding exactly one CSV")
+            raise HousePriceError(
+                f"zip file '{path}' holds {len(members)} files; pandas reads a zip holding exactly one CSV"
+            )
         return archive.open(members[0])
     return COMPRESSIONS.get(suffix, open)(path, "rb")
 
@@ -206,7 +236,9 @@ def _csv_format(path: Path) -> dict:
         with _open_bytes(path) as file:
             head = file.read(_HEAD_BYTES)
     except (OSError, EOFError, zipfile.BadZipFile, lzma.LZMAError) as error:
-        raise HousePriceError(f"data file '{path}' cannot be decompressed ({error}); check the file and its extension") from None
+        raise HousePriceError(
+            f"data file '{path}' cannot be decompressed ({error}); check the file and its extension"
+        ) from None
     if not head.strip():
         raise HousePriceError(f"data file '{path}' is empty; give a CSV with a header row and data rows")
     if _looks_binary(head):
@@ -230,8 +262,11 @@ def _csv_format(path: Path) -> dict:
             "name every column in the header row"
         )
     if unnamed:
-        print(f"note: data file '{path}' has {len(unnamed)} column(s) without a name; left out: empty ones (a trailing "
-              "delimiter) and a first one of row numbers (the index pandas' to_csv writes)", file=sys.stderr)
+        print(
+            f"note: data file '{path}' has {len(unnamed)} column(s) without a name; left out: empty ones (a trailing "
+            "delimiter) and a first one of row numbers (the index pandas' to_csv writes)",
+            file=sys.stderr,
+        )
     return {
         "encoding": encoding,
         "encoding_errors": "replace",
@@ -247,7 +282,9 @@ def _csv_format(path: Path) -> dict:
 def _check_names(names: list[str], path: Path) -> None:
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
-        raise HousePriceError(f"data file '{path}' has duplicate column names {duplicated}; rename them so each is unique")
+        raise HousePriceError(
+            f"data file '{path}' has duplicate column names {duplicated}; rename them so each is unique"
+        )
 
 
 _HEAD_BYTES = 65536
@@ -256,7 +293,7 @@ _DECIMAL_POINT = re.compile(r"^\s*[-+]?\d*\.\d+\s*$")
 
 
 def _decimal_mark(rows: list[list[str]], delimiter: str) -> str:
-    """"," for a `;`-separated file whose sample `rows` write numbers "-117,05" (and none "-117.05"), else ".".
+    """ "," for a `;`-separated file whose sample `rows` write numbers "-117,05" (and none "-117.05"), else ".".
 
     Spreadsheets in locales with a decimal comma write exactly this; any "." decimal in the sample keeps ".".
     """
@@ -317,7 +354,9 @@ def find_column(frame: pd.DataFrame, name: str, role: str, fix: str = "") -> str
     columns = [str(column) for column in frame.columns]
     close = difflib.get_close_matches(name, columns, n=3, cutoff=0.6)
     hint = f"did you mean {close}? " if close else ""
-    raise HousePriceError(f"{role} column '{name}' is not in the data; {hint}columns are {columns}" + (f"; {fix}" if fix else ""))
+    raise HousePriceError(
+        f"{role} column '{name}' is not in the data; {hint}columns are {columns}" + (f"; {fix}" if fix else "")
+    )
 
 
 def check_numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
@@ -333,15 +372,19 @@ def check_numeric_columns(frame: pd.DataFrame, columns: list[str]) -> pd.DataFra
         text = values.dropna().astype(str)
         if text.empty:
             continue
-        numeric_looking = text.str.match(_NUMBER_WITH_DECORATION) & ~text.str.match(_NUMERIC_DATE)  # 29.06.2022 is a date
+        numeric_looking = text.str.match(_NUMBER_WITH_DECORATION) & ~text.str.match(
+            _NUMERIC_DATE
+        )  # 29.06.2022 is a date
         if numeric_looking.mean() >= 0.9:
             parsed = pd.to_numeric(text, errors="coerce")
             bad = text[parsed.isna()]
             example = bad.iloc[0] if len(bad) else text.iloc[0]
             row = bad.index[0] if len(bad) else text.index[0]
             if _DECIMAL_COMMA.match(str(example)):
-                fix = ("its decimal mark looks like a comma: separate the file's columns with ';' (then ',' reads as the "
-                       "decimal mark) or write decimals with '.'")
+                fix = (
+                    "its decimal mark looks like a comma: separate the file's columns with ';' (then ',' reads as the "
+                    "decimal mark) or write decimals with '.'"
+                )
             elif not any(character.isdigit() for character in str(example)):
                 fix = "if it marks a missing value, leave those cells empty or write NA"
             elif str(example).strip().endswith("%"):
@@ -377,7 +420,9 @@ _ISO_DATE = re.compile(r"^\s*\d{4}-\d{1,2}-\d{1,2}([ T]\d{1,2}:\d{2}(:\d{2}(\.\d
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 
 
-def date_formats(frame: pd.DataFrame, columns: list[str], declared: dict[str, str] | None = None, *, warn: bool = True) -> dict[str, str]:
+def date_formats(
+    frame: pd.DataFrame, columns: list[str], declared: dict[str, str] | None = None, *, warn: bool = True
+) -> dict[str, str]:
     """The `columns` that hold dates, each with how to read it: "ISO8601" for datetime dtypes, else the formats that
     read (nearly) all of its values together, joined by "|": each value read by the format its layout allows (ISO
     dates, numbers with '/' or '.' by the one of DATE_FORMATS that fits them, TEXT_DATE_FORMATS' layouts), so a
@@ -402,8 +447,10 @@ def date_formats(frame: pd.DataFrame, columns: list[str], declared: dict[str, st
         if column in declared:
             share = read_dates(text, declared[column]).notna().mean()
             if share < 0.5:
-                raise HousePriceError(f"data.date_formats reads column '{column}' as {declared[column]!r}, which reads {share:.0%} of its "
-                                      f"values (such as '{text.iloc[0]}'); give the format its dates are written in, such as %d/%m/%Y")
+                raise HousePriceError(
+                    f"data.date_formats reads column '{column}' as {declared[column]!r}, which reads {share:.0%} of its "
+                    f"values (such as '{text.iloc[0]}'); give the format its dates are written in, such as %d/%m/%Y"
+                )
             formats[column] = declared[column]
             continue
         form, read = _formats_of(column, text)
@@ -411,9 +458,12 @@ def date_formats(frame: pd.DataFrame, columns: list[str], declared: dict[str, st
             formats[column] = form
         elif form and read.mean() >= 0.5 and warn:
             example = text[~read].iloc[0]
-            print(f"warning: column '{column}' reads as dates ({form}) in {read.mean():.0%} of its training values, not in the rest (such "
-                  f"as '{example}'), so it is read as a category: give --data.date_formats \"{{{column}: '{form}'}}\" to read it as dates "
-                  f"(the rest as missing dates), or --data.categorical_columns {column} to keep it a category", file=sys.stderr)
+            print(
+                f"warning: column '{column}' reads as dates ({form}) in {read.mean():.0%} of its training values, not in the rest (such "
+                f"as '{example}'), so it is read as a category: give --data.date_formats \"{{{column}: '{form}'}}\" to read it as dates "
+                f"(the rest as missing dates), or --data.categorical_columns {column} to keep it a category",
+                file=sys.stderr,
+            )
     return formats
 
 
@@ -516,20 +566,34 @@ def id_like_columns(frame: pd.DataFrame, text: list[str], numeric: list[str]) ->
         values = frame[column].dropna()
         distinct = values.nunique()
         if len(values) >= 20 and distinct >= 0.9 * len(values):
-            found[column] = f"has {distinct:,} different values in {len(values):,} training rows (an id, an address or free text?)"
-        elif len(values) >= 20 and distinct >= 0.5 * len(values) and values.astype(str).str.match(_STREET_ADDRESS).mean() >= 0.8:
-            found[column] = (f"holds street addresses ({distinct:,} different in {len(values):,} training rows, such as "
-                             f"'{values.iloc[0]}'): a house's street is read from its coordinates or area columns, not its number")
+            found[column] = (
+                f"has {distinct:,} different values in {len(values):,} training rows (an id, an address or free text?)"
+            )
+        elif (
+            len(values) >= 20
+            and distinct >= 0.5 * len(values)
+            and values.astype(str).str.match(_STREET_ADDRESS).mean() >= 0.8
+        ):
+            found[column] = (
+                f"holds street addresses ({distinct:,} different in {len(values):,} training rows, such as "
+                f"'{values.iloc[0]}'): a house's street is read from its coordinates or area columns, not its number"
+            )
     for column in numeric:
         values = frame[column].dropna().to_numpy(dtype=np.float64)
         if not np.array_equal(values, np.round(values)):
             continue
         distinct = len(np.unique(values))
         if len(values) >= 100 and distinct == len(values) and len(values) >= 0.25 * (values.max() - values.min() + 1):
-            found[column] = (f"holds a different whole number on each of its {len(values):,} training rows, between "
-                             f"{values.min():,.0f} and {values.max():,.0f} (a row number or an id?)")
-        elif any(name.search(str(column)) for name in _ID_NAMES) and len(values) >= 20 and distinct >= 0.9 * len(values):
-            found[column] = f"is named as an id and holds {distinct:,} different whole numbers in {len(values):,} training rows"
+            found[column] = (
+                f"holds a different whole number on each of its {len(values):,} training rows, between "
+                f"{values.min():,.0f} and {values.max():,.0f} (a row number or an id?)"
+            )
+        elif (
+            any(name.search(str(column)) for name in _ID_NAMES) and len(values) >= 20 and distinct >= 0.9 * len(values)
+        ):
+            found[column] = (
+                f"is named as an id and holds {distinct:,} different whole numbers in {len(values):,} training rows"
+            )
     return found
 
 
@@ -542,8 +606,11 @@ def constant_columns(frame: pd.DataFrame, columns: list[str]) -> dict[str, str]:
         values = frame[column]
         if values.nunique(dropna=False) <= 1:
             value = values.dropna().iloc[0] if values.notna().any() else None
-            found[column] = f"holds the same value ({value!r}) in all {len(values):,} training rows" if value is not None \
+            found[column] = (
+                f"holds the same value ({value!r}) in all {len(values):,} training rows"
+                if value is not None
                 else f"is empty in all {len(values):,} training rows"
+            )
     return found
 
 
@@ -573,7 +640,9 @@ def check_table(frame: pd.DataFrame, target: str, *, log_target: bool = False, c
     check_target_values(frame, target)
     target_values = frame[target]
     if target_values.nunique() < 2:
-        raise HousePriceError(f"target column '{target}' is constant ({target_values.iloc[0]}); there is nothing to learn")
+        raise HousePriceError(
+            f"target column '{target}' is constant ({target_values.iloc[0]}); there is nothing to learn"
+        )
     if log_target and (target_values <= 0).any():
         raise HousePriceError(f"target column '{target}' has values <= 0, so log_target cannot be used; turn it off")
     features = [column for column in frame.columns if column != target]
@@ -591,7 +660,9 @@ def refuse_infinite(values: np.ndarray, columns: list[str], index: pd.Index | No
     if len(where):
         label = index[rows[0]] if index is not None else rows[0]
         row = f"data row {label + 1}" if isinstance(label, (int, np.integer)) else f"row {label!r}"
-        raise HousePriceError(f"column '{columns[where[0]]}' holds an infinite value ({row}); replace it or leave it empty")
+        raise HousePriceError(
+            f"column '{columns[where[0]]}' holds an infinite value ({row}); replace it or leave it empty"
+        )
 
 
 def chosen_rows(frame: pd.DataFrame, rows: list[int] | None) -> list[int]:

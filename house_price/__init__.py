@@ -1,10 +1,6 @@
-"""The `house-price` command: train, evaluate, predict, explain, tune, export and the analyses, from any folder."""
+"""The `house-price` command: train, evaluate, predict, explain, tune, export and the analyses, from any folder.
 
-from pathlib import Path
-
-# The checkout's models/, datamodules/ and analysis/ folders are this package's subpackages (pyproject.toml's
-# package-dir installs them inside it). Imported from a checkout, installed in editable mode or not, they are
-# found beside this folder.
-_checkout = Path(__file__).resolve().parent.parent
-if (_checkout / "pyproject.toml").is_file() and (_checkout / "models" / "__init__.py").is_file():
-    __path__.append(str(_checkout))
+pyproject.toml installs the checkout's `datamodules/`, `models/`, `analysis/` and `configs/` as `house_price.datamodules`,
+`house_price.models`, `house_price.analysis` and `house_price.configs` (`pip install -e .` in a checkout); the layout and
+its import rule: docs/architecture.md.
+"""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-from house_price.datamodules.errors import exit_cleanly_on_error
+from house_price.errors import exit_cleanly_on_error
 
 # Each command is a module of this package with `main(argv)`; imported only when run (Lightning takes seconds).
 COMMANDS = {
@@ -37,6 +37,6 @@ def main(argv: list[str] | None = None) -> None:
     if command not in COMMANDS:
         print(f"error: unknown command '{command}'; choose one of {', '.join(COMMANDS)}", file=sys.stderr)
         sys.exit(2)
-    module = importlib.import_module(f"house_price.{command}")
+    module = importlib.import_module(f"house_price.commands.{command}")
     sys.argv = [sys.argv[0], command, *options]  # as typed: DDP starts its other processes with the same command line
     exit_cleanly_on_error(lambda: module.main(options))

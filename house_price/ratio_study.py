@@ -27,10 +27,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from house_price.datamodules.errors import HousePriceError
-from house_price.datamodules.files import write_text_atomic
+from house_price.errors import HousePriceError
+from house_price.files import write_text_atomic
 from house_price.models.intervals import coverage_report, price_tiers
-from house_price.models.reports import save_figure
+from house_price.reports import save_figure
 
 STATISTICS = ("median_ratio", "cod", "prd", "prb")
 IAAO = {"median_ratio": (0.90, 1.10), "cod": (0.0, 15.0), "prd": (0.98, 1.03), "prb": (-0.05, 0.05)}  # residential
@@ -67,12 +67,17 @@ def _statistics(estimate: np.ndarray, price: np.ndarray) -> dict[str, np.ndarray
     return {"median_ratio": median[:, 0], "cod": cod, "prd": prd, "prb": prb}
 
 
-def bootstrap(estimate: np.ndarray, price: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, list[float]]:
+def bootstrap(
+    estimate: np.ndarray, price: np.ndarray, *, resamples: int = RESAMPLES, seed: int = SEED
+) -> dict[str, list[float]]:
     """Each statistic's 95% percentile interval over `resamples` resamples of the sales with replacement."""
     estimate, price = np.asarray(estimate, dtype=float), np.asarray(price, dtype=float)
     rows = np.random.default_rng(seed).integers(0, len(price), size=(resamples, len(price)))
     block = max(1, BLOCK_VALUES // len(price))  # resamples at a time: memory stays flat however many sales
-    parts = [_statistics(estimate[rows[start:start + block]], price[rows[start:start + block]]) for start in range(0, resamples, block)]
+    parts = [
+        _statistics(estimate[rows[start : start + block]], price[rows[start : start + block]])
+        for start in range(0, resamples, block)
+    ]
     values = {name: np.concatenate([part[name] for part in parts]) for name in STATISTICS}
     return {name: [float(bound) for bound in np.nanpercentile(values[name], [2.5, 97.5])] for name in STATISTICS}
 
@@ -89,8 +94,16 @@ def has_ratio(estimate: np.ndarray, price: np.ndarray) -> np.ndarray:
     return (price > 0) & (estimate > 0) & np.isfinite(price) & np.isfinite(estimate)
 
 
-def ratio_study(estimate: np.ndarray, price: np.ndarray, *, lower: np.ndarray | None = None, upper: np.ndarray | None = None,
-                level: float | None = None, resamples: int = RESAMPLES, seed: int = SEED) -> dict[str, Any]:
+def ratio_study(
+    estimate: np.ndarray,
+    price: np.ndarray,
+    *,
+    lower: np.ndarray | None = None,
+    upper: np.ndarray | None = None,
+    level: float | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> dict[str, Any]:
     """The whole study of `n` sales (estimates and sale prices [n], the same units), as plain data for JSON.
 
     `lower` and `upper` [n], an interval at `level` around each estimate: each price quintile reports its coverage
@@ -99,10 +112,16 @@ def ratio_study(estimate: np.ndarray, price: np.ndarray, *, lower: np.ndarray | 
     estimate, price = np.asarray(estimate, dtype=float), np.asarray(price, dtype=float)
     kept = has_ratio(estimate, price)
     if kept.sum() < 2:
-        raise HousePriceError(f"a ratio study needs at least 2 sales with a positive price and value, and there are {int(kept.sum())}; "
-                              "evaluate on more sales")
+        raise HousePriceError(
+            f"a ratio study needs at least 2 sales with a positive price and value, and there are {int(kept.sum())}; "
+            "evaluate on more sales"
+        )
     estimate, price = estimate[kept], price[kept]
-    intervals = None if lower is None or upper is None else (np.asarray(lower, dtype=float)[kept], np.asarray(upper, dtype=float)[kept])
+    intervals = (
+        None
+        if lower is None or upper is None
+        else (np.asarray(lower, dtype=float)[kept], np.asarray(upper, dtype=float)[kept])
+    )
     overall, ranges = statistics(estimate, price), bootstrap(estimate, price, resamples=resamples, seed=seed)
     study: dict[str, Any] = {"n": int(kept.sum()), "left_out": int((~kept).sum()), "resamples": resamples, "seed": seed}
     study |= {name: _judged(name, overall[name], ranges[name]) for name in STATISTICS}
@@ -119,26 +138,38 @@ def _judged(name: str, value: float, ci95: list[float]) -> dict[str, Any]:
     return {"value": value, "ci95": ci95, "iaao": [low, high], "meets": bool(low <= value <= high)}
 
 
-def quintiles(estimate: np.ndarray, price: np.ndarray, intervals: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict[str, Any]]:
+def quintiles(
+    estimate: np.ndarray, price: np.ndarray, intervals: tuple[np.ndarray, np.ndarray] | None = None
+) -> list[dict[str, Any]]:
     """One row per price quintile (`models.intervals.price_tiers`): its price range, sales, median ratio and COD, and
     with `intervals` (lower, upper) the share of sales inside their interval and its mean width (`coverage_report`)."""
     tier = price_tiers(torch.from_numpy(price)).numpy()
     covered = None
     if intervals is not None:
-        covered = coverage_report(*(torch.from_numpy(bound) for bound in intervals), torch.from_numpy(price))["by_price_quintile"]
+        covered = coverage_report(*(torch.from_numpy(bound) for bound in intervals), torch.from_numpy(price))[
+            "by_price_quintile"
+        ]
     rows = []
     for index, quintile in enumerate(np.unique(tier)):
         chosen = tier == quintile
         numbers = statistics(estimate[chosen], price[chosen])
-        row = {"quintile": int(quintile) + 1, "price_min": float(price[chosen].min()), "price_max": float(price[chosen].max()),
-               "n": int(chosen.sum()), "median_ratio": numbers["median_ratio"], "cod": numbers["cod"]}
+        row = {
+            "quintile": int(quintile) + 1,
+            "price_min": float(price[chosen].min()),
+            "price_max": float(price[chosen].max()),
+            "n": int(chosen.sum()),
+            "median_ratio": numbers["median_ratio"],
+            "cod": numbers["cod"],
+        }
         if covered is not None:
             row |= {"coverage": covered[index]["coverage"], "mean_width": covered[index]["mean_width"]}
         rows.append(row)
     return rows
 
 
-def by_group(estimate: np.ndarray, price: np.ndarray, groups: pd.Series, *, min_sales: int) -> tuple[list[dict[str, Any]], dict[str, int]]:
+def by_group(
+    estimate: np.ndarray, price: np.ndarray, groups: pd.Series, *, min_sales: int
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
     """Per value of `groups` [n] (a zip code, a neighbourhood) with at least `min_sales` sales with a ratio: its sales,
     median ratio, COD, PRD and PRB; and what was left out: {"groups", "sales"} under `min_sales` (missing values one group)."""
     estimate, price = np.asarray(estimate, dtype=float), np.asarray(price, dtype=float)
@@ -158,10 +189,18 @@ def by_group(estimate: np.ndarray, price: np.ndarray, groups: pd.Series, *, min_
 def study_table(study: dict[str, Any], column: str | None = None, groups: list[dict[str, Any]] = ()) -> pd.DataFrame:
     """ratio_study.csv: one row for all sales, one for the trimmed ones, one per price quintile and one per group of
     `column`; columns scope, group, n, the four statistics, and per quintile its price range and interval coverage."""
-    rows = [{"scope": "all", "group": "", "n": study["n"], **{name: study[name]["value"] for name in STATISTICS}},
-            {"scope": "trimmed", "group": "", **{key: study["trimmed"][key] for key in ("n", *STATISTICS)}}]
-    rows += [{"scope": "price_quintile", "group": str(row["quintile"]), **{key: value for key, value in row.items() if key != "quintile"}}
-             for row in study["by_price_quintile"]]
+    rows = [
+        {"scope": "all", "group": "", "n": study["n"], **{name: study[name]["value"] for name in STATISTICS}},
+        {"scope": "trimmed", "group": "", **{key: study["trimmed"][key] for key in ("n", *STATISTICS)}},
+    ]
+    rows += [
+        {
+            "scope": "price_quintile",
+            "group": str(row["quintile"]),
+            **{key: value for key, value in row.items() if key != "quintile"},
+        }
+        for row in study["by_price_quintile"]
+    ]
     rows += [{"scope": column, **row} for row in groups]
     return pd.DataFrame(rows)
 
@@ -172,16 +211,25 @@ def write_study_table(path: str | Path, table: pd.DataFrame) -> Path:
 
 def study_text(study: dict[str, Any]) -> str:
     """The printout: each statistic with its interval and the IAAO range, then the quintiles' median ratios."""
-    lines = [f"Sales-ratio study ({study['n']:,} sales; ratio = value / sale price; 95% bootstrap intervals; IAAO range):"]
+    lines = [
+        f"Sales-ratio study ({study['n']:,} sales; ratio = value / sale price; 95% bootstrap intervals; IAAO range):"
+    ]
     for name, label in zip(STATISTICS, ("median ratio", "COD", "PRD", "PRB")):
         entry = study[name]
         low, high = entry["ci95"]
-        lines.append(f"  {label:<12} {entry['value']:8.4f}  [{low:.4f}, {high:.4f}]   IAAO {entry['iaao'][0]:g} to {entry['iaao'][1]:g}: "
-                     f"{'meets' if entry['meets'] else 'outside'}")
+        lines.append(
+            f"  {label:<12} {entry['value']:8.4f}  [{low:.4f}, {high:.4f}]   IAAO {entry['iaao'][0]:g} to {entry['iaao'][1]:g}: "
+            f"{'meets' if entry['meets'] else 'outside'}"
+        )
     tiers = study["by_price_quintile"]
-    lines.append("  median ratio by price quintile (cheapest first): " + "  ".join(f"{row['median_ratio']:.3f}" for row in tiers))
+    lines.append(
+        "  median ratio by price quintile (cheapest first): " + "  ".join(f"{row['median_ratio']:.3f}" for row in tiers)
+    )
     if tiers and "coverage" in tiers[0]:
-        lines.append(f"  {study['interval_level']:.0%} interval coverage by price quintile: " + "  ".join(f"{row['coverage']:.1%}" for row in tiers))
+        lines.append(
+            f"  {study['interval_level']:.0%} interval coverage by price quintile: "
+            + "  ".join(f"{row['coverage']:.1%}" for row in tiers)
+        )
     return "\n".join(lines)
 
 
@@ -197,8 +245,12 @@ def plot_ratios(estimate: np.ndarray, price: np.ndarray, path: str | Path, unit:
     axis.axhline(1.0, color="black", linewidth=0.8)
     axis.axhline(median, color="tab:red", linewidth=1.2, label=f"median ratio {median:.3f}")
     axis.set_xscale("log")
-    axis.set(xlabel=f"sale price ({unit}, log scale)", ylabel="value / sale price", title="Sales-ratio study",
-             ylim=(max(0.0, float(np.percentile(ratio, 0.5)) - 0.1), float(np.percentile(ratio, 99.5)) + 0.1))
+    axis.set(
+        xlabel=f"sale price ({unit}, log scale)",
+        ylabel="value / sale price",
+        title="Sales-ratio study",
+        ylim=(max(0.0, float(np.percentile(ratio, 0.5)) - 0.1), float(np.percentile(ratio, 99.5)) + 0.1),
+    )
     axis.legend(loc="upper right", fontsize=8)
     return save_figure(figure, path)
 
@@ -214,9 +266,18 @@ def null_for_nan(value: Any) -> Any:
     return value
 
 
-def report(folder: Path, estimate: np.ndarray, price: np.ndarray, unit: str, *, bounds: tuple[np.ndarray, np.ndarray] | None = None,
-           level: float | None = None, column: str | None = None, groups: pd.Series | None = None, min_sales: int = 20
-           ) -> tuple[dict[str, Any], list[Path]]:
+def report(
+    folder: Path,
+    estimate: np.ndarray,
+    price: np.ndarray,
+    unit: str,
+    *,
+    bounds: tuple[np.ndarray, np.ndarray] | None = None,
+    level: float | None = None,
+    column: str | None = None,
+    groups: pd.Series | None = None,
+    min_sales: int = 20,
+) -> tuple[dict[str, Any], list[Path]]:
     """The study of these sales, written to `folder` as ratio_study.csv (with a row per group of `column` holding
     `min_sales` or more, given `groups`) and ratio_study.png; returns it (with `by` where grouped) and the files."""
     lower, upper = bounds if bounds is not None else (None, None)
@@ -229,10 +290,28 @@ def report(folder: Path, estimate: np.ndarray, price: np.ndarray, unit: str, *, 
     return null_for_nan(study), [table, plot_ratios(estimate, price, folder / "ratio_study.png", unit)]
 
 
-def priced_study(priced: pd.DataFrame, actual: np.ndarray, target: str, folder: Path, unit: str, *, level: float | None = None,
-                 groups: pd.Series | None = None, min_sales: int = 20) -> tuple[dict[str, Any], list[Path]]:
+def priced_study(
+    priced: pd.DataFrame,
+    actual: np.ndarray,
+    target: str,
+    folder: Path,
+    unit: str,
+    *,
+    level: float | None = None,
+    groups: pd.Series | None = None,
+    min_sales: int = 20,
+) -> tuple[dict[str, Any], list[Path]]:
     """`report` from `PriceModel.predict`'s frame of `<target>_prediction` (and, priced with an interval at `level`,
     `<target>_lower` and `_upper`) beside the sale prices `actual` [n]; grouped by the series `groups` (named by its column)."""
     bounds = (priced[f"{target}_lower"].to_numpy(), priced[f"{target}_upper"].to_numpy()) if level is not None else None
-    return report(folder, priced[f"{target}_prediction"].to_numpy(), actual, unit, bounds=bounds, level=level,
-                  column=None if groups is None else str(groups.name), groups=groups, min_sales=min_sales)
+    return report(
+        folder,
+        priced[f"{target}_prediction"].to_numpy(),
+        actual,
+        unit,
+        bounds=bounds,
+        level=level,
+        column=None if groups is None else str(groups.name),
+        groups=groups,
+        min_sales=min_sales,
+    )

@@ -7,8 +7,8 @@ from typing import Any
 
 import pandas as pd
 
-from house_price.datamodules.errors import HousePriceError
 from house_price.datamodules.preprocessing import Preprocessor
+from house_price.errors import HousePriceError
 
 
 def as_of_date(text: Any, option: str = "--as-of") -> pd.Timestamp:
@@ -30,10 +30,14 @@ def sale_date_column(preprocessor: Preprocessor, checkpoint: dict[str, Any]) -> 
     if len(dates) == 1:
         return dates[0]
     if not dates:
-        raise HousePriceError("this model reads no date column, so a value as of a date is the same price for any date; leave out "
-                              "--as-of (or \"as_of\"), or train on a table with the sale date")
-    raise HousePriceError(f"this model reads the date columns {dates} and its training named none as the sale date; train with "
-                          "--data.date_column NAME to say which one --as-of sets")
+        raise HousePriceError(
+            "this model reads no date column, so a value as of a date is the same price for any date; leave out "
+            '--as-of (or "as_of"), or train on a table with the sale date'
+        )
+    raise HousePriceError(
+        f"this model reads the date columns {dates} and its training named none as the sale date; train with "
+        "--data.date_column NAME to say which one --as-of sets"
+    )
 
 
 def priced_as_of(frame: pd.DataFrame, column: str, date: pd.Timestamp) -> pd.DataFrame:

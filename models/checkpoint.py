@@ -14,9 +14,9 @@ from typing import Any
 import pandas as pd
 import torch
 
-from house_price.datamodules.errors import HousePriceError
-from house_price.datamodules.files import write_atomic
 from house_price.datamodules.sources import CALIFORNIA_TARGET, read_table
+from house_price.errors import HousePriceError
+from house_price.files import write_atomic
 from house_price.models.comparables import CANDIDATES
 from house_price.models.pricing import PriceModel
 
@@ -30,17 +30,25 @@ def read_checkpoint(path: str | os.PathLike, contents: bytes | None = None) -> d
     """
     path = Path(path)
     if not path.exists():
-        raise HousePriceError(f"checkpoint '{path}' does not exist; check the path (runs/<name>/version_<n>/checkpoints/best.ckpt)")
+        raise HousePriceError(
+            f"checkpoint '{path}' does not exist; check the path (runs/<name>/version_<n>/checkpoints/best.ckpt)"
+        )
     if path.is_dir():
         raise HousePriceError(f"checkpoint path '{path}' is a directory; give a .ckpt file inside it")
     outline = shapes_only(path if contents is None else io.BytesIO(contents))
     if is_house_price(outline):
         check_weights_fit(outline)
     try:
-        checkpoint = torch.load(path if contents is None else io.BytesIO(contents), map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - a damaged file can fail anywhere inside the unpickler
+        checkpoint = torch.load(
+            path if contents is None else io.BytesIO(contents), map_location="cpu", weights_only=True
+        )
+    except Exception as error:
         message = " ".join(str(error).split())
-        code = re.search(r"unsupported (global|operand)[^.]*", message, re.IGNORECASE) if isinstance(error, pickle.UnpicklingError) else None
+        code = (
+            re.search(r"unsupported (global|operand)[^.]*", message, re.IGNORECASE)
+            if isinstance(error, pickle.UnpicklingError)
+            else None
+        )
         if code:
             raise HousePriceError(
                 f"checkpoint '{path}' holds pickled objects or code, not plain data ({code.group(0)}); refused without "
@@ -67,9 +75,11 @@ def check_weights_finite(checkpoint: dict[str, Any]) -> None:
     for name, value in checkpoint["state_dict"].items():
         if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
             bad = int((~torch.isfinite(value)).sum())
-            raise HousePriceError(f"checkpoint weight '{name}' holds {bad} value{'s' if bad > 1 else ''} that {'are' if bad > 1 else 'is'} "
-                                  "not a finite number (NaN or infinite); the file is damaged or was edited, or training diverged: use "
-                                  "another checkpoint, such as last.ckpt, or retrain")
+            raise HousePriceError(
+                f"checkpoint weight '{name}' holds {bad} value{'s' if bad > 1 else ''} that {'are' if bad > 1 else 'is'} "
+                "not a finite number (NaN or infinite); the file is damaged or was edited, or training diverged: use "
+                "another checkpoint, such as last.ckpt, or retrain"
+            )
 
 
 def is_house_price(checkpoint: Any) -> bool:
@@ -110,7 +120,7 @@ def shapes_only(source: str | os.PathLike | io.BytesIO) -> Any:
             name = next(name for name in archive.namelist() if name.rpartition("/")[2] == "data.pkl")
             with archive.open(name) as pickled:
                 return _Outline(pickled).load()
-    except Exception:  # noqa: BLE001 - whatever stops this read, torch.load reads the file and names the problem
+    except Exception:
         return None
 
 
@@ -141,14 +151,23 @@ def check_weights_fit(checkpoint: dict[str, Any]) -> None:
     """
     try:
         with torch.device("meta"):
-            expected = {name: tuple(value.shape) for name, value in PriceModel(**PriceModel.options(model_options(checkpoint))).state_dict().items()}
+            expected = {
+                name: tuple(value.shape)
+                for name, value in PriceModel(**PriceModel.options(model_options(checkpoint))).state_dict().items()
+            }
     except (TypeError, ValueError, RuntimeError) as error:
-        raise HousePriceError(f"checkpoint hyperparameters do not describe a model ({' '.join(str(error).split())[:160]}); the file is damaged") from None
-    stored = {name: tuple(value.shape) for name, value in checkpoint["state_dict"].items() if isinstance(value, torch.Tensor)}
+        raise HousePriceError(
+            f"checkpoint hyperparameters do not describe a model ({' '.join(str(error).split())[:160]}); the file is damaged"
+        ) from None
+    stored = {
+        name: tuple(value.shape) for name, value in checkpoint["state_dict"].items() if isinstance(value, torch.Tensor)
+    }
     # A comparables network's candidates are data: as many rows as the training split had, the same in each.
     candidates = {name: shape for name, shape in stored.items() if name.rpartition(".")[2] in CANDIDATES}
     if len({shape[0] for shape in candidates.values()}) > 1:
-        raise HousePriceError(f"checkpoint candidates disagree in their row counts ({candidates}); the file is damaged or was edited")
+        raise HousePriceError(
+            f"checkpoint candidates disagree in their row counts ({candidates}); the file is damaged or was edited"
+        )
     for name in candidates.keys() & expected.keys():
         expected[name] = (stored[name][0], *expected[name][1:])
     if expected != stored:
@@ -171,14 +190,20 @@ def training_split(checkpoint: dict[str, Any], split: str = "test") -> pd.DataFr
         fingerprint,
     )
 
-    arguments = {key: value for key, value in checkpoint.get("datamodule_hyper_parameters", {}).items() if not key.startswith("_")}
+    arguments = {
+        key: value
+        for key, value in checkpoint.get("datamodule_hyper_parameters", {}).items()
+        if not key.startswith("_")
+    }
     # No file and a target other than California's: the data was a DataFrame, which a checkpoint does not hold.
     if not arguments or (arguments.get("path") is None and arguments.get("target") not in (None, CALIFORNIA_TARGET)):
         raise HousePriceError("this checkpoint was trained on an in-memory DataFrame; pass --data CSV")
     frame = HousingDataModule(**arguments).splits[split]
     stored = checkpoint.get(HousingDataModule.__qualname__, {}).get("fingerprints", {}).get(split)
     if stored is None:
-        raise HousePriceError(f"checkpoint holds no fingerprint of its {split} split, so it cannot be rebuilt safely; pass --data FILE")
+        raise HousePriceError(
+            f"checkpoint holds no fingerprint of its {split} split, so it cannot be rebuilt safely; pass --data FILE"
+        )
     if fingerprint(frame) != stored:
         source = arguments.get("path") or "the California housing set"
         raise HousePriceError(

@@ -35,7 +35,9 @@ CANDIDATES = ("candidate_numeric", "candidate_codes", "candidate_target", "candi
 
 
 @torch.no_grad()
-def nearest(queries: torch.Tensor, keys: torch.Tensor, m: int, chunk: int = SEARCH_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest(
+    queries: torch.Tensor, keys: torch.Tensor, m: int, chunk: int = SEARCH_CHUNK
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-m by squared L2 distance: (distances [B, m], indices into keys [B, m]), nearest first.
 
     queries [B, d], keys [N, d]. Keys are scanned in slices of at most `chunk // B` rows, each slice's best m merged
@@ -52,12 +54,17 @@ def nearest(queries: torch.Tensor, keys: torch.Tensor, m: int, chunk: int = SEAR
         distances = (squared - 2 * queries @ part.T + part.square().sum(-1)).clamp_min_(0)  # [B, slice]
         indices = torch.arange(begin, begin + len(part), device=keys.device).expand_as(distances)
         if best_distances is not None:
-            distances, indices = torch.cat([best_distances, distances], dim=1), torch.cat([best_indices, indices], dim=1)
+            distances, indices = (
+                torch.cat([best_distances, distances], dim=1),
+                torch.cat([best_indices, indices], dim=1),
+            )
         if distances.shape[1] > m:
             distances, order = distances.topk(m, dim=1, largest=False, sorted=False)
             indices = indices.gather(1, order)
         best_distances, best_indices = distances, indices
-    best_distances, order = best_distances.topk(best_distances.shape[1], dim=1, largest=False, sorted=True)  # ONNX has TopK, not a stable sort
+    best_distances, order = best_distances.topk(
+        best_distances.shape[1], dim=1, largest=False, sorted=True
+    )  # ONNX has TopK, not a stable sort
     return best_distances, best_indices.gather(1, order)
 
 
@@ -118,8 +125,13 @@ class ComparablesNetwork(EmbeddedInputs):
         self.difference_out = nn.Linear(d_block, d_main, bias=False)
         self.context_dropout = ByteDropout(context_dropout)
         self.blocks = nn.ModuleList(
-            nn.Sequential(nn.LayerNorm(d_main), nn.Linear(d_main, d_block), _ACTIVATIONS[activation](), ByteDropout(dropout),
-                          nn.Linear(d_block, d_main))
+            nn.Sequential(
+                nn.LayerNorm(d_main),
+                nn.Linear(d_main, d_block),
+                _ACTIVATIONS[activation](),
+                ByteDropout(dropout),
+                nn.Linear(d_block, d_main),
+            )
             for _ in range(predictor_blocks)
         )
         self.head = nn.Sequential(nn.LayerNorm(d_main), _ACTIVATIONS[activation](), nn.Linear(d_main, 1))
@@ -127,7 +139,9 @@ class ComparablesNetwork(EmbeddedInputs):
         self.register_buffer("candidate_numeric", torch.zeros(0, n_numeric))
         self.register_buffer("candidate_codes", torch.zeros(0, n_categorical, dtype=torch.int64))
         self.register_buffer("candidate_target", torch.zeros(0))  # standardized
-        self.register_buffer("candidate_rows", torch.zeros(0, dtype=torch.int64))  # 0-based data rows of the training table
+        self.register_buffer(
+            "candidate_rows", torch.zeros(0, dtype=torch.int64)
+        )  # 0-based data rows of the training table
 
     def remember(self, numeric: torch.Tensor, codes: torch.Tensor, target: torch.Tensor, rows: torch.Tensor) -> None:
         """Make these training rows the candidates: numeric [N, n_numeric], codes [N, n_cat], standardized target
@@ -162,7 +176,9 @@ class ComparablesNetwork(EmbeddedInputs):
         the keys it is compared with. Encoding all N candidates at every step is the largest part of a step."""
         return self.encode(self.candidate_numeric, self.candidate_codes)[1]
 
-    def context(self, key: torch.Tensor, candidate_keys: torch.Tensor, exclude: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    def context(
+        self, key: torch.Tensor, candidate_keys: torch.Tensor, exclude: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(attention weights [B, m], candidate indices [B, m]) nearest first; `exclude` [B]: each row's own candidate
         index, never in its context (training), or None."""
         m = min(self.context_size, self.n_candidates - (exclude is not None))
@@ -183,7 +199,9 @@ class ComparablesNetwork(EmbeddedInputs):
         similarities = -(key.unsqueeze(1) - context_keys).square().sum(-1)
         return similarities.softmax(dim=-1), indices
 
-    def member_outputs(self, numeric: torch.Tensor, codes: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+    def member_outputs(
+        self, numeric: torch.Tensor, codes: torch.Tensor, exclude: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """The standardized prediction as a one-member ensemble [1, B]. numeric [B, n_numeric], codes [B, n_cat];
         `exclude` [B]: in training, each row's own candidate index (it must not read its own price)."""
         x, key = self.encode(numeric, codes)
@@ -195,7 +213,9 @@ class ComparablesNetwork(EmbeddedInputs):
         labels = (weights * self.candidate_target[indices]).sum(-1, keepdim=True) @ self.label_encoder.weight.T
         labels = labels + weights.sum(-1, keepdim=True) * self.label_encoder.bias
         # sum_i w_i T(k - k_i) = W2 sum_i w_i act(W1 k + b1 - W1 k_i): see __init__.
-        hidden = self.difference_activation(self.difference_in(key).unsqueeze(1) - rows_at(candidate_keys @ self.difference_in.weight.T, indices))
+        hidden = self.difference_activation(
+            self.difference_in(key).unsqueeze(1) - rows_at(candidate_keys @ self.difference_in.weight.T, indices)
+        )
         x = x + labels + self.difference_out((weights.unsqueeze(1) @ hidden).squeeze(1))
         for block in self.blocks:
             x = x + block(x)

@@ -43,14 +43,20 @@ class FoldEnsemble(nn.Module):
         """The fold (0 .. K-1) of each training row [N], by the row's place in the training split; `fold_numeric`
         [K, N, n_numeric], given, the numeric inputs each network learns them by (the datamodule's, where each network
         reads the location prices of its own training sales only), read in training instead of the batch's."""
-        if row_folds.dim() != 1 or (len(row_folds) and not 0 <= int(row_folds.min()) <= int(row_folds.max()) < self.folds):
+        if row_folds.dim() != 1 or (
+            len(row_folds) and not 0 <= int(row_folds.min()) <= int(row_folds.max()) < self.folds
+        ):
             raise ValueError(f"row_folds must be [N] folds in 0..{self.folds - 1}, got {tuple(row_folds.shape)}")
         if fold_numeric is not None and tuple(fold_numeric.shape[:2]) != (self.folds, len(row_folds)):
-            raise ValueError(f"fold_numeric must be [K={self.folds}, N={len(row_folds)}, n_numeric], got {tuple(fold_numeric.shape)}")
+            raise ValueError(
+                f"fold_numeric must be [K={self.folds}, N={len(row_folds)}, n_numeric], got {tuple(fold_numeric.shape)}"
+            )
         self.row_folds = row_folds.to(self.row_folds.device, torch.int64)
         self.fold_numeric = (torch.zeros(0) if fold_numeric is None else fold_numeric).to(self.row_folds.device)
 
-    def training_inputs(self, numeric: torch.Tensor, codes: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def training_inputs(
+        self, numeric: torch.Tensor, codes: torch.Tensor, rows: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """A training batch as the networks learn it: (numeric, codes) and rows as `fold_outputs` takes them, shared [B]
         or each member's own [K·k, B]. Without `fold_numeric`, as given; with it, each member its network's numeric
         inputs of its rows, [K·k, B, n_numeric], and codes [K·k, B, n_cat]."""
@@ -99,7 +105,11 @@ class FoldEnsemble(nn.Module):
         """Each row's members from the network that never learned it [k, B], computing those alone: numeric [B,
         n_numeric], codes [B, n_cat] and each row's fold [B]. `out_of_fold` of `fold_outputs`, at 1/K of its cost."""
         own = [(folds == fold).nonzero().squeeze(1) for fold in range(self.folds)]
-        parts = [(rows, network.member_outputs(numeric[rows], codes[rows])) for rows, network in zip(own, self.networks) if len(rows)]
+        parts = [
+            (rows, network.member_outputs(numeric[rows], codes[rows]))
+            for rows, network in zip(own, self.networks)
+            if len(rows)
+        ]
         members = parts[0][1].new_empty(self.k // self.folds, len(folds))
         for rows, outputs in parts:
             members[:, rows] = outputs

@@ -18,6 +18,7 @@ target's units. The calibration is plain numbers (the sorted scores), stored in 
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -25,11 +26,14 @@ from typing import Any, Literal
 
 import torch
 
-from house_price.datamodules.errors import HousePriceError
+from house_price.errors import HousePriceError
 
 Method = Literal["constant", "adaptive", "relative"]
 METHODS: tuple[Method, ...] = ("constant", "adaptive", "relative")
-REQUIRED: tuple[Method, ...] = ("constant", "adaptive")  # every calibration has these (checkpoints before "relative" too)
+REQUIRED: tuple[Method, ...] = (
+    "constant",
+    "adaptive",
+)  # every calibration has these (checkpoints before "relative" too)
 LEVELS = (0.8, 0.9, 0.95)
 CHOICE_LEVEL = 0.9  # the level at which the method is chosen
 TIERS = 5  # price quintiles, whose coverage the choice weighs
@@ -53,14 +57,23 @@ class Calibration:
     def __post_init__(self) -> None:
         """Refuse a calibration that `calibrate` cannot have written (an edited checkpoint), naming the field: it would
         give intervals that look fine and are not."""
-        def refuse(field: str, why: str) -> None:
-            raise HousePriceError(f"checkpoint interval calibration field '{field}' {why}; the file is damaged or was edited: "
-                                  "use another checkpoint")
 
-        if (not isinstance(self.scores, dict) or not set(REQUIRED) <= set(self.scores) <= set(METHODS)
-                or self.method not in self.scores):
-            refuse("method", f"is {self.method!r} with scores for {sorted(self.scores) if isinstance(self.scores, dict) else self.scores}, "
-                   f"not one of {list(METHODS)} with scores for it, {' and '.join(REQUIRED)}")
+        def refuse(field: str, why: str) -> None:
+            raise HousePriceError(
+                f"checkpoint interval calibration field '{field}' {why}; the file is damaged or was edited: "
+                "use another checkpoint"
+            )
+
+        if (
+            not isinstance(self.scores, dict)
+            or not set(REQUIRED) <= set(self.scores) <= set(METHODS)
+            or self.method not in self.scores
+        ):
+            refuse(
+                "method",
+                f"is {self.method!r} with scores for {sorted(self.scores) if isinstance(self.scores, dict) else self.scores}, "
+                f"not one of {list(METHODS)} with scores for it, {' and '.join(REQUIRED)}",
+            )
         if not (isinstance(self.eps, (int, float)) and math.isfinite(self.eps) and self.eps >= 0):
             refuse("eps", f"is {self.eps}, not a finite number >= 0")
         for method, scores in self.scores.items():
@@ -68,7 +81,7 @@ class Calibration:
                 refuse("scores", f"holds {len(scores)} {method} scores for {self.rows} rows")
             if not all(isinstance(score, (int, float)) and math.isfinite(score) and score >= 0 for score in scores):
                 refuse("scores", f"holds a {method} score that is not a finite number >= 0")
-            if any(later < earlier for earlier, later in zip(scores, scores[1:])):
+            if any(later < earlier for earlier, later in itertools.pairwise(scores)):
                 refuse("scores", f"holds {method} scores out of order; they are stored sorted")
 
     def quantile(self, level: float, method: Method | None = None) -> float:
@@ -88,8 +101,15 @@ class Calibration:
         """The shapes this calibration holds scores for, in METHODS order."""
         return tuple(method for method in METHODS if method in self.scores)
 
-    def bounds(self, mean: torch.Tensor, spread: torch.Tensor, level: float, method: Method | None = None, *,
-               decode: Callable[[torch.Tensor], torch.Tensor] = identity) -> tuple[torch.Tensor, torch.Tensor]:
+    def bounds(
+        self,
+        mean: torch.Tensor,
+        spread: torch.Tensor,
+        level: float,
+        method: Method | None = None,
+        *,
+        decode: Callable[[torch.Tensor], torch.Tensor] = identity,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(lower, upper) in the target's units, for standardized predictions `mean` [n] with member spread [n];
         `decode` maps the standardized space to the units (`Preprocessor.decode_target`; "relative" needs it)."""
         method = method or self.method
@@ -116,8 +136,14 @@ def rows_needed(level: float) -> int:
     return rows
 
 
-def calibrate(mean: torch.Tensor, spread: torch.Tensor, target: torch.Tensor, split: str, *,
-              decode: Callable[[torch.Tensor], torch.Tensor] | None = None) -> Calibration:
+def calibrate(
+    mean: torch.Tensor,
+    spread: torch.Tensor,
+    target: torch.Tensor,
+    split: str,
+    *,
+    decode: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> Calibration:
     """Calibration from standardized predictions, member spreads and targets [n] of rows the model never trained on;
     with `decode` (standardized -> the target's units), the "relative" shape too, where every price is positive.
 
@@ -138,8 +164,13 @@ def calibrate(mean: torch.Tensor, spread: torch.Tensor, target: torch.Tensor, sp
     return Calibration(split=split, rows=len(target), eps=eps, scores=sorted_scores, method=method)
 
 
-def choose_method(calibration: Calibration, mean: torch.Tensor, spread: torch.Tensor, price: torch.Tensor,
-                  decode: Callable[[torch.Tensor], torch.Tensor]) -> Method:
+def choose_method(
+    calibration: Calibration,
+    mean: torch.Tensor,
+    spread: torch.Tensor,
+    price: torch.Tensor,
+    decode: Callable[[torch.Tensor], torch.Tensor],
+) -> Method:
     """The rule of `calibrate`, on the calibration rows (prices [n] in the target's units)."""
     if not calibration.reaches(CHOICE_LEVEL):
         return "constant"
@@ -166,8 +197,20 @@ def coverage_report(lower: torch.Tensor, upper: torch.Tensor, actual: torch.Tens
     width = (upper - lower).double()
     inside = ((actual >= lower) & (actual <= upper)).double()
     tiers = price_tiers(actual.double())
-    by_tier = [{"quintile": int(tier) + 1, "price_min": float(actual[tiers == tier].min()), "price_max": float(actual[tiers == tier].max()),
-                "n": int((tiers == tier).sum()), "coverage": float(inside[tiers == tier].mean()), "mean_width": float(width[tiers == tier].mean())}
-               for tier in tiers.unique()]
-    return {"coverage": float(inside.mean()), "mean_width": float(width.mean()), "median_width": float(width.median()),
-            "by_price_quintile": by_tier}
+    by_tier = [
+        {
+            "quintile": int(tier) + 1,
+            "price_min": float(actual[tiers == tier].min()),
+            "price_max": float(actual[tiers == tier].max()),
+            "n": int((tiers == tier).sum()),
+            "coverage": float(inside[tiers == tier].mean()),
+            "mean_width": float(width[tiers == tier].mean()),
+        }
+        for tier in tiers.unique()
+    ]
+    return {
+        "coverage": float(inside.mean()),
+        "mean_width": float(width.mean()),
+        "median_width": float(width.median()),
+        "by_price_quintile": by_tier,
+    }

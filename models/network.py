@@ -114,7 +114,9 @@ class BatchEnsembleLinear(nn.Module):
     [k, B, d_out].
     """
 
-    def __init__(self, k: int, d_in: int, d_out: int, first_chunks: list[int] | None = None, embedded: bool = True) -> None:
+    def __init__(
+        self, k: int, d_in: int, d_out: int, first_chunks: list[int] | None = None, embedded: bool = True
+    ) -> None:
         super().__init__()
         self.weight = _uniform_(nn.Parameter(torch.empty(d_in, d_out)), d_in)
         self.r = nn.Parameter(torch.ones(k, 1, d_in))
@@ -230,17 +232,26 @@ class EmbeddedInputs(nn.Module):
             raise ValueError(f"{n_embedded=} must lie in [0, {n_numeric=}]")
         self.n_embedded = n_embedded if numeric_embedding != "none" else 0
         if numeric_embedding in ("periodic", "periodic-lite") and self.n_embedded:
-            self.numeric = PeriodicEmbedding(self.n_embedded, n_frequencies, embedding_dim, frequency_scale,
-                                             lite=numeric_embedding == "periodic-lite")
+            self.numeric = PeriodicEmbedding(
+                self.n_embedded,
+                n_frequencies,
+                embedding_dim,
+                frequency_scale,
+                lite=numeric_embedding == "periodic-lite",
+            )
         elif numeric_embedding == "piecewise" and self.n_embedded:
             if bin_edges is None or len(bin_edges) != self.n_embedded:
-                raise ValueError(f"piecewise embeddings need bin edges for each of the {self.n_embedded} embedded inputs")
+                raise ValueError(
+                    f"piecewise embeddings need bin edges for each of the {self.n_embedded} embedded inputs"
+                )
             self.numeric = PiecewiseLinearEmbedding(bin_edges, embedding_dim)
         else:
             self.numeric = nn.Identity()
         # A value never seen in training (code UNKNOWN) embeds as zeros, never trained: the one-hot all-zeros of
         # scikit-learn's handle_unknown="ignore". Its random initial vector priced such houses worse (benchmarks/UNSEEN.md).
-        self.categories = nn.ModuleList(nn.Embedding(cardinality, category_dim, padding_idx=UNKNOWN) for cardinality in cardinalities)
+        self.categories = nn.ModuleList(
+            nn.Embedding(cardinality, category_dim, padding_idx=UNKNOWN) for cardinality in cardinalities
+        )
         # One chunk of the input per feature (TabM initialises its first adapter chunk by chunk).
         self.chunks = [embedding_dim if self.n_embedded else 1] * self.n_embedded + [1] * (n_numeric - self.n_embedded)
         self.chunks += [category_dim] * len(cardinalities)

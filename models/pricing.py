@@ -16,8 +16,8 @@ import pandas as pd
 import torch
 from torch import nn
 
-from house_price.datamodules.errors import HousePriceError
 from house_price.datamodules.preprocessing import Preprocessor, Report
+from house_price.errors import HousePriceError
 from house_price.models.comparables import ComparablesNetwork
 from house_price.models.folds import FoldEnsemble
 from house_price.models.intervals import Calibration, calibrate, rows_needed
@@ -27,7 +27,9 @@ Architecture = Literal["mlp", "comparables"]
 PREDICT_BATCH = 4096
 CALIBRATION_KEY = "conformal_calibration"  # checkpoint entry: plain numbers
 # The hyperparameters a checkpoint stores that only training uses (see HousePriceRegressor).
-TRAINING_OPTIONS = frozenset({"learning_rate", "weight_decay", "scheduler", "share_training_batches", "gradient_clip", "compile"})
+TRAINING_OPTIONS = frozenset(
+    {"learning_rate", "weight_decay", "scheduler", "share_training_batches", "gradient_clip", "compile"}
+)
 
 
 @contextlib.contextmanager
@@ -90,8 +92,10 @@ class PriceModel(nn.Module):
                 "(configs/comparables.yaml does)"
             )
         if folds < 1 or (folds > 1 and architecture != "mlp"):
-            raise HousePriceError(f"model.folds is {folds} with the {architecture} architecture; cross-fitting (folds >= 2) trains MLPs only, "
-                                  "give --data.folds 1 or leave out the comparables config")
+            raise HousePriceError(
+                f"model.folds is {folds} with the {architecture} architecture; cross-fitting (folds >= 2) trains MLPs only, "
+                "give --data.folds 1 or leave out the comparables config"
+            )
         self.preprocessor = Preprocessor(preprocessing)
         inputs = dict(
             n_numeric=self.preprocessor.n_numeric_inputs,
@@ -106,19 +110,34 @@ class PriceModel(nn.Module):
         )
         if architecture == "comparables":
             self.network: TabularMLP | ComparablesNetwork | FoldEnsemble = ComparablesNetwork(
-                d_main=d_main, predictor_blocks=predictor_blocks, context_size=context_size, context_dropout=context_dropout,
-                dropout=dropout, activation=activation, **inputs,
+                d_main=d_main,
+                predictor_blocks=predictor_blocks,
+                context_size=context_size,
+                context_dropout=context_dropout,
+                dropout=dropout,
+                activation=activation,
+                **inputs,
             )
         else:
             # Cross-fitted, network f embeds its inputs over bins fitted on the rows it learns from (`fold_bin_edges`).
             edges = self.preprocessor.state.get("fold_bin_edges") or [inputs.pop("bin_edges")] * folds
             inputs.pop("bin_edges", None)
             if len(edges) != folds:
-                raise HousePriceError(f"preprocessing field 'fold_bin_edges' holds {len(edges)} folds, and model.folds is {folds}; the "
-                                      "checkpoint is damaged or was edited: use another one")
+                raise HousePriceError(
+                    f"preprocessing field 'fold_bin_edges' holds {len(edges)} folds, and model.folds is {folds}; the "
+                    "checkpoint is damaged or was edited: use another one"
+                )
             networks = [
-                TabularMLP(hidden_sizes=list(hidden_sizes), activation=activation, dropout=dropout, normalization=normalization,
-                           k=ensemble_size, ensemble=ensemble, bin_edges=fold_edges, **inputs)
+                TabularMLP(
+                    hidden_sizes=list(hidden_sizes),
+                    activation=activation,
+                    dropout=dropout,
+                    normalization=normalization,
+                    k=ensemble_size,
+                    ensemble=ensemble,
+                    bin_edges=fold_edges,
+                    **inputs,
+                )
                 for fold_edges in edges
             ]
             self.network = networks[0] if folds == 1 else FoldEnsemble(networks)
@@ -149,8 +168,14 @@ class PriceModel(nn.Module):
         return self.preprocessor.decode_target(self(numeric, codes))
 
     @torch.no_grad()
-    def member_statistics(self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False,
-                          report: Report | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def member_statistics(
+        self,
+        frame: pd.DataFrame,
+        folds: torch.Tensor | None = None,
+        *,
+        own_sales: bool = False,
+        report: Report | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, spread) of the members' standardized predictions for a raw frame, float64 [n] each, in eval mode.
 
         Rows go through the network PREDICT_BATCH at a time, which bounds memory. The float32 matrix kernels pick
@@ -172,18 +197,29 @@ class PriceModel(nn.Module):
             means.append(members.mean(dim=0))
         return torch.cat(means), torch.cat(spreads)
 
-    def network_batches(self, frame: pd.DataFrame, *, own_sales: bool = False, report: Report | None = None
-                        ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    def network_batches(
+        self, frame: pd.DataFrame, *, own_sales: bool = False, report: Report | None = None
+    ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """(first row, numeric inputs, category codes) of a raw frame, PREDICT_BATCH rows at a time on the network's
         device, with the model in eval mode while they are read."""
         numeric, codes = self.preprocessor.transform(frame, own_sales=own_sales, report=report)
         device = next(self.network.parameters()).device
         with evaluating(self):
             for begin in range(0, len(frame), PREDICT_BATCH):
-                yield begin, numeric[begin : begin + PREDICT_BATCH].to(device), codes[begin : begin + PREDICT_BATCH].to(device)
+                yield (
+                    begin,
+                    numeric[begin : begin + PREDICT_BATCH].to(device),
+                    codes[begin : begin + PREDICT_BATCH].to(device),
+                )
 
-    def predict(self, frame: pd.DataFrame, interval: float | None = None, *, own_sales: bool = False, report: Report | None = None
-                ) -> pd.Series | pd.DataFrame:
+    def predict(
+        self,
+        frame: pd.DataFrame,
+        interval: float | None = None,
+        *,
+        own_sales: bool = False,
+        report: Report | None = None,
+    ) -> pd.Series | pd.DataFrame:
         """Predictions for a raw frame, in the target's own units, named `<target>_prediction`, same index.
 
         Columns are matched by name (any order, extras ignored); unseen categories and missing numbers are
@@ -200,8 +236,10 @@ class PriceModel(nn.Module):
         if interval is None:
             return prices
         lower, upper = self.interval_bounds(mean, spread, interval)
-        return pd.DataFrame({f"{self.target}_lower": lower.numpy(), prices.name: prices, f"{self.target}_upper": upper.numpy()},
-                            index=frame.index)
+        return pd.DataFrame(
+            {f"{self.target}_lower": lower.numpy(), prices.name: prices, f"{self.target}_upper": upper.numpy()},
+            index=frame.index,
+        )
 
     @torch.no_grad()
     def comparables(self, frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:
@@ -219,17 +257,33 @@ class PriceModel(nn.Module):
             weights, indices = (part[:, :k].cpu() for part in network.comparables(numeric, codes))
             rows = torch.arange(begin, begin + len(weights)).unsqueeze(1).expand_as(indices)
             ranks = torch.arange(1, weights.shape[1] + 1).expand_as(indices)
-            parts.append(pd.DataFrame({"row": rows.flatten().numpy(), "rank": ranks.flatten().numpy(), "weight": weights.flatten().double().numpy(),
-                                       "train_row": network.candidate_rows.cpu()[indices.flatten()].numpy()}))
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["row", "rank", "weight", "train_row"])
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "row": rows.flatten().numpy(),
+                        "rank": ranks.flatten().numpy(),
+                        "weight": weights.flatten().double().numpy(),
+                        "train_row": network.candidate_rows.cpu()[indices.flatten()].numpy(),
+                    }
+                )
+            )
+        return (
+            pd.concat(parts, ignore_index=True)
+            if parts
+            else pd.DataFrame(columns=["row", "rank", "weight", "train_row"])
+        )
 
     def check_comparables(self) -> None:
         """Refuse, in one line, a model without comparable sales: an MLP prices each house alone."""
         if not self.network.retrieves:
-            raise HousePriceError("this checkpoint prices each house alone (an MLP), so it has no comparable sales; train one with "
-                                  "--config configs/comparables.yaml after the dataset's config")
+            raise HousePriceError(
+                "this checkpoint prices each house alone (an MLP), so it has no comparable sales; train one with "
+                "--config configs/comparables.yaml after the dataset's config"
+            )
 
-    def interval_bounds(self, mean: torch.Tensor, spread: torch.Tensor, level: float, method: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def interval_bounds(
+        self, mean: torch.Tensor, spread: torch.Tensor, level: float, method: str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(lower, upper) in target units for standardized member statistics, from the stored calibration."""
         self.check_interval(level)
         lower, upper = self.calibration.bounds(mean, spread, level, method, decode=self.preprocessor.decode_target)
@@ -249,7 +303,9 @@ class PriceModel(nn.Module):
             )
         if not calibration.reaches(level):
             rows = calibration.rows
-            highest = f"ask for {math.floor(1000 * rows / (rows + 1)) / 1000:g} or less, or " if rows else ""  # n/(n+1), rounded down
+            highest = (
+                f"ask for {math.floor(1000 * rows / (rows + 1)) / 1000:g} or less, or " if rows else ""
+            )  # n/(n+1), rounded down
             raise HousePriceError(
                 f"a {level:g} interval needs at least {rows_needed(level)} calibration rows, and this model was calibrated on "
                 f"{rows} {calibration.split} rows: {highest}train with more validation rows (--data.val_fraction)"
@@ -259,8 +315,13 @@ class PriceModel(nn.Module):
         """Calibrate conformal intervals on `frame`, rows the model did not train on (or, with `folds` [n], each row
         priced out of fold: see `member_statistics`), and keep the calibration."""
         mean, spread = self.member_statistics(frame, folds)
-        self.calibration = calibrate(mean, spread, self.preprocessor.encode_target(frame[self.target]), split,
-                                     decode=self.preprocessor.decode_target)
+        self.calibration = calibrate(
+            mean,
+            spread,
+            self.preprocessor.encode_target(frame[self.target]),
+            split,
+            decode=self.preprocessor.decode_target,
+        )
         return self.calibration
 
     # Lightning's checkpoint hooks, by name, so a HousePriceRegressor's checkpoints carry the calibration too.

@@ -21,10 +21,10 @@ from torchmetrics import (
     SumMetric,
 )
 
-from house_price.datamodules.errors import HousePriceError
-from house_price.models.callbacks import IntervalCalibration
+from house_price.errors import HousePriceError
+from house_price.hardware import compile_mode
+from house_price.models.calibration import IntervalCalibration
 from house_price.models.folds import FoldEnsemble
-from house_price.models.hardware import compile_mode
 from house_price.models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
 from house_price.models.pricing import Architecture, PriceModel
 
@@ -41,7 +41,9 @@ def quiet_lightning() -> None:
     """Leave out what Lightning prints at every fit and test that says nothing about this model's run."""
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(no_advertising)  # added once: same object
     # Raised by Lightning's own batch flattening under newer torch: nothing a user can change.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    warnings.filterwarnings(
+        "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning
+    )
     # Under DDP Lightning advises `self.log(..., sync_dist=True)` for every epoch metric: these are already reduced
     # across processes (see `_log_epoch_metrics`), so the advice, once per metric, says something untrue.
     warnings.filterwarnings("ignore", message=r".*It is recommended to use `self\.log\(.*sync_dist=True\)`")
@@ -136,13 +138,29 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         if learning_rate <= 0 or weight_decay < 0:
             raise HousePriceError("model.learning_rate must be > 0 and model.weight_decay >= 0")
         if gradient_clip is not None and not gradient_clip > 0:
-            raise HousePriceError(f"model.gradient_clip is {gradient_clip}; give a positive norm, such as 1.0, or leave it out")
-        super().__init__(preprocessing=preprocessing, hidden_sizes=hidden_sizes, activation=activation, dropout=dropout,
-                         normalization=normalization, numeric_embedding=numeric_embedding, embedding_dim=embedding_dim,
-                         n_frequencies=n_frequencies, frequency_scale=frequency_scale, category_dim=category_dim,
-                         ensemble_size=ensemble_size, ensemble=ensemble, architecture=architecture, d_main=d_main,
-                         predictor_blocks=predictor_blocks, context_size=context_size, context_dropout=context_dropout,
-                         folds=folds)
+            raise HousePriceError(
+                f"model.gradient_clip is {gradient_clip}; give a positive norm, such as 1.0, or leave it out"
+            )
+        super().__init__(
+            preprocessing=preprocessing,
+            hidden_sizes=hidden_sizes,
+            activation=activation,
+            dropout=dropout,
+            normalization=normalization,
+            numeric_embedding=numeric_embedding,
+            embedding_dim=embedding_dim,
+            n_frequencies=n_frequencies,
+            frequency_scale=frequency_scale,
+            category_dim=category_dim,
+            ensemble_size=ensemble_size,
+            ensemble=ensemble,
+            architecture=architecture,
+            d_main=d_main,
+            predictor_blocks=predictor_blocks,
+            context_size=context_size,
+            context_dropout=context_dropout,
+            folds=folds,
+        )
         self.save_hyperparameters()
         self.automatic_optimization = False  # see training_step
         self.loss = nn.MSELoss()
@@ -162,7 +180,9 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
             members, targets = self._members(numeric, codes, target, rows[0] if rows else None, stage)
         # Each member learns on its own (mean of their losses); the ensemble predicts their mean.
         loss = self.loss(members, targets)
-        if target.dim() == 2 or members.dim() == 1:  # each member saw its own rows: the epoch's metrics are the members' own
+        if (
+            target.dim() == 2 or members.dim() == 1
+        ):  # each member saw its own rows: the epoch's metrics are the members' own
             output, target = members.flatten(), targets.flatten()
         else:
             output = members.mean(dim=0)
@@ -174,8 +194,9 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         self._outputs[stage].append((output, target))
         return loss
 
-    def _members(self, numeric: torch.Tensor, codes: torch.Tensor, target: torch.Tensor, rows: torch.Tensor | None,
-                 stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def _members(
+        self, numeric: torch.Tensor, codes: torch.Tensor, target: torch.Tensor, rows: torch.Tensor | None, stage: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The members' standardized predictions of a batch and the targets they answer, of one shape: [k, B] (rows
         [B], or each member's own [k, B]); for a cross-fitted model in training, the [M] (network, member, row)
         triples where the network learns the row (not its own fold's)."""
@@ -219,24 +240,32 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         datamodule = self.trainer.datamodule
         if self.network.retrieves:
             if datamodule is None or not hasattr(datamodule, "table_rows"):
-                raise HousePriceError("the comparables network trains with a HousingDataModule: trainer.fit(model, datamodule=...)")
+                raise HousePriceError(
+                    "the comparables network trains with a HousingDataModule: trainer.fit(model, datamodule=...)"
+                )
             self.network.remember(*datamodule.tensors("train"), datamodule.table_rows("train"))
         if isinstance(self.network, FoldEnsemble):
             if getattr(datamodule, "folds", None) != self.network.folds:
-                raise HousePriceError(f"the model has {self.network.folds} folds and the data module {getattr(datamodule, 'folds', None)}; "
-                                      "give both the same folds (the training CLI passes --data.folds on to the model)")
+                raise HousePriceError(
+                    f"the model has {self.network.folds} folds and the data module {getattr(datamodule, 'folds', None)}; "
+                    "give both the same folds (the training CLI passes --data.folds on to the model)"
+                )
             self.network.assign_folds(datamodule.row_folds(), datamodule.fold_numeric())
             self.network.clear_unseen_categories(datamodule.tensors("train")[1])
-            rank_zero_info(f"Cross-fitting {self.network.folds} folds of the {len(self.network.row_folds)} training rows: network f learns "
-                           "every fold but f; each epoch is validated on every row, priced out of fold; a house is priced by all")
+            rank_zero_info(
+                f"Cross-fitting {self.network.folds} folds of the {len(self.network.row_folds)} training rows: network f learns "
+                "every fold but f; each epoch is validated on every row, priced out of fold; a house is priced by all"
+            )
         plain = isinstance(self.network, TabularMLP)  # the comparables' and the folds' steps stay eager
         self.compile_mode = compile_mode(self.hparams.compile and plain, self.device, self.trainer.world_size)
         self._train_outputs = self.network.member_outputs
         if self.compile_mode:
             # Static shapes: a full batch and the epoch's last, shorter one, each compiled once.
             self._train_outputs = torch.compile(self.network.member_outputs, mode=self.compile_mode, dynamic=False)
-            rank_zero_info(f"Training step compiled (torch.compile, mode {self.compile_mode}): the first batch of each shape "
-                           "waits for the compiler; --model.compile=false trains eager")
+            rank_zero_info(
+                f"Training step compiled (torch.compile, mode {self.compile_mode}): the first batch of each shape "
+                "waits for the compiler; --model.compile=false trains eager"
+            )
 
     @property
     def _graphs_own_outputs(self) -> bool:
@@ -272,7 +301,9 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
 
-    def training_step(self, batches: list[tuple[torch.Tensor, ...]] | tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
+    def training_step(
+        self, batches: list[tuple[torch.Tensor, ...]] | tuple[torch.Tensor, ...], batch_idx: int
+    ) -> torch.Tensor:
         """One optimizer step per batch of the list (a lone batch is a list of one); returns the losses [steps]."""
         optimizer, schedule = self.optimizers(), self.lr_schedulers()
         # CUDA graphs write the gradients into their own memory; adding them into zeroed .grad tensors copies them
@@ -320,7 +351,9 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         hp = self.hparams
-        optimizer = torch.optim.AdamW(self.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=self.fused_optimizer() or None)
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=self.fused_optimizer() or None
+        )
         if hp.scheduler == "none":
             return optimizer
         steps = self._total_steps()

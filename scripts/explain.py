@@ -1,12 +1,7 @@
-"""`house-price explain` from a checkout, without installing: see house_price/explain.py (`--help`)."""
+"""`house-price explain` in a checkout (installed with `pip install -e .`): see house_price/commands/explain.py (`--help`)."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from house_price.datamodules.errors import exit_cleanly_on_error
-from house_price.explain import main
+from house_price.commands.explain import main
+from house_price.errors import exit_cleanly_on_error
 
 if __name__ == "__main__":
     exit_cleanly_on_error(main)

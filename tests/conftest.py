@@ -55,7 +55,9 @@ def housing_csv() -> Path:
     return HOUSING_CSV
 
 
-def run_script(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def run_script(
+    *args: str, cwd: Path, timeout: float = 300, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """Run `python scripts/<args...>` as a user would, from `cwd`, capturing output."""
     script = ROOT / "scripts" / args[0]
     return subprocess.run(
@@ -71,7 +73,7 @@ def run_script(*args: str, cwd: Path, timeout: float = 300, env: dict[str, str] 
 def run_in_process(capsys: pytest.CaptureFixture, *args: str) -> subprocess.CompletedProcess:
     """`run_script` inside the test process, for commands that stop before any work (refusals): the seconds of
     importing Lightning are paid once. Run from ROOT (configs are relative paths)."""
-    from house_price.datamodules.errors import exit_cleanly_on_error
+    from house_price.errors import exit_cleanly_on_error
 
     main = runpy.run_path(str(ROOT / "scripts" / args[0]))["main"]
     capsys.readouterr()
@@ -99,8 +101,11 @@ def train(config: str, save_dir: Path, *extra: str) -> Path:
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = [path.parent for path in save_dir.rglob("test_metrics.json")]
     assert "Test metrics of" in result.stdout and str(run) in result.stdout
-    noise = [line for line in (result.stdout + result.stderr).splitlines() if any(
-        text in line for text in ("💡 Tip", "LeafSpec", "smaller than the logging interval"))]  # Lightning's, not about the run
+    noise = [
+        line
+        for line in (result.stdout + result.stderr).splitlines()
+        if any(text in line for text in ("💡 Tip", "LeafSpec", "smaller than the logging interval"))
+    ]  # Lightning's, not about the run
     assert not noise, noise
     return run
 
@@ -120,12 +125,26 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *fragments: str) -
 
 
 # Small and deterministic: every interrupted run must end bit for bit where the uninterrupted one ends.
-TRAIN = ["fit", "--config=configs/california.yaml", "--trainer.max_epochs=3", "--trainer.deterministic=true",
-         "--trainer.enable_progress_bar=false", "--data.batch_size=128", "--model.ensemble_size=4", "--model.hidden_sizes=[64,64]"]
+TRAIN = [
+    "fit",
+    "--config=configs/california.yaml",
+    "--trainer.max_epochs=3",
+    "--trainer.deterministic=true",
+    "--trainer.enable_progress_bar=false",
+    "--data.batch_size=128",
+    "--model.ensemble_size=4",
+    "--model.hidden_sizes=[64,64]",
+]
 
 
 def train_command(save_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "scripts" / "train.py"), *TRAIN, f"--trainer.logger.init_args.save_dir={save_dir}", *extra]
+    return [
+        sys.executable,
+        str(ROOT / "scripts" / "train.py"),
+        *TRAIN,
+        f"--trainer.logger.init_args.save_dir={save_dir}",
+        *extra,
+    ]
 
 
 def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
@@ -151,8 +170,13 @@ def serving(checkpoint: Path, *options: str) -> Iterator[str]:
     import httpx
 
     port = free_port()
-    process = subprocess.Popen([sys.executable, str(ROOT / "scripts" / "serve.py"), str(checkpoint), "--port", str(port), *options],
-                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "serve.py"), str(checkpoint), "--port", str(port), *options],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while True:
@@ -167,5 +191,5 @@ def serving(checkpoint: Path, *options: str) -> Iterator[str]:
         yield url
     finally:
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=30)
+        _out, err = process.communicate(timeout=30)
         assert "Traceback" not in err, err[-3000:]

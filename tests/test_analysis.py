@@ -18,7 +18,7 @@ from house_price.analysis.peaks import INTERVAL, peaks
 from house_price.analysis.roots import critical_points, global_extrema, level_crossings, zeros
 from house_price.analysis.sensitivity import price_ascent, price_gradients, sensitivity_table, step_effects
 from house_price.datamodules import HousingDataModule
-from house_price.datamodules.errors import exit_cleanly_on_error
+from house_price.errors import exit_cleanly_on_error
 from house_price.models import HousePriceRegressor
 
 A, B = INTERVAL
@@ -33,7 +33,7 @@ def real_roots_in_interval(coefficients: list[float]) -> np.ndarray:
 
 def test_derivatives_match_the_polynomial():
     x = torch.linspace(A, B, 101, dtype=torch.float64)
-    value, first, second = derivatives(peaks, x)
+    _value, first, second = derivatives(peaks, x)
     np.testing.assert_allclose(first.numpy(), np.polyval(np.polyder(COEFFICIENTS), x.numpy()), atol=1e-12)
     np.testing.assert_allclose(second.numpy(), np.polyval(np.polyder(COEFFICIENTS, 2), x.numpy()), atol=1e-12)
 
@@ -56,7 +56,7 @@ def test_global_maximum_is_at_the_endpoint():
 
 @pytest.mark.parametrize("level", [0.0, 0.5])
 def test_level_crossings_are_exact(level):
-    shifted = COEFFICIENTS[:-1] + [COEFFICIENTS[-1] - level]
+    shifted = [*COEFFICIENTS[:-1], COEFFICIENTS[-1] - level]
     found = level_crossings(peaks, level, A, B)
     np.testing.assert_allclose(found, real_roots_in_interval(shifted), atol=1e-10, rtol=0)
     assert len(found) == (2 if level == 0 else 4)
@@ -75,13 +75,16 @@ def test_double_roots_are_found_once():
 def test_wide_intervals_give_exactly_the_roots_of_numpy(half_width):
     """The same zeros, crossings and critical points as numpy.roots, with nothing spurious: on [-1e6, 1e6] a
     uniform grid step is 500, wider than the whole region where peaks' roots lie."""
+
     def real_roots(coefficients: list[float]) -> np.ndarray:
         roots = np.roots(coefficients)
         return np.sort(roots[np.abs(roots.imag) < 1e-9].real)
 
     for level in (0.0, 0.5):
-        shifted = COEFFICIENTS[:-1] + [COEFFICIENTS[-1] - level]
-        np.testing.assert_allclose(level_crossings(peaks, level, -half_width, half_width), real_roots(shifted), atol=1e-10, rtol=0)
+        shifted = [*COEFFICIENTS[:-1], COEFFICIENTS[-1] - level]
+        np.testing.assert_allclose(
+            level_crossings(peaks, level, -half_width, half_width), real_roots(shifted), atol=1e-10, rtol=0
+        )
     points = critical_points(peaks, -half_width, half_width)  # the inflection points -0.43 and 0.78 are not among them
     np.testing.assert_allclose([p.x for p in points], real_roots(np.polyder(COEFFICIENTS)), atol=1e-10, rtol=0)
     assert [p.kind for p in points] == ["minimum", "maximum", "minimum"]
@@ -133,9 +136,17 @@ def test_peaks_script_json_and_plots(tmp_path):
 def small_model(housing_csv):
     # Smooth everywhere (standard scaling, no embeddings with ReLU kinks, SiLU), so finite differences are a fair check.
     datamodule = HousingDataModule(path=str(housing_csv), target="median_house_value", scaling="standard")
-    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32, 32], activation="silu", dropout=0.0,
-                                numeric_embedding="none", ensemble_size=2)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0)
+    model = HousePriceRegressor(
+        preprocessing=datamodule.preprocessing,
+        hidden_sizes=[32, 32],
+        activation="silu",
+        dropout=0.0,
+        numeric_embedding="none",
+        ensemble_size=2,
+    )
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0
+    )
     trainer.fit(model, datamodule=datamodule)
     return model.eval(), datamodule.splits["test"].head(20)
 
@@ -149,8 +160,12 @@ def test_sensitivity_matches_finite_differences(small_model):
         up, down = frame.copy(), frame.copy()
         up[feature] += h
         down[feature] -= h
-        prices_up = model64.predict_price(*(t.double() if t.is_floating_point() else t for t in model64.preprocessor.transform(up)))
-        prices_down = model64.predict_price(*(t.double() if t.is_floating_point() else t for t in model64.preprocessor.transform(down)))
+        prices_up = model64.predict_price(
+            *(t.double() if t.is_floating_point() else t for t in model64.preprocessor.transform(up))
+        )
+        prices_down = model64.predict_price(
+            *(t.double() if t.is_floating_point() else t for t in model64.preprocessor.transform(down))
+        )
         numeric = ((prices_up - prices_down) / (2 * h)).detach().numpy()
         np.testing.assert_allclose(gradients[feature].to_numpy(), numeric, rtol=2e-3, atol=1e-3 * np.abs(numeric).max())
     model.float()
@@ -162,11 +177,17 @@ def test_step_effects_are_real_price_changes_and_match_the_gradient_when_small(s
     one = step_effects(model, frame, pd.Series(1.0, index=features))
     moved = frame.assign(housing_median_age=frame["housing_median_age"] + 1)
     expected = (model.predict(moved) - model.predict(frame)).to_numpy()
-    np.testing.assert_allclose(one["housing_median_age"].to_numpy(), expected, atol=1e-4 * frame["median_house_value"].std())
+    np.testing.assert_allclose(
+        one["housing_median_age"].to_numpy(), expected, atol=1e-4 * frame["median_house_value"].std()
+    )
     # A smooth model: as the step shrinks, step / h becomes the gradient.
     h = 1e-5 * frame[features].std()
-    np.testing.assert_allclose((step_effects(model, frame, h) / h).to_numpy(), price_gradients(model, frame).to_numpy(), rtol=1e-3,
-                               atol=1e-6 * frame["median_house_value"].std())
+    np.testing.assert_allclose(
+        (step_effects(model, frame, h) / h).to_numpy(),
+        price_gradients(model, frame).to_numpy(),
+        rtol=1e-3,
+        atol=1e-6 * frame["median_house_value"].std(),
+    )
     table = sensitivity_table(model, frame)
     assert {"gradient_per_unit", "plus_one_unit", "gradient_times_std", "plus_one_std"} <= set(table.columns)
 
@@ -177,27 +198,35 @@ def test_step_effects_see_the_jumps_that_tied_values_leave_in_the_quantile_scali
     frame["price"] = 1000.0 * frame["quality"] + 10.0 * frame["area"]
     datamodule = HousingDataModule.from_frame(frame, target="price")  # quantile scaling: ties make a staircase
     torch.manual_seed(0)  # an untrained network: unseeded, about one in twenty draws nearly cancels the step (flaky)
-    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, numeric_embedding="none", ensemble_size=1, dropout=0.0)
+    model = HousePriceRegressor(
+        preprocessing=datamodule.preprocessing, numeric_embedding="none", ensemble_size=1, dropout=0.0
+    )
     head = frame.head(50)
     gradient = price_gradients(model, head)["quality"].mean()
     step = step_effects(model, head, pd.Series(1.0, index=["quality", "area"]))["quality"]
-    assert np.allclose(step, (model.predict(head.assign(quality=head["quality"] + 1)) - model.predict(head)).to_numpy(), atol=1e-2)
+    assert np.allclose(
+        step, (model.predict(head.assign(quality=head["quality"] + 1)) - model.predict(head)).to_numpy(), atol=1e-2
+    )
     assert abs(step.mean()) > 10 * abs(gradient)  # the gradient sits on a flat tread of the staircase
 
 
 def test_price_ascent_raises_the_price_within_the_training_range(small_model):
     model, frame = small_model
-    steps, run = price_ascent(model, frame.head(1), step=0.05, max_steps=50)
+    steps, _run = price_ascent(model, frame.head(1), step=0.05, max_steps=50)
     price = steps["median_house_value_prediction"]
     assert price.iloc[-1] > price.iloc[0]
     state = model.preprocessor.state
     features = steps[model.preprocessor.numeric]
-    assert (features >= np.array(state["minimum"]) - 1e-9).all().all() and (features <= np.array(state["maximum"]) + 1e-9).all().all()
+    assert (features >= np.array(state["minimum"]) - 1e-9).all().all() and (
+        features <= np.array(state["maximum"]) + 1e-9
+    ).all().all()
 
 
 @pytest.mark.slow
 def test_sensitivity_script(housing_run, tmp_path):
-    result = run_script("sensitivity.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(tmp_path / "s"), cwd=ROOT)
+    result = run_script(
+        "sensitivity.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(tmp_path / "s"), cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "median_income" in result.stdout and "Gradient ascent from row 0" in result.stdout
     assert (tmp_path / "s" / "sensitivity.png").exists() and (tmp_path / "s" / "price_ascent.csv").exists()
@@ -205,15 +234,34 @@ def test_sensitivity_script(housing_run, tmp_path):
 
 def test_peaks_refuses_non_finite_input_and_writes_strict_json(tmp_path, capsys):
     peaks_main = runpy.run_path(str(ROOT / "scripts" / "peaks.py"))["main"]  # in-process: refusals need no subprocess
-    for arguments in (["--levels", "inf"], ["--levels", "0.5", "nan"], ["--start", "nan"], ["--step", "nan"], ["--interval", "0", "inf"],
-                      ["--interval", "-inf", "0"]):
+    for arguments in (
+        ["--levels", "inf"],
+        ["--levels", "0.5", "nan"],
+        ["--start", "nan"],
+        ["--step", "nan"],
+        ["--interval", "0", "inf"],
+        ["--interval", "-inf", "0"],
+    ):
         with pytest.raises(SystemExit) as exit_:
-            exit_cleanly_on_error(lambda: peaks_main([*arguments, "--output", str(tmp_path / "plots")]))
+            exit_cleanly_on_error(
+                lambda arguments=arguments: peaks_main([*arguments, "--output", str(tmp_path / "plots")])
+            )
         error = capsys.readouterr().err
         assert exit_.value.code == 2 and "is not a finite number" in error, (arguments, error)
     assert not (tmp_path / "plots").exists()
-    diverging = run_script("peaks.py", "--json", "--start", "1.5", "--step", "100", "--max-steps", "50", "--output", str(tmp_path / "p"),
-                           cwd=tmp_path)
+    diverging = run_script(
+        "peaks.py",
+        "--json",
+        "--start",
+        "1.5",
+        "--step",
+        "100",
+        "--max-steps",
+        "50",
+        "--output",
+        str(tmp_path / "p"),
+        cwd=tmp_path,
+    )
     assert diverging.returncode == 0, diverging.stderr[-2000:]
 
     def refuse(constant: str) -> None:

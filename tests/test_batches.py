@@ -15,7 +15,11 @@ def rows(n: int) -> tuple[torch.Tensor, torch.Tensor]:
 def test_evaluation_shards_cover_every_row_exactly_once():
     for world_size in (1, 2, 3, 4):
         seen = torch.cat(
-            [batch[1] for rank in range(world_size) for batch in TensorBatches(rows(1003), 100, rank=rank, world_size=world_size)]
+            [
+                batch[1]
+                for rank in range(world_size)
+                for batch in TensorBatches(rows(1003), 100, rank=rank, world_size=world_size)
+            ]
         )
         assert seen.tolist() == list(range(1003))
 
@@ -50,17 +54,23 @@ def test_member_batches_give_each_member_every_row_once_in_its_own_order():
     orders = torch.cat([batch[1] for batch in parts], dim=1)
     assert all(sorted(order.tolist()) == list(range(50)) for order in orders)
     assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
-    torch.testing.assert_close(torch.cat([batch[0] for batch in parts], dim=1).squeeze(-1), orders.float(), msg="rows stay whole")
+    torch.testing.assert_close(
+        torch.cat([batch[0] for batch in parts], dim=1).squeeze(-1), orders.float(), msg="rows stay whole"
+    )
     two = [TensorBatches(rows(50), 8, shuffle=True, k=3, rank=rank, world_size=2) for rank in (0, 1)]
     shards = [torch.cat([batch[1] for batch in part], dim=1) for part in two]
     for member in range(3):
-        assert sorted(torch.cat([shards[0][member], shards[1][member]]).tolist()) == list(range(50)), "DDP splits each member's order"
+        assert sorted(torch.cat([shards[0][member], shards[1][member]]).tolist()) == list(range(50)), (
+            "DDP splits each member's order"
+        )
 
 
 def test_groups_hold_the_same_batches_in_the_same_order():
     single, grouped = (TensorBatches(rows(1003), 100, shuffle=True, seed=3, k=2, group=group) for group in (1, 4))
     groups = list(grouped)
-    assert [len(group) for group in groups] == [4, 4, 3] and len(grouped) == 3 and grouped.n_batches == len(single) == 11
+    assert (
+        [len(group) for group in groups] == [4, 4, 3] and len(grouped) == 3 and grouped.n_batches == len(single) == 11
+    )
     for batch, other in zip(single, [batch for group in groups for batch in group], strict=True):
         assert all(torch.equal(a, b) for a, b in zip(batch, other, strict=True))
 
@@ -69,7 +79,9 @@ def test_member_subsets_draw_each_member_from_its_own_rows():
     # Two members learn rows 10..49, two rows 0..39 and 45..49 (a cross-fitted network's rows outside its fold).
     subsets = [torch.arange(10, 50)] * 2 + [torch.cat([torch.arange(40), torch.arange(45, 50)])] * 2
     batches = TensorBatches(rows(50), 8, shuffle=True, k=4, subsets=subsets)
-    assert batches.n_rows == 40 and batches.n_batches == len(batches) == 5, "as many rows per member as the smallest subset"
+    assert batches.n_rows == 40 and batches.n_batches == len(batches) == 5, (
+        "as many rows per member as the smallest subset"
+    )
     for epoch in (0, 1):
         batches.set_epoch(epoch)
         orders = torch.cat([batch[1] for batch in batches], dim=1)  # [k, 40]

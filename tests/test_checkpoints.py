@@ -15,17 +15,22 @@ import pytest
 import torch
 from conftest import ROOT, assert_clean_failure, run_in_process, run_script
 
-from house_price.datamodules import HousePriceError, HousingDataModule
+from house_price.datamodules import HousingDataModule
+from house_price.errors import HousePriceError
 from house_price.models import HousePriceRegressor, PriceModel, load_model
-from house_price.models.reports import amount
+from house_price.reports import amount
 
 
 @pytest.mark.slow
 def test_evaluate_reproduces_the_training_test_metrics(housing_run, tmp_path):
     report = tmp_path / "report"
-    result = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(report), cwd=tmp_path)
+    result = run_script(
+        "evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(report), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "💡 Tip" not in result.stdout + result.stderr and "LeafSpec" not in result.stderr  # Lightning's noise, as in train
+    assert (
+        "💡 Tip" not in result.stdout + result.stderr and "LeafSpec" not in result.stderr
+    )  # Lightning's noise, as in train
     trained = json.loads((housing_run / "test_metrics.json").read_text())
     evaluated = json.loads((report / "metrics.json").read_text())
     assert evaluated.keys() == trained.keys() | {"unseen_categories", "unreadable_dates", "out_of_range", "intervals"}
@@ -39,13 +44,20 @@ def test_evaluate_reproduces_the_training_test_metrics(housing_run, tmp_path):
     assert "RMSE" in result.stdout and "dollars" in result.stdout
     rmse = next(line for line in result.stdout.splitlines() if line.strip().startswith("RMSE"))
     assert rmse.split()[1] == amount(evaluated["rmse"]) and "e+" not in result.stdout, "dollars as people write them"
-    again = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(report), cwd=tmp_path)
+    again = run_script(
+        "evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(report), cwd=tmp_path
+    )
     assert again.returncode == 2 and "--overwrite" in again.stderr
 
 
 def test_amounts_read_as_people_write_them():
     assert [amount(value) for value in (0.4390312, 62884.31, 201600.2, 1234567.8, -5029.814)] == [
-        "0.439031", "62,884.3", "201,600", "1,234,568", "-5,029.81"]
+        "0.439031",
+        "62,884.3",
+        "201,600",
+        "1,234,568",
+        "-5,029.81",
+    ]
     assert [amount(value, 4) for value in (1.23456, 198512.0, 0.0)] == ["1.235", "198,512", "0"]
 
 
@@ -55,8 +67,15 @@ def test_evaluate_on_a_csv_uses_the_checkpoint_preprocessing(housing_run, housin
     frame = pd.read_csv(housing_csv)
     rich = frame[frame["median_income"] > 8]
     rich.to_csv(tmp_path / "rich.csv", index=False)
-    result = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--data", str(tmp_path / "rich.csv"),
-                        "--output", str(tmp_path / "report"), cwd=tmp_path)
+    result = run_script(
+        "evaluate.py",
+        str(housing_run / "checkpoints" / "best.ckpt"),
+        "--data",
+        str(tmp_path / "rich.csv"),
+        "--output",
+        str(tmp_path / "report"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     model = load_model(housing_run / "checkpoints" / "best.ckpt")
@@ -65,18 +84,33 @@ def test_evaluate_on_a_csv_uses_the_checkpoint_preprocessing(housing_run, housin
     rmse = float(np.sqrt(np.mean((rich["median_house_value"].to_numpy() - predictions) ** 2)))
     assert metrics["n"] == len(rich) and metrics["rmse"] == pytest.approx(rmse, rel=1e-5)
     trained_on = int((model.preprocessor.training_sales(rich) >= 0).sum())
-    assert 0 < trained_on < len(rich) and f"{trained_on:,} of the {len(rich):,} rows are training sales" in result.stderr
+    assert (
+        0 < trained_on < len(rich) and f"{trained_on:,} of the {len(rich):,} rows are training sales" in result.stderr
+    )
     rich.drop(columns="median_house_value").to_csv(tmp_path / "unpriced.csv", index=False)
-    unpriced = run_script("evaluate.py", str(housing_run / "checkpoints" / "best.ckpt"), "--data", str(tmp_path / "unpriced.csv"),
-                          "--output", str(tmp_path / "nothing"), cwd=tmp_path)
-    assert unpriced.returncode == 2 and "'median_house_value' is not in the data" in unpriced.stderr and "house-price predict" in unpriced.stderr
+    unpriced = run_script(
+        "evaluate.py",
+        str(housing_run / "checkpoints" / "best.ckpt"),
+        "--data",
+        str(tmp_path / "unpriced.csv"),
+        "--output",
+        str(tmp_path / "nothing"),
+        cwd=tmp_path,
+    )
+    assert (
+        unpriced.returncode == 2
+        and "'median_house_value' is not in the data" in unpriced.stderr
+        and "house-price predict" in unpriced.stderr
+    )
     assert not (tmp_path / "nothing").exists(), "no report folder for a report never written"
 
 
 def test_save_load_predict_is_exact(tmp_path, housing_csv):
     datamodule = HousingDataModule(path=str(housing_csv), target="median_house_value", scaling="quantile")
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, numeric_embedding="periodic", dropout=0.1)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0)
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_val_batches=0
+    )
     trainer.fit(model, datamodule=datamodule)
     frame = datamodule.splits["test"]
     before = model.predict(frame)
@@ -91,11 +125,13 @@ def test_save_load_predict_is_exact(tmp_path, housing_csv):
 
 def test_pricing_from_a_checkpoint_never_imports_lightning(housing_run, housing_csv):
     # Lightning's import alone takes seconds: predict, explain, export and sensitivity load a PriceModel.
-    code = ("import sys, pandas as pd, house_price.predict, house_price.explain, house_price.export, house_price.sensitivity\n"
-            "from house_price.models import load_model\n"
-            f"prices = load_model({str(housing_run / 'checkpoints' / 'best.ckpt')!r}).predict(pd.read_csv({str(housing_csv)!r}).head(50), interval=0.9)\n"
-            "assert prices.notna().all().all() and len(prices) == 50, prices\n"
-            "print(sorted(name for name in sys.modules if name.split('.')[0] in ('lightning', 'pytorch_lightning', 'torchmetrics')))")
+    code = (
+        "import sys, pandas as pd, house_price.commands.predict, house_price.commands.explain, house_price.commands.export, house_price.commands.sensitivity\n"
+        "from house_price.models import load_model\n"
+        f"prices = load_model({str(housing_run / 'checkpoints' / 'best.ckpt')!r}).predict(pd.read_csv({str(housing_csv)!r}).head(50), interval=0.9)\n"
+        "assert prices.notna().all().all() and len(prices) == 50, prices\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] in ('lightning', 'pytorch_lightning', 'torchmetrics')))"
+    )
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "[]", (result.stdout, result.stderr[-2000:])
 
@@ -108,8 +144,17 @@ def test_predict_script_on_a_messy_csv_keeps_row_order(housing_run, housing_csv,
     messy = frame.drop(columns="median_house_value").sample(frac=1.0, axis=1, random_state=0)
     messy.to_csv(tmp_path / "in.csv", index=False)
     output = tmp_path / "out.csv"
-    result = run_script("predict.py", str(housing_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "in.csv"),
-                        "--output", str(output), "--keep-columns", "house id", cwd=tmp_path)
+    result = run_script(
+        "predict.py",
+        str(housing_run / "checkpoints" / "best.ckpt"),
+        "--input",
+        str(tmp_path / "in.csv"),
+        "--output",
+        str(output),
+        "--keep-columns",
+        "house id",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     written = pd.read_csv(output)
     assert list(written.columns) == ["house id", "median_house_value_prediction"]
@@ -122,10 +167,19 @@ def test_predict_script_on_a_messy_csv_keeps_row_order(housing_run, housing_csv,
 @pytest.mark.parametrize("dropped", [["median_income", "households"], ["ocean_proximity"]])  # numbers, categories
 def test_predict_names_missing_feature_columns(housing_run, housing_csv, tmp_path, dropped):
     pd.read_csv(housing_csv).head(20).drop(columns=dropped).to_csv(tmp_path / "in.csv", index=False)
-    result = run_script("predict.py", str(housing_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "in.csv"),
-                        "--output", str(tmp_path / "out.csv"), cwd=tmp_path)
+    result = run_script(
+        "predict.py",
+        str(housing_run / "checkpoints" / "best.ckpt"),
+        "--input",
+        str(tmp_path / "in.csv"),
+        "--output",
+        str(tmp_path / "out.csv"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
-    assert f"lacks feature columns {sorted(dropped)}" in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr[-2000:]
+    assert (
+        f"lacks feature columns {sorted(dropped)}" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    ), result.stderr[-2000:]
     assert not (tmp_path / "out.csv").exists()
 
 
@@ -146,8 +200,17 @@ def test_a_checkpoint_carrying_pickled_code_is_refused_and_never_runs(tmp_path, 
     assert not marker.exists()
     with pytest.raises(HousePriceError, match="pickled"):
         load_model(tmp_path / "evil.ckpt")
-    for script in (["evaluate.py", str(tmp_path / "evil.ckpt")],
-                   ["predict.py", str(tmp_path / "evil.ckpt"), "--input", str(ROOT / "README.md"), "--output", str(tmp_path / "o.csv")]):
+    for script in (
+        ["evaluate.py", str(tmp_path / "evil.ckpt")],
+        [
+            "predict.py",
+            str(tmp_path / "evil.ckpt"),
+            "--input",
+            str(ROOT / "README.md"),
+            "--output",
+            str(tmp_path / "o.csv"),
+        ],
+    ):
         result = run_script(*script, cwd=tmp_path)
         assert result.returncode == 2 and "pickled" in result.stderr
     assert not marker.exists()
@@ -167,7 +230,10 @@ def test_a_price_model_takes_every_hyperparameter_but_the_training_ones():
 
     from house_price.models.pricing import TRAINING_OPTIONS
 
-    pricing, training = set(inspect.signature(PriceModel).parameters), set(inspect.signature(HousePriceRegressor).parameters)
+    pricing, training = (
+        set(inspect.signature(PriceModel).parameters),
+        set(inspect.signature(HousePriceRegressor).parameters),
+    )
     assert training == pricing | TRAINING_OPTIONS and not pricing & TRAINING_OPTIONS
 
 
@@ -187,8 +253,12 @@ EDITS = {
     "medians": lambda c: preprocessing(c).update(medians=preprocessing(c)["medians"][:2]),
     "quantiles": lambda c: preprocessing(c)["quantiles"][0].reverse(),
     "target_std": lambda c: preprocessing(c).update(target_std=float("nan")),
-    "vocabularies": lambda c: preprocessing(c)["vocabularies"][0].__setitem__(-1, preprocessing(c)["vocabularies"][0][0]),  # same length
-    "location.latitude": lambda c: preprocessing(c)["location"]["latitude"].pop(),  # housing.csv's run reads the location price
+    "vocabularies": lambda c: preprocessing(c)["vocabularies"][0].__setitem__(
+        -1, preprocessing(c)["vocabularies"][0][0]
+    ),  # same length
+    "location.latitude": lambda c: preprocessing(c)["location"][
+        "latitude"
+    ].pop(),  # housing.csv's run reads the location price
     "location.neighbours": lambda c: preprocessing(c)["location"].update(neighbours=0),
     "method": lambda c: c["conformal_calibration"].update(method="bogus"),
     "eps": lambda c: c["conformal_calibration"].update(eps=-5.0),
@@ -197,11 +267,22 @@ EDITS = {
 
 
 @pytest.mark.parametrize("field", EDITS)
-def test_an_edited_checkpoint_is_refused_in_one_line_naming_the_field(field, housing_run, housing_csv, tmp_path, capsys):
+def test_an_edited_checkpoint_is_refused_in_one_line_naming_the_field(
+    field, housing_run, housing_csv, tmp_path, capsys
+):
     # weights_only stops code, not wrong numbers: each of these priced silently wrong, or failed with a traceback.
     edited = edit(housing_run / "checkpoints" / "best.ckpt", tmp_path / "edited.ckpt", EDITS[field])
     pd.read_csv(housing_csv, nrows=5).to_csv(tmp_path / "houses.csv", index=False)
-    result = run_in_process(capsys, "predict.py", str(edited), "--input", str(tmp_path / "houses.csv"), "--output", str(tmp_path / "p.csv"),
-                            "--interval", "0.9")
+    result = run_in_process(
+        capsys,
+        "predict.py",
+        str(edited),
+        "--input",
+        str(tmp_path / "houses.csv"),
+        "--output",
+        str(tmp_path / "p.csv"),
+        "--interval",
+        "0.9",
+    )
     assert_clean_failure(result, f"field '{field}'", "damaged or was edited")
     assert not (tmp_path / "p.csv").exists()

@@ -14,11 +14,17 @@ from conftest import HOUSING_CSV, SHARED_DATA, assert_clean_failure, run_in_proc
 from house_price.datamodules import HousingDataModule
 from house_price.models.checkpoint import load_model, read_checkpoint
 from house_price.models.comparables import ComparablesNetwork, nearest
-from house_price.models.export import export_onnx, verify_onnx
 from house_price.models.pricing import PriceModel
+from house_price.onnx import export_onnx, verify_onnx
 
-SMALL = ["--config=configs/comparables.yaml", "--model.d_main=32", "--model.context_size=16", "--model.n_frequencies=8",
-         "--model.embedding_dim=8", "--trainer.max_epochs=2"]  # after the config, which sets its own epochs
+SMALL = [
+    "--config=configs/comparables.yaml",
+    "--model.d_main=32",
+    "--model.context_size=16",
+    "--model.n_frequencies=8",
+    "--model.embedding_dim=8",
+    "--trainer.max_epochs=2",
+]  # after the config, which sets its own epochs
 
 
 def test_chunked_search_equals_the_whole_search_and_sorting_every_distance():
@@ -35,11 +41,26 @@ def test_chunked_search_equals_the_whole_search_and_sorting_every_distance():
 
 def network(n_candidates: int = 200) -> ComparablesNetwork:
     torch.manual_seed(0)
-    model = ComparablesNetwork(n_numeric=3, n_embedded=3, cardinalities=[4], numeric_embedding="periodic-lite", embedding_dim=4,
-                               n_frequencies=4, frequency_scale=1.0, category_dim=2, d_main=16, context_size=8)
+    model = ComparablesNetwork(
+        n_numeric=3,
+        n_embedded=3,
+        cardinalities=[4],
+        numeric_embedding="periodic-lite",
+        embedding_dim=4,
+        n_frequencies=4,
+        frequency_scale=1.0,
+        category_dim=2,
+        d_main=16,
+        context_size=8,
+    )
     with torch.no_grad():
         model.key.weight *= 10  # keys far apart, as after training: a row is then its own nearest candidate by far
-    model.remember(torch.randn(n_candidates, 3), torch.randint(0, 4, (n_candidates, 1)), torch.randn(n_candidates), torch.arange(n_candidates) * 3)
+    model.remember(
+        torch.randn(n_candidates, 3),
+        torch.randint(0, 4, (n_candidates, 1)),
+        torch.randn(n_candidates),
+        torch.arange(n_candidates) * 3,
+    )
     return model.eval()
 
 
@@ -53,7 +74,9 @@ def test_a_training_row_never_reads_its_own_price():
         query = model.candidate_numeric[[row]], model.candidate_codes[[row]]
         excluded, included = model.member_outputs(*query, exclude=torch.tensor([row])), model.member_outputs(*query)
         model.candidate_target[row] += 100.0  # the row's own price, and nothing else, changes
-        assert torch.equal(model.member_outputs(*query, exclude=torch.tensor([row])), excluded), "its own price reached a row"
+        assert torch.equal(model.member_outputs(*query, exclude=torch.tensor([row])), excluded), (
+            "its own price reached a row"
+        )
         assert not torch.equal(model.member_outputs(*query), included), "without exclusion it does: the test can fail"
 
 
@@ -76,7 +99,8 @@ def test_a_price_is_tabrs_sum_over_its_comparables_of_label_plus_key_difference_
         weights, indices = model.context(key, candidate_keys, None)
         differences = key.unsqueeze(1) - candidate_keys[indices]  # [B, m, d]
         values = model.label_encoder(model.candidate_target[indices].unsqueeze(-1)) + model.difference_out(
-            model.difference_activation(model.difference_in(differences)))
+            model.difference_activation(model.difference_in(differences))
+        )
         x = x + (weights.unsqueeze(-1) * values).sum(1)
         for block in model.blocks:
             x = x + block(x)
@@ -88,13 +112,21 @@ SACRAMENTO = SHARED_DATA / "tables" / "sacramento.csv"  # 932 sales with latitud
 
 @pytest.fixture(scope="module")
 def comparables_run(tmp_path_factory):
-    return train("housing_csv.yaml", tmp_path_factory.mktemp("comparables_run"), f"--data.path={SACRAMENTO}", "--data.target=price", *SMALL)
+    return train(
+        "housing_csv.yaml",
+        tmp_path_factory.mktemp("comparables_run"),
+        f"--data.path={SACRAMENTO}",
+        "--data.target=price",
+        *SMALL,
+    )
 
 
 def test_candidates_are_the_training_split_and_a_checkpoint_prices_alone(comparables_run):
     best = comparables_run / "checkpoints" / "best.ckpt"
     checkpoint = read_checkpoint(best)
-    datamodule = HousingDataModule(**{key: value for key, value in checkpoint["datamodule_hyper_parameters"].items() if not key.startswith("_")})
+    datamodule = HousingDataModule(
+        **{key: value for key, value in checkpoint["datamodule_hyper_parameters"].items() if not key.startswith("_")}
+    )
     candidates = checkpoint["state_dict"]["network.candidate_rows"]
     assert torch.equal(candidates, datamodule.table_rows("train"))
     assert not set(candidates.tolist()) & (set(datamodule.splits["val"].index) | set(datamodule.splits["test"].index))
@@ -116,7 +148,12 @@ def test_a_house_gets_the_same_comparables_in_any_batch_and_its_price_in_onnx(co
     network = model.network.eval()
     with torch.no_grad():
         whole = network.comparables(numeric, codes)[1]
-        sliced = torch.cat([network.comparables(numeric[begin : begin + 7], codes[begin : begin + 7])[1] for begin in range(0, len(houses), 7)])
+        sliced = torch.cat(
+            [
+                network.comparables(numeric[begin : begin + 7], codes[begin : begin + 7])[1]
+                for begin in range(0, len(houses), 7)
+            ]
+        )
         assert torch.equal(whole.sort(dim=1).values, sliced.sort(dim=1).values)
         alone = torch.cat([network(numeric[[row]], codes[[row]]) for row in range(len(houses))])
         torch.testing.assert_close(network(numeric, codes), alone, rtol=1e-5, atol=1e-5)
@@ -129,8 +166,20 @@ def test_a_house_gets_the_same_comparables_in_any_batch_and_its_price_in_onnx(co
 def test_comparables_command_reads_each_sale_back_from_the_training_file(comparables_run, tmp_path):
     houses = pd.read_csv(SACRAMENTO).sample(6, random_state=0)
     houses.to_csv(tmp_path / "houses.csv", index=False)
-    result = run_script("comparables.py", str(comparables_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "houses.csv"),
-                        "--rows", "1", "4", "--k", "5", "--output", str(tmp_path / "report"), cwd=tmp_path)
+    result = run_script(
+        "comparables.py",
+        str(comparables_run / "checkpoints" / "best.ckpt"),
+        "--input",
+        str(tmp_path / "houses.csv"),
+        "--rows",
+        "1",
+        "4",
+        "--k",
+        "5",
+        "--output",
+        str(tmp_path / "report"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     table = pd.read_csv(tmp_path / "report" / "comparables.csv")
     assert table["row"].tolist() == [1] * 5 + [4] * 5 and table["rank"].tolist() == [1, 2, 3, 4, 5] * 2
@@ -144,8 +193,15 @@ def test_comparables_command_reads_each_sale_back_from_the_training_file(compara
 
 def test_comparables_of_an_mlp_checkpoint_are_refused_in_one_line(housing_run, capsys, tmp_path):
     pd.read_csv(HOUSING_CSV, nrows=3).to_csv(tmp_path / "h.csv", index=False)
-    result = run_in_process(capsys, "comparables.py", str(housing_run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "h.csv"),
-                            "--output", str(tmp_path / "out"))
+    result = run_in_process(
+        capsys,
+        "comparables.py",
+        str(housing_run / "checkpoints" / "best.ckpt"),
+        "--input",
+        str(tmp_path / "h.csv"),
+        "--output",
+        str(tmp_path / "out"),
+    )
     assert_clean_failure(result, "prices each house alone", "configs/comparables.yaml")
     assert not (tmp_path / "out").exists()
 
@@ -163,7 +219,15 @@ def test_the_service_explains_a_house_with_its_comparable_sales_as_the_command_l
     best = comparables_run / "checkpoints" / "best.ckpt"
     houses = pd.read_csv(SACRAMENTO, dtype={"zip": str}).sample(1, random_state=1)
     houses.to_csv(tmp_path / "house.csv", index=False)
-    result = run_script("comparables.py", str(best), "--input", str(tmp_path / "house.csv"), "--output", str(tmp_path / "report"), cwd=tmp_path)
+    result = run_script(
+        "comparables.py",
+        str(best),
+        "--input",
+        str(tmp_path / "house.csv"),
+        "--output",
+        str(tmp_path / "report"),
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     listed = pd.read_csv(tmp_path / "report" / "comparables.csv", dtype={"zip": str})
     with serving(best) as url:
@@ -179,11 +243,15 @@ def test_the_service_explains_a_house_with_its_comparable_sales_as_the_command_l
     assert answer["baseline"] + sum(answer["attributions"].values()) == pytest.approx(answer["price"], rel=1e-3)
 
 
-def test_served_alone_a_comparables_checkpoint_lists_each_sale_with_its_price_from_the_checkpoint(comparables_run, tmp_path):
+def test_served_alone_a_comparables_checkpoint_lists_each_sale_with_its_price_from_the_checkpoint(
+    comparables_run, tmp_path
+):
     import httpx
 
     checkpoint = torch.load(comparables_run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=True)
-    checkpoint["datamodule_hyper_parameters"]["path"] = str(tmp_path / "moved.csv")  # copied to a server without its data
+    checkpoint["datamodule_hyper_parameters"]["path"] = str(
+        tmp_path / "moved.csv"
+    )  # copied to a server without its data
     torch.save(checkpoint, tmp_path / "alone.ckpt")
     house = pd.read_csv(SACRAMENTO, dtype={"zip": str}).sample(1, random_state=1)
     sales = pd.read_csv(SACRAMENTO, dtype={"zip": str})

@@ -11,7 +11,7 @@ from conftest import ROOT, run_script
 
 from house_price.datamodules import HousingDataModule
 from house_price.models import HousePriceRegressor, load_model
-from house_price.models.export import export_onnx, normal_quantile, verify_onnx
+from house_price.onnx import export_onnx, normal_quantile, verify_onnx
 
 
 def test_normal_quantile_matches_scipy():
@@ -25,8 +25,15 @@ def test_normal_quantile_matches_scipy():
 def test_california_export_equals_predict_with_missing_numbers(tmp_path):
     datamodule = HousingDataModule()
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[64], ensemble_size=4)
-    trainer = L.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False, limit_train_batches=20,
-                        limit_val_batches=0, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_train_batches=20,
+        limit_val_batches=0,
+        enable_model_summary=False,
+    )
     trainer.fit(model, datamodule=datamodule)
     frame = datamodule.splits["test"].copy()
     frame.iloc[::7, 0] = np.nan  # missing numbers: the training median, as in predict
@@ -61,16 +68,25 @@ def test_housing_export_command_with_unseen_categories(housing_run, housing_csv,
 
 def test_export_refuses_to_overwrite(housing_run, tmp_path):
     (tmp_path / "model.onnx").write_text("keep me")
-    result = run_script("export.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(tmp_path / "model.onnx"), cwd=ROOT)
-    assert result.returncode == 2 and "--overwrite" in result.stderr and (tmp_path / "model.onnx").read_text() == "keep me"
+    result = run_script(
+        "export.py", str(housing_run / "checkpoints" / "best.ckpt"), "--output", str(tmp_path / "model.onnx"), cwd=ROOT
+    )
+    assert (
+        result.returncode == 2 and "--overwrite" in result.stderr and (tmp_path / "model.onnx").read_text() == "keep me"
+    )
 
 
 def test_tied_whole_numbers_export_as_the_checkpoint_prices_them(tmp_path):
     """Ratings and counts repeat: float32 knots (ONNX) and float64 knots (the checkpoint) must agree on every tie."""
     rng = np.random.default_rng(0)
     n = 1500
-    frame = pd.DataFrame({"frontage": rng.integers(40, 130, n).astype(float), "quality": rng.integers(1, 11, n).astype(float),
-                          "area": rng.lognormal(7.3, 0.35, n).round()})
+    frame = pd.DataFrame(
+        {
+            "frontage": rng.integers(40, 130, n).astype(float),
+            "quality": rng.integers(1, 11, n).astype(float),
+            "area": rng.lognormal(7.3, 0.35, n).round(),
+        }
+    )
     frame["price"] = 20_000 * frame["quality"] + 90 * frame["area"] + 300 * frame["frontage"] + rng.normal(0, 20_000, n)
     datamodule = HousingDataModule.from_frame(frame, target="price")
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32], ensemble_size=2)

@@ -10,9 +10,10 @@ import pytest
 import torch
 from conftest import ROOT, SHARED_DATA, priced_frame, run_script
 
-from house_price.datamodules import HousePriceError, HousingDataModule
+from house_price.datamodules import HousingDataModule
 from house_price.datamodules.housing import AUTO_FOLDS, AUTO_FOLDS_BELOW
 from house_price.datamodules.preprocessing import UNKNOWN
+from house_price.errors import HousePriceError
 from house_price.models import HousePriceRegressor, load_model
 from house_price.models.checkpoint import read_checkpoint
 
@@ -22,8 +23,12 @@ WINDSOR = SHARED_DATA / "tables" / "windsor.csv"
 def cross_fitted(folds: int = 3, frame: pd.DataFrame | None = None) -> tuple[HousingDataModule, HousePriceRegressor]:
     """A data module cutting `folds` folds of `frame` (150 synthetic houses by default) and a small model over them."""
     torch.manual_seed(0)
-    datamodule = HousingDataModule.from_frame(priced_frame(150) if frame is None else frame, target="price", folds=folds)
-    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, dropout=0.0, folds=folds)
+    datamodule = HousingDataModule.from_frame(
+        priced_frame(150) if frame is None else frame, target="price", folds=folds
+    )
+    model = HousePriceRegressor(
+        preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, dropout=0.0, folds=folds
+    )
     model.network.assign_folds(datamodule.row_folds())
     return datamodule, model
 
@@ -33,10 +38,14 @@ def test_folds_cut_the_rows_left_after_the_test_split_and_the_test_split_stays()
     plain, folded = (HousingDataModule.from_frame(frame, target="price", folds=folds) for folds in (1, 5))
     assert folded.splits["test"].index.equals(plain.splits["test"].index)
     rest = plain.splits["train"].index.union(plain.splits["val"].index)
-    assert folded.splits["train"].index.sort_values().equals(rest) and folded.splits["val"].index.equals(folded.splits["train"].index)
+    assert folded.splits["train"].index.sort_values().equals(rest) and folded.splits["val"].index.equals(
+        folded.splits["train"].index
+    )
     folds = folded.row_folds()
     sizes = torch.bincount(folds, minlength=5)
-    assert len(folds) == len(rest) and sizes.max() - sizes.min() <= 1  # every row in one fold, folds within a row of each other
+    assert (
+        len(folds) == len(rest) and sizes.max() - sizes.min() <= 1
+    )  # every row in one fold, folds within a row of each other
     assert torch.equal(folds, HousingDataModule.from_frame(frame, target="price", folds=5).row_folds())
 
 
@@ -58,14 +67,17 @@ def test_a_network_never_learns_from_the_rows_of_its_own_fold(own_rows):
     own = (folds == 1).nonzero().squeeze(1)
     members, targets = model._members(numeric[own], codes[own], target[own], own, "train")
     model.loss(members, targets).backward()
-    moved = [any(p.grad is not None and bool(p.grad.abs().sum()) for p in network.parameters()) for network in model.network.networks]
+    moved = [
+        any(p.grad is not None and bool(p.grad.abs().sum()) for p in network.parameters())
+        for network in model.network.networks
+    ]
     assert moved == [True, False, True]
 
 
 def test_each_member_of_a_cross_fitted_network_trains_on_batches_of_the_rows_it_learns_only():
     datamodule = HousingDataModule.from_frame(priced_frame(150), target="price", folds=3, member_batches=2)
     folds = datamodule.row_folds()
-    batches = list(datamodule.train_dataloader())[0]  # one call: the epoch's batches, [K·k, B, ...] each
+    batches = next(iter(datamodule.train_dataloader()))  # one call: the epoch's batches, [K·k, B, ...] each
     rows = torch.cat([batch[-1] for batch in batches], dim=1)  # each member's rows of the epoch, [6, n]
     smallest = len(folds) - int(torch.bincount(folds).max())  # the rows learned by the network of the largest fold
     assert rows.shape == (6, smallest)
@@ -97,7 +109,9 @@ def test_a_category_seen_only_in_its_own_fold_is_unknown_to_that_network():
     frame.loc[own, "c"] = "w"  # "w" only in fold 1
     datamodule, model = cross_fitted(folds=3, frame=frame)
     w = datamodule.preprocessor.tensors(frame.loc[own[:1]])[1][0, 0]  # the code of "w"
-    trainer = L.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
     initial = [network.categories[0].weight[w].clone() for network in model.network.networks]
     trainer.fit(model, datamodule=datamodule)
     vectors = [network.categories[0].weight[w] for network in model.network.networks]
@@ -115,7 +129,9 @@ def test_folds_are_a_positive_count_and_cross_fit_mlps_only():
         HousingDataModule.from_frame(priced_frame(50), target="price", folds=0)
     datamodule = HousingDataModule.from_frame(priced_frame(50), target="price", folds=2)
     with pytest.raises(HousePriceError, match="cross-fitting .* trains MLPs only"):
-        HousePriceRegressor(preprocessing=datamodule.preprocessing, architecture="comparables", ensemble_size=1, folds=2)
+        HousePriceRegressor(
+            preprocessing=datamodule.preprocessing, architecture="comparables", ensemble_size=1, folds=2
+        )
 
 
 def test_auto_folds_are_decided_by_the_rows_left_after_the_test_split_and_a_number_decides_instead():
@@ -125,27 +141,48 @@ def test_auto_folds_are_decided_by_the_rows_left_after_the_test_split_and_a_numb
     assert HousingDataModule.from_frame(large, target="price", folds="auto").folds == 1
     assert HousingDataModule.from_frame(small, target="price", folds=1).folds == 1
     assert HousingDataModule.from_frame(large, target="price", folds=3).folds == 3
-    assert HousingDataModule.from_frame(priced_frame(5), target="price", folds="auto").folds == 1  # 4 rows: fewer than 5 folds
-    with pytest.raises(HousePriceError, match="4 after the test split: too few for 5 folds; give --data.folds 4 or fewer"):
-        HousingDataModule.from_frame(priced_frame(5), target="price", folds=5).splits  # noqa: B018
+    assert (
+        HousingDataModule.from_frame(priced_frame(5), target="price", folds="auto").folds == 1
+    )  # 4 rows: fewer than 5 folds
+    with pytest.raises(
+        HousePriceError, match="4 after the test split: too few for 5 folds; give --data.folds 4 or fewer"
+    ):
+        HousingDataModule.from_frame(priced_frame(5), target="price", folds=5).splits
     decided = HousingDataModule.from_frame(small, target="price", folds="auto")
-    assert torch.equal(decided.row_folds(), HousingDataModule.from_frame(small, target="price", folds=AUTO_FOLDS).row_folds())
+    assert torch.equal(
+        decided.row_folds(), HousingDataModule.from_frame(small, target="price", folds=AUTO_FOLDS).row_folds()
+    )
     assert decided.hparams.folds == decided.hparams_initial.folds == AUTO_FOLDS  # kept as decided: logs, checkpoint
 
 
-def test_auto_scaling_is_standard_where_the_rows_are_cross_fitted_and_quantile_elsewhere_and_a_value_decides_instead(caplog):
+def test_auto_scaling_is_standard_where_the_rows_are_cross_fitted_and_quantile_elsewhere_and_a_value_decides_instead(
+    caplog,
+):
     small = priced_frame(AUTO_FOLDS_BELOW * 5 // 4 - 1)  # cross-fitted by folds auto
     large = priced_frame(AUTO_FOLDS_BELOW * 5 // 4 + 1)  # a validation split
     decided = HousingDataModule.from_frame(small, target="price", folds="auto", scaling="auto")
-    assert decided.scaling == decided.hparams_initial.scaling == decided.preprocessing["scaling"] == "standard"  # kept: checkpoint
+    assert (
+        decided.scaling == decided.hparams_initial.scaling == decided.preprocessing["scaling"] == "standard"
+    )  # kept: checkpoint
     assert "data.scaling auto: standard, the training rows are cross-fitted (folds > 1)" in caplog.text
     again = HousingDataModule.from_frame(small, target="price", folds="auto", scaling="auto")
     assert again.preprocessing == decided.preprocessing  # the same training split, the same decision and statistics
-    assert HousingDataModule.from_frame(large, target="price", folds="auto", scaling="auto").preprocessing["scaling"] == "quantile"
+    assert (
+        HousingDataModule.from_frame(large, target="price", folds="auto", scaling="auto").preprocessing["scaling"]
+        == "quantile"
+    )
     assert "data.scaling auto: quantile, a validation split (folds 1)" in caplog.text
-    assert HousingDataModule.from_frame(small, target="price", folds=1, scaling="auto").scaling == "quantile"  # by folds, not rows
-    assert HousingDataModule.from_frame(small, target="price", folds="auto", scaling="quantile").preprocessing["scaling"] == "quantile"
-    assert HousingDataModule.from_frame(large, target="price", folds="auto", scaling="standard").preprocessing["scaling"] == "standard"
+    assert (
+        HousingDataModule.from_frame(small, target="price", folds=1, scaling="auto").scaling == "quantile"
+    )  # by folds, not rows
+    assert (
+        HousingDataModule.from_frame(small, target="price", folds="auto", scaling="quantile").preprocessing["scaling"]
+        == "quantile"
+    )
+    assert (
+        HousingDataModule.from_frame(large, target="price", folds="auto", scaling="standard").preprocessing["scaling"]
+        == "standard"
+    )
     with pytest.raises(HousePriceError, match="data.scaling is 'minmax'; give standard, quantile or auto"):
         HousingDataModule.from_frame(small, target="price", scaling="minmax")
 
@@ -155,9 +192,17 @@ def test_a_small_table_is_cross_fitted_by_default_and_reloads_exactly(tmp_path):
     """The CLI on a 546-row table, folds left to the default: the decision printed, one fit, one checkpoint holding
     the five networks and the decision, test metrics that `evaluate` reproduces from the checkpoint alone, intervals
     calibrated out of fold, ONNX = predict."""
-    result = run_script("train.py", "fit", "--config=configs/housing_csv.yaml", f"--data.path={WINDSOR}", "--data.target=price",
-                        "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false", f"--trainer.logger.init_args.save_dir={tmp_path}",
-                        cwd=ROOT)
+    result = run_script(
+        "train.py",
+        "fit",
+        "--config=configs/housing_csv.yaml",
+        f"--data.path={WINDSOR}",
+        "--data.target=price",
+        "--trainer.max_epochs=3",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     printed = result.stdout + result.stderr
     assert "data.folds auto: 5 folds (cross-fitting), as 436 rows are left after the test split" in printed
@@ -167,7 +212,11 @@ def test_a_small_table_is_cross_fitted_by_default_and_reloads_exactly(tmp_path):
     (best,) = tmp_path.rglob("best.ckpt")
     checkpoint = read_checkpoint(best)
     assert checkpoint["hyper_parameters"]["folds"] == checkpoint["datamodule_hyper_parameters"]["folds"] == 5
-    assert checkpoint["hyper_parameters"]["preprocessing"]["scaling"] == checkpoint["datamodule_hyper_parameters"]["scaling"] == "standard"
+    assert (
+        checkpoint["hyper_parameters"]["preprocessing"]["scaling"]
+        == checkpoint["datamodule_hyper_parameters"]["scaling"]
+        == "standard"
+    )
     assert checkpoint["conformal_calibration"]["split"] == "out-of-fold"
     assert len(checkpoint["hyper_parameters"]["preprocessing"]["fold_bin_edges"]) == 5
     model = load_model(best)
@@ -175,6 +224,8 @@ def test_a_small_table_is_cross_fitted_by_default_and_reloads_exactly(tmp_path):
     tested = json.loads((best.parents[1] / "test_metrics.json").read_text())
     evaluated = run_script("evaluate.py", str(best), "--output", str(tmp_path / "evaluation"), cwd=ROOT)
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
-    assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["rmse"] == pytest.approx(tested["rmse"], rel=1e-9)
+    assert json.loads((tmp_path / "evaluation" / "metrics.json").read_text())["rmse"] == pytest.approx(
+        tested["rmse"], rel=1e-9
+    )
     exported = run_script("export.py", str(best), "--output", str(tmp_path / "model.onnx"), "--verify", cwd=ROOT)
     assert exported.returncode == 0, exported.stderr[-3000:]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from house_price.analysis.attributions import shapley_values
-from house_price.datamodules import HousePriceError, HousingDataModule, Preprocessor
+from house_price.datamodules import HousingDataModule, Preprocessor
 from house_price.datamodules.housing import AUTO_FOLDS
 from house_price.datamodules.location import (
     LOCATION_PRICE,
@@ -20,6 +20,7 @@ from house_price.datamodules.location import (
     out_of_fold_prices,
     positions,
 )
+from house_price.errors import HousePriceError
 from house_price.models import HousePriceRegressor
 
 
@@ -27,8 +28,13 @@ def sales_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
     """Sales around two towns: price follows the town and the size."""
     rng = np.random.default_rng(seed)
     town = rng.integers(0, 2, n)
-    frame = pd.DataFrame({"Latitude": 38.5 + 0.4 * town + rng.normal(0, 0.05, n), "Longitude": -121.4 + rng.normal(0, 0.05, n),
-                          "sqft": rng.gamma(4.0, 400.0, n)})
+    frame = pd.DataFrame(
+        {
+            "Latitude": 38.5 + 0.4 * town + rng.normal(0, 0.05, n),
+            "Longitude": -121.4 + rng.normal(0, 0.05, n),
+            "sqft": rng.gamma(4.0, 400.0, n),
+        }
+    )
     frame["price"] = np.exp(12 + 0.8 * town + 0.5 * np.log(frame["sqft"] / 1600) + rng.normal(0, 0.1, n))
     return frame
 
@@ -36,7 +42,9 @@ def sales_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
 def great_circle(latitude: np.ndarray, longitude: np.ndarray, to_latitude: float, to_longitude: float) -> np.ndarray:
     """Haversine distance (radians of arc) from one point to many, in degrees in."""
     phi, lam, phi0, lam0 = (np.radians(value) for value in (latitude, longitude, to_latitude, to_longitude))
-    return 2 * np.arcsin(np.sqrt(np.sin((phi - phi0) / 2) ** 2 + np.cos(phi) * np.cos(phi0) * np.sin((lam - lam0) / 2) ** 2))
+    return 2 * np.arcsin(
+        np.sqrt(np.sin((phi - phi0) / 2) ** 2 + np.cos(phi) * np.cos(phi0) * np.sin((lam - lam0) / 2) ** 2)
+    )
 
 
 def test_a_training_sale_reads_the_other_folds_nearest_sales_never_its_own():
@@ -47,7 +55,12 @@ def test_a_training_sale_reads_the_other_folds_nearest_sales_never_its_own():
     values = out_of_fold_prices(positions(latitude, longitude), prices, folds, 10)
     for row in (0, 17, 399):  # by haversine, from the rows of other folds only
         others = np.flatnonzero(folds.numpy() != folds[row].item())
-        distances = great_circle(frame["Latitude"].to_numpy()[others], frame["Longitude"].to_numpy()[others], frame["Latitude"][row], frame["Longitude"][row])
+        distances = great_circle(
+            frame["Latitude"].to_numpy()[others],
+            frame["Longitude"].to_numpy()[others],
+            frame["Latitude"][row],
+            frame["Longitude"][row],
+        )
         expected = prices.numpy()[others[np.argsort(distances)[:10]]].mean()
         assert values[row].item() == pytest.approx(expected, rel=1e-12)
     changed = prices.clone()
@@ -67,11 +80,22 @@ def test_cross_fitted_network_f_never_reads_a_price_of_fold_f():
     own = out_of_fold_prices(sales, prices, folds, 10)
     for network in range(3):
         validated = folds == network
-        assert torch.equal(values[network, validated], own[validated]), "the rows it validates: from every sale it learns"
-        for row in np.flatnonzero(~validated.numpy())[:4]:  # a row it learns: from the sales of neither the row's fold nor its own
+        assert torch.equal(values[network, validated], own[validated]), (
+            "the rows it validates: from every sale it learns"
+        )
+        for row in np.flatnonzero(~validated.numpy())[
+            :4
+        ]:  # a row it learns: from the sales of neither the row's fold nor its own
             read = np.flatnonzero(~np.isin(folds.numpy(), [network, folds[row].item()]))
-            distances = great_circle(frame["Latitude"].to_numpy()[read], frame["Longitude"].to_numpy()[read], frame["Latitude"][row], frame["Longitude"][row])
-            assert values[network, row].item() == pytest.approx(prices.numpy()[read[np.argsort(distances)[:10]]].mean(), rel=1e-12)
+            distances = great_circle(
+                frame["Latitude"].to_numpy()[read],
+                frame["Longitude"].to_numpy()[read],
+                frame["Latitude"][row],
+                frame["Longitude"][row],
+            )
+            assert values[network, row].item() == pytest.approx(
+                prices.numpy()[read[np.argsort(distances)[:10]]].mean(), rel=1e-12
+            )
         changed = prices.clone()
         changed[validated] += 5.0
         moved = fold_prices(sales, changed, folds, 10)
@@ -86,18 +110,35 @@ def test_cross_fitted_each_network_learns_by_the_prices_of_its_own_training_sale
     fold_numeric = datamodule.fold_numeric()  # [K, n, n_inputs]
     column = datamodule.preprocessor.continuous.index(LOCATION_PRICE)
     others = [j for j in range(numeric.shape[1]) if j != column]
-    assert torch.equal(fold_numeric[..., others], numeric[:, others].expand(3, -1, -1)), "only the location price differs"
+    assert torch.equal(fold_numeric[..., others], numeric[:, others].expand(3, -1, -1)), (
+        "only the location price differs"
+    )
     for network in range(3):
-        assert torch.equal(fold_numeric[network, folds == network], numeric[folds == network]), "its own fold as validated"
+        assert torch.equal(fold_numeric[network, folds == network], numeric[folds == network]), (
+            "its own fold as validated"
+        )
         assert not torch.equal(fold_numeric[network, folds != network], numeric[folds != network])
     torch.manual_seed(0)
-    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, dropout=0.0, folds=3)
+    model = HousePriceRegressor(
+        preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, dropout=0.0, folds=3
+    )
     model.network.assign_folds(folds, fold_numeric)
-    for rows in (torch.arange(64), torch.stack([torch.arange(64).roll(shift) for shift in range(6)])):  # shared, each member its own
-        members, targets = model._members(torch.zeros_like(numeric[rows]), codes[rows], target[rows], rows, "train")  # the batch's numbers unread
+    for rows in (
+        torch.arange(64),
+        torch.stack([torch.arange(64).roll(shift) for shift in range(6)]),
+    ):  # shared, each member its own
+        members, targets = model._members(
+            torch.zeros_like(numeric[rows]), codes[rows], target[rows], rows, "train"
+        )  # the batch's numbers unread
         each = rows.unflatten(0, (3, 2)) if rows.dim() == 2 else rows.expand(3, 2, -1)  # each member's rows [K, k, B]
-        outputs = torch.stack([torch.stack([network.member_outputs(fold_numeric[f, each[f, m]], codes[each[f, m]])[m] for m in range(2)])
-                               for f, network in enumerate(model.network.networks)])
+        outputs = torch.stack(
+            [
+                torch.stack(
+                    [network.member_outputs(fold_numeric[f, each[f, m]], codes[each[f, m]])[m] for m in range(2)]
+                )
+                for f, network in enumerate(model.network.networks)
+            ]
+        )
         learns = folds[each] != torch.arange(3).view(3, 1, 1)
         assert torch.allclose(members, outputs[learns], atol=1e-6) and torch.equal(targets, target[each][learns])
     assert datamodule.preprocessing["fold_bin_edges"] != [datamodule.preprocessing["bin_edges"]] * 3
@@ -134,11 +175,23 @@ def test_fitted_state_prices_new_houses_from_every_sale_and_imputes_missing_coor
     raw = preprocessor.raw_numeric(houses)[:, -1]
     assert torch.isnan(raw[0])
     for row in range(1, 5):
-        distances = great_circle(train["Latitude"].to_numpy(), train["Longitude"].to_numpy(), houses["Latitude"].iloc[row], houses["Longitude"].iloc[row])
-        assert raw[row].item() == pytest.approx(np.log(train["price"].to_numpy()[np.argsort(distances)[:10]]).mean(), rel=1e-12)
+        distances = great_circle(
+            train["Latitude"].to_numpy(),
+            train["Longitude"].to_numpy(),
+            houses["Latitude"].iloc[row],
+            houses["Longitude"].iloc[row],
+        )
+        assert raw[row].item() == pytest.approx(
+            np.log(train["price"].to_numpy()[np.argsort(distances)[:10]]).mean(), rel=1e-12
+        )
     numeric, _ = preprocessor.transform(houses)
-    filled = preprocessor.scale_numeric(torch.tensor([[*[np.nan] * (len(preprocessor.numeric) - 1), state["medians"][-1]]], dtype=torch.float64))
-    assert numeric[0, preprocessor.continuous.index(LOCATION_PRICE)] == filled.float()[0, preprocessor.continuous.index(LOCATION_PRICE)]
+    filled = preprocessor.scale_numeric(
+        torch.tensor([[*[np.nan] * (len(preprocessor.numeric) - 1), state["medians"][-1]]], dtype=torch.float64)
+    )
+    assert (
+        numeric[0, preprocessor.continuous.index(LOCATION_PRICE)]
+        == filled.float()[0, preprocessor.continuous.index(LOCATION_PRICE)]
+    )
     # The training split reads its values out of fold, as fitted: the same state again, and the same tensors.
     again = HousingDataModule.from_frame(frame, target="price", location_price=True)
     assert again.preprocessing == datamodule.preprocessing
@@ -151,16 +204,22 @@ def test_fitted_state_prices_new_houses_from_every_sale_and_imputes_missing_coor
 def test_auto_decides_by_coordinates_and_folds_says_so_and_can_be_overridden(caplog):
     frame = sales_frame(3200)
     decided = HousingDataModule.from_frame(frame, target="price", location_price="auto", folds="auto")
-    assert decided.location_price is True and decided.hparams_initial.location_price is True  # kept as decided: checkpoint
+    assert (
+        decided.location_price is True and decided.hparams_initial.location_price is True
+    )  # kept as decided: checkpoint
     assert "data.location_price auto: true, from ['Latitude', 'Longitude']" in caplog.text
     small = HousingDataModule.from_frame(frame.head(600), target="price", location_price="auto", folds="auto")
     assert small.location_price is False and small.folds == 5
     assert "data.location_price auto: false, the training rows are cross-fitted" in caplog.text
     flat = HousingDataModule.from_frame(frame.drop(columns=["Longitude"]), target="price", location_price="auto")
     assert flat.location_price is False and "location" not in flat.preprocessing
-    assert HousingDataModule.from_frame(frame.head(600), target="price", location_price=True, folds="auto").preprocessing["location"]
+    assert HousingDataModule.from_frame(
+        frame.head(600), target="price", location_price=True, folds="auto"
+    ).preprocessing["location"]
     with pytest.raises(HousePriceError, match="latitude and longitude.*--data.location_price false"):
-        HousingDataModule.from_frame(frame.drop(columns=["Longitude"]), target="price", location_price=True).preprocessing
+        HousingDataModule.from_frame(
+            frame.drop(columns=["Longitude"]), target="price", location_price=True
+        ).preprocessing
     with pytest.raises(HousePriceError, match="data.location_price is 'yes'"):
         HousingDataModule.from_frame(frame, target="price", location_price="yes")
 

@@ -19,8 +19,15 @@ from house_price.models.network import (
 
 def network(ensemble: str, k: int = 4, **options) -> TabularMLP:
     torch.manual_seed(0)
-    defaults = dict(n_numeric=3, n_embedded=2, cardinalities=[3, 5], hidden_sizes=[16, 16], numeric_embedding="periodic", k=k,
-                    ensemble=ensemble)
+    defaults = dict(
+        n_numeric=3,
+        n_embedded=2,
+        cardinalities=[3, 5],
+        hidden_sizes=[16, 16],
+        numeric_embedding="periodic",
+        k=k,
+        ensemble=ensemble,
+    )
     return TabularMLP(**(defaults | options))
 
 
@@ -123,20 +130,28 @@ def test_piecewise_embedding_version_b_is_a_linear_map_plus_ramps():
     embedding = PiecewiseLinearEmbedding([[0.0, 1.0, 3.0], [-1.0, 1.0]], dim=4)
     x = torch.tensor([[-1.0, 0.0], [0.5, 2.0], [2.0, -3.0], [5.0, 1.0]])
     linear = x.unsqueeze(-1) * embedding.linear_weight + embedding.linear_bias
-    torch.testing.assert_close(embedding(x), linear.flatten(1), msg="the ramps start at zero weight: a linear embedding")
+    torch.testing.assert_close(
+        embedding(x), linear.flatten(1), msg="the ramps start at zero weight: a linear embedding"
+    )
     with torch.no_grad():
         embedding.weight.normal_()
     # Feature 0: bins [0, 1] and [1, 3]; the first extends below 0, the last above 3. Feature 1: one bin (padded).
-    ramps = torch.tensor([[[-1.0, 0.0], [0.5, 0.0]], [[0.5, 0.0], [1.5, 0.0]], [[1.0, 0.5], [-1.0, 0.0]], [[1.0, 2.0], [1.0, 0.0]]])
+    ramps = torch.tensor(
+        [[[-1.0, 0.0], [0.5, 0.0]], [[0.5, 0.0], [1.5, 0.0]], [[1.0, 0.5], [-1.0, 0.0]], [[1.0, 2.0], [1.0, 0.0]]]
+    )
     expected = (linear + torch.einsum("bft,ftd->bfd", ramps, embedding.weight)).flatten(1)
     torch.testing.assert_close(embedding(x), expected)
-    assert not any(name in embedding.state_dict() for name in ("left", "width")), "edges come from the preprocessing state"
+    assert not any(name in embedding.state_dict() for name in ("left", "width")), (
+        "edges come from the preprocessing state"
+    )
 
 
 def test_a_category_never_seen_in_training_embeds_as_zeros_that_training_never_moves(ensemble="tabm-mini"):
     model = network(ensemble)
     numeric = torch.randn(64, 3)
-    codes = torch.stack([torch.randint(1, 3, (64,)), torch.randint(1, 5, (64,))], dim=1)  # training: no code 0 (UNKNOWN)
+    codes = torch.stack(
+        [torch.randint(1, 3, (64,)), torch.randint(1, 5, (64,))], dim=1
+    )  # training: no code 0 (UNKNOWN)
     before = [embedding.weight.detach().clone() for embedding in model.categories]
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2, weight_decay=0.1)
     for _ in range(5):
@@ -152,15 +167,31 @@ def test_a_category_never_seen_in_training_embeds_as_zeros_that_training_never_m
 
 
 def test_binary_inputs_enter_unembedded():
-    model = TabularMLP(n_numeric=3, n_embedded=1, cardinalities=[], hidden_sizes=[8], numeric_embedding="piecewise", embedding_dim=4,
-                       bin_edges=[[0.0, 1.0, 2.0]], k=2, ensemble="tabm-mini")
+    model = TabularMLP(
+        n_numeric=3,
+        n_embedded=1,
+        cardinalities=[],
+        hidden_sizes=[8],
+        numeric_embedding="piecewise",
+        embedding_dim=4,
+        bin_edges=[[0.0, 1.0, 2.0]],
+        k=2,
+        ensemble="tabm-mini",
+    )
     features = model.features(torch.tensor([[0.5, 1.0, 0.0]]), torch.zeros(1, 0, dtype=torch.long))
     assert features.shape == (1, 4 + 2) and features[0, -2:].tolist() == [1.0, 0.0]
 
 
 def test_piecewise_network_needs_edges_for_every_embedded_input():
     with pytest.raises(ValueError, match="bin edges"):
-        TabularMLP(n_numeric=3, n_embedded=3, cardinalities=[], hidden_sizes=[8], numeric_embedding="piecewise", bin_edges=[[0.0, 1.0]])
+        TabularMLP(
+            n_numeric=3,
+            n_embedded=3,
+            cardinalities=[],
+            hidden_sizes=[8],
+            numeric_embedding="piecewise",
+            bin_edges=[[0.0, 1.0]],
+        )
 
 
 @pytest.mark.parametrize("compiled", [False, True])
@@ -214,6 +245,8 @@ def test_evaluating_switches_dropout_off_and_hands_the_mode_back_even_on_error()
         1 / 0
     assert model.training
     model.eval()
-    next(part for part in model.modules() if part is not model).train()  # one part left training: switched off inside too
+    next(
+        part for part in model.modules() if part is not model
+    ).train()  # one part left training: switched off inside too
     with evaluating(model):
         assert not any(part.training for part in model.modules())

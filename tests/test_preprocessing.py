@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -51,7 +53,9 @@ def test_transform_from_plain_state_matches_scikit_learn(scaling):
         expected = (filled - filled.mean()) / filled.std(ddof=0)
     else:
         scaler = QuantileTransformer(n_quantiles=200, output_distribution="normal").fit(filled)
-        scaler.quantiles_ = np.array(state["quantiles"]).T  # numpy's hairline gaps at tied rooms snapped shut (next test)
+        scaler.quantiles_ = np.array(
+            state["quantiles"]
+        ).T  # numpy's hairline gaps at tied rooms snapped shut (next test)
         expected = scaler.transform(filled)
     np.testing.assert_allclose(numeric[:, :2].numpy(), np.asarray(expected), rtol=1e-5, atol=1e-5)
 
@@ -61,8 +65,10 @@ def test_tied_whole_numbers_give_exact_ties_and_finite_slopes():
     map has a cliff there, autograd a slope of ~1e10 at the tied value, and float32 (ONNX) another answer."""
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"frontage": rng.integers(50, 120, 934).astype(float), "price": rng.normal(size=934)})
-    raw_knots = QuantileTransformer(n_quantiles=934, output_distribution="normal").fit(frame[["frontage"]]).quantiles_[:, 0]
-    hairs = lambda knots: [(a, b) for a, b in zip(knots, knots[1:]) if 0 < b - a < 1e-6]  # noqa: E731
+    raw_knots = (
+        QuantileTransformer(n_quantiles=934, output_distribution="normal").fit(frame[["frontage"]]).quantiles_[:, 0]
+    )
+    hairs = lambda knots: [(a, b) for a, b in itertools.pairwise(knots) if 0 < b - a < 1e-6]  # noqa: E731
     assert hairs(raw_knots), "the case under test: scikit-learn's knots have hairline gaps"
     state = fit_statistics(frame, "price", scaling="quantile")
     assert not hairs(state["quantiles"][0]) and set(state["quantiles"][0]) <= set(frame["frontage"])
@@ -71,7 +77,9 @@ def test_tied_whole_numbers_give_exact_ties_and_finite_slopes():
     (slopes,) = torch.autograd.grad(preprocessor.scale_numeric(values).sum(), values)
     assert torch.isfinite(slopes).all() and slopes.abs().max() < 1.0, "per unit of a 70-unit range mapped onto about ±3"
     away = pd.DataFrame({"frontage": np.arange(50.5, 119.5)})  # between the tied values the map is scikit-learn's
-    expected = QuantileTransformer(n_quantiles=934, output_distribution="normal").fit(frame[["frontage"]]).transform(away)
+    expected = (
+        QuantileTransformer(n_quantiles=934, output_distribution="normal").fit(frame[["frontage"]]).transform(away)
+    )
     np.testing.assert_allclose(preprocessor.transform(away)[0][:, 0].numpy(), expected[:, 0], rtol=1e-6, atol=1e-9)
 
 

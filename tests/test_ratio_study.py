@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from house_price.datamodules.errors import HousePriceError
+from house_price.errors import HousePriceError
 from house_price.models.intervals import price_tiers
 from house_price.ratio_study import (
     STATISTICS,
@@ -90,8 +90,13 @@ def test_price_quintiles_hold_equal_counts_with_their_coverage_and_width():
     assert price_tiers(torch.from_numpy(price)).tolist() == [4, 4, 3, 3, 2, 2, 1, 1, 0, 0]
     lower, upper = estimate - 50, estimate + 50  # holds prices up to 500 (1.1 p - 50 <= p)
     tiers = ratio_study(estimate, price, lower=lower, upper=upper, level=0.9, resamples=20)["by_price_quintile"]
-    assert [(row["price_min"], row["price_max"], row["n"]) for row in tiers] == [(100, 200, 2), (300, 400, 2), (500, 600, 2),
-                                                                                (700, 800, 2), (900, 1000, 2)]
+    assert [(row["price_min"], row["price_max"], row["n"]) for row in tiers] == [
+        (100, 200, 2),
+        (300, 400, 2),
+        (500, 600, 2),
+        (700, 800, 2),
+        (900, 1000, 2),
+    ]
     assert [row["coverage"] for row in tiers] == [1.0, 1.0, 0.5, 0.0, 0.0]
     assert all(row["mean_width"] == pytest.approx(100) and row["median_ratio"] == pytest.approx(1.1) for row in tiers)
 

@@ -41,7 +41,9 @@ def houses(housing_csv, tmp_path_factory):
     file for `predict` and as JSON."""
     frame = read_table(housing_csv, categories=["ocean_proximity"])
     gap = int(frame["total_bedrooms"].isna().idxmax())
-    frame = pd.concat([frame.head(18), frame.iloc[[gap]], frame.head(1).assign(ocean_proximity="ON THE MOON")], ignore_index=True)
+    frame = pd.concat(
+        [frame.head(18), frame.iloc[[gap]], frame.head(1).assign(ocean_proximity="ON THE MOON")], ignore_index=True
+    )
     path = tmp_path_factory.mktemp("houses") / "houses.csv"
     frame.to_csv(path, index=False)
     return path, as_json(frame.drop(columns="median_house_value"))
@@ -49,7 +51,17 @@ def houses(housing_csv, tmp_path_factory):
 
 def test_predict_over_http_equals_the_predict_command(server, checkpoint, houses, tmp_path):
     path, records = houses
-    result = run_script("predict.py", str(checkpoint), "--input", str(path), "--output", str(tmp_path / "p.csv"), "--interval", "0.9", cwd=ROOT)
+    result = run_script(
+        "predict.py",
+        str(checkpoint),
+        "--input",
+        str(path),
+        "--output",
+        str(tmp_path / "p.csv"),
+        "--interval",
+        "0.9",
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     expected = pd.read_csv(tmp_path / "p.csv")
 
@@ -65,10 +77,18 @@ def test_predict_over_http_equals_the_predict_command(server, checkpoint, houses
 
     without = httpx.post(f"{server}/predict", json={"houses": records}).json()["predictions"]
     assert [entry["price"] for entry in without] == predictions["price"].tolist() and "lower" not in without[0]
-    shuffled = [dict(reversed(list(house.items())), extra="ignored") for house in records]  # any key order, extras ignored
+    shuffled = [
+        dict(reversed(list(house.items())), extra="ignored") for house in records
+    ]  # any key order, extras ignored
     assert httpx.post(f"{server}/predict", json={"houses": shuffled}).json()["predictions"] == without
-    as_text = [{**house, "median_income": str(house["median_income"]), "total_bedrooms": "" if house["total_bedrooms"] is None
-                else house["total_bedrooms"]} for house in records]  # numbers as text, a blank as missing: as a CSV reads them
+    as_text = [
+        {
+            **house,
+            "median_income": str(house["median_income"]),
+            "total_bedrooms": "" if house["total_bedrooms"] is None else house["total_bedrooms"],
+        }
+        for house in records
+    ]  # numbers as text, a blank as missing: as a CSV reads them
     assert httpx.post(f"{server}/predict", json={"houses": as_text}).json()["predictions"] == without
     # Alone, a house meets other matrix-kernel blocking than among twenty: the same price to float32's last bits.
     alone = httpx.post(f"{server}/predict", json={"houses": records[:1]}).json()["predictions"][0]["price"]
@@ -78,11 +98,23 @@ def test_predict_over_http_equals_the_predict_command(server, checkpoint, houses
 def test_explain_adds_up_to_the_price_and_schema_health_and_docs_describe_the_model(server, checkpoint, houses):
     _, records = houses
     answer = httpx.post(f"{server}/explain", json={"house": records[0]}).json()
-    price = httpx.post(f"{server}/predict", json={"houses": records[:1], "interval": 0.9}).json()["predictions"][0]  # alone too
+    price = httpx.post(f"{server}/predict", json={"houses": records[:1], "interval": 0.9}).json()["predictions"][
+        0
+    ]  # alone too
     assert answer["price"] == price["price"] and answer["lower"] == price["lower"] and answer["upper"] == price["upper"]
     shares = answer["attributions"]
-    assert set(shares) == {"longitude", "latitude", "housing_median_age", "total_rooms", "total_bedrooms", "population",
-                           "households", "median_income", "ocean_proximity", "location price"}  # the derived input: its own share
+    assert set(shares) == {
+        "longitude",
+        "latitude",
+        "housing_median_age",
+        "total_rooms",
+        "total_bedrooms",
+        "population",
+        "households",
+        "median_income",
+        "ocean_proximity",
+        "location price",
+    }  # the derived input: its own share
     assert list(shares.values()) == sorted(shares.values(), key=abs, reverse=True), "largest first"
     assert answer["baseline"] + sum(shares.values()) == pytest.approx(answer["price"], rel=1e-5)
     assert "comparables" not in answer, "an MLP prices each house alone"
@@ -91,7 +123,10 @@ def test_explain_adds_up_to_the_price_and_schema_health_and_docs_describe_the_mo
     columns = {column["name"]: column for column in schema["columns"]}
     assert schema["target"] == "median_house_value" and schema["max_rows"] == MAX_ROWS
     assert columns["ocean_proximity"]["type"] == "category" and "INLAND" in columns["ocean_proximity"]["categories"]
-    assert columns["median_income"]["type"] == "number" and columns["median_income"]["min"] < columns["median_income"]["default"]
+    assert (
+        columns["median_income"]["type"] == "number"
+        and columns["median_income"]["min"] < columns["median_income"]["default"]
+    )
     health = httpx.get(f"{server}/health").json()
     assert health["status"] == "ok" and health["sha256"] == hashlib.sha256(checkpoint.read_bytes()).hexdigest()
     assert {"/predict", "/explain", "/schema", "/health"} <= set(httpx.get(f"{server}/openapi.json").json()["paths"])
@@ -139,8 +174,11 @@ def test_bad_input_is_one_line_naming_the_problem_never_a_500(server, houses, bo
         body = json.dumps({"houses": [{**records[0], "longitude": 0.5}]}).replace("0.5", text).encode()
     elif body == "TRUE":
         body = {"houses": [{**records[0], "median_income": True}]}
-    response = httpx.post(f"{server}/predict", content=body if isinstance(body, bytes) else json.dumps(body),
-                          headers={"Content-Type": "application/json"})
+    response = httpx.post(
+        f"{server}/predict",
+        content=body if isinstance(body, bytes) else json.dumps(body),
+        headers={"Content-Type": "application/json"},
+    )
     assert response.status_code == status, response.text
     detail = response.json()["detail"]
     assert isinstance(detail, str) and "\n" not in detail and "Traceback" not in detail
@@ -150,19 +188,32 @@ def test_bad_input_is_one_line_naming_the_problem_never_a_500(server, houses, bo
 
 
 def test_serve_refuses_a_bad_checkpoint_and_a_busy_port_in_one_line(capsys, checkpoint, tmp_path):
-    assert_clean_failure(run_in_process(capsys, "serve.py", str(tmp_path / "missing.ckpt"), "--port", str(free_port())), "does not exist")
+    assert_clean_failure(
+        run_in_process(capsys, "serve.py", str(tmp_path / "missing.ckpt"), "--port", str(free_port())), "does not exist"
+    )
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
-        assert_clean_failure(run_in_process(capsys, "serve.py", str(checkpoint), "--port", str(port)), f"cannot answer on 127.0.0.1:{port}",
-                             "--port")
+        assert_clean_failure(
+            run_in_process(capsys, "serve.py", str(checkpoint), "--port", str(port)),
+            f"cannot answer on 127.0.0.1:{port}",
+            "--port",
+        )
     assert_clean_failure(run_in_process(capsys, "serve.py", str(checkpoint), "--max-rows", "0"), "--max-rows")
     # Each of these was a 19-line traceback.
-    for option, value, fragment in [("--port", "70000", "from 1 to 65,535"), ("--port", "-1", "from 1 to 65,535"),
-                                    ("--max-body-mb", "nan", "a finite number above 0"), ("--max-body-mb", "inf", "a finite number above 0"),
-                                    ("--idle-seconds", "0", "above 0"), ("--threads", "two", "a whole number"),
-                                    ("--body-budget-mb", "1", "at least --max-body-mb")]:
-        assert_clean_failure(run_in_process(capsys, "serve.py", str(checkpoint), option, value), option if option != "--body-budget-mb" else fragment,
-                             fragment)
+    for option, value, fragment in [
+        ("--port", "70000", "from 1 to 65,535"),
+        ("--port", "-1", "from 1 to 65,535"),
+        ("--max-body-mb", "nan", "a finite number above 0"),
+        ("--max-body-mb", "inf", "a finite number above 0"),
+        ("--idle-seconds", "0", "above 0"),
+        ("--threads", "two", "a whole number"),
+        ("--body-budget-mb", "1", "at least --max-body-mb"),
+    ]:
+        assert_clean_failure(
+            run_in_process(capsys, "serve.py", str(checkpoint), option, value),
+            option if option != "--body-budget-mb" else fragment,
+            fragment,
+        )
 
 
 @pytest.mark.slow
@@ -175,7 +226,12 @@ def test_health_answers_at_once_while_a_large_request_is_priced(checkpoint, hous
 
         def large() -> None:
             started.set()
-            assert httpx.post(f"{url}/predict", content=body, headers={"Content-Type": "application/json"}, timeout=120).status_code == 200
+            assert (
+                httpx.post(
+                    f"{url}/predict", content=body, headers={"Content-Type": "application/json"}, timeout=120
+                ).status_code
+                == 200
+            )
             ended.append(time.monotonic())
 
         for _ in range(3):  # the first request pays for warming up; the later ones measure
@@ -210,10 +266,16 @@ def test_idle_connections_are_closed_and_bodies_in_flight_are_bounded(checkpoint
             connection.close()
         # One body held half sent takes 40 kB of the 52 kB budget: another request's 20 kB body is refused, 503.
         held = socket.create_connection(("127.0.0.1", port))
-        held.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000\r\n\r\n" + b" " * 40_000)
+        held.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000\r\n\r\n"
+            + b" " * 40_000
+        )
         time.sleep(0.3)
-        busy = httpx.post(f"{url}/predict", content=b" " * 20_000 + json.dumps({"houses": records[:1]}).encode(),
-                          headers={"Content-Type": "application/json"})
+        busy = httpx.post(
+            f"{url}/predict",
+            content=b" " * 20_000 + json.dumps({"houses": records[:1]}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
         assert busy.status_code == 503 and "retry shortly" in busy.json()["detail"], busy.text
         held.close()
         time.sleep(0.3)
@@ -233,16 +295,32 @@ def test_two_workers_answer_with_the_same_prices(checkpoint, houses, server):
 def test_a_table_with_dates_is_served_as_predict_prices_it(tmp_path):
     days = pd.to_datetime(sales()["sold_on"])
     sales().assign(sold_on=days.dt.strftime("%m/%d/%Y")).to_csv(tmp_path / "sales.csv", index=False)  # month first
-    run = train("housing_csv.yaml", tmp_path / "runs", f"--data.path={tmp_path / 'sales.csv'}", "--data.target=price",
-                "--data.drop_columns=address")
-    houses = pd.DataFrame({"sold_on": ["05/03/2021", "12/31/2019", "not a date"], "area": [100.0, 80.5, 120.0], "zone": ["a", "c", "b"]})
+    run = train(
+        "housing_csv.yaml",
+        tmp_path / "runs",
+        f"--data.path={tmp_path / 'sales.csv'}",
+        "--data.target=price",
+        "--data.drop_columns=address",
+    )
+    houses = pd.DataFrame(
+        {"sold_on": ["05/03/2021", "12/31/2019", "not a date"], "area": [100.0, 80.5, 120.0], "zone": ["a", "c", "b"]}
+    )
     houses.to_csv(tmp_path / "houses.csv", index=False)
-    result = run_script("predict.py", str(run / "checkpoints" / "best.ckpt"), "--input", str(tmp_path / "houses.csv"), "--output",
-                        str(tmp_path / "p.csv"), cwd=ROOT)
+    result = run_script(
+        "predict.py",
+        str(run / "checkpoints" / "best.ckpt"),
+        "--input",
+        str(tmp_path / "houses.csv"),
+        "--output",
+        str(tmp_path / "p.csv"),
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     with serving(run / "checkpoints" / "best.ckpt") as url:
         schema = {column["name"]: column for column in httpx.get(f"{url}/schema").json()["columns"]}
         body = httpx.post(f"{url}/predict", json={"houses": as_json(houses)}).json()
     assert schema["sold_on"] == {"name": "sold_on", "type": "date", "format": "%m/%d/%Y"}
-    assert [entry["price"] for entry in body["predictions"]] == pd.read_csv(tmp_path / "p.csv")["price_prediction"].tolist()
+    assert [entry["price"] for entry in body["predictions"]] == pd.read_csv(tmp_path / "p.csv")[
+        "price_prediction"
+    ].tolist()
     assert body["unseen"] == {"sold_on": 1}, "a text that is no date, priced as a missing date and counted"

@@ -26,9 +26,17 @@ def browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1200,900"):
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--window-size=1200,900",
+    ):
         options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)  # a given driver: Selenium downloads nothing
+    driver = webdriver.Chrome(
+        service=Service(CHROMEDRIVER), options=options
+    )  # a given driver: Selenium downloads nothing
     yield driver
     driver.quit()
 
@@ -49,24 +57,42 @@ def test_the_page_prices_a_typed_in_house_as_predict_does(housing_run, browser, 
         bedrooms = browser.find_element(By.ID, "field-total_bedrooms")
         bedrooms.clear()  # empty: unknown, priced as a missing value
         Select(browser.find_element(By.ID, "field-ocean_proximity")).select_by_visible_text("INLAND")
-        house = {field.get_attribute("name"): field.get_attribute("value")
-                 for field in browser.find_elements(By.CSS_SELECTOR, "#fields input, #fields select")}
+        house = {
+            field.get_attribute("name"): field.get_attribute("value")
+            for field in browser.find_elements(By.CSS_SELECTOR, "#fields input, #fields select")
+        }
         browser.find_element(By.ID, "submit").click()
         wait.until(lambda driver: driver.find_element(By.ID, "price").get_attribute("data-value"))
-        shown = {key: float(browser.find_element(By.ID, element).get_attribute(f"data-{key}"))
-                 for key, element in (("value", "price"), ("lower", "range"), ("upper", "range"))}
+        shown = {
+            key: float(browser.find_element(By.ID, element).get_attribute(f"data-{key}"))
+            for key, element in (("value", "price"), ("lower", "range"), ("upper", "range"))
+        }
         text = browser.find_element(By.ID, "price").text
         reasons = browser.find_elements(By.CSS_SELECTOR, "#reasons tr")
         browser.save_screenshot(str(tmp_path / "page.png"))
     assert house["median_income"] == "5.25" and house["total_bedrooms"] == "" and house["ocean_proximity"] == "INLAND"
 
     pd.DataFrame([house]).to_csv(tmp_path / "house.csv", index=False)  # the same house as a file, empty cell and all
-    result = run_script("predict.py", str(checkpoint), "--input", str(tmp_path / "house.csv"), "--output", str(tmp_path / "p.csv"),
-                        "--interval", "0.9", cwd=ROOT)
+    result = run_script(
+        "predict.py",
+        str(checkpoint),
+        "--input",
+        str(tmp_path / "house.csv"),
+        "--output",
+        str(tmp_path / "p.csv"),
+        "--interval",
+        "0.9",
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     expected = pd.read_csv(tmp_path / "p.csv").iloc[0]
     assert shown["value"] == expected["median_house_value_prediction"]
-    assert (shown["lower"], shown["upper"]) == (expected["median_house_value_lower"], expected["median_house_value_upper"])
+    assert (shown["lower"], shown["upper"]) == (
+        expected["median_house_value_lower"],
+        expected["median_house_value_upper"],
+    )
     number, unit = text.rsplit(" ", 1)
-    assert unit == "dollars" and float(number.replace(",", "")) == pytest.approx(shown["value"], rel=1e-5), text  # 6 digits shown
+    assert unit == "dollars" and float(number.replace(",", "")) == pytest.approx(shown["value"], rel=1e-5), (
+        text
+    )  # 6 digits shown
     assert len(reasons) == 8 and (tmp_path / "page.png").stat().st_size > 10_000

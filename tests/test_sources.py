@@ -6,10 +6,11 @@ import numpy as np
 import pandas as pd
 from conftest import ROOT, run_script
 
-from house_price.datamodules import HousePriceError, HousingDataModule
+from house_price.commands.train import run_cli
+from house_price.datamodules import HousingDataModule
 from house_price.datamodules.sources import SHARED_CACHE, load_california, read_table
-from house_price.models.safety import InterruptExit
-from house_price.train import run_cli
+from house_price.errors import HousePriceError
+from house_price.training.callbacks import InterruptExit
 
 
 def test_california_split_matches_the_published_benchmark():
@@ -85,13 +86,32 @@ def test_data_frame_source():
 
 
 def test_drop_columns_accepts_a_comma_separated_string(housing_csv):
-    frame = HousingDataModule(path=str(housing_csv), target="median_house_value", drop_columns="longitude, latitude").load_frame()
+    frame = HousingDataModule(
+        path=str(housing_csv), target="median_house_value", drop_columns="longitude, latitude"
+    ).load_frame()
     assert "longitude" not in frame.columns and "latitude" not in frame.columns and "median_income" in frame.columns
-    result = run_script("train.py", "fit", "--config=configs/housing_csv.yaml", "--data.drop_columns", "longitude,latitude", "--print_config",
-                        cwd=ROOT)
+    result = run_script(
+        "train.py",
+        "fit",
+        "--config=configs/housing_csv.yaml",
+        "--data.drop_columns",
+        "longitude,latitude",
+        "--print_config",
+        cwd=ROOT,
+    )
     assert result.returncode == 0 and "drop_columns: longitude,latitude" in result.stdout, result.stderr[-2000:]
     # Through LightningCLI, which hands the module the string as typed (validate: no training needed to see it).
-    cli = run_cli(["validate", "--config=configs/housing_csv.yaml", f"--data.path={housing_csv}", "--data.drop_columns=longitude, latitude",
-                   "--trainer.enable_progress_bar=false", "--trainer.limit_val_batches=1", "--trainer.logger=false"], InterruptExit())
+    cli = run_cli(
+        [
+            "validate",
+            "--config=configs/housing_csv.yaml",
+            f"--data.path={housing_csv}",
+            "--data.drop_columns=longitude, latitude",
+            "--trainer.enable_progress_bar=false",
+            "--trainer.limit_val_batches=1",
+            "--trainer.logger=false",
+        ],
+        InterruptExit(),
+    )
     assert cli.datamodule.hparams.drop_columns == ["longitude", "latitude"]  # what checkpoints store
     assert not {"longitude", "latitude"} & set(cli.model.preprocessor.numeric)

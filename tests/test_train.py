@@ -36,7 +36,7 @@ def mean_predictor_rmse(datamodule: HousingDataModule) -> float:
 )
 def test_fit_writes_a_complete_run_that_beats_the_mean(config, datamodule, tmp_path, housing_csv):
     run = train(config, tmp_path)
-    assert RUN_FILES <= {path.name for path in run.iterdir()}
+    assert {path.name for path in run.iterdir()} >= RUN_FILES
     assert {path.name for path in (run / "checkpoints").iterdir()} == {"best.ckpt", "last.ckpt"}
     metrics = json.loads((run / "test_metrics.json").read_text())
     assert set(metrics) == {"rmse", "mae", "r2", "mape", "n", "ratio_study"}
@@ -53,20 +53,27 @@ def test_checkpoint_carries_preprocessing_and_loads_weights_only(housing_run, ho
     assert checkpoint["datamodule_hyper_parameters"]["path"] == str(housing_csv)
     # housing.csv has coordinates: the checkpoint holds every training sale, hparams.yaml only their count.
     sales = len(state["location"]["prices"])
-    assert state["numeric"][-1] == "location price" and sales == checkpoint["HousingDataModule"]["fingerprints"]["train"]["rows"]
+    assert (
+        state["numeric"][-1] == "location price"
+        and sales == checkpoint["HousingDataModule"]["fingerprints"]["train"]["rows"]
+    )
     logged = yaml.safe_load((housing_run / "hparams.yaml").read_text())
     location = logged["preprocessing"].pop("location")
-    assert location["prices"] == f"{sales:,} numbers, in the checkpoint" and location["columns"] == ["latitude", "longitude"]
+    assert location["prices"] == f"{sales:,} numbers, in the checkpoint" and location["columns"] == [
+        "latitude",
+        "longitude",
+    ]
     # All else as the checkpoint holds it, every number exactly.
     assert logged["preprocessing"] == {key: value for key, value in state.items() if key != "location"}
     assert {key: logged[key] for key in checkpoint["hyper_parameters"] if key != "preprocessing"} == {
-        key: value for key, value in checkpoint["hyper_parameters"].items() if key != "preprocessing"}
+        key: value for key, value in checkpoint["hyper_parameters"].items() if key != "preprocessing"
+    }
 
 
 def test_hparams_yaml_is_what_lightnings_writer_writes_plain_data_or_not(tmp_path):
     from lightning.pytorch.core.saving import save_hparams_to_yaml
 
-    from house_price.models.safety import ResumableCSVLogger
+    from house_price.training.logger import ResumableCSVLogger
 
     logger = ResumableCSVLogger(save_dir=tmp_path, name="run")
     plain = {"a": 1, "b": [0.1, 1e-300, float("inf"), -0.0], "c": {"d": None, "e": "x", "f": True}}
@@ -81,18 +88,30 @@ def test_hparams_yaml_is_what_lightnings_writer_writes_plain_data_or_not(tmp_pat
 
 
 def test_print_config_shows_the_options_and_the_fast_preset_layers_on_top():
-    result = run_script("train.py", "fit", "--config=configs/california.yaml", "--config=configs/fast.yaml", "--print_config", cwd=ROOT)
+    result = run_script(
+        "train.py", "fit", "--config=configs/california.yaml", "--config=configs/fast.yaml", "--print_config", cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     printed = yaml.safe_load(result.stdout)
-    assert printed["seed_everything"] == 0 and printed["data"]["scaling"] == "auto" and printed["checkpoint"]["monitor"] == "val/rmse"
+    assert (
+        printed["seed_everything"] == 0
+        and printed["data"]["scaling"] == "auto"
+        and printed["checkpoint"]["monitor"] == "val/rmse"
+    )
     assert printed["model"]["hidden_sizes"] == [256, 256]  # the dataset config's recipe, with fast.yaml's changes:
-    assert (printed["model"]["ensemble_size"], printed["trainer"]["max_epochs"], printed["early_stopping"]["patience"]) == (4, 40, 40)
+    assert (
+        printed["model"]["ensemble_size"],
+        printed["trainer"]["max_epochs"],
+        printed["early_stopping"]["patience"],
+    ) == (4, 40, 40)
 
 
 @pytest.mark.slow
 def test_levers_script_measures_an_override_and_refuses_a_malformed_one():
     command = [sys.executable, str(ROOT / "benchmarks" / "levers.py"), "--epochs=1", "--threads=1"]
-    result = subprocess.run([*command, "model.ensemble_size=2", "model.hidden_sizes=[16]"], capture_output=True, text=True, cwd=ROOT)
+    result = subprocess.run(
+        [*command, "model.ensemble_size=2", "model.hidden_sizes=[16]"], capture_output=True, text=True, cwd=ROOT
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     measured = json.loads(result.stdout.strip().splitlines()[-1])
     assert measured["overrides"] == ["model.ensemble_size=2", "model.hidden_sizes=[16]"] and measured["epochs"] == 1
@@ -111,10 +130,26 @@ def test_fit_without_a_logger_writes_its_files_under_the_root_folder_and_no_curv
     table = tmp_path / "sales.csv"
     table.write_text("area,price\n" + "".join(f"{a:.1f},{1000 * a + rng.normal(0, 5000):.0f}\n" for a in area))
     root = tmp_path / "root"
-    result = run_script("train.py", "fit", "--config=configs/housing_csv.yaml", f"--data.path={table}", "--data.target=price",
-                        "--data.folds=1", "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false", "--trainer.logger=false",
-                        f"--trainer.default_root_dir={root}", cwd=ROOT)
+    result = run_script(
+        "train.py",
+        "fit",
+        "--config=configs/housing_csv.yaml",
+        f"--data.path={table}",
+        "--data.target=price",
+        "--data.folds=1",
+        "--trainer.max_epochs=1",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.logger=false",
+        f"--trainer.default_root_dir={root}",
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert {path.name for path in root.iterdir()} == {"checkpoints", "config.yaml", "test_metrics.json", "ratio_study.csv", "ratio_study.png"}
+    assert {path.name for path in root.iterdir()} == {
+        "checkpoints",
+        "config.yaml",
+        "test_metrics.json",
+        "ratio_study.csv",
+        "ratio_study.png",
+    }
     assert json.loads((root / "test_metrics.json").read_text())["n"] == 60
     assert "learning curve: none" in result.stdout

@@ -19,14 +19,20 @@ from torch._dynamo.utils import counters
 
 from house_price.datamodules import HousingDataModule
 from house_price.datamodules.batches import TensorBatches
+from house_price.hardware import compile_mode
 from house_price.models import HousePriceRegressor
-from house_price.models.hardware import compile_mode
 
 
 def quiet_trainer(**options) -> L.Trainer:
     """A Trainer on one device (the CPU unless `accelerator` says otherwise) that writes and prints nothing."""
-    return L.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False, devices=1,
-                     **{"accelerator": "cpu", **options})
+    return L.Trainer(
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        devices=1,
+        **{"accelerator": "cpu", **options},
+    )
 
 
 class CompileModes(L.Callback):
@@ -39,13 +45,21 @@ class CompileModes(L.Callback):
         self.seen.append(pl_module.compile_mode)
 
 
-def fit(frame: pd.DataFrame, *, compile: bool, accelerator: str, callbacks: tuple[L.Callback, ...] = ()) -> tuple[HousePriceRegressor, dict[str, float]]:
+def fit(
+    frame: pd.DataFrame, *, compile: bool, accelerator: str, callbacks: tuple[L.Callback, ...] = ()
+) -> tuple[HousePriceRegressor, dict[str, float]]:
     L.seed_everything(0)
     datamodule = HousingDataModule.from_frame(frame, target="price", batch_size=100, member_batches=4)
     datamodule.setup("fit")
     # No dropout: inductor draws its own random masks, so only a dropout-free step can equal the eager one.
-    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32, 32], ensemble_size=4, dropout=0.0, learning_rate=1e-2,
-                                compile=compile)
+    model = HousePriceRegressor(
+        preprocessing=datamodule.preprocessing,
+        hidden_sizes=[32, 32],
+        ensemble_size=4,
+        dropout=0.0,
+        learning_rate=1e-2,
+        compile=compile,
+    )
     trainer = quiet_trainer(max_epochs=6, accelerator=accelerator, callbacks=list(callbacks))
     trainer.fit(model, datamodule=datamodule)
     return model, {name: float(value) for name, value in trainer.callback_metrics.items()}
@@ -54,11 +68,18 @@ def fit(frame: pd.DataFrame, *, compile: bool, accelerator: str, callbacks: tupl
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("accelerator", "mode"),
-    [("cpu", "default"), pytest.param("gpu", "reduce-overhead", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"))],
+    [
+        ("cpu", "default"),
+        pytest.param(
+            "gpu", "reduce-overhead", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU")
+        ),
+    ],
 )
 def test_compiled_training_step_trains_as_the_eager_one(accelerator, mode, monkeypatch):
     frame = priced_frame(1500)
-    monkeypatch.setattr(torch._inductor.config.triton, "cudagraph_or_error", True)  # a skipped CUDA graph fails the test
+    monkeypatch.setattr(
+        torch._inductor.config.triton, "cudagraph_or_error", True
+    )  # a skipped CUDA graph fails the test
     torch._dynamo.reset()
     counters.clear()
     eager_model, eager = fit(frame, compile=False, accelerator=accelerator)
@@ -106,7 +127,9 @@ def test_under_cuda_graphs_gradients_stay_the_parameters_own_memory_from_first_s
     torch._dynamo.reset()
     memory = GradientMemory()
     datamodule = HousingDataModule.from_frame(priced_frame(300), target="price", batch_size=100, batches_per_call=1)
-    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[8], ensemble_size=2, dropout=0.0, compile=True)
+    model = HousePriceRegressor(
+        preprocessing=datamodule.preprocessing, hidden_sizes=[8], ensemble_size=2, dropout=0.0, compile=True
+    )
     quiet_trainer(max_epochs=2, callbacks=[memory]).fit(model, datamodule=datamodule)  # a validation between the epochs
     assert len(memory.seen) == 4 and None not in memory.seen[0]
     assert all(pointers == memory.seen[0] for pointers in memory.seen), "a gradient changed memory during fit"
@@ -115,9 +138,13 @@ def test_under_cuda_graphs_gradients_stay_the_parameters_own_memory_from_first_s
 
 def test_each_batch_of_a_group_is_one_optimizer_step_exactly_as_a_plain_loop():
     L.seed_everything(0)
-    datamodule = HousingDataModule.from_frame(priced_frame(800), target="price", batch_size=50, member_batches=4, batches_per_call=3)
+    datamodule = HousingDataModule.from_frame(
+        priced_frame(800), target="price", batch_size=50, member_batches=4, batches_per_call=3
+    )
     datamodule.setup("fit")
-    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32, 32], ensemble_size=4, dropout=0.1)
+    model = HousePriceRegressor(
+        preprocessing=datamodule.preprocessing, hidden_sizes=[32, 32], ensemble_size=4, dropout=0.1
+    )
     plain = copy.deepcopy(model)
     torch.manual_seed(1)  # dropout draws from here on, in step order, in both runs
     trainer = quiet_trainer(max_epochs=2)
@@ -128,7 +155,9 @@ def test_each_batch_of_a_group_is_one_optimizer_step_exactly_as_a_plain_loop():
     batches = TensorBatches(datamodule.tensors("train"), 50, shuffle=True, seed=0, k=4)
     assert len(batches) == 11 and len(datamodule.train_dataloader()) == 4 and trainer.global_step == 22
     hp = plain.hparams
-    optimizer = torch.optim.AdamW(plain.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=True)  # as the model's, on a CPU
+    optimizer = torch.optim.AdamW(
+        plain.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay, fused=True
+    )  # as the model's, on a CPU
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=hp.learning_rate, total_steps=22)
     torch.manual_seed(1)
     plain.train()
@@ -151,15 +180,27 @@ class GradientNorms(L.Callback):
     def __init__(self) -> None:
         self.norms: list[float] = []
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer) -> None:
-        self.norms.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in pl_module.parameters() if p.grad is not None]))))
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        self.norms.append(
+            float(
+                torch.linalg.vector_norm(
+                    torch.stack([p.grad.norm() for p in pl_module.parameters() if p.grad is not None])
+                )
+            )
+        )
 
 
-def small_fit(*, max_epochs: int = 1, max_steps: int = -1, callbacks: tuple[L.Callback, ...] = (), **model_options) -> L.Trainer:
+def small_fit(
+    *, max_epochs: int = 1, max_steps: int = -1, callbacks: tuple[L.Callback, ...] = (), **model_options
+) -> L.Trainer:
     """600 rows: 384 for training, 8 batches of 50 (the last 34), 3 per call."""
     datamodule = HousingDataModule.from_frame(priced_frame(600), target="price", batch_size=50, batches_per_call=3)
     datamodule.setup("fit")
-    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, **model_options)
+    model = HousePriceRegressor(
+        preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, **model_options
+    )
     trainer = quiet_trainer(max_epochs=max_epochs, max_steps=max_steps, callbacks=list(callbacks))
     trainer.fit(model, datamodule=datamodule)
     return trainer
@@ -186,7 +227,9 @@ def test_gradient_clip_works_under_bf16_mixed_with_a_fused_optimizer():
     # a GPU's bf16-mixed run did; bfloat16 scales no loss, so the model clips the true gradients itself.
     seen = GradientNorms()
     datamodule = HousingDataModule.from_frame(priced_frame(600), target="price", batch_size=50, batches_per_call=3)
-    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, gradient_clip=0.01)
+    model = HousePriceRegressor(
+        preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, gradient_clip=0.01
+    )
     trainer = quiet_trainer(max_epochs=1, precision="bf16-mixed", callbacks=[seen])
     trainer.fit(model, datamodule=datamodule)
     assert model.optimizers().optimizer.defaults["fused"] is True

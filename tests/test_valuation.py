@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from house_price.datamodules import HousingDataModule
-from house_price.datamodules.errors import HousePriceError
 from house_price.datamodules.sources import date_feature_names
+from house_price.errors import HousePriceError
 from house_price.models.as_of import as_of_date, priced_as_of
 from house_price.models.checkpoint import load_model, training_split
 from house_price.ratio_study import ratio_study
@@ -27,8 +27,14 @@ def dated_sales(n: int = 600, seed: int = 0) -> pd.DataFrame:
     zips = rng.choice(["north", "south", "east", "west"], n)
     sqft = rng.uniform(600, 3000, n)
     price = 40_000 + 90 * sqft + 15 * days + np.select([zips == "north", zips == "south"], [30_000, -10_000], 0)
-    return pd.DataFrame({"sale_date": dates.strftime("%Y-%m-%d"), "area": zips, "sqft": sqft.round(),
-                         "price": (price * rng.lognormal(0, 0.08, n)).round()})
+    return pd.DataFrame(
+        {
+            "sale_date": dates.strftime("%Y-%m-%d"),
+            "area": zips,
+            "sqft": sqft.round(),
+            "price": (price * rng.lognormal(0, 0.08, n)).round(),
+        }
+    )
 
 
 def test_a_time_split_tests_on_the_latest_sales_and_validates_on_the_latest_before_them(caplog):
@@ -42,8 +48,13 @@ def test_a_time_split_tests_on_the_latest_sales_and_validates_on_the_latest_befo
     assert dated[splits["train"].index].max() <= dated[splits["val"].index].min()
     assert dated[splits["val"].index].max() <= dated[splits["test"].index].min()
     order = sorted(frame.index[dated.notna()], key=lambda row: (dated[row], row))  # ties: row order
-    assert sorted(splits["test"].index) == sorted(order[-120:]) and sorted(splits["val"].index) == sorted(order[-216:-120])
-    assert "data.split time by 'sale_date': train 384 rows" in caplog.text and "1 sale without a readable date" in caplog.text
+    assert sorted(splits["test"].index) == sorted(order[-120:]) and sorted(splits["val"].index) == sorted(
+        order[-216:-120]
+    )
+    assert (
+        "data.split time by 'sale_date': train 384 rows" in caplog.text
+        and "1 sale without a readable date" in caplog.text
+    )
 
 
 def test_a_time_split_refuses_tables_without_one_date_and_cross_fitting():
@@ -52,7 +63,9 @@ def test_a_time_split_refuses_tables_without_one_date_and_cross_fitting():
         _ = HousingDataModule.from_frame(frame.drop(columns="sale_date"), "price", split="time").splits
     with pytest.raises(HousePriceError, match=r"the date columns \['sale_date', 'listed'\]; give --data.date_column"):
         _ = HousingDataModule.from_frame(frame.assign(listed=frame.sale_date), "price", split="time").splits
-    both = HousingDataModule.from_frame(frame.assign(listed=frame.sale_date), "price", split="time", date_column="listed")
+    both = HousingDataModule.from_frame(
+        frame.assign(listed=frame.sale_date), "price", split="time", date_column="listed"
+    )
     assert len(both.splits["test"]) == 10
     with pytest.raises(HousePriceError, match="'area' does not hold dates"):
         _ = HousingDataModule.from_frame(frame, "price", split="time", date_column="area").splits
@@ -75,9 +88,18 @@ def dated_run(tmp_path_factory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("dated")
     table = folder / "sales.csv"
     dated_sales().to_csv(table, index=False)
-    result = run_script("train.py", "fit", "--config=configs/housing_csv.yaml", f"--data.path={table}", "--data.target=price",
-                        "--data.split=time", "--trainer.max_epochs=3", "--trainer.enable_progress_bar=false",
-                        f"--trainer.logger.init_args.save_dir={folder / 'runs'}", cwd=ROOT)
+    result = run_script(
+        "train.py",
+        "fit",
+        "--config=configs/housing_csv.yaml",
+        f"--data.path={table}",
+        "--data.target=price",
+        "--data.split=time",
+        "--trainer.max_epochs=3",
+        "--trainer.enable_progress_bar=false",
+        f"--trainer.logger.init_args.save_dir={folder / 'runs'}",
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Sales-ratio study (120 sales" in result.stdout and "data.split time by 'sale_date'" in result.stderr
     (run,) = [path.parent for path in (folder / "runs").rglob("test_metrics.json")]
@@ -95,8 +117,13 @@ def test_the_run_reports_the_ratio_study_of_predicts_prices_of_the_latest_sales(
     test = training_split(torch.load(checkpoint, map_location="cpu", weights_only=True))
     assert sorted(test.index) == sorted(latest.row)  # exactly the latest 20% of sales
     priced = load_model(checkpoint).predict(sales.iloc[sorted(latest.row)], interval=0.9)
-    again = ratio_study(priced["price_prediction"].to_numpy(), sales.price.iloc[sorted(latest.row)].to_numpy(),
-                        lower=priced["price_lower"].to_numpy(), upper=priced["price_upper"].to_numpy(), level=0.9)
+    again = ratio_study(
+        priced["price_prediction"].to_numpy(),
+        sales.price.iloc[sorted(latest.row)].to_numpy(),
+        lower=priced["price_lower"].to_numpy(),
+        upper=priced["price_upper"].to_numpy(),
+        level=0.9,
+    )
     for name in ("median_ratio", "cod", "prd", "prb"):
         assert study[name]["value"] == pytest.approx(again[name]["value"], abs=1e-6)
         assert study[name]["ci95"] == pytest.approx(again[name]["ci95"], abs=1e-6)
@@ -110,8 +137,19 @@ def test_the_run_reports_the_ratio_study_of_predicts_prices_of_the_latest_sales(
 
 def test_evaluate_by_a_column_writes_a_row_per_group_with_enough_sales(dated_run, tmp_path):
     table, run = dated_run
-    result = run_script("evaluate.py", str(run / "checkpoints" / "best.ckpt"), "--data", str(table), "--by", "area", "--min-sales", "140",
-                        "--output", str(tmp_path / "report"), cwd=ROOT)
+    result = run_script(
+        "evaluate.py",
+        str(run / "checkpoints" / "best.ckpt"),
+        "--data",
+        str(table),
+        "--by",
+        "area",
+        "--min-sales",
+        "140",
+        "--output",
+        str(tmp_path / "report"),
+        cwd=ROOT,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     counts = pd.read_csv(table).area.value_counts()
     written = pd.read_csv(tmp_path / "report" / "ratio_study.csv", dtype={"group": str})
@@ -142,8 +180,17 @@ def test_a_value_as_of_a_date_changes_only_the_date_inputs(dated_run, tmp_path):
     dates = [j for j, name in enumerate(model.preprocessor.numeric) if name in date_feature_names("sale_date")]
     others = [j for j in range(before.shape[1]) if j not in dates]
     assert dates and (before[:, others].nan_to_num() == after[:, others].nan_to_num()).all()
-    result = run_script("predict.py", str(checkpoint), "--input", str(table), "--output", str(tmp_path / "p.csv"), "--as-of", "2012-06-30",
-                        cwd=ROOT)
+    result = run_script(
+        "predict.py",
+        str(checkpoint),
+        "--input",
+        str(table),
+        "--output",
+        str(tmp_path / "p.csv"),
+        "--as-of",
+        "2012-06-30",
+        cwd=ROOT,
+    )
     assert result.returncode == 0 and "as of 2012-06-30 (column 'sale_date')" in result.stdout, result.stderr
     expected = model.predict(priced_as_of(pd.read_csv(table), "sale_date", pd.Timestamp("2012-06-30")))
     assert pd.read_csv(tmp_path / "p.csv").price_prediction.tolist() == pytest.approx(expected.tolist(), rel=1e-12)
@@ -151,8 +198,17 @@ def test_a_value_as_of_a_date_changes_only_the_date_inputs(dated_run, tmp_path):
 
 def test_predict_refuses_an_as_of_that_is_not_a_date(dated_run, tmp_path, capsys):
     table, run = dated_run
-    result = run_in_process(capsys, "predict.py", str(run / "checkpoints" / "best.ckpt"), "--input", str(table), "--output",
-                            str(tmp_path / "p.csv"), "--as-of", "next spring")
+    result = run_in_process(
+        capsys,
+        "predict.py",
+        str(run / "checkpoints" / "best.ckpt"),
+        "--input",
+        str(table),
+        "--output",
+        str(tmp_path / "p.csv"),
+        "--as-of",
+        "next spring",
+    )
     assert_clean_failure(result, "--as-of is 'next spring'; give a date as YYYY-MM-DD")
     assert not (tmp_path / "p.csv").exists()
 
@@ -160,7 +216,7 @@ def test_predict_refuses_an_as_of_that_is_not_a_date(dated_run, tmp_path, capsys
 def test_serve_values_houses_as_of_a_date(dated_run):
     from fastapi.testclient import TestClient
 
-    from house_price.service import create_app
+    from house_price.serving.service import create_app
 
     table, run = dated_run
     checkpoint = run / "checkpoints" / "best.ckpt"
@@ -173,4 +229,4 @@ def test_serve_values_houses_as_of_a_date(dated_run):
         expected = load_model(checkpoint).predict(priced_as_of(sales, "sale_date", pd.Timestamp("2013-01-15")))
         assert [house["price"] for house in answer.json()["predictions"]] == pytest.approx(expected.tolist(), rel=1e-12)
         bad = client.post("/predict", json={"houses": houses, "as_of": "soon"})
-        assert bad.status_code == 422 and '"as_of" is \'soon\'' in bad.json()["detail"]
+        assert bad.status_code == 422 and "\"as_of\" is 'soon'" in bad.json()["detail"]

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from house_price.datamodules.errors import HousePriceError
+from house_price.errors import HousePriceError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,7 +39,9 @@ def check_output(path: str | os.PathLike, overwrite: bool = False) -> Path:
     if path.is_dir():
         raise HousePriceError(f"output path '{path}' is a directory; give a file name")
     if path.exists() and not overwrite:
-        raise HousePriceError(f"output file '{path}' already exists; pass --overwrite to replace it or choose another path")
+        raise HousePriceError(
+            f"output file '{path}' already exists; pass --overwrite to replace it or choose another path"
+        )
     return path
 
 

@@ -19,18 +19,24 @@ import pandas as pd
 
 from house_price.analysis.attributions import shapley_values
 from house_price.analysis.plots import plot_importance, plot_waterfall
-from house_price.datamodules.errors import exit_cleanly_on_error
-from house_price.datamodules.files import output_folder, write_atomic
 from house_price.datamodules.sources import chosen_rows, read_table
+from house_price.errors import exit_cleanly_on_error
+from house_price.files import output_folder, write_atomic
 from house_price.models.checkpoint import load_model
-from house_price.models.reports import amount
+from house_price.reports import amount
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a .ckpt written by scripts/train.py")
     parser.add_argument("--input", required=True, help="CSV or Parquet file of houses")
-    parser.add_argument("--rows", nargs="+", type=int, metavar="N", help="0-based data rows to explain and draw (default: all, drawing the first)")
+    parser.add_argument(
+        "--rows",
+        nargs="+",
+        type=int,
+        metavar="N",
+        help="0-based data rows to explain and draw (default: all, drawing the first)",
+    )
     parser.add_argument("--output", required=True, help="folder for attributions.csv and the charts (created)")
     arguments = parser.parse_args(argv)
 
@@ -46,16 +52,23 @@ def main(argv: list[str] | None = None) -> None:
     unit = model.preprocessor.state["target_unit"]
     drawn = arguments.rows if arguments.rows is not None else rows[:1]
     charts = [
-        plot_waterfall(attributions.iloc[rows.index(row)].drop("row"), unit, f"Row {row}: why this price", folder / f"waterfall_row_{row}.png")
+        plot_waterfall(
+            attributions.iloc[rows.index(row)].drop("row"),
+            unit,
+            f"Row {row}: why this price",
+            folder / f"waterfall_row_{row}.png",
+        )
         for row in dict.fromkeys(drawn)
     ]
     charts.append(plot_importance(attributions.drop(columns="row"), unit, folder / "importance.png"))
     first = attributions.iloc[rows.index(drawn[0])].drop("row")
     features = first.drop(["baseline", "prediction"])
     with pd.option_context("display.float_format", amount):
-        print(f"Row {drawn[0]}: reference price {amount(first['baseline'])} {unit}, then each column's share:\n"
-              f"{features[features.abs().sort_values(ascending=False).index].to_string()}\n"
-              f"= prediction {amount(first['prediction'])} {unit}")
+        print(
+            f"Row {drawn[0]}: reference price {amount(first['baseline'])} {unit}, then each column's share:\n"
+            f"{features[features.abs().sort_values(ascending=False).index].to_string()}\n"
+            f"= prediction {amount(first['prediction'])} {unit}"
+        )
     print(f"Wrote {csv} ({len(attributions)} rows) and {', '.join(chart.name for chart in charts)} to {folder}")
 
 

@@ -23,22 +23,19 @@ import datetime
 import hashlib
 import json
 import logging
-import signal
 import sys
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import yaml
 
-from house_price.datamodules.errors import HousePriceError
-from house_price.datamodules.files import write_text_atomic
-from house_price.models.reports import amount, save_figure
-from house_price.models.safety import InterruptExit
-from house_price.train import MONITOR, HousePriceCLI, bundled_config, configs_folder, run_cli
+from house_price.commands.train import MONITOR, HousePriceCLI, bundled_config, configs_folder, run_cli
+from house_price.errors import HousePriceError
+from house_price.files import write_text_atomic
+from house_price.reports import amount, save_figure
+from house_price.training.callbacks import InterruptExit
+from house_price.training.tuning import InterruptGate, PruneOnValidation
 
 DEFAULT_STORAGE = "sqlite:///runs/tune/study.db"
 # A process that stops sending heartbeats for this long (killed, machine lost) has its running trial failed by
@@ -63,9 +60,13 @@ def load_space(path: Path) -> dict[str, dict[str, Any]]:
     try:
         space = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise HousePriceError(f"search space '{path}' cannot be read ({error}); give a YAML file like configs/tune_space.yaml") from None
+        raise HousePriceError(
+            f"search space '{path}' cannot be read ({error}); give a YAML file like configs/tune_space.yaml"
+        ) from None
     if not isinstance(space, dict) or not space:
-        raise HousePriceError(f"search space '{path}' holds no parameters; give `name: {{type: float, low: ..., high: ...}}` entries")
+        raise HousePriceError(
+            f"search space '{path}' holds no parameters; give `name: {{type: float, low: ..., high: ...}}` entries"
+        )
     for name, entry in space.items():
         if not isinstance(entry, dict) or entry.get("type") not in ("float", "int", "categorical", "layers"):
             raise HousePriceError(f"search space '{path}': '{name}' needs a type of float, int, categorical or layers")
@@ -94,7 +95,9 @@ def values_of(params: dict[str, Any], space: dict[str, dict[str, Any]]) -> dict[
     """A finished trial's stored params (layers as width and depth) -> option values."""
     values = {}
     for name, entry in space.items():
-        values[name] = [params[f"{name}.width"]] * params[f"{name}.depth"] if entry["type"] == "layers" else params[name]
+        values[name] = (
+            [params[f"{name}.width"]] * params[f"{name}.depth"] if entry["type"] == "layers" else params[name]
+        )
     return values
 
 
@@ -142,77 +145,6 @@ def _merge(into: dict[str, Any], update: dict[str, Any]) -> None:
             into[key] = value
 
 
-class InterruptGate:
-    """Ctrl-C during a study: a KeyboardInterrupt while the gate is open (a trial's training), held while it is
-    closed (Optuna's own work around the trial) and raised when it next opens; a trial that finishes with an
-    interrupt held is the study's last.
-
-    Optuna is not safe to interrupt: a KeyboardInterrupt as it starts a trial's heartbeat thread leaves that thread
-    running, so the process never exits and the trial never fails; one inside a database write skips its rollback.
-    """
-
-    def __init__(self) -> None:
-        self.held = False
-        self._open = False
-
-    def __call__(self, signum: int, frame: Any) -> None:
-        """The SIGINT handler."""
-        if self._open:
-            raise KeyboardInterrupt
-        self.held = True
-
-    @contextmanager
-    def installed(self) -> Iterator[None]:
-        """Handle SIGINT while inside; a process that ignores it (a background job, nohup) keeps ignoring it."""
-        before = signal.getsignal(signal.SIGINT)
-        if before is not signal.default_int_handler:
-            yield
-            return
-        signal.signal(signal.SIGINT, self)
-        try:
-            yield
-        finally:
-            signal.signal(signal.SIGINT, before)
-
-    @contextmanager
-    def opened(self, is_open: bool = True) -> Iterator[None]:
-        """Open (or, with False, close) the gate inside; an interrupt held until it opens is raised then."""
-        before, self._open = self._open, is_open
-        try:
-            if is_open and self.held:
-                raise KeyboardInterrupt
-            yield
-        finally:
-            self._open = before
-        if before and not is_open and self.held:
-            raise KeyboardInterrupt
-
-    def stop_study(self, study: Any, trial: Any) -> None:
-        """An Optuna callback, after each trial: no new trial once Ctrl-C was pressed."""
-        if self.held:
-            study.stop()
-
-
-class PruneOnValidation(L.Callback):
-    """Reports each epoch's validation RMSE to the trial and stops training when Optuna's pruner says so."""
-
-    def __init__(self, trial: Any, gate: InterruptGate) -> None:
-        self.trial = trial
-        self.gate = gate
-        self.pruned = False
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        value = trainer.callback_metrics.get(MONITOR)
-        if trainer.sanity_checking or value is None:
-            return
-        with self.gate.opened(False):  # database writes
-            self.trial.report(float(value), step=trainer.current_epoch)
-            prune = self.trial.should_prune()
-        if prune:
-            self.pruned = True
-            trainer.should_stop = True
-
-
 class SurplusTrial(Exception):
     """A trial begun once the study already had its --trials trials, finished or running in other processes: ended
     unrun (Optuna records it as failed), so processes sharing a study finish exactly the trials asked."""
@@ -226,15 +158,27 @@ def is_surplus(study: Any, trial: Any, trials: int, since: datetime.datetime) ->
     import optuna
 
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    counted = [other for other in study.get_trials(deepcopy=False) if other.number < trial.number and (
-        other.state in finished or (other.state == optuna.trial.TrialState.RUNNING and other.datetime_start is not None
-                                    and other.datetime_start >= since))]
+    counted = [
+        other
+        for other in study.get_trials(deepcopy=False)
+        if other.number < trial.number
+        and (
+            other.state in finished
+            or (
+                other.state == optuna.trial.TrialState.RUNNING
+                and other.datetime_start is not None
+                and other.datetime_start >= since
+            )
+        )
+    ]
     return len(counted) >= trials
 
 
 def quiet_surplus(record: logging.LogRecord) -> bool:
     """A logging filter: Optuna logs a surplus trial as failed; it was never run."""
-    return "SurplusTrial" not in record.getMessage() and not (record.exc_info and isinstance(record.exc_info[1], SurplusTrial))
+    return "SurplusTrial" not in record.getMessage() and not (
+        record.exc_info and isinstance(record.exc_info[1], SurplusTrial)
+    )
 
 
 class TrialCLI(HousePriceCLI):
@@ -247,14 +191,23 @@ def storage(url: str) -> Any:
 
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}  # wait for the other processes' writes
+    engine = (
+        {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else {}
+    )  # wait for the other processes' writes
     # Heartbeats are "experimental" in Optuna's terms since 2.8; they are what makes a killed study resumable here.
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS,
-                                          heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2))
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=engine,
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        )
     except Exception as error:  # SQLAlchemy's many connection errors
-        raise HousePriceError(f"cannot open the study database '{url}' ({' '.join(str(error).split())[:200]}); check --storage") from None
+        raise HousePriceError(
+            f"cannot open the study database '{url}' ({' '.join(str(error).split())[:200]}); check --storage"
+        ) from None
 
 
 def check_same_setup(study: Any, setup: dict[str, Any], url: str) -> None:
@@ -285,19 +238,29 @@ def main(argv: list[str] | None = None) -> None:
     import optuna
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", required=True, help="a train config (a bundled name or a path); repeatable")
-    parser.add_argument("--trials", type=int, required=True, help="finished (complete or pruned) trials the study should have")
-    parser.add_argument("--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy database URL (default {DEFAULT_STORAGE})")
+    parser.add_argument(
+        "--config", action="append", required=True, help="a train config (a bundled name or a path); repeatable"
+    )
+    parser.add_argument(
+        "--trials", type=int, required=True, help="finished (complete or pruned) trials the study should have"
+    )
+    parser.add_argument(
+        "--storage", default=DEFAULT_STORAGE, help=f"SQLAlchemy database URL (default {DEFAULT_STORAGE})"
+    )
     parser.add_argument("--study", help="study name (default: the config names joined by '+')")
-    parser.add_argument("--space", type=Path, help="search space YAML (default: the bundled one of the configs' architecture)")
+    parser.add_argument(
+        "--space", type=Path, help="search space YAML (default: the bundled one of the configs' architecture)"
+    )
     arguments, train_options = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     if arguments.trials < 1:
         raise HousePriceError(f"--trials {arguments.trials} must be at least 1")
     configs = [bundled_config(config) for config in arguments.config]
     for config in configs:
         if not Path(config).is_file():
-            raise HousePriceError(f"config '{config}' is not a file or a bundled config name; give a path or one of "
-                                  f"{sorted(path.stem for path in configs_folder().glob('*.yaml'))}")
+            raise HousePriceError(
+                f"config '{config}' is not a file or a bundled config name; give a path or one of "
+                f"{sorted(path.stem for path in configs_folder().glob('*.yaml'))}"
+            )
     passed_on = dotted_options(train_options)
     setup = merged_config(configs, passed_on)  # what the trials train with, before the space's values
     space_path = arguments.space or bundled_space(setup)
@@ -308,8 +271,13 @@ def main(argv: list[str] | None = None) -> None:
     for handler in logging.getLogger("optuna").handlers:  # the handler sees its child loggers' records too
         handler.addFilter(quiet_interrupts)
         handler.addFilter(quiet_surplus)
-    study = optuna.create_study(study_name=name, storage=storage(arguments.storage), direction="minimize", load_if_exists=True,
-                                pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1))
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage(arguments.storage),
+        direction="minimize",
+        load_if_exists=True,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=1),
+    )
     check_same_setup(study, {"config": setup, "space": space}, arguments.storage)
     claim_report_folder(folder, arguments.storage)
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
@@ -320,12 +288,24 @@ def main(argv: list[str] | None = None) -> None:
         if is_surplus(study, trial, arguments.trials, started):
             study.stop()
             trial.set_user_attr("surplus", True)
-            raise SurplusTrial(f"trial {trial.number} not run: the study has its {arguments.trials} trials, finished or running")
+            raise SurplusTrial(
+                f"trial {trial.number} not run: the study has its {arguments.trials} trials, finished or running"
+            )
         values = suggest(trial, space)
-        pruning = PruneOnValidation(trial, gate)
-        quiet = ["--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"]  # the user's options may turn them on
-        args = ["fit", *[f"--config={config}" for config in configs], *quiet, *train_options, *(as_option(k, v) for k, v in values.items()),
-                f"--trainer.logger.init_args.save_dir={folder}", f"--trainer.logger.init_args.name=trial_{trial.number}"]
+        pruning = PruneOnValidation(trial, gate, monitor=MONITOR)
+        quiet = [
+            "--trainer.enable_progress_bar=false",
+            "--trainer.enable_model_summary=false",
+        ]  # the user's options may turn them on
+        args = [
+            "fit",
+            *[f"--config={config}" for config in configs],
+            *quiet,
+            *train_options,
+            *(as_option(k, v) for k, v in values.items()),
+            f"--trainer.logger.init_args.save_dir={folder}",
+            f"--trainer.logger.init_args.name=trial_{trial.number}",
+        ]
         try:
             with gate.opened():
                 cli = run_cli(args, interrupt, cli=TrialCLI, callbacks=(pruning,))
@@ -345,13 +325,19 @@ def main(argv: list[str] | None = None) -> None:
     try:
         with gate.installed():
             if done < arguments.trials:
-                study.optimize(objective, n_trials=arguments.trials - done, catch=(SurplusTrial,),
-                               callbacks=[optuna.study.MaxTrialsCallback(arguments.trials, states=finished), gate.stop_study])
+                study.optimize(
+                    objective,
+                    n_trials=arguments.trials - done,
+                    catch=(SurplusTrial,),
+                    callbacks=[optuna.study.MaxTrialsCallback(arguments.trials, states=finished), gate.stop_study],
+                )
         interrupted = gate.held
     except KeyboardInterrupt:
         interrupted = True
     if interrupted:
-        print(f"Interrupted: study '{name}' keeps its finished trials; rerun the same command to go on", file=sys.stderr)
+        print(
+            f"Interrupted: study '{name}' keeps its finished trials; rerun the same command to go on", file=sys.stderr
+        )
         sys.exit(interrupt.exit_code or 130)
     report(study, space, configs, passed_on, folder)
 
@@ -363,20 +349,26 @@ def claim_report_folder(folder: Path, storage_url: str) -> None:
     mark = folder / ".storage"
     fingerprint = hashlib.sha256(storage_url.encode()).hexdigest()[:16]
     if mark.exists() and mark.read_text().strip() != fingerprint:
-        raise HousePriceError(f"report folder '{folder}' belongs to a study named '{folder.name}' in another database (--storage); "
-                              "give this one another --study name")
+        raise HousePriceError(
+            f"report folder '{folder}' belongs to a study named '{folder.name}' in another database (--storage); "
+            "give this one another --study name"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     write_text_atomic(mark, fingerprint + "\n")
 
 
-def report(study: Any, space: dict[str, dict[str, Any]], configs: list[str], passed_on: dict[str, Any], folder: Path) -> None:
+def report(
+    study: Any, space: dict[str, dict[str, Any]], configs: list[str], passed_on: dict[str, Any], folder: Path
+) -> None:
     """best.yaml, trials.csv and trials.png in `folder`, and a summary on stdout."""
     import matplotlib.pyplot as plt
     import optuna
 
     complete = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if not complete:
-        raise HousePriceError(f"study '{study.study_name}' has no complete trial yet (all pruned or failed); run more --trials")
+        raise HousePriceError(
+            f"study '{study.study_name}' has no complete trial yet (all pruned or failed); run more --trials"
+        )
     folder.mkdir(parents=True, exist_ok=True)
     best = study.best_trial
     config = merged_config(configs, passed_on | values_of(best.params, space))
@@ -387,19 +379,29 @@ def report(study: Any, space: dict[str, dict[str, Any]], configs: list[str], pas
     figure, axis = plt.subplots(figsize=(7, 4))
     for state, marker in ((optuna.trial.TrialState.COMPLETE, "o"), (optuna.trial.TrialState.PRUNED, "x")):
         trials = [trial for trial in study.trials if trial.state == state and trial.intermediate_values]
-        values = [trial.value if trial.value is not None else min(trial.intermediate_values.values()) for trial in trials]
+        values = [
+            trial.value if trial.value is not None else min(trial.intermediate_values.values()) for trial in trials
+        ]
         axis.scatter([trial.number for trial in trials], values, marker=marker, label=state.name.lower())
     axis.set(xlabel="trial", ylabel=f"best {MONITOR}", title=f"Study {study.study_name}")
     axis.legend()
     save_figure(figure, folder / "trials.png")
-    counts = {state.name.lower(): sum(trial.state == state for trial in study.trials) for state in optuna.trial.TrialState}
+    counts = {
+        state.name.lower(): sum(trial.state == state for trial in study.trials) for state in optuna.trial.TrialState
+    }
     surplus = sum(bool(trial.user_attrs.get("surplus")) for trial in study.trials)
     if surplus:  # begun by a process sharing the study as the last trials were already running: never trained
         counts["fail"] -= surplus
         counts["not run (begun once the study had its trials)"] = surplus
     if counts.get("running"):  # nothing runs here any more: another process's, or one a killed process left behind
-        counts[f"running (in another process, or abandoned by one that was killed: once its heartbeat is {GRACE_SECONDS} s old, "
-               "the next run of this command marks it failed and tries its values again)"] = counts.pop("running")
-    print(f"Study '{study.study_name}': {', '.join(f'{n} {s}' for s, n in counts.items() if n)}. Best: trial {best.number}, "
-          f"validation RMSE {amount(best.value)}, {values_of(best.params, space)}")
-    print(f"Wrote {best_yaml} (train it: house-price train --config {best_yaml}), {folder / 'trials.csv'}, {folder / 'trials.png'}")
+        counts[
+            f"running (in another process, or abandoned by one that was killed: once its heartbeat is {GRACE_SECONDS} s old, "
+            "the next run of this command marks it failed and tries its values again)"
+        ] = counts.pop("running")
+    print(
+        f"Study '{study.study_name}': {', '.join(f'{n} {s}' for s, n in counts.items() if n)}. Best: trial {best.number}, "
+        f"validation RMSE {amount(best.value)}, {values_of(best.params, space)}"
+    )
+    print(
+        f"Wrote {best_yaml} (train it: house-price train --config {best_yaml}), {folder / 'trials.csv'}, {folder / 'trials.png'}"
+    )

@@ -11,10 +11,10 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from house_price.datamodules.errors import HousePriceError
-from house_price.datamodules.files import table_writer, write_atomic
 from house_price.datamodules.preprocessing import Preprocessor
 from house_price.datamodules.sources import is_parquet, read_table_chunks
+from house_price.errors import HousePriceError
+from house_price.files import table_writer, write_atomic
 from house_price.models.as_of import priced_as_of
 from house_price.models.pricing import PriceModel
 
@@ -37,8 +37,11 @@ class UnseenValues:
         """Count a frame's values; `read`, its numbers as the preprocessor read them to price it (`Preprocessor.transform`
         hands them over), else read again here."""
         preprocessor = self.preprocessor
-        for counts, found in ((self.categories, preprocessor.unseen_categories(frame)), (self.dates, preprocessor.unreadable_dates(frame, read=read)),
-                              (self.out_of_range, preprocessor.out_of_range(frame, read=read))):
+        for counts, found in (
+            (self.categories, preprocessor.unseen_categories(frame)),
+            (self.dates, preprocessor.unreadable_dates(frame, read=read)),
+            (self.out_of_range, preprocessor.out_of_range(frame, read=read)),
+        ):
             for column, seen in found.items():
                 entry = counts.setdefault(column, {"rows": 0, "examples": []})
                 entry["rows"] += seen["rows"]
@@ -49,14 +52,26 @@ class UnseenValues:
         preprocessor = self.preprocessor
         for counts, meaning, detail, priced_as in (
             (self.categories, "values never seen in training", lambda column: "", "an unknown category"),
-            (self.dates, "values that are not dates as training wrote them", lambda column: f" ({preprocessor.date_formats[column]})", "missing dates"),
-            (self.out_of_range, "values outside the range training saw", lambda column: f" ({preprocessor.training_range(column)})",
-             "extrapolations: check them, the model never saw such houses"),
+            (
+                self.dates,
+                "values that are not dates as training wrote them",
+                lambda column: f" ({preprocessor.date_formats[column]})",
+                "missing dates",
+            ),
+            (
+                self.out_of_range,
+                "values outside the range training saw",
+                lambda column: f" ({preprocessor.training_range(column)})",
+                "extrapolations: check them, the model never saw such houses",
+            ),
         ):
             for column, entry in counts.items():
                 examples = ", ".join(repr(value) for value in entry["examples"])
-                print(f"warning: column '{column}': {entry['rows']} rows hold {meaning}{detail(column)} (e.g. {examples}); they were priced as "
-                      f"{priced_as}", file=sys.stderr)
+                print(
+                    f"warning: column '{column}': {entry['rows']} rows hold {meaning}{detail(column)} (e.g. {examples}); they were priced as "
+                    f"{priced_as}",
+                    file=sys.stderr,
+                )
 
 
 def predict_file(
@@ -79,15 +94,21 @@ def predict_file(
     if interval is not None:
         model.check_interval(interval)
     if Path(output).resolve() == Path(source).resolve():
-        raise HousePriceError(f"the output '{output}' is the input file; write the prices to another file, or the houses are lost")
+        raise HousePriceError(
+            f"the output '{output}' is the input file; write the prices to another file, or the houses are lost"
+        )
     unseen = UnseenValues(model.preprocessor)
     rows = 0
 
     def write(temporary: str) -> None:
         nonlocal rows
-        with table_writer(temporary, parquet=is_parquet(output)) as append, \
-                tqdm(unit=" rows", delay=3, mininterval=1, file=sys.stderr, desc="pricing") as bar:
-            chunks = read_table_chunks(source, rows=chunk_rows, text_columns=list(keep_columns), categories=model.preprocessor.categorical)
+        with (
+            table_writer(temporary, parquet=is_parquet(output)) as append,
+            tqdm(unit=" rows", delay=3, mininterval=1, file=sys.stderr, desc="pricing") as bar,
+        ):
+            chunks = read_table_chunks(
+                source, rows=chunk_rows, text_columns=list(keep_columns), categories=model.preprocessor.categorical
+            )
             for frame, kept in chunks:
                 frame = priced_as_of(frame, *as_of) if as_of is not None else frame
                 prices = model.predict(frame, interval=interval, report=unseen)

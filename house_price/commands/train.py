@@ -29,28 +29,16 @@ from lightning.pytorch.strategies import DDPStrategy
 from lightning.pytorch.utilities import rank_zero_warn
 
 from house_price.datamodules import HousingDataModule
-from house_price.datamodules.errors import HousePriceError, exit_cleanly_on_error
+from house_price.errors import HousePriceError, exit_cleanly_on_error
+from house_price.hardware import default_precision, fast_cpu_bfloat16, keep_freed_memory
 from house_price.models import HousePriceRegressor
-from house_price.models.callbacks import EpochTimer
 from house_price.models.checkpoint import read_checkpoint
-from house_price.models.hardware import default_precision, fast_cpu_bfloat16, keep_freed_memory
 from house_price.models.intervals import CHOICE_LEVEL, coverage_report, rows_needed
 from house_price.models.regressor import quiet_lightning
-from house_price.models.reports import (
-    amount,
-    metrics_table,
-    plot_learning_curve,
-    stage_metrics,
-    write_metrics,
-)
-from house_price.models.safety import (
-    AtomicCheckpointIO,
-    EpochCheckpoint,
-    InterruptExit,
-    RandomState,
-    StopOnNonFiniteLoss,
-)
 from house_price.ratio_study import priced_study, study_text
+from house_price.reports import amount, metrics_table, plot_learning_curve, stage_metrics, write_metrics
+from house_price.training.callbacks import EpochTimer, InterruptExit, RandomState, StopOnNonFiniteLoss
+from house_price.training.checkpointing import AtomicCheckpointIO, EpochCheckpoint
 
 MONITOR = "val/rmse"
 
@@ -63,15 +51,27 @@ class HousePriceCLI(LightningCLI):
         parser.link_arguments("data.folds", "model.folds", apply_on="instantiate")
         # TabM trains each member on its own order of the rows unless batches are shared.
         parser.link_arguments(
-            ("model.ensemble_size", "model.share_training_batches"), "data.member_batches", compute_fn=member_batches, apply_on="parse"
+            ("model.ensemble_size", "model.share_training_batches"),
+            "data.member_batches",
+            compute_fn=member_batches,
+            apply_on="parse",
         )
-        parser.set_defaults({"data.folds": "auto", "data.scaling": "auto", "data.location_price": "auto"})  # decided by the table, then printed
+        parser.set_defaults(
+            {"data.folds": "auto", "data.scaling": "auto", "data.location_price": "auto"}
+        )  # decided by the table, then printed
         parser.add_lightning_class_args(EpochCheckpoint, "checkpoint")
         parser.set_defaults(
-            {"checkpoint.monitor": MONITOR, "checkpoint.mode": "min", "checkpoint.filename": "best", "checkpoint.save_last": True}
+            {
+                "checkpoint.monitor": MONITOR,
+                "checkpoint.mode": "min",
+                "checkpoint.filename": "best",
+                "checkpoint.save_last": True,
+            }
         )
         parser.add_lightning_class_args(EarlyStopping, "early_stopping")
-        parser.set_defaults({"early_stopping.monitor": MONITOR, "early_stopping.mode": "min", "early_stopping.patience": 20})
+        parser.set_defaults(
+            {"early_stopping.monitor": MONITOR, "early_stopping.mode": "min", "early_stopping.patience": 20}
+        )
 
     def instantiate_trainer(self, **kwargs: Any) -> L.Trainer:
         trainer = super().instantiate_trainer(**kwargs)
@@ -79,8 +79,14 @@ class HousePriceCLI(LightningCLI):
         if isinstance(trainer.strategy, DDPStrategy):
             # A collective that one process never joins fails after this long instead of torch's 30 minutes.
             trainer.strategy._timeout = timedelta(seconds=collective_timeout())
-        if trainer.precision == "bf16-mixed" and isinstance(trainer.accelerator, CPUAccelerator) and not fast_cpu_bfloat16():
-            rank_zero_warn("this CPU has no fast bfloat16 arithmetic, so bf16-mixed runs slower than float32 here; add --trainer.precision=32-true")
+        if (
+            trainer.precision == "bf16-mixed"
+            and isinstance(trainer.accelerator, CPUAccelerator)
+            and not fast_cpu_bfloat16()
+        ):
+            rank_zero_warn(
+                "this CPU has no fast bfloat16 arithmetic, so bf16-mixed runs slower than float32 here; add --trainer.precision=32-true"
+            )
         return trainer
 
     def before_instantiate_classes(self) -> None:
@@ -138,7 +144,9 @@ class HousePriceCLI(LightningCLI):
         print(f"Run folder: {run}\n  best checkpoint: {best}\n  last checkpoint: {last}")
         print(f"  ratio study: {', '.join(str(file) for file in files)}")
         if curve is None:
-            print(f"  metrics: {run / 'test_metrics.json'}\n  learning curve: none (no metrics.csv: the CSV logger was not used)")
+            print(
+                f"  metrics: {run / 'test_metrics.json'}\n  learning curve: none (no metrics.csv: the CSV logger was not used)"
+            )
         else:
             print(f"  metrics: {run / 'test_metrics.json'}, {history}\n  learning curve: {curve}")
 
@@ -152,11 +160,15 @@ class HousePriceCLI(LightningCLI):
             bounds = (torch.tensor(priced[f"{target}_{side}"].to_numpy()) for side in ("lower", "upper"))
             covered = coverage_report(*bounds, torch.tensor(actual))
             rows = "validation" if calibration.split == "val" else calibration.split
-            print(f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} {rows} rows): "
-                  f"test coverage {covered['coverage']:.1%}, mean width {amount(covered['mean_width'], 4)} {unit}")
+            print(
+                f"{CHOICE_LEVEL:.0%} intervals ({calibration.method}, calibrated on {calibration.rows} {rows} rows): "
+                f"test coverage {covered['coverage']:.1%}, mean width {amount(covered['mean_width'], 4)} {unit}"
+            )
         else:
-            print(f"No {CHOICE_LEVEL:.0%} intervals: they need at least {rows_needed(CHOICE_LEVEL)} validation rows, "
-                  f"and this run had {calibration.rows} (--data.val_fraction)")
+            print(
+                f"No {CHOICE_LEVEL:.0%} intervals: they need at least {rows_needed(CHOICE_LEVEL)} validation rows, "
+                f"and this run had {calibration.rows} (--data.val_fraction)"
+            )
 
 
 def collective_timeout() -> float:
@@ -176,12 +188,16 @@ def refuse_automatic_optimization_options(config: Any) -> None:
     clipping or accumulation there, and it checks step counts only between calls."""
     trainer = config.trainer
     if trainer.get("gradient_clip_val") is not None:
-        raise HousePriceError(f"--trainer.gradient_clip_val is not used by this model; give --model.gradient_clip {trainer.gradient_clip_val} instead")
+        raise HousePriceError(
+            f"--trainer.gradient_clip_val is not used by this model; give --model.gradient_clip {trainer.gradient_clip_val} instead"
+        )
     if (trainer.get("accumulate_grad_batches") or 1) != 1:
         raise HousePriceError("--trainer.accumulate_grad_batches is not supported; raise --data.batch_size instead")
     if config.checkpoint.get("every_n_train_steps") and config.data.get("batches_per_call", 1) != 1:
-        raise HousePriceError("--checkpoint.every_n_train_steps needs --data.batches_per_call 1: Lightning counts steps between calls, "
-                              "and a call of several steps would skip the count; or checkpoint by epoch")
+        raise HousePriceError(
+            "--checkpoint.every_n_train_steps needs --data.batches_per_call 1: Lightning counts steps between calls, "
+            "and a call of several steps would skip the count; or checkpoint by epoch"
+        )
 
 
 def member_batches(ensemble_size: int, share_training_batches: bool) -> int:
@@ -195,9 +211,13 @@ def resume_in_latest_run(logger: Any) -> None:
     if arguments is None or arguments.get("version") is not None:
         return
     runs = Path(arguments.save_dir) / arguments.name
-    versions = [int(path.parents[1].name.removeprefix("version_")) for path in runs.glob("version_*/checkpoints/last.ckpt")]
+    versions = [
+        int(path.parents[1].name.removeprefix("version_")) for path in runs.glob("version_*/checkpoints/last.ckpt")
+    ]
     if not versions:
-        raise HousePriceError(f"--ckpt_path last: no {runs}/version_*/checkpoints/last.ckpt to resume; train first or give a checkpoint path")
+        raise HousePriceError(
+            f"--ckpt_path last: no {runs}/version_*/checkpoints/last.ckpt to resume; train first or give a checkpoint path"
+        )
     arguments.version = max(versions)
 
 
@@ -220,8 +240,10 @@ def refuse_resuming_a_finished_run(config: Any) -> None:
         return
     epoch = read_checkpoint(last).get("epoch", -1)
     if epoch + 1 >= max_epochs:
-        raise HousePriceError(f"the run in '{folder}' has finished: its last.ckpt holds epoch {epoch + 1} of --trainer.max_epochs "
-                              f"{max_epochs}; to train it further, resume with a larger --trainer.max_epochs")
+        raise HousePriceError(
+            f"the run in '{folder}' has finished: its last.ckpt holds epoch {epoch + 1} of --trainer.max_epochs "
+            f"{max_epochs}; to train it further, resume with a larger --trainer.max_epochs"
+        )
 
 
 def refuse_a_used_run_folder(logger: Any) -> None:
@@ -229,7 +251,7 @@ def refuse_a_used_run_folder(logger: Any) -> None:
     its best.ckpt and append to its metrics.csv: refused, with the two ways on. Checked in the launching process
     only: under DDP the other processes start after it, when the run's own folder may already exist."""
     folder = named_run_folder(logger)
-    if folder is None or int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", 0))):
+    if folder is None or int(os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))):
         return
     if (folder / "metrics.csv").exists() or (folder / "checkpoints").is_dir():
         raise HousePriceError(
@@ -243,8 +265,9 @@ SUBCOMMANDS = ("fit", "validate", "test", "predict")
 
 def configs_folder() -> Path:
     """The bundled configs: installed beside this package (the wheel maps configs/ there), or a checkout's configs/."""
-    installed = Path(__file__).with_name("configs")
-    return installed if installed.is_dir() else Path(__file__).resolve().parents[1] / "configs"
+    package = Path(__file__).resolve().parents[1]
+    installed = package / "configs"  # a regular install; an editable one maps house_price.configs to the checkout's
+    return installed if installed.is_dir() else package.parent / "configs"
 
 
 def command_line(args: list[str]) -> list[str]:
@@ -254,7 +277,7 @@ def command_line(args: list[str]) -> list[str]:
         args = ["fit", *args]
     resolved = list(args)
     for index, argument in enumerate(args):
-        name, value = (argument.split("=", 1) + [None])[:2] if argument.startswith("--config=") else (argument, None)
+        name, value = ([*argument.split("=", 1), None])[:2] if argument.startswith("--config=") else (argument, None)
         if name == "--config" and value is None and index + 1 < len(args):
             resolved[index + 1] = bundled_config(args[index + 1])
         elif name == "--config" and value is not None:
@@ -270,17 +293,25 @@ def bundled_config(value: str) -> str:
     return value
 
 
-# Version 0.3.0 installs the checkout's models/, datamodules/ and analysis/ inside house_price (pyproject.toml), so a
-# config copied before names classes that no longer import.
-_OLD_CLASS_PATH = re.compile(r"class_path:\s*['\"]?((?:models|datamodules|analysis)\.[\w.]+)")
+# Class paths that configs written by earlier versions name: 0.3.0 installed the checkout's folders inside house_price
+# (`models.` became `house_price.models.`), 0.4.0 moved the training machinery to house_price.training.
+MOVED_CLASS_PATHS = {"house_price.models.safety.ResumableCSVLogger": "house_price.training.logger.ResumableCSVLogger"}
+_OLD_CLASS_PATH = re.compile(r"class_path:\s*['\"]?((?:models|datamodules|analysis|house_price)\.[\w.]+)")
 
 
 def refuse_old_class_paths(config: str) -> None:
     path = Path(config)
-    found = _OLD_CLASS_PATH.search(path.read_text(errors="replace")) if path.is_file() else None
-    if found:
-        raise HousePriceError(f"config '{config}' names class_path {found.group(1)}, which is house_price.{found.group(1)} since "
-                              f"house-price 0.3.0; change it there")
+    text = path.read_text(errors="replace") if path.is_file() else ""
+    for found in _OLD_CLASS_PATH.finditer(text):
+        old = found.group(1)
+        new = MOVED_CLASS_PATHS.get(old) or MOVED_CLASS_PATHS.get(f"house_price.{old}")
+        if new is None and not old.startswith("house_price."):
+            new = f"house_price.{old}"
+        if new is not None:
+            raise HousePriceError(
+                f"config '{config}' names class_path {old}, which is {new} since house-price "
+                f"{'0.3.0' if new == 'house_price.' + old else '0.4.0'}; change it there"
+            )
 
 
 def main(args: list[str] | None = None) -> None:
@@ -314,8 +345,14 @@ def program_before(options: list[str]) -> list[str]:
     return sys.argv[:start] if start >= 1 and sys.argv[start:] == options else sys.argv[:1]
 
 
-def run_cli(args: list[str], interrupt: InterruptExit, *, program: list[str] | None = None, cli: type[HousePriceCLI] = HousePriceCLI,
-            callbacks: tuple[L.Callback, ...] = ()) -> HousePriceCLI:
+def run_cli(
+    args: list[str],
+    interrupt: InterruptExit,
+    *,
+    program: list[str] | None = None,
+    cli: type[HousePriceCLI] = HousePriceCLI,
+    callbacks: tuple[L.Callback, ...] = (),
+) -> HousePriceCLI:
     """Run the CLI on `args` with the package's callbacks (and any extra `callbacks`); returns it, trainer and all.
 
     sys.argv is `program` + `args` while it runs: DDP starts the other processes with sys.argv, so they must see the
@@ -327,14 +364,18 @@ def run_cli(args: list[str], interrupt: InterruptExit, *, program: list[str] | N
         quiet_lightning()
         keep_freed_memory(any_size=True)  # every step allocates the same large tensors again
         # The model logs once per epoch (HousePriceRegressor._log_epoch_metrics), so the logging interval never matters.
-        warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval")
+        warnings.filterwarnings(
+            "ignore", message=r"The number of training batches \(\d+\) is smaller than the logging interval"
+        )
         return cli(
             HousePriceRegressor,
             HousingDataModule,
             seed_everything_default=0,
             trainer_defaults={
-                "logger": {"class_path": "house_price.models.safety.ResumableCSVLogger",
-                           "init_args": {"save_dir": "runs", "name": "house_price"}},
+                "logger": {
+                    "class_path": "house_price.training.logger.ResumableCSVLogger",
+                    "init_args": {"save_dir": "runs", "name": "house_price"},
+                },
                 "callbacks": [EpochTimer(), RandomState(), interrupt, StopOnNonFiniteLoss(), *callbacks],
                 "precision": default_precision(),
             },

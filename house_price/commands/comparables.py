@@ -18,18 +18,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from house_price.datamodules.errors import exit_cleanly_on_error
-from house_price.datamodules.files import output_folder, write_atomic
 from house_price.datamodules.sources import chosen_rows, read_table
+from house_price.errors import exit_cleanly_on_error
+from house_price.files import output_folder, write_atomic
 from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
-from house_price.models.reports import amount, save_figure
+from house_price.reports import amount, save_figure
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a .ckpt of a comparables model, written by scripts/train.py")
     parser.add_argument("--input", required=True, help="CSV or Parquet file of houses")
-    parser.add_argument("--rows", nargs="+", type=int, metavar="N", help="0-based data rows of the input (default: all)")
+    parser.add_argument(
+        "--rows", nargs="+", type=int, metavar="N", help="0-based data rows of the input (default: all)"
+    )
     parser.add_argument("--k", type=int, default=5, help="comparable sales per house (default 5)")
     parser.add_argument("--output", required=True, help="folder for comparables.csv and the map (created)")
     arguments = parser.parse_args(argv)
@@ -53,7 +55,11 @@ def main(argv: list[str] | None = None) -> None:
     for position, row in enumerate(rows[:5]):
         own = table[table["row"] == row]
         print(f"Row {row}: priced {amount(prices[position])} {unit} from its comparable sales:")
-        print(own[["rank", "weight", "train_row", target]].to_string(index=False, formatters={target: amount, "weight": "{:.3f}".format}))
+        print(
+            own[["rank", "weight", "train_row", target]].to_string(
+                index=False, formatters={target: amount, "weight": "{:.3f}".format}
+            )
+        )
     written = [csv.name]
     if {"latitude", "longitude"} <= {str(column).lower() for column in sales.columns}:
         written.append(plot_map(houses.assign(row=rows), table, sales, folder / "comparables_map.png").name)
@@ -70,7 +76,13 @@ def plot_map(houses: pd.DataFrame, table: pd.DataFrame, sales: pd.DataFrame, pat
     axis.scatter(sales[longitude], sales[latitude], s=2, color="0.85", label="training sales")
     for _, house in houses.head(5).iterrows():
         own = table[table["row"] == house["row"]]
-        axis.scatter(own[longitude], own[latitude], s=400 * own["weight"] + 10, alpha=0.7, label=f"row {house['row']}: comparables")
+        axis.scatter(
+            own[longitude],
+            own[latitude],
+            s=400 * own["weight"] + 10,
+            alpha=0.7,
+            label=f"row {house['row']}: comparables",
+        )
         if longitude in houses.columns and latitude in houses.columns:
             axis.scatter([house[longitude]], [house[latitude]], marker="*", s=200, color="black")
     axis.set(xlabel=longitude, ylabel=latitude, title="Comparable sales (size: attention weight; star: the house)")

@@ -45,6 +45,7 @@ class Terminated(KeyboardInterrupt):
 def stop_on_sigterm() -> None:
     """Make SIGTERM stop this command as Ctrl-C does (`Terminated`), for commands that write outputs outside
     Lightning's fit (which handles SIGTERM itself)."""
+
     def terminate(signum: int, frame: object) -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends the process at once
         raise Terminated

@@ -1,7 +1,7 @@
 """Extrema, zeros, level crossings and a gradient-ascent run of the "peaks" polynomial, by autograd.
 
-    house-price peaks                     # table + plots in ./peaks_plots
-    house-price peaks --json --output out # one JSON object on stdout
+house-price peaks                     # table + plots in ./peaks_plots
+house-price peaks --json --output out # one JSON object on stdout
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from typing import Any
 
 from house_price.analysis.peaks import INTERVAL, LESSON_START, LESSON_STEP, analyze, peaks
 from house_price.analysis.plots import plot_analysis, plot_trajectory
-from house_price.datamodules.errors import HousePriceError, exit_cleanly_on_error
-from house_price.datamodules.files import output_folder
+from house_price.errors import HousePriceError, exit_cleanly_on_error
+from house_price.files import output_folder
 
 
 def table(report: dict) -> str:
@@ -44,6 +44,7 @@ def strict_json(value: Any) -> Any:
 def negative_numbers_as_values(argv: list[str]) -> list[str]:
     """argparse reads "-1e6" or "-inf" as an unknown option (it knows only "-1" and "-1.5" as numbers); a leading
     space makes such a number a value, and float() ignores the space."""
+
     def is_number(text: str) -> bool:
         try:
             float(text)
@@ -65,8 +66,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-steps", type=int, default=10_000)
     arguments = parser.parse_args(negative_numbers_as_values(sys.argv[1:] if argv is None else argv))
     a, b = arguments.interval
-    for name, values in (("--interval", arguments.interval), ("--levels", arguments.levels), ("--start", [arguments.start]),
-                         ("--step", [arguments.step])):
+    for name, values in (
+        ("--interval", arguments.interval),
+        ("--levels", arguments.levels),
+        ("--start", [arguments.start]),
+        ("--step", [arguments.step]),
+    ):
         bad = [value for value in values if not math.isfinite(value)]
         if bad:
             raise HousePriceError(f"{name} {bad[0]} is not a finite number; give finite values")
@@ -77,7 +82,10 @@ def main(argv: list[str] | None = None) -> None:
     output = output_folder(arguments.output)
 
     report, trajectory = analyze(peaks, a, b, arguments.levels, arguments.start, arguments.step, arguments.max_steps)
-    plots = [plot_analysis(peaks, report, output / "peaks.png"), plot_trajectory(peaks, trajectory, a, b, output / "ascent.png")]
+    plots = [
+        plot_analysis(peaks, report, output / "peaks.png"),
+        plot_trajectory(peaks, trajectory, a, b, output / "ascent.png"),
+    ]
     if arguments.json:
         print(json.dumps(strict_json(report), indent=2, allow_nan=False))
     else:

@@ -1,31 +1,16 @@
-"""Lightning callbacks of every run: the epoch timer the training CLI adds, the interval calibration the model brings."""
+"""Interval calibration at the end of a fit: the Lightning callback `HousePriceRegressor` brings along."""
 
 from __future__ import annotations
 
 import filecmp
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 
-from house_price.datamodules.files import write_atomic
+from house_price.files import write_atomic
 from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, store_calibration
-
-
-class EpochTimer(L.Callback):
-    """Logs `epoch_seconds`, the wall time of each training epoch, next to the epoch's metrics."""
-
-    def __init__(self) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start = time.perf_counter()
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # Each process's own time (rank 0's is written): no sync_dist, which would be a collective (see regressor).
-        pl_module.log("epoch_seconds", time.perf_counter() - self._start)
 
 
 class IntervalCalibration(L.Callback):

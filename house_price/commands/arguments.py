@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from house_price.datamodules.errors import HousePriceError
+from house_price.errors import HousePriceError
 
 
 def whole_number(text: str, option: str, low: int, high: int | None = None) -> int:

@@ -20,10 +20,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from house_price.analysis.sensitivity import price_ascent, sensitivity_table
-from house_price.datamodules.errors import HousePriceError, exit_cleanly_on_error
-from house_price.datamodules.files import output_folder
+from house_price.errors import HousePriceError, exit_cleanly_on_error
+from house_price.files import output_folder
 from house_price.models.checkpoint import houses, model_from_checkpoint, read_checkpoint
-from house_price.models.reports import amount
+from house_price.reports import amount
 
 
 def bar_chart(table: pd.DataFrame, unit: str, path: Path) -> Path:
@@ -52,29 +52,41 @@ def main(argv: list[str] | None = None) -> None:
     frame = houses(checkpoint, model, arguments.data)
     model.preprocessor.check_columns(frame)
     if not model.preprocessor.numeric:
-        raise HousePriceError("this model reads no numeric columns, and sensitivity moves the price along numeric ones; "
-                              "see what each category adds with house-price explain")
+        raise HousePriceError(
+            "this model reads no numeric columns, and sensitivity moves the price along numeric ones; "
+            "see what each category adds with house-price explain"
+        )
     if not 0 <= arguments.row < len(frame):
-        raise HousePriceError(f"--row {arguments.row} is outside the data's {len(frame)} rows; give 0..{len(frame) - 1}")
+        raise HousePriceError(
+            f"--row {arguments.row} is outside the data's {len(frame)} rows; give 0..{len(frame) - 1}"
+        )
     output = output_folder(arguments.output)
 
     unit = model.preprocessor.state["target_unit"]
     table = sensitivity_table(model, frame)
     with pd.option_context("display.width", 140, "display.max_columns", None, "display.float_format", "{:.6g}".format):
-        print(f"Sensitivity of the predicted {model.target} ({unit}), mean over {len(frame)} rows. gradient_per_unit and "
-              "gradient_times_std are local (the slope at each house); plus_one_unit and plus_one_std are real steps "
-              f"through the model (price(x + step) - price(x)):\n{table}")
+        print(
+            f"Sensitivity of the predicted {model.target} ({unit}), mean over {len(frame)} rows. gradient_per_unit and "
+            "gradient_times_std are local (the slope at each house); plus_one_unit and plus_one_std are real steps "
+            f"through the model (price(x + step) - price(x)):\n{table}"
+        )
     chart = bar_chart(table, unit, output / "sensitivity.png")
 
     steps, trajectory = price_ascent(model, frame.iloc[[arguments.row]], arguments.step, arguments.max_steps)
     steps.to_csv(output / "price_ascent.csv", index_label="step")
     start, end = steps.iloc[0], steps.iloc[-1]
     price = f"{model.target}_prediction"
-    print(f"\nGradient ascent from row {arguments.row}: {trajectory.steps} steps ({trajectory.reason}), "
-          f"price {amount(start[price])} -> {amount(end[price])} {unit}")
+    print(
+        f"\nGradient ascent from row {arguments.row}: {trajectory.steps} steps ({trajectory.reason}), "
+        f"price {amount(start[price])} -> {amount(end[price])} {unit}"
+    )
     changes = (end - start).drop(price)
     with pd.option_context("display.float_format", "{:.6g}".format):
-        print(pd.DataFrame({"start": start.drop(price), "end": end.drop(price), "change": changes}).loc[changes.abs().sort_values(ascending=False).index])
+        print(
+            pd.DataFrame({"start": start.drop(price), "end": end.drop(price), "change": changes}).loc[
+                changes.abs().sort_values(ascending=False).index
+            ]
+        )
     print(f"\nWrote {chart} and {output / 'price_ascent.csv'}")
 
 

@@ -28,8 +28,6 @@ import pandas as pd
 import torch
 from torch import nn
 
-from house_price.datamodules.errors import HousePriceError
-from house_price.datamodules.files import write_atomic
 from house_price.datamodules.location import neighbour_mean, positions
 from house_price.datamodules.preprocessing import (
     BOUNDS_THRESHOLD,
@@ -39,15 +37,31 @@ from house_price.datamodules.preprocessing import (
     Preprocessor,
     category_text,
 )
+from house_price.errors import HousePriceError
+from house_price.files import write_atomic
 from house_price.models.pricing import PriceModel
 
 OPSET = 18
 _CODE_SUFFIX = "__code"
 
 # Acklam's rational approximation of the standard normal quantile: central and tail coefficients.
-_A = (-3.969683028665376e01, 2.209460984245205e02, -2.759285104469687e02, 1.383577518672690e02, -3.066479806614716e01, 2.506628277459239e00)
+_A = (
+    -3.969683028665376e01,
+    2.209460984245205e02,
+    -2.759285104469687e02,
+    1.383577518672690e02,
+    -3.066479806614716e01,
+    2.506628277459239e00,
+)
 _B = (-5.447609879822406e01, 1.615858368580409e02, -1.556989798598866e02, 6.680131188771972e01, -1.328068155288572e01)
-_C = (-7.784894002430293e-03, -3.223964580411365e-01, -2.400758277161838e00, -2.549732539343734e00, 4.374664141464968e00, 2.938163982698783e00)
+_C = (
+    -7.784894002430293e-03,
+    -3.223964580411365e-01,
+    -2.400758277161838e00,
+    -2.549732539343734e00,
+    4.374664141464968e00,
+    2.938163982698783e00,
+)
 _D = (7.784695709041462e-03, 3.224671290700398e-01, 2.445134137142996e00, 3.754408661907416e00)
 _LOW = 0.02425
 
@@ -85,7 +99,9 @@ class ExportedPreprocessing(nn.Module):
         self.continuous = [numeric.index(name) for name in preprocessor.continuous]
         self.binary = [numeric.index(name) for name in preprocessor.binary]
         self.indicators = [numeric.index(name) for name in state["indicators"]]
-        low, high = (torch.tensor(state[key], dtype=torch.float64).reshape(len(numeric)) for key in ("minimum", "maximum"))
+        low, high = (
+            torch.tensor(state[key], dtype=torch.float64).reshape(len(numeric)) for key in ("minimum", "maximum")
+        )
         self.register_buffer("low", low[self.binary])
         self.register_buffer("span", torch.where(high > low, high - low, 1.0)[self.binary])
         self.scaling = state["scaling"] if self.continuous else "none"  # "none": no continuous column to scale
@@ -114,7 +130,9 @@ class ExportedPreprocessing(nn.Module):
 
     def forward(self, raw: torch.Tensor, derived: torch.Tensor | None = None) -> torch.Tensor:
         gaps = torch.isnan(raw)
-        filled = torch.where(gaps, self.medians, raw).double()  # float64 as in Preprocessor: float32 loses the quantile map's tails
+        filled = torch.where(
+            gaps, self.medians, raw
+        ).double()  # float64 as in Preprocessor: float32 loses the quantile map's tails
         if derived is not None:
             derived_gaps = torch.isnan(derived)
             filled = torch.cat([filled, torch.where(derived_gaps, self.derived_medians, derived)], dim=1)
@@ -149,7 +167,9 @@ class ExportedLocation(nn.Module):
         self.neighbours = preprocessor.location["neighbours"]
 
     def forward(self, latitude: torch.Tensor, longitude: torch.Tensor) -> torch.Tensor:
-        return neighbour_mean(positions(latitude[:, 0], longitude[:, 0]), self.sales, self.prices, self.neighbours)[:, None]
+        return neighbour_mean(positions(latitude[:, 0], longitude[:, 0]), self.sales, self.prices, self.neighbours)[
+            :, None
+        ]
 
 
 class ExportedModel(nn.Module):
@@ -162,15 +182,31 @@ class ExportedModel(nn.Module):
         self.preprocessing = ExportedPreprocessing(preprocessor)
         self.network = model.network
         state = preprocessor.state
-        self.target_mean, self.target_std, self.log_target = state["target_mean"], state["target_std"], state["log_target"]
+        self.target_mean, self.target_std, self.log_target = (
+            state["target_mean"],
+            state["target_std"],
+            state["log_target"],
+        )
         self.n_numeric = len(preprocessor.numeric_read)
         self.location = ExportedLocation(preprocessor) if preprocessor.location else None
-        self.coordinates = [preprocessor.numeric_read.index(column) for column in preprocessor.location["columns"]] if self.location else []
+        self.coordinates = (
+            [preprocessor.numeric_read.index(column) for column in preprocessor.location["columns"]]
+            if self.location
+            else []
+        )
 
     def forward(self, *columns: torch.Tensor) -> torch.Tensor:
-        numeric = torch.cat(columns[: self.n_numeric], dim=1) if self.n_numeric else torch.zeros_like(columns[0][:, :0], dtype=torch.float32)
+        numeric = (
+            torch.cat(columns[: self.n_numeric], dim=1)
+            if self.n_numeric
+            else torch.zeros_like(columns[0][:, :0], dtype=torch.float32)
+        )
         derived = None if self.location is None else self.location(*(columns[index] for index in self.coordinates))
-        codes = torch.cat(columns[self.n_numeric :], dim=1) if len(columns) > self.n_numeric else torch.zeros_like(numeric[:, :0], dtype=torch.long)
+        codes = (
+            torch.cat(columns[self.n_numeric :], dim=1)
+            if len(columns) > self.n_numeric
+            else torch.zeros_like(numeric[:, :0], dtype=torch.long)
+        )
         standardized = self.network(self.preprocessing(numeric, derived), codes)
         price = standardized * self.target_std + self.target_mean
         return torch.exp(price) if self.log_target else price
@@ -183,12 +219,16 @@ def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
 
     preprocessor = model.preprocessor
     if preprocessor.dates:
-        raise HousePriceError(f"this model reads date columns {preprocessor.dates}; ONNX export does not support them yet")
+        raise HousePriceError(
+            f"this model reads date columns {preprocessor.dates}; ONNX export does not support them yet"
+        )
     if not preprocessor.features:
         raise HousePriceError("this model has no feature columns to export")
     exported = ExportedModel(copy.deepcopy(model).float().eval()).eval()
     numeric, categorical = preprocessor.numeric_read, preprocessor.categorical
-    examples = tuple(torch.zeros(2, 1) for _ in numeric) + tuple(torch.zeros(2, 1, dtype=torch.long) for _ in categorical)
+    examples = tuple(torch.zeros(2, 1) for _ in numeric) + tuple(
+        torch.zeros(2, 1, dtype=torch.long) for _ in categorical
+    )
     names = [*numeric, *(f"{column}{_CODE_SUFFIX}" for column in categorical)]
     output = f"{model.target}_prediction"
     path = Path(path)
@@ -198,8 +238,16 @@ def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
             # The comparables' search decides on the candidates' count, which the graph holds as constants: its
             # Python decisions are the graph's, not the example batch's.
             warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
-            torch.onnx.export(exported, examples, str(temporary), input_names=names, output_names=[output], opset_version=OPSET,
-                              dynamic_axes={name: {0: "N"} for name in [*names, output]}, dynamo=False)
+            torch.onnx.export(
+                exported,
+                examples,
+                str(temporary),
+                input_names=names,
+                output_names=[output],
+                opset_version=OPSET,
+                dynamic_axes={name: {0: "N"} for name in [*names, output]},
+                dynamo=False,
+            )
         graph_model = onnx.load(str(temporary))
     finally:
         temporary.unlink(missing_ok=True)
@@ -215,8 +263,18 @@ def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
         keys = ["", *vocabulary]
         values = [missing, *range(MISSING + 1, MISSING + 1 + len(vocabulary))]
         graph.input.append(helper.make_tensor_value_info(column, TensorProto.STRING, ["N", 1]))
-        encoders.append(helper.make_node("LabelEncoder", [column], [f"{column}{_CODE_SUFFIX}"], domain="ai.onnx.ml", keys_strings=keys,
-                                         values_int64s=values, default_int64=UNKNOWN, name=f"encode_{column}"))
+        encoders.append(
+            helper.make_node(
+                "LabelEncoder",
+                [column],
+                [f"{column}{_CODE_SUFFIX}"],
+                domain="ai.onnx.ml",
+                keys_strings=keys,
+                values_int64s=values,
+                default_int64=UNKNOWN,
+                name=f"encode_{column}",
+            )
+        )
     nodes = encoders + list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes)
@@ -246,5 +304,8 @@ def verify_onnx(path: str | os.PathLike, model: PriceModel, frame: pd.DataFrame)
     expected = model.predict(frame).to_numpy()
     difference = np.abs(exported - expected)
     relative = difference / np.maximum(np.abs(expected), np.finfo(np.float32).tiny)
-    return {"rows": len(frame), "max_abs_difference": float(difference.max(initial=0.0)),
-            "max_relative_difference": float(relative.max(initial=0.0))}
+    return {
+        "rows": len(frame),
+        "max_abs_difference": float(difference.max(initial=0.0)),
+        "max_relative_difference": float(relative.max(initial=0.0)),
+    }

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from house_price.datamodules.files import write_atomic, write_text_atomic
+from house_price.files import write_atomic, write_text_atomic
 from house_price.models.intervals import CHOICE_LEVEL, LEVELS, coverage_report, rows_needed
 
 if TYPE_CHECKING:
@@ -58,7 +58,9 @@ def write_metrics(path: str | os.PathLike, metrics: dict[str, float], **extra: A
 
 def save_figure(figure: plt.Figure, path: str | os.PathLike) -> Path:
     try:
-        return write_atomic(path, lambda temporary: figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight"))
+        return write_atomic(
+            path, lambda temporary: figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
+        )
     finally:
         plt.close(figure)
 
@@ -100,12 +102,20 @@ def interval_report(model: PriceModel, frame: pd.DataFrame, *, own_sales: bool =
     actual = torch.tensor(frame[model.target].to_numpy(dtype=float))
     calibration = model.calibration
     levels = {
-        f"{level:g}": {method: coverage_report(*model.interval_bounds(mean, spread, level, method), actual) for method in calibration.methods}
-        for level in LEVELS if calibration.reaches(level)
+        f"{level:g}": {
+            method: coverage_report(*model.interval_bounds(mean, spread, level, method), actual)
+            for method in calibration.methods
+        }
+        for level in LEVELS
+        if calibration.reaches(level)
     }
     unreachable = {f"{level:g}": rows_needed(level) for level in LEVELS if not calibration.reaches(level)}
-    return {"method": calibration.method, "calibrated_on": {"split": calibration.split, "rows": calibration.rows}, "levels": levels,
-            "rows_needed": unreachable}
+    return {
+        "method": calibration.method,
+        "calibrated_on": {"split": calibration.split, "rows": calibration.rows},
+        "levels": levels,
+        "rows_needed": unreachable,
+    }
 
 
 def plot_intervals(actual: np.ndarray, bounds: pd.DataFrame, path: str | os.PathLike, unit: str, level: float) -> Path:
@@ -115,10 +125,14 @@ def plot_intervals(actual: np.ndarray, bounds: pd.DataFrame, path: str | os.Path
     rank = np.arange(len(order))
     outside = (actual[order] < lower[order]) | (actual[order] > upper[order])
     figure, axis = plt.subplots(figsize=(8, 4.5))
-    axis.fill_between(rank, lower[order], upper[order], color="tab:blue", alpha=0.25, linewidth=0, label=f"{level:.0%} interval")
+    axis.fill_between(
+        rank, lower[order], upper[order], color="tab:blue", alpha=0.25, linewidth=0, label=f"{level:.0%} interval"
+    )
     axis.plot(rank, predicted[order], color="tab:blue", linewidth=1, label="prediction")
     axis.scatter(rank[~outside], actual[order][~outside], s=2, color="black", alpha=0.4, label="actual, inside")
-    axis.scatter(rank[outside], actual[order][outside], s=4, color="tab:red", label=f"actual, outside ({outside.mean():.1%})")
+    axis.scatter(
+        rank[outside], actual[order][outside], s=4, color="tab:red", label=f"actual, outside ({outside.mean():.1%})"
+    )
     axis.set(xlabel="rows sorted by prediction", ylabel=unit, title="Prediction intervals against actual prices")
     axis.legend(loc="upper left", fontsize=8)
     return save_figure(figure, path)
@@ -126,13 +140,17 @@ def plot_intervals(actual: np.ndarray, bounds: pd.DataFrame, path: str | os.Path
 
 def intervals_table(report: dict[str, Any], unit: str) -> str:
     """Coverage and mean width per level and method, the kept method marked."""
-    lines = [f"Prediction intervals (calibrated on {report['calibrated_on']['rows']} {report['calibrated_on']['split']} rows; "
-             f"* = the method predict uses), width in {unit}:"]
+    lines = [
+        f"Prediction intervals (calibrated on {report['calibrated_on']['rows']} {report['calibrated_on']['split']} rows; "
+        f"* = the method predict uses), width in {unit}:"
+    ]
     for level, methods in report["levels"].items():
         for method, numbers in methods.items():
             mark = "*" if method == report["method"] else " "
-            lines.append(f"  {float(level):>4.0%} {method:<9}{mark} coverage {numbers['coverage']:6.1%}   mean width {amount(numbers['mean_width'], 4)}"
-                         f"   median width {amount(numbers['median_width'], 4)}")
+            lines.append(
+                f"  {float(level):>4.0%} {method:<9}{mark} coverage {numbers['coverage']:6.1%}   mean width {amount(numbers['mean_width'], 4)}"
+                f"   median width {amount(numbers['median_width'], 4)}"
+            )
     for method, numbers in report["levels"].get(f"{CHOICE_LEVEL:g}", {}).items():
         tiers = "  ".join(f"{tier['coverage']:.0%}" for tier in numbers["by_price_quintile"])
         lines.append(f"  {CHOICE_LEVEL:.0%} {method:<9} coverage by price quintile (cheapest first): {tiers}")

@@ -1,0 +1,1 @@
+"""The subcommands of `house-price`, one module each with `main(argv)`."""

@@ -1,0 +1,1 @@
+"""`house-price serve`'s application: the pricing API and its page."""

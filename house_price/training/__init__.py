@@ -1,0 +1,1 @@
+"""Training machinery around the LightningModule: callbacks, checkpoint writing, the logger, tuning."""
