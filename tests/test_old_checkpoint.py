@@ -1,0 +1,25 @@
+"""A checkpoint written by version 0.3 (commit 23137b4, before the 0.4 layout) loads and prices to the same bits.
+
+tests/fixtures/checkpoint_0.3/make.py wrote it from that commit's checkout: a location price, a category, a date
+column, missing numbers and calibrated intervals; prices.csv holds what that code's `load_model(...).predict` gave.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from house_price.models import HousePriceRegressor, load_model
+from tests.conftest import ROOT
+
+FIXTURE = ROOT / "tests" / "fixtures" / "checkpoint_0.3"
+
+
+def test_a_checkpoint_from_version_0_3_prices_the_same_houses_to_the_same_bits():
+    houses = pd.read_csv(FIXTURE / "houses.csv").drop(columns="price")
+    expected = pd.read_csv(FIXTURE / "prices.csv", float_precision="round_trip")
+    assert list(expected.columns) == ["price_lower", "price_prediction", "price_upper"] and len(expected) == len(houses)
+    for model in (load_model(FIXTURE / "model.ckpt"), HousePriceRegressor.load_from_checkpoint(FIXTURE / "model.ckpt")):
+        priced = model.predict(houses, interval=0.9)
+        for column in expected.columns:
+            assert np.array_equal(priced[column].to_numpy(), expected[column].to_numpy()), column
