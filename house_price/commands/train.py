@@ -299,18 +299,23 @@ MOVED_CLASS_PATHS = {"house_price.models.safety.ResumableCSVLogger": "house_pric
 _OLD_CLASS_PATH = re.compile(r"class_path:\s*['\"]?((?:models|datamodules|analysis|house_price)\.[\w.]+)")
 
 
+def moved_class_path(old: str) -> tuple[str, str] | None:
+    """(its path now, the version that moved it) for a class path a config of an earlier version names, else None."""
+    installed = old if old.startswith("house_price.") else f"house_price.{old}"  # 0.3.0: the folders inside house_price
+    if installed in MOVED_CLASS_PATHS:
+        return MOVED_CLASS_PATHS[installed], "0.4.0"
+    return (installed, "0.3.0") if installed != old else None
+
+
 def refuse_old_class_paths(config: str) -> None:
     path = Path(config)
     text = path.read_text(errors="replace") if path.is_file() else ""
     for found in _OLD_CLASS_PATH.finditer(text):
-        old = found.group(1)
-        new = MOVED_CLASS_PATHS.get(old) or MOVED_CLASS_PATHS.get(f"house_price.{old}")
-        if new is None and not old.startswith("house_price."):
-            new = f"house_price.{old}"
-        if new is not None:
+        moved = moved_class_path(found.group(1))
+        if moved is not None:
             raise HousePriceError(
-                f"config '{config}' names class_path {old}, which is {new} since house-price "
-                f"{'0.3.0' if new == 'house_price.' + old else '0.4.0'}; change it there"
+                f"config '{config}' names class_path {found.group(1)}, which is {moved[0]} since house-price "
+                f"{moved[1]}; change it there"
             )
 
 
