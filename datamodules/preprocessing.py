@@ -13,7 +13,7 @@ import functools
 import itertools
 import math
 import sys
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
 
 import numpy as np
 import pandas as pd
@@ -353,10 +353,19 @@ def tree_bin_edges(inputs: np.ndarray, target: np.ndarray, n_bins: int, seed: in
     return edges
 
 
+class CategoryRead(NamedTuple):
+    """One categorical column as `Preprocessor.read_categories` reads it from a frame."""
+
+    text: pd.Series  # the values as text, stripped (`category_text`); missing stays missing
+    positions: np.ndarray  # each value's position in the training vocabulary, -1 where unseen or missing
+
+
 class Report(Protocol):
     """What `Preprocessor.transform` tells of a frame it read (`models.prediction.UnseenValues`)."""
 
-    def add(self, frame: pd.DataFrame, read: torch.Tensor | None = None) -> None: ...
+    def add(
+        self, frame: pd.DataFrame, read: torch.Tensor | None = None, categories: list[CategoryRead] | None = None
+    ) -> None: ...
 
 
 class Preprocessor:
@@ -469,10 +478,10 @@ class Preprocessor:
         numbers read from it, so counting its unseen and out-of-range values reads them once.
         """
         self.check_columns(frame)
-        raw = self.raw_numeric(frame, folds, own_sales=own_sales)
+        raw, categories = self.raw_numeric(frame, folds, own_sales=own_sales), self.read_categories(frame)
         if report is not None:
-            report.add(frame, raw[:, : len(self.numeric_read)])
-        return self.scale_numeric(raw).float(), self.encode_categories(frame)
+            report.add(frame, raw[:, : len(self.numeric_read)], categories)
+        return self.scale_numeric(raw).float(), self.encode_categories(frame, categories)
 
     def raw_numeric(
         self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False
@@ -483,7 +492,7 @@ class Preprocessor:
         `own_sales` (evaluating rows that may be training sales): see `location_price`."""
         raw = self._read_numeric(frame)
         if self.location:
-            raw = torch.cat([raw, self.location_price(frame, folds, own_sales=own_sales)[:, None]], dim=1)
+            raw = torch.cat([raw, self.location_price(frame, folds, own_sales=own_sales, read=raw)[:, None]], dim=1)
         return raw
 
     def _read_numeric(self, frame: pd.DataFrame) -> torch.Tensor:
@@ -508,17 +517,23 @@ class Preprocessor:
         return positions(latitude, longitude), torch.tensor(location["prices"], dtype=torch.float64)
 
     def location_price(
-        self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False
+        self,
+        frame: pd.DataFrame,
+        folds: torch.Tensor | None = None,
+        *,
+        own_sales: bool = False,
+        read: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Each row's location price [n], float64: from every training sale, or with `folds` from the rows of `frame`
         (the training sales, their target known) outside the row's fold. `own_sales`: a row that is a training sale
-        (the same coordinates and price: `training_sales`) leaves its own price out, as it did in training."""
+        (the same coordinates and price: `training_sales`) leaves its own price out, as it did in training. `read`:
+        the frame's numbers as `_read_numeric` read them, where already read (the coordinates taken from them)."""
         if folds is not None:
             return out_of_fold_prices(*self._own_sales(frame), folds, self.location["neighbours"])
         sales, prices = self.sales
         own = self.training_sales(frame) if own_sales else None
         return location_prices(
-            self._houses(frame), sales, prices, self.location["neighbours"], own=own, tree=self._sale_tree
+            self._houses(frame, read), sales, prices, self.location["neighbours"], own=own, tree=self._sale_tree
         )
 
     @functools.cached_property
@@ -564,12 +579,17 @@ class Preprocessor:
         prices = fold_prices(*self._own_sales(frame), folds, self.location["neighbours"])
         return torch.stack([self.scale_numeric(torch.cat([read, column[:, None]], dim=1)) for column in prices])
 
-    def _houses(self, frame: pd.DataFrame) -> torch.Tensor:
-        """The rows' positions [n, 3], float64, NaN without both coordinates; coordinates off the Earth refused."""
-        latitude, longitude = (
-            torch.from_numpy(frame[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True))
-            for column in self.location["columns"]
-        )
+    def _houses(self, frame: pd.DataFrame, read: torch.Tensor | None = None) -> torch.Tensor:
+        """The rows' positions [n, 3], float64, NaN without both coordinates; coordinates off the Earth refused.
+        `read`: as `location_price`'s; the coordinates are read from the frame where they are no numeric input."""
+        columns, inputs = self.location["columns"], self.numeric_read
+        if read is not None and all(column in inputs for column in columns):
+            latitude, longitude = (read[:, inputs.index(column)] for column in columns)
+        else:
+            latitude, longitude = (
+                torch.from_numpy(frame[column].to_numpy(dtype=np.float64, na_value=np.nan, copy=True))
+                for column in columns
+            )
         check_coordinates(self.location["columns"], latitude, longitude)
         return positions(latitude, longitude)
 
@@ -601,23 +621,32 @@ class Preprocessor:
         indicators = [self.numeric.index(name) for name in self.state["indicators"]]
         return torch.cat([scaled[:, continuous], flags, gaps[:, indicators].double()], dim=1)
 
-    def encode_categories(self, frame: pd.DataFrame) -> torch.Tensor:
+    def read_categories(self, frame: pd.DataFrame) -> list[CategoryRead]:
+        """Each categorical column of the frame as text and as positions in its training vocabulary, read once for
+        both `encode_categories` and `unseen_categories`."""
+        texts = (category_text(frame[column]) for column in self.categorical)
+        return [CategoryRead(text, self._positions(j, text)) for j, text in enumerate(texts)]
+
+    def encode_categories(self, frame: pd.DataFrame, categories: list[CategoryRead] | None = None) -> torch.Tensor:
         """Category codes int64 [n, n_categorical]: 2.. for training values, MISSING (1) for a missing value in a
-        column that had missing values in training, UNKNOWN (0) for anything else."""
+        column that had missing values in training, UNKNOWN (0) for anything else. `categories`: the frame's
+        `read_categories`, where already read."""
         codes = np.zeros((len(frame), len(self.categorical)), dtype=np.int64)
-        for j, column in enumerate(self.categorical):
+        categories = self.read_categories(frame) if categories is None else categories
+        for j, (column, (text, positions)) in enumerate(zip(self.categorical, categories)):
             missing = MISSING if column in self.state["category_gaps"] else UNKNOWN
-            text = category_text(frame[column])
-            positions = self._positions(j, text)
             codes[:, j] = np.where(positions >= 0, positions + MISSING + 1, np.where(text.isna(), missing, UNKNOWN))
         return torch.from_numpy(codes)
 
-    def unseen_categories(self, frame: pd.DataFrame, examples: int = 3) -> dict[str, dict[str, Any]]:
-        """Per categorical column, the rows whose (present) value training never saw: {"rows", "examples"}."""
+    def unseen_categories(
+        self, frame: pd.DataFrame, examples: int = 3, categories: list[CategoryRead] | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """Per categorical column, the rows whose (present) value training never saw: {"rows", "examples"}.
+        `categories`: as `encode_categories`'."""
         report = {}
-        for j, column in enumerate(self.categorical):
-            text = category_text(frame[column]).dropna()
-            unseen = text[self._positions(j, text) < 0]
+        categories = self.read_categories(frame) if categories is None else categories
+        for column, (text, positions) in zip(self.categorical, categories):
+            unseen = text[(positions < 0) & text.notna().to_numpy()]
             if len(unseen):
                 report[column] = {"rows": len(unseen), "examples": unseen.unique()[:examples].tolist()}
         return report

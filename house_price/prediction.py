@@ -11,7 +11,7 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from house_price.datamodules.preprocessing import Preprocessor
+from house_price.datamodules.preprocessing import CategoryRead, Preprocessor
 from house_price.datamodules.sources import is_parquet, read_table_chunks
 from house_price.errors import HousePriceError
 from house_price.files import table_writer, write_atomic
@@ -33,12 +33,14 @@ class UnseenValues:
         self.dates: dict[str, dict[str, Any]] = {}
         self.out_of_range: dict[str, dict[str, Any]] = {}
 
-    def add(self, frame: pd.DataFrame, read: torch.Tensor | None = None) -> None:
-        """Count a frame's values; `read`, its numbers as the preprocessor read them to price it (`Preprocessor.transform`
-        hands them over), else read again here."""
+    def add(
+        self, frame: pd.DataFrame, read: torch.Tensor | None = None, categories: list[CategoryRead] | None = None
+    ) -> None:
+        """Count a frame's values; `read` and `categories`, its numbers and categories as the preprocessor read them
+        to price it (`Preprocessor.transform` hands them over), else read again here."""
         preprocessor = self.preprocessor
         for counts, found in (
-            (self.categories, preprocessor.unseen_categories(frame)),
+            (self.categories, preprocessor.unseen_categories(frame, categories=categories)),
             (self.dates, preprocessor.unreadable_dates(frame, read=read)),
             (self.out_of_range, preprocessor.out_of_range(frame, read=read)),
         ):

@@ -150,7 +150,9 @@ def check_weights_fit(checkpoint: dict[str, Any]) -> None:
     own message.
     """
     try:
-        with torch.device("meta"):
+        # Built on the CPU, its random initial weights drawn from a forked generator: on the meta device, torch's
+        # meta kernels for those draws would import torch._dynamo, seconds of every command's start.
+        with torch.random.fork_rng(devices=[]):
             expected = {
                 name: tuple(value.shape)
                 for name, value in PriceModel(**PriceModel.options(model_options(checkpoint))).state_dict().items()

@@ -24,7 +24,7 @@ from house_price.models.intervals import Calibration, calibrate, rows_needed
 from house_price.models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
 
 Architecture = Literal["mlp", "comparables"]
-PREDICT_BATCH = 4096
+PREDICT_BATCH = 2048
 CALIBRATION_KEY = "conformal_calibration"  # checkpoint entry: plain numbers
 # The hyperparameters a checkpoint stores that only training uses (see HousePriceRegressor).
 TRAINING_OPTIONS = frozenset(
