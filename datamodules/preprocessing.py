@@ -633,9 +633,9 @@ class Preprocessor:
         `read_categories`, where already read."""
         codes = np.zeros((len(frame), len(self.categorical)), dtype=np.int64)
         categories = self.read_categories(frame) if categories is None else categories
-        for j, (column, (text, positions)) in enumerate(zip(self.categorical, categories)):
+        for j, (column, (text, found)) in enumerate(zip(self.categorical, categories)):
             missing = MISSING if column in self.state["category_gaps"] else UNKNOWN
-            codes[:, j] = np.where(positions >= 0, positions + MISSING + 1, np.where(text.isna(), missing, UNKNOWN))
+            codes[:, j] = np.where(found >= 0, found + MISSING + 1, np.where(text.isna(), missing, UNKNOWN))
         return torch.from_numpy(codes)
 
     def unseen_categories(
@@ -645,8 +645,8 @@ class Preprocessor:
         `categories`: as `encode_categories`'."""
         report = {}
         categories = self.read_categories(frame) if categories is None else categories
-        for column, (text, positions) in zip(self.categorical, categories):
-            unseen = text[(positions < 0) & text.notna().to_numpy()]
+        for column, (text, found) in zip(self.categorical, categories):
+            unseen = text[(found < 0) & text.notna().to_numpy()]
             if len(unseen):
                 report[column] = {"rows": len(unseen), "examples": unseen.unique()[:examples].tolist()}
         return report
