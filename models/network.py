@@ -6,6 +6,7 @@ by all members ([B, d]) or holds each member's own rows ([k, B, d]: TabM's `shar
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any, Literal
 
@@ -20,6 +21,13 @@ NumericEmbedding = Literal["none", "periodic", "periodic-lite", "piecewise"]
 Ensemble = Literal["packed", "tabm", "tabm-mini"]
 
 _ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU}
+
+
+def building_shapes_only() -> bool:
+    """Whether modules are being built on the meta device, for their shapes alone (`checkpoint.check_weights_fit`).
+    There they draw no initial values: torch computes such draws on meta tensors in Python, whose first use imports
+    torch._dynamo, seconds of a command's start."""
+    return torch.empty(0).is_meta
 
 
 def _uniform_(tensor: torch.Tensor, d: int) -> torch.Tensor:
@@ -64,9 +72,14 @@ class PiecewiseLinearEmbedding(nn.Module):
         left, width = torch.zeros(n_features, n_bins), torch.ones(n_features, n_bins)
         lower, upper = torch.zeros(n_features, n_bins), torch.zeros(n_features, n_bins)
         for f, edges in enumerate(bin_edges):
-            edges_f = torch.tensor(edges, dtype=torch.float64)
             bins = len(edges) - 1
-            left[f, :bins], width[f, :bins], upper[f, :bins] = edges_f[:-1], edges_f.diff(), 1.0
+            # The widths as float64 Python numbers, no tensor arithmetic: see `building_shapes_only`.
+            widths = [high - low for low, high in itertools.pairwise(edges)]
+            left[f, :bins], width[f, :bins], upper[f, :bins] = (
+                torch.tensor(edges[:-1], dtype=torch.float64),
+                torch.tensor(widths, dtype=torch.float64),
+                1.0,
+            )
             lower[f, 0], upper[f, bins - 1] = -math.inf, math.inf  # the outer bins extrapolate
         # Padding bins (features with fewer bins) clamp to [0, 0]. Rebuilt from the preprocessing state, so kept
         # out of the state_dict.
@@ -148,6 +161,8 @@ def _init_chunks_(r: torch.Tensor, chunks: list[int], distribution: str) -> torc
     """One random value per (member, chunk), repeated across the chunk: each feature is scaled as a whole."""
     if sum(chunks) != r.shape[-1]:
         raise ValueError(f"{sum(chunks)=} != {r.shape[-1]=}")
+    if r.is_meta:  # see `building_shapes_only`
+        return r
     values = torch.randn(r.shape[0], len(chunks))
     if distribution == "random-signs":
         values = torch.where(values < 0, -1.0, 1.0)
@@ -250,7 +265,13 @@ class EmbeddedInputs(nn.Module):
         # A value never seen in training (code UNKNOWN) embeds as zeros, never trained: the one-hot all-zeros of
         # scikit-learn's handle_unknown="ignore". Its random initial vector priced such houses worse (benchmarks/UNSEEN.md).
         self.categories = nn.ModuleList(
-            nn.Embedding(cardinality, category_dim, padding_idx=UNKNOWN) for cardinality in cardinalities
+            nn.Embedding(
+                cardinality,
+                category_dim,
+                padding_idx=UNKNOWN,
+                _weight=torch.empty(cardinality, category_dim) if building_shapes_only() else None,
+            )
+            for cardinality in cardinalities
         )
         # One chunk of the input per feature (TabM initialises its first adapter chunk by chunk).
         self.chunks = [embedding_dim if self.n_embedded else 1] * self.n_embedded + [1] * (n_numeric - self.n_embedded)

@@ -6,6 +6,10 @@ column, missing numbers and calibrated intervals; prices.csv holds what that cod
 
 from __future__ import annotations
 
+import ast
+import subprocess
+import sys
+
 import numpy as np
 import pandas as pd
 
@@ -23,3 +27,15 @@ def test_a_checkpoint_from_version_0_3_prices_the_same_houses_to_the_same_bits()
         priced = model.predict(houses, interval=0.9)
         for column in expected.columns:
             assert np.array_equal(priced[column].to_numpy(), expected[column].to_numpy()), column
+
+
+def test_loading_a_checkpoint_imports_no_compiler():
+    """The checkpoint's shapes are checked on a model built on the meta device, which draws no initial values: torch
+    computes such draws on meta tensors in Python, and their first use imports torch._dynamo, seconds of the start
+    of every command that loads a model."""
+    code = "import sys; from house_price.models import load_model; load_model(sys.argv[1]); print(sorted(sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(FIXTURE / "model.ckpt")], capture_output=True, text=True, check=True
+    )
+    modules = ast.literal_eval(result.stdout)
+    assert "torch" in modules and "torch._dynamo" not in modules
