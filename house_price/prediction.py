@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -89,8 +88,7 @@ def predict_file(
 ) -> int:
     """Write `<kept columns..., <target>_prediction>` for every row of the table `source` (CSV or Parquet), in input
     order, to a CSV (or to Parquet when `output` ends in .parquet); returns the row count. The file is read, priced
-    and written a chunk at a time (the next chunk read while one is priced), so memory stays flat however long it
-    is; the output appears whole (atomic rename)
+    and written a chunk at a time, so memory stays flat however long it is; the output appears whole (atomic rename)
     or not at all. Kept columns are copied as the text of the input. With `interval` (e.g. 0.9), the conformal
     interval's `<target>_lower` and `<target>_upper` come either side of the prediction. With `as_of` (the sale-date
     column, a date: `models.as_of`), each house is priced as if it sold that day.
@@ -103,31 +101,19 @@ def predict_file(
         )
     unseen = UnseenValues(model.preprocessor)
     rows = 0
-    chunks = read_table_chunks(
-        source, rows=chunk_rows, text_columns=list(keep_columns), categories=model.preprocessor.categorical
-    )
-
-    def read() -> tuple[pd.DataFrame, pd.DataFrame, tuple[torch.Tensor, torch.Tensor]] | None:
-        """The file's next chunk (priced frame, kept columns) and the network's inputs read from it; None at the end."""
-        frame, kept = next(chunks, (None, None))
-        if frame is None:
-            return None
-        frame = priced_as_of(frame, *as_of) if as_of is not None else frame
-        return frame, kept, model.preprocessor.transform(frame, report=unseen)
 
     def write(temporary: str) -> None:
         nonlocal rows
         with (
             table_writer(temporary, parquet=is_parquet(output)) as append,
             tqdm(unit=" rows", delay=3, mininterval=1, file=sys.stderr, desc="pricing") as bar,
-            ThreadPoolExecutor(max_workers=1, thread_name_prefix="reading") as reader,
         ):
-            # The next chunk is read on its own thread while the network prices this one: the same numbers, sooner.
-            upcoming = reader.submit(read)
-            while (chunk := upcoming.result()) is not None:
-                upcoming = reader.submit(read)
-                frame, kept, inputs = chunk
-                prices = model.predict(frame, interval=interval, inputs=inputs)
+            chunks = read_table_chunks(
+                source, rows=chunk_rows, text_columns=list(keep_columns), categories=model.preprocessor.categorical
+            )
+            for frame, kept in chunks:
+                frame = priced_as_of(frame, *as_of) if as_of is not None else frame
+                prices = model.predict(frame, interval=interval, report=unseen)
                 append(pd.concat([kept, prices], axis=1).reset_index(drop=True))
                 rows += len(frame)
                 bar.update(len(frame))

@@ -175,7 +175,6 @@ class PriceModel(nn.Module):
         *,
         own_sales: bool = False,
         report: Report | None = None,
-        inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, spread) of the members' standardized predictions for a raw frame, float64 [n] each, in eval mode.
 
@@ -184,10 +183,10 @@ class PriceModel(nn.Module):
         rows in the same batches are the same numbers. The spread is the members' standard deviation (0 with one
         member). `folds`, for a cross-fitted model (`FoldEnsemble`), gives each row's fold [n]: a row's mean is then
         that of the network that never learned it (out of fold), its spread still all members' (the spread a new
-        house gets, which conformal scores must be scaled by alike). `own_sales`, `report` and `inputs`: see `predict`.
+        house gets, which conformal scores must be scaled by alike). `own_sales` and `report`: see `predict`.
         """
         means, spreads = [torch.zeros(0, dtype=torch.float64)], [torch.zeros(0, dtype=torch.float64)]
-        for begin, numeric, codes in self.network_batches(frame, own_sales=own_sales, report=report, inputs=inputs):
+        for begin, numeric, codes in self.network_batches(frame, own_sales=own_sales, report=report):
             if folds is None:
                 members = self.network.member_outputs(numeric, codes).double().cpu()  # [k, B]
                 spreads.append(members.std(dim=0, correction=0))
@@ -199,18 +198,11 @@ class PriceModel(nn.Module):
         return torch.cat(means), torch.cat(spreads)
 
     def network_batches(
-        self,
-        frame: pd.DataFrame,
-        *,
-        own_sales: bool = False,
-        report: Report | None = None,
-        inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
+        self, frame: pd.DataFrame, *, own_sales: bool = False, report: Report | None = None
     ) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
         """(first row, numeric inputs, category codes) of a raw frame, PREDICT_BATCH rows at a time on the network's
-        device, with the model in eval mode while they are read. `inputs`: see `predict`."""
-        if inputs is None:
-            inputs = self.preprocessor.transform(frame, own_sales=own_sales, report=report)
-        numeric, codes = inputs
+        device, with the model in eval mode while they are read."""
+        numeric, codes = self.preprocessor.transform(frame, own_sales=own_sales, report=report)
         device = next(self.network.parameters()).device
         with evaluating(self):
             for begin in range(0, len(frame), PREDICT_BATCH):
@@ -227,7 +219,6 @@ class PriceModel(nn.Module):
         *,
         own_sales: bool = False,
         report: Report | None = None,
-        inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> pd.Series | pd.DataFrame:
         """Predictions for a raw frame, in the target's own units, named `<target>_prediction`, same index.
 
@@ -237,10 +228,9 @@ class PriceModel(nn.Module):
         probability (see models.intervals). `own_sales`, for rows with their price that may have been trained on
         (`house-price evaluate --data`): a row that is a training sale leaves its own price out of its location price.
         `report` (`models.prediction.UnseenValues`): counts the frame's unseen and out-of-range values from the numbers
-        read to price it. `inputs`: the frame as `preprocessor.transform` read it (numeric, codes), where already read
-        (`prediction.predict_file` reads a file's next chunk while it prices this one); `frame` then gives the index.
+        read to price it.
         """
-        mean, spread = self.member_statistics(frame, own_sales=own_sales, report=report, inputs=inputs)
+        mean, spread = self.member_statistics(frame, own_sales=own_sales, report=report)
         decode = self.preprocessor.decode_target
         prices = pd.Series(decode(mean).numpy(), index=frame.index, name=f"{self.target}_prediction", dtype=float)
         if interval is None:

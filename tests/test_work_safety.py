@@ -357,8 +357,7 @@ def test_train_refuses_a_code_carrying_checkpoint_to_resume(tmp_path):
 
 
 def test_predict_streams_in_chunks_with_identical_output(housing_run, housing_csv, tmp_path, monkeypatch):
-    """Never more than two chunks of the input in memory, the one priced and the next one read meanwhile (peak RSS is
-    too noisy to assert on with threaded allocators),
+    """Never more than one chunk of the input in memory (peak RSS is too noisy to assert on with threaded allocators),
     and the same bytes whether the file is priced whole, in chunks, or by the script."""
     from house_price import prediction
     from house_price.models import load_model
