@@ -100,8 +100,8 @@ class HousingDataModule(L.LightningDataModule):
             numbers with text in them; a list or comma-separated names. Read as text, as predict reads them then.
         date_formats: column -> how its dates are written (strftime codes such as "%d/%m/%Y", formats joined by "|"),
             for a date column the package does not recognise by itself (it says so in a warning); others are found.
-        scaling: numeric feature scaling, "standard" or "quantile" (quantile-to-normal). "auto" (the training CLI's
-            default) decides after `folds`: "standard" where the rows are cross-fitted (a small table, whose quantile
+        scaling: numeric feature scaling, "standard" or "quantile" (quantile-to-normal). "auto" (the default,
+            the CLI's too) decides after `folds`: "standard" where the rows are cross-fitted (a small table, whose quantile
             map is drawn from a few hundred rows), else "quantile"; printed and kept like `folds`.
         log_target: model log(target) instead of the target (it is standardized either way).
         n_quantiles: quantiles kept per feature with quantile scaling.
@@ -122,7 +122,7 @@ class HousingDataModule(L.LightningDataModule):
         folds: 1, or K >= 2 for k-fold cross-fitting (`models.folds`): the rows left after the test split are cut
             into K folds (shuffled with `split_seed + 1`, see `row_folds`) and are both the training and the
             validation split, each row validated by the network that did not learn its fold (`val_fraction` is then
-            unused). The test split is the same either way. "auto" (the training CLI's default) decides by the
+            unused). The test split is the same either way. "auto" (the default, the CLI's too) decides by the
             table: AUTO_FOLDS when AUTO_FOLDS to AUTO_FOLDS_BELOW - 1 rows are left after the test split, else 1; the
             decision is printed and kept (`folds` property, the checkpoint). The CLI passes it on to `model.folds`.
         location_price: add the location price input (`datamodules.location`: the mean log price of the 10 training
@@ -130,14 +130,15 @@ class HousingDataModule(L.LightningDataModule):
             training row's from the rows outside its fold (the K folds when cross-fitting, where network f moreover reads
             the prices of its own training sales only: `fold_numeric`; else AUTO_FOLDS folds of the training split
             shuffled as `row_folds`). The checkpoint then holds every training sale's coordinates and
-            price. "auto" (the training CLI's default) adds it where the table has latitude and longitude and a
+            price. "auto" (the default, the CLI's too) adds it where the table has latitude and longitude and a
             validation split (folds 1); printed and kept like `folds`.
         batch_size: training rows per optimizer step, per process.
         eval_batch_size: rows per validation / test / predict batch.
         resident_on_device: keep the split tensors on the training device (a GPU) rather than copying each batch.
         member_batches: k > 1 gives training batches [k, batch_size, ...], each ensemble member its own order of
             the rows (times `folds` when cross-fitting: each network's members their own, of the rows it learns); the
-            training CLI sets it from `model.ensemble_size` and `model.share_training_batches`.
+            default "auto" gives what the model being fitted asks (`HousePriceRegressor.member_batches`: one per
+            member unless it shares training batches), 1 outside a fit.
         batches_per_call: training batches handed to one `training_step` call as a list, each its own optimizer
             step: Lightning's hooks around a call cost more than a step of this network (see `TensorBatches`).
     """
@@ -150,7 +151,7 @@ class HousingDataModule(L.LightningDataModule):
         drop_columns: list[str] | str | None = None,
         categorical_columns: list[str] | str | None = None,
         date_formats: dict[str, str] | None = None,
-        scaling: Scaling | Literal["auto"] = "quantile",
+        scaling: Scaling | Literal["auto"] = "auto",
         log_target: bool = False,
         n_quantiles: int = 1000,
         n_bins: int = 48,
@@ -159,12 +160,12 @@ class HousingDataModule(L.LightningDataModule):
         split: Literal["random", "time"] = "random",
         date_column: str | None = None,
         split_seed: int = 0,
-        folds: int | Literal["auto"] = 1,
-        location_price: bool | Literal["auto"] = False,
+        folds: int | Literal["auto"] = "auto",
+        location_price: bool | Literal["auto"] = "auto",
         batch_size: int = 256,
         eval_batch_size: int = 4096,
         resident_on_device: bool = True,
-        member_batches: int = 1,
+        member_batches: int | Literal["auto"] = "auto",
         batches_per_call: int = 16,
     ) -> None:
         super().__init__()
@@ -176,7 +177,7 @@ class HousingDataModule(L.LightningDataModule):
             ("eval_batch_size", eval_batch_size),
             ("n_quantiles", n_quantiles),
             ("n_bins", n_bins),
-            ("member_batches", member_batches),
+            ("member_batches", 1 if member_batches == "auto" else member_batches),
             ("batches_per_call", batches_per_call),
         )
         for name, size in sizes:
@@ -524,13 +525,20 @@ class HousingDataModule(L.LightningDataModule):
     def _member_batches(self) -> int:
         """Training batches per step: `member_batches`, times the folds when cross-fitting, so that every member of
         every fold's network has its own order of the rows (see `models.folds.FoldEnsemble.fold_outputs`)."""
-        members = self.hparams.member_batches
+        members = self._members()
         return members * self.folds if members > 1 else members
+
+    def _members(self) -> int:
+        """`member_batches` as given, or for "auto" as the model being fitted asks (1 outside a fit)."""
+        members = self.hparams.member_batches
+        if members == "auto":
+            members = getattr(self.trainer.lightning_module if self.trainer else None, "member_batches", 1)
+        return members
 
     def _learned_rows(self) -> list[torch.Tensor] | None:
         """Cross-fitted with each member its own batches, the training rows each member draws from: those its network
         learns (every fold but its own), so no step spends a member's rows on its own fold, which it may not learn."""
-        members = self.hparams.member_batches
+        members = self._members()
         if self.folds == 1 or members == 1:
             return None
         folds = self.row_folds()

@@ -48,6 +48,12 @@ def evaluating(module: nn.Module) -> Iterator[nn.Module]:
         module.train(was_training)
 
 
+def fitted_folds(preprocessing: dict[str, Any]) -> int:
+    """The folds a preprocessing state was fitted for (per fold its bins: `fold_bin_edges`), the data module's; 1 when
+    its rows were not cross-fitted."""
+    return len(preprocessing.get("fold_bin_edges") or [None])
+
+
 class PriceModel(nn.Module):
     """Raw houses (a DataFrame) -> prices in the target's own units, and conformal intervals around them.
 
@@ -73,13 +79,14 @@ class PriceModel(nn.Module):
         predictor_blocks: int = 2,
         context_size: int = 96,
         context_dropout: float = 0.0,
-        folds: int = 1,
+        folds: int | None = None,
     ) -> None:
         super().__init__()
         if preprocessing is None:
             raise HousePriceError(
                 f"{type(self).__name__} needs the fitted preprocessing: {type(self).__name__}(preprocessing=datamodule.preprocessing)"
             )
+        self.folds = folds = fitted_folds(preprocessing) if folds is None else folds
         if not hidden_sizes or min(hidden_sizes) < 1:
             raise HousePriceError(f"model.hidden_sizes is {hidden_sizes}; give one or more positive layer widths")
         if not 0 <= dropout < 1:

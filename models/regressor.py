@@ -92,13 +92,15 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
             "tabm" (BatchEnsemble layers: shared weights, per-member scalings and biases) or "packed" (k
             independent MLPs), after Gorishniy et al. 2024.
         share_training_batches: False gives each member its own order of the training rows (TabM's
-            recommendation); the CLI passes it on to the data module (`data.member_batches`).
+            recommendation); the data module reads it (`member_batches`, its `data.member_batches: auto`).
         architecture: "mlp" (the ensemble above) or "comparables": each house priced from its m nearest training
             houses and their prices, after TabR (`models.comparables`); the candidates are the training split,
             stored in the checkpoint. Its options: d_main (width), predictor_blocks, context_size (m),
             context_dropout; it uses dropout, activation and the numeric and category embeddings too.
         folds: 1, or K >= 2 for k-fold cross-fitting (`models.folds`): K networks, network f trained without fold f of
-            the training rows, all priced together; the CLI sets it from `data.folds`, which makes the folds.
+            the training rows, all priced together. The data module makes the folds; the default None takes as many
+            as its preprocessing was fitted for, which are the data module's (a fit whose data module has other
+            folds is refused).
         gradient_clip: largest gradient norm per optimizer step (all parameters together); None: no clipping.
         compile: experimental: run the MLP's training step through `torch.compile` (on one GPU as CUDA graphs, see
             `models.hardware.compile_mode`). Off by default on every device: eager is the path measured to finish
@@ -131,7 +133,7 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         predictor_blocks: int = 2,
         context_size: int = 96,
         context_dropout: float = 0.0,
-        folds: int = 1,
+        folds: int | None = None,
         gradient_clip: float | None = None,
         compile: bool = False,
     ) -> None:
@@ -162,6 +164,9 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
             folds=folds,
         )
         self.save_hyperparameters()
+        # The folds as decided (None: the preprocessing's): Lightning logs the hyperparameters as first given, and
+        # refuses a key the data module holds with another value (the CLI gives the config's None here).
+        self.hparams.folds = self._hparams_initial.folds = self.folds
         self.automatic_optimization = False  # see training_step
         self.loss = nn.MSELoss()
         # Keys get a suffix because ModuleDict refuses "train", the name of Module.train.
@@ -244,12 +249,14 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
                     "the comparables network trains with a HousingDataModule: trainer.fit(model, datamodule=...)"
                 )
             self.network.remember(*datamodule.tensors("train"), datamodule.table_rows("train"))
+        folds = self.folds
+        if getattr(datamodule, "folds", folds) != folds:
+            raise HousePriceError(
+                f"the model has {folds} fold{'s' if folds > 1 else ''} and the data module {datamodule.folds}; build "
+                "the model with the data module's: HousePriceRegressor(preprocessing=dm.preprocessing, folds=dm.folds) "
+                "(the training CLI passes --data.folds on to the model)"
+            )
         if isinstance(self.network, FoldEnsemble):
-            if getattr(datamodule, "folds", None) != self.network.folds:
-                raise HousePriceError(
-                    f"the model has {self.network.folds} folds and the data module {getattr(datamodule, 'folds', None)}; "
-                    "give both the same folds (the training CLI passes --data.folds on to the model)"
-                )
             self.network.assign_folds(datamodule.row_folds(), datamodule.fold_numeric())
             self.network.clear_unseen_categories(datamodule.tensors("train")[1])
             rank_zero_info(
@@ -341,6 +348,12 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
 
     def predict_step(self, batch: tuple[torch.Tensor, ...], batch_idx: int) -> torch.Tensor:
         return self.predict_price(batch[0], batch[1])
+
+    @property
+    def member_batches(self) -> int:
+        """Training batches per step this model asks of its data module (`data.member_batches: auto`): one per
+        ensemble member, each its own order of the rows, or 1 with `share_training_batches`."""
+        return 1 if self.hparams.share_training_batches else self.hparams.ensemble_size
 
     def configure_callbacks(self) -> list[L.Callback]:
         """Interval calibration after every fit, with or without the training CLI (`IntervalCalibration`); once per

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +39,18 @@ def pytest_configure(config: pytest.Config) -> None:
     workers = getattr(config.option, "numprocesses", None) or 1
     cores = os.cpu_count() or 1
     os.environ.setdefault("OMP_NUM_THREADS", str(max(1, cores // (workers if isinstance(workers, int) else cores))))
+
+
+# The data module's options as they were before they defaulted to "auto" (0.5): the small tables these tests build
+# keep one validation split and their inputs as given, unless a test asks for more.
+PLAIN = {"folds": 1, "scaling": "quantile", "location_price": False}
+
+
+def plain_datamodule(frame: pd.DataFrame, target: str, **options: Any) -> Any:
+    """`HousingDataModule.from_frame` with PLAIN's options unless `options` gives others."""
+    from house_price.datamodules import HousingDataModule
+
+    return HousingDataModule.from_frame(frame, target=target, **{**PLAIN, **options})
 
 
 def priced_frame(n: int) -> pd.DataFrame:

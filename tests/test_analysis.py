@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, plain_datamodule, run_script
 
 from house_price.analysis.ascent import gradient_ascent, gradient_descent
 from house_price.analysis.derivatives import derivatives
@@ -135,7 +135,9 @@ def test_peaks_script_json_and_plots(tmp_path):
 @pytest.fixture(scope="module")
 def small_model(housing_csv):
     # Smooth everywhere (standard scaling, no embeddings with ReLU kinks, SiLU), so finite differences are a fair check.
-    datamodule = HousingDataModule(path=str(housing_csv), target="median_house_value", scaling="standard")
+    datamodule = HousingDataModule(
+        path=str(housing_csv), target="median_house_value", scaling="standard", location_price=False
+    )
     model = HousePriceRegressor(
         preprocessing=datamodule.preprocessing,
         hidden_sizes=[32, 32],
@@ -196,7 +198,7 @@ def test_step_effects_see_the_jumps_that_tied_values_leave_in_the_quantile_scali
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"quality": rng.integers(1, 11, 3000).astype(float), "area": rng.uniform(50, 200, 3000)})
     frame["price"] = 1000.0 * frame["quality"] + 10.0 * frame["area"]
-    datamodule = HousingDataModule.from_frame(frame, target="price")  # quantile scaling: ties make a staircase
+    datamodule = plain_datamodule(frame, target="price")  # quantile scaling: ties make a staircase
     torch.manual_seed(0)  # an untrained network: unseeded, about one in twenty draws nearly cancels the step (flaky)
     model = HousePriceRegressor(
         preprocessing=datamodule.preprocessing, numeric_embedding="none", ensemble_size=1, dropout=0.0

@@ -6,11 +6,10 @@ import lightning as L
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import ROOT, run_script
+from conftest import ROOT, plain_datamodule, run_script
 
 import house_price.analysis.attributions as attributions_module
 from house_price.analysis.attributions import shapley_values
-from house_price.datamodules import HousingDataModule
 from house_price.models import HousePriceRegressor, load_model
 
 
@@ -32,7 +31,7 @@ def two_driver_model():
         }
     )
     frame["price"] = 3 * frame["a"] + 2 * frame["b"] ** 2
-    datamodule = HousingDataModule.from_frame(frame, target="price", scaling="standard", batch_size=128)
+    datamodule = plain_datamodule(frame, target="price", scaling="standard", batch_size=128)
     L.seed_everything(0)
     model = HousePriceRegressor(
         preprocessing=datamodule.preprocessing, hidden_sizes=[64, 64], ensemble_size=4, learning_rate=3e-3
@@ -81,7 +80,7 @@ def test_a_column_the_model_cannot_see_gets_nothing(housing_csv):
     frame = pd.read_csv(housing_csv).sample(
         400, random_state=0
     )  # the file is sorted by region: its head is all NEAR BAY
-    datamodule = HousingDataModule.from_frame(frame, target="median_house_value")
+    datamodule = plain_datamodule(frame, target="median_house_value")
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2).eval()
     (embedding,) = model.network.categories  # ocean_proximity: every category the same vector, so it cannot matter
     embedding.weight.data[:] = embedding.weight.data[0]

@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 import pandas as pd
 import pytest
-from conftest import ROOT, run_script
+from conftest import ROOT, plain_datamodule, run_script
 
 from house_price.datamodules import HousingDataModule
 from house_price.models import HousePriceRegressor, load_model
@@ -23,7 +23,7 @@ def test_normal_quantile_matches_scipy():
 
 
 def test_california_export_equals_predict_with_missing_numbers(tmp_path):
-    datamodule = HousingDataModule()
+    datamodule = HousingDataModule(location_price=False)  # the location price exported: the housing test below
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[64], ensemble_size=4)
     trainer = L.Trainer(
         max_epochs=1,
@@ -88,7 +88,7 @@ def test_tied_whole_numbers_export_as_the_checkpoint_prices_them(tmp_path):
         }
     )
     frame["price"] = 20_000 * frame["quality"] + 90 * frame["area"] + 300 * frame["frontage"] + rng.normal(0, 20_000, n)
-    datamodule = HousingDataModule.from_frame(frame, target="price")
+    datamodule = plain_datamodule(frame, target="price")
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32], ensemble_size=2)
     path = export_onnx(model.eval(), tmp_path / "tied.onnx")
     check = verify_onnx(path, model, frame.drop(columns="price"))

@@ -8,7 +8,7 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, SHARED_DATA, priced_frame, run_script
+from conftest import ROOT, SHARED_DATA, plain_datamodule, priced_frame, run_script
 
 from house_price.datamodules import HousingDataModule
 from house_price.datamodules.housing import AUTO_FOLDS, AUTO_FOLDS_BELOW
@@ -23,9 +23,7 @@ WINDSOR = SHARED_DATA / "tables" / "windsor.csv"
 def cross_fitted(folds: int = 3, frame: pd.DataFrame | None = None) -> tuple[HousingDataModule, HousePriceRegressor]:
     """A data module cutting `folds` folds of `frame` (150 synthetic houses by default) and a small model over them."""
     torch.manual_seed(0)
-    datamodule = HousingDataModule.from_frame(
-        priced_frame(150) if frame is None else frame, target="price", folds=folds
-    )
+    datamodule = plain_datamodule(priced_frame(150) if frame is None else frame, target="price", folds=folds)
     model = HousePriceRegressor(
         preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, dropout=0.0, folds=folds
     )
@@ -35,7 +33,7 @@ def cross_fitted(folds: int = 3, frame: pd.DataFrame | None = None) -> tuple[Hou
 
 def test_folds_cut_the_rows_left_after_the_test_split_and_the_test_split_stays():
     frame = priced_frame(203)
-    plain, folded = (HousingDataModule.from_frame(frame, target="price", folds=folds) for folds in (1, 5))
+    plain, folded = (plain_datamodule(frame, target="price", folds=folds) for folds in (1, 5))
     assert folded.splits["test"].index.equals(plain.splits["test"].index)
     rest = plain.splits["train"].index.union(plain.splits["val"].index)
     assert folded.splits["train"].index.sort_values().equals(rest) and folded.splits["val"].index.equals(
@@ -46,7 +44,7 @@ def test_folds_cut_the_rows_left_after_the_test_split_and_the_test_split_stays()
     assert (
         len(folds) == len(rest) and sizes.max() - sizes.min() <= 1
     )  # every row in one fold, folds within a row of each other
-    assert torch.equal(folds, HousingDataModule.from_frame(frame, target="price", folds=5).row_folds())
+    assert torch.equal(folds, plain_datamodule(frame, target="price", folds=5).row_folds())
 
 
 @pytest.mark.parametrize("own_rows", [False, True], ids=["shared-batch", "each-member-its-rows"])
@@ -75,7 +73,7 @@ def test_a_network_never_learns_from_the_rows_of_its_own_fold(own_rows):
 
 
 def test_each_member_of_a_cross_fitted_network_trains_on_batches_of_the_rows_it_learns_only():
-    datamodule = HousingDataModule.from_frame(priced_frame(150), target="price", folds=3, member_batches=2)
+    datamodule = plain_datamodule(priced_frame(150), target="price", folds=3, member_batches=2)
     folds = datamodule.row_folds()
     batches = next(iter(datamodule.train_dataloader()))  # one call: the epoch's batches, [K·k, B, ...] each
     rows = torch.cat([batch[-1] for batch in batches], dim=1)  # each member's rows of the epoch, [6, n]
@@ -104,7 +102,7 @@ def test_a_category_seen_only_in_its_own_fold_is_unknown_to_that_network():
     """A network never learns the categories of its own fold's rows; it prices them as a model fitted without that
     fold would: as an unknown category (a zero embedding), not by an initial vector no gradient ever moves."""
     frame = priced_frame(150)
-    first = HousingDataModule.from_frame(frame, target="price", folds=3)
+    first = plain_datamodule(frame, target="price", folds=3)
     own = first.splits["train"].index[(first.row_folds() == 1).numpy()][:5]
     frame.loc[own, "c"] = "w"  # "w" only in fold 1
     datamodule, model = cross_fitted(folds=3, frame=frame)
@@ -126,8 +124,8 @@ def test_a_category_seen_only_in_its_own_fold_is_unknown_to_that_network():
 
 def test_folds_are_a_positive_count_and_cross_fit_mlps_only():
     with pytest.raises(HousePriceError, match="data.folds is 0"):
-        HousingDataModule.from_frame(priced_frame(50), target="price", folds=0)
-    datamodule = HousingDataModule.from_frame(priced_frame(50), target="price", folds=2)
+        plain_datamodule(priced_frame(50), target="price", folds=0)
+    datamodule = plain_datamodule(priced_frame(50), target="price", folds=2)
     with pytest.raises(HousePriceError, match="cross-fitting .* trains MLPs only"):
         HousePriceRegressor(
             preprocessing=datamodule.preprocessing, architecture="comparables", ensemble_size=1, folds=2
@@ -137,21 +135,17 @@ def test_folds_are_a_positive_count_and_cross_fit_mlps_only():
 def test_auto_folds_are_decided_by_the_rows_left_after_the_test_split_and_a_number_decides_instead():
     small = priced_frame(AUTO_FOLDS_BELOW * 5 // 4 - 1)  # 2,499 rows left after the 20% test split
     large = priced_frame(AUTO_FOLDS_BELOW * 5 // 4 + 1)  # 2,500
-    assert HousingDataModule.from_frame(small, target="price", folds="auto").folds == AUTO_FOLDS
-    assert HousingDataModule.from_frame(large, target="price", folds="auto").folds == 1
-    assert HousingDataModule.from_frame(small, target="price", folds=1).folds == 1
-    assert HousingDataModule.from_frame(large, target="price", folds=3).folds == 3
-    assert (
-        HousingDataModule.from_frame(priced_frame(5), target="price", folds="auto").folds == 1
-    )  # 4 rows: fewer than 5 folds
+    assert plain_datamodule(small, target="price", folds="auto").folds == AUTO_FOLDS
+    assert plain_datamodule(large, target="price", folds="auto").folds == 1
+    assert plain_datamodule(small, target="price", folds=1).folds == 1
+    assert plain_datamodule(large, target="price", folds=3).folds == 3
+    assert plain_datamodule(priced_frame(5), target="price", folds="auto").folds == 1  # 4 rows: fewer than 5 folds
     with pytest.raises(
         HousePriceError, match="4 after the test split: too few for 5 folds; give --data.folds 4 or fewer"
     ):
-        HousingDataModule.from_frame(priced_frame(5), target="price", folds=5).splits
-    decided = HousingDataModule.from_frame(small, target="price", folds="auto")
-    assert torch.equal(
-        decided.row_folds(), HousingDataModule.from_frame(small, target="price", folds=AUTO_FOLDS).row_folds()
-    )
+        plain_datamodule(priced_frame(5), target="price", folds=5).splits
+    decided = plain_datamodule(small, target="price", folds="auto")
+    assert torch.equal(decided.row_folds(), plain_datamodule(small, target="price", folds=AUTO_FOLDS).row_folds())
     assert decided.hparams.folds == decided.hparams_initial.folds == AUTO_FOLDS  # kept as decided: logs, checkpoint
 
 
@@ -160,31 +154,24 @@ def test_auto_scaling_is_standard_where_the_rows_are_cross_fitted_and_quantile_e
 ):
     small = priced_frame(AUTO_FOLDS_BELOW * 5 // 4 - 1)  # cross-fitted by folds auto
     large = priced_frame(AUTO_FOLDS_BELOW * 5 // 4 + 1)  # a validation split
-    decided = HousingDataModule.from_frame(small, target="price", folds="auto", scaling="auto")
+    decided = plain_datamodule(small, target="price", folds="auto", scaling="auto")
     assert (
         decided.scaling == decided.hparams_initial.scaling == decided.preprocessing["scaling"] == "standard"
     )  # kept: checkpoint
     assert "data.scaling auto: standard, the training rows are cross-fitted (folds > 1)" in caplog.text
-    again = HousingDataModule.from_frame(small, target="price", folds="auto", scaling="auto")
+    again = plain_datamodule(small, target="price", folds="auto", scaling="auto")
     assert again.preprocessing == decided.preprocessing  # the same training split, the same decision and statistics
-    assert (
-        HousingDataModule.from_frame(large, target="price", folds="auto", scaling="auto").preprocessing["scaling"]
-        == "quantile"
-    )
+    assert plain_datamodule(large, target="price", folds="auto", scaling="auto").preprocessing["scaling"] == "quantile"
     assert "data.scaling auto: quantile, a validation split (folds 1)" in caplog.text
+    assert plain_datamodule(small, target="price", folds=1, scaling="auto").scaling == "quantile"  # by folds, not rows
     assert (
-        HousingDataModule.from_frame(small, target="price", folds=1, scaling="auto").scaling == "quantile"
-    )  # by folds, not rows
-    assert (
-        HousingDataModule.from_frame(small, target="price", folds="auto", scaling="quantile").preprocessing["scaling"]
-        == "quantile"
+        plain_datamodule(small, target="price", folds="auto", scaling="quantile").preprocessing["scaling"] == "quantile"
     )
     assert (
-        HousingDataModule.from_frame(large, target="price", folds="auto", scaling="standard").preprocessing["scaling"]
-        == "standard"
+        plain_datamodule(large, target="price", folds="auto", scaling="standard").preprocessing["scaling"] == "standard"
     )
     with pytest.raises(HousePriceError, match="data.scaling is 'minmax'; give standard, quantile or auto"):
-        HousingDataModule.from_frame(small, target="price", scaling="minmax")
+        plain_datamodule(small, target="price", scaling="minmax")
 
 
 @pytest.mark.slow

@@ -12,10 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, assert_clean_failure, run_in_process
+from conftest import ROOT, assert_clean_failure, plain_datamodule, run_in_process
 from test_tables import sales
 
-from house_price.datamodules.housing import HousingDataModule
 from house_price.datamodules.sources import date_formats, read_dates
 from house_price.errors import HousePriceError
 
@@ -38,7 +37,7 @@ def test_a_date_column_in_several_layouts_is_a_date_whichever_rows_come_first(la
     # Before: the column became a category (or was left out as free text), depending on its first row's layout.
     frame = dates_written(layouts)
     for order in (frame, frame.iloc[::-1]):
-        state = HousingDataModule.from_frame(order, target="price").preprocessing
+        state = plain_datamodule(order, target="price").preprocessing
         assert state["dates"] == ["sold_on"] and "sold_on" not in state["categorical"], state["categorical"]
     form = date_formats(frame, ["sold_on"])["sold_on"]
     read = read_dates(frame["sold_on"], form)
@@ -60,27 +59,27 @@ def test_mixed_month_and_day_order_is_refused_and_mostly_dates_are_named(capsys)
         and "--data.date_formats" in warning
         and "--data.categorical_columns" in warning
     )
-    state = HousingDataModule.from_frame(some, target="price", date_formats={"sold_on": "%Y-%m-%d"}).preprocessing
+    state = plain_datamodule(some, target="price", date_formats={"sold_on": "%Y-%m-%d"}).preprocessing
     assert state["dates"] == ["sold_on"] and state["date_formats"] == ["%Y-%m-%d"]
     with pytest.raises(HousePriceError, match="names 'area', which is a column of numbers"):
-        HousingDataModule.from_frame(some, target="price", date_formats={"area": "%Y"}).preprocessing
+        plain_datamodule(some, target="price", date_formats={"area": "%Y"}).preprocessing
 
 
 def test_street_addresses_are_left_out_though_a_house_sold_twice_repeats_one(capsys):
     frame = sales().assign(
         address=[f"{100 + i % 200} {'Elm St' if i % 2 else '2nd Ave.'}" for i in range(300)]
     )  # 67% distinct
-    state = HousingDataModule.from_frame(frame, target="price").preprocessing
+    state = plain_datamodule(frame, target="price").preprocessing
     assert "address" in state["ignored"] and "street addresses" in capsys.readouterr().err
     zones = sales().assign(address=[f"{i % 150} B" for i in range(300)])  # codes such as '12 B' are not addresses
-    assert "address" in HousingDataModule.from_frame(zones, target="price").preprocessing["categorical"]
+    assert "address" in plain_datamodule(zones, target="price").preprocessing["categorical"]
 
 
 def test_zero_prices_and_a_column_that_is_the_price_are_named(capsys):
     frame = sales()
     frame.loc[:9, "price"] = 0.0
     frame = frame.assign(price_again=lambda f: f["price"], thousands=lambda f: f["price"] / 1000 + 3)
-    HousingDataModule.from_frame(frame, target="price").preprocessing
+    plain_datamodule(frame, target="price").preprocessing
     warnings = capsys.readouterr().err
     assert "target 'price' is 0 in" in warnings and "MAPE" in warnings
     assert (
@@ -102,18 +101,18 @@ def test_impossible_coordinates_and_one_position_for_every_sale(capsys):
     with pytest.raises(HousePriceError, match=r"column 'latitude' holds 1000, not a latitude"):
         frame = located()
         frame.loc[frame.index[0], "latitude"] = 1000.0
-        _ = HousingDataModule.from_frame(
+        _ = plain_datamodule(
             frame, target="price", location_price=True, val_fraction=0.01, test_fraction=0.01, split_seed=3
         ).preprocessing
     # All at one spot: auto decided true, then the columns were left out as constant and training was refused.
-    same = HousingDataModule.from_frame(located(latitude=38.5, longitude=-121.5), target="price", location_price="auto")
+    same = plain_datamodule(located(latitude=38.5, longitude=-121.5), target="price", location_price="auto")
     assert same.location_price is False and "location" not in same.preprocessing
 
 
 def test_infinite_numbers_and_dates_past_training_when_priced(capsys):
     from house_price.models.pricing import PriceModel
 
-    state = HousingDataModule.from_frame(sales(), target="price").preprocessing
+    state = plain_datamodule(sales(), target="price").preprocessing
     model = PriceModel(preprocessing=state, hidden_sizes=[8], ensemble_size=2)
     houses = sales(3).drop(columns="price")
     with pytest.raises(HousePriceError, match=r"column 'area' holds an infinite value \(data row 2\)"):
@@ -209,7 +208,7 @@ def test_the_unseen_report_from_the_numbers_read_to_price_equals_one_read_again(
     from house_price.models.pricing import PriceModel
     from house_price.prediction import UnseenValues
 
-    state = HousingDataModule.from_frame(
+    state = plain_datamodule(
         sales().assign(sold_on=lambda f: f["sold_on"].where(f.index % 7 > 0, None)),
         target="price",
         drop_columns="address",

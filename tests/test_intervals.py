@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, assert_clean_failure, run_script
+from conftest import ROOT, assert_clean_failure, plain_datamodule, run_script
 
 from house_price.errors import HousePriceError
 from house_price.models import load_model
@@ -186,12 +186,11 @@ def test_a_plain_trainer_fit_writes_a_checkpoint_with_intervals(tmp_path):
     callback, so the best checkpoint prices with intervals, calibrated on the validation rows with the best weights."""
     import lightning as L
 
-    from house_price.datamodules import HousingDataModule
     from house_price.models import HousePriceRegressor
     from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint
     from tests.conftest import priced_frame
 
-    datamodule = HousingDataModule.from_frame(priced_frame(400), target="price", batch_size=64)
+    datamodule = plain_datamodule(priced_frame(400), target="price", batch_size=64)
     L.seed_everything(0)
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2)
     trainer = L.Trainer(

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from house_price.analysis.attributions import shapley_values
-from house_price.datamodules import HousingDataModule, Preprocessor
+from house_price.datamodules import Preprocessor
 from house_price.datamodules.housing import AUTO_FOLDS
 from house_price.datamodules.location import (
     LOCATION_PRICE,
@@ -22,6 +22,7 @@ from house_price.datamodules.location import (
 )
 from house_price.errors import HousePriceError
 from house_price.models import HousePriceRegressor
+from tests.conftest import plain_datamodule
 
 
 def sales_frame(n: int = 400, seed: int = 0) -> pd.DataFrame:
@@ -104,7 +105,7 @@ def test_cross_fitted_network_f_never_reads_a_price_of_fold_f():
 
 
 def test_cross_fitted_each_network_learns_by_the_prices_of_its_own_training_sales():
-    datamodule = HousingDataModule.from_frame(sales_frame(), target="price", folds=3, location_price=True)
+    datamodule = plain_datamodule(sales_frame(), target="price", folds=3, location_price=True)
     numeric, codes, target = datamodule.tensors("train")
     folds = datamodule.row_folds()
     fold_numeric = datamodule.fold_numeric()  # [K, n, n_inputs]
@@ -142,7 +143,7 @@ def test_cross_fitted_each_network_learns_by_the_prices_of_its_own_training_sale
         learns = folds[each] != torch.arange(3).view(3, 1, 1)
         assert torch.allclose(members, outputs[learns], atol=1e-6) and torch.equal(targets, target[each][learns])
     assert datamodule.preprocessing["fold_bin_edges"] != [datamodule.preprocessing["bin_edges"]] * 3
-    assert HousingDataModule.from_frame(sales_frame(), target="price", folds=3).fold_numeric() is None
+    assert plain_datamodule(sales_frame(), target="price", folds=3).fold_numeric() is None
 
 
 def test_chunked_search_equals_one_slice_and_ties_go_in_training_order():
@@ -164,7 +165,7 @@ def test_chunked_search_equals_one_slice_and_ties_go_in_training_order():
 
 def test_fitted_state_prices_new_houses_from_every_sale_and_imputes_missing_coordinates():
     frame = sales_frame()
-    datamodule = HousingDataModule.from_frame(frame, target="price", location_price=True)
+    datamodule = plain_datamodule(frame, target="price", location_price=True)
     state = json.loads(json.dumps(datamodule.preprocessing))  # plain data, as a checkpoint holds it
     preprocessor = Preprocessor(state)
     assert preprocessor.numeric[-1] == LOCATION_PRICE and LOCATION_PRICE not in preprocessor.features
@@ -193,7 +194,7 @@ def test_fitted_state_prices_new_houses_from_every_sale_and_imputes_missing_coor
         == filled.float()[0, preprocessor.continuous.index(LOCATION_PRICE)]
     )
     # The training split reads its values out of fold, as fitted: the same state again, and the same tensors.
-    again = HousingDataModule.from_frame(frame, target="price", location_price=True)
+    again = plain_datamodule(frame, target="price", location_price=True)
     assert again.preprocessing == datamodule.preprocessing
     assert torch.equal(again.tensors("train")[0], datamodule.tensors("train")[0])
     own = preprocessor.raw_numeric(train, torch.as_tensor(datamodule.location_folds()))[:, -1]
@@ -203,30 +204,28 @@ def test_fitted_state_prices_new_houses_from_every_sale_and_imputes_missing_coor
 
 def test_auto_decides_by_coordinates_and_folds_says_so_and_can_be_overridden(caplog):
     frame = sales_frame(3200)
-    decided = HousingDataModule.from_frame(frame, target="price", location_price="auto", folds="auto")
+    decided = plain_datamodule(frame, target="price", location_price="auto", folds="auto")
     assert (
         decided.location_price is True and decided.hparams_initial.location_price is True
     )  # kept as decided: checkpoint
     assert "data.location_price auto: true, from ['Latitude', 'Longitude']" in caplog.text
-    small = HousingDataModule.from_frame(frame.head(600), target="price", location_price="auto", folds="auto")
+    small = plain_datamodule(frame.head(600), target="price", location_price="auto", folds="auto")
     assert small.location_price is False and small.folds == 5
     assert "data.location_price auto: false, the training rows are cross-fitted" in caplog.text
-    flat = HousingDataModule.from_frame(frame.drop(columns=["Longitude"]), target="price", location_price="auto")
+    flat = plain_datamodule(frame.drop(columns=["Longitude"]), target="price", location_price="auto")
     assert flat.location_price is False and "location" not in flat.preprocessing
-    assert HousingDataModule.from_frame(
-        frame.head(600), target="price", location_price=True, folds="auto"
-    ).preprocessing["location"]
+    assert plain_datamodule(frame.head(600), target="price", location_price=True, folds="auto").preprocessing[
+        "location"
+    ]
     with pytest.raises(HousePriceError, match="latitude and longitude.*--data.location_price false"):
-        HousingDataModule.from_frame(
-            frame.drop(columns=["Longitude"]), target="price", location_price=True
-        ).preprocessing
+        plain_datamodule(frame.drop(columns=["Longitude"]), target="price", location_price=True).preprocessing
     with pytest.raises(HousePriceError, match="data.location_price is 'yes'"):
-        HousingDataModule.from_frame(frame, target="price", location_price="yes")
+        plain_datamodule(frame, target="price", location_price="yes")
 
 
 def test_attributions_give_the_location_price_its_own_share_and_still_add_up():
     frame = sales_frame()
-    datamodule = HousingDataModule.from_frame(frame, target="price", location_price=True)
+    datamodule = plain_datamodule(frame, target="price", location_price=True)
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2).eval()
     houses = datamodule.splits["test"].head(20)
     attributions = shapley_values(model, houses)

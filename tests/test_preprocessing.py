@@ -29,7 +29,9 @@ def small_frame(n: int = 200, seed: int = 0) -> pd.DataFrame:
 
 
 def test_statistics_come_from_the_training_split_only(housing_csv):
-    datamodule = HousingDataModule(path=str(housing_csv), target="median_house_value", scaling="quantile")
+    datamodule = HousingDataModule(
+        path=str(housing_csv), target="median_house_value", scaling="quantile", location_price=False
+    )
     before = datamodule.preprocessing
     # Wreck every validation and test row: the fitted statistics must not move.
     splits = datamodule.splits

@@ -9,11 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, TRAIN, assert_clean_failure, run_in_process, run_script
+from conftest import ROOT, TRAIN, assert_clean_failure, plain_datamodule, run_in_process, run_script
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from house_price.datamodules import HousingDataModule
 from house_price.datamodules.sources import read_table
 from house_price.errors import HousePriceError
 
@@ -290,7 +289,7 @@ def test_random_malformed_csvs_load_or_raise_our_error(tmp_path, rows, separator
     try:
         frame = read_table(path)
         target = str(frame.columns[-1])
-        datamodule = HousingDataModule.from_frame(frame, target=target, test_fraction=0.3, val_fraction=0.3)
+        datamodule = plain_datamodule(frame, target=target, test_fraction=0.3, val_fraction=0.3)
         datamodule.tensors("train")
     except HousePriceError:
         pass

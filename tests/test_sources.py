@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from conftest import ROOT, run_script
+from conftest import ROOT, plain_datamodule, run_script
 
 from house_price.commands.train import run_cli
 from house_price.datamodules import HousingDataModule
@@ -80,7 +80,7 @@ def test_many_categorical_columns_train_end_to_end(tmp_path):
 
 def test_data_frame_source():
     frame = pd.DataFrame({"x": np.arange(100.0), "y": np.arange(100.0) * 2})
-    datamodule = HousingDataModule.from_frame(frame, target="y")
+    datamodule = plain_datamodule(frame, target="y")
     assert sum(len(split) for split in datamodule.splits.values()) == 100
     assert datamodule.preprocessing["numeric"] == ["x"]
 

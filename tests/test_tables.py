@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, run_script
+from conftest import ROOT, plain_datamodule, run_script
 
 from house_price.datamodules import HousingDataModule
 from house_price.datamodules.sources import constant_columns, read_table
@@ -35,7 +35,7 @@ def sales(n: int = 300) -> pd.DataFrame:
 
 
 def test_dates_become_numbers_and_id_like_text_is_left_out_with_a_warning(capsys):
-    datamodule = HousingDataModule.from_frame(sales(), target="price")
+    datamodule = plain_datamodule(sales(), target="price")
     state = datamodule.preprocessing
     warning = capsys.readouterr().err
     assert "column 'address'" in warning and "--data.drop_columns" in warning and "left out" in warning
@@ -70,7 +70,7 @@ def test_a_row_number_column_is_left_out_and_measured_whole_numbers_stay(capsys)
     )  # the same, named as ids: Ames' PID, King County's id
     frame.loc[1, "parcel_id"] = frame.loc[0, "parcel_id"]  # a house sold twice
     frame["grid"] = frame["paid"] = frame["spread"]  # names ending in "id" that are not ids
-    state = HousingDataModule.from_frame(frame, target="price").preprocessing
+    state = plain_datamodule(frame, target="price").preprocessing
     warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: column")]
     assert state["ignored"] == ["address", "Id", "parcel_id", "PID", "void", "utilities"]
     assert any("'Id'" in line and "row number" in line and "--data.drop_columns" in line for line in warnings)
@@ -88,7 +88,7 @@ def test_a_row_number_column_is_left_out_and_measured_whole_numbers_stay(capsys)
     assert any(
         "'parcel_id' is named as an id and holds" in line and "different whole numbers in" in line for line in warnings
     )
-    silenced = HousingDataModule.from_frame(
+    silenced = plain_datamodule(
         frame, target="price", drop_columns=["Id", "address", "utilities", "void", "parcel_id", "PID"]
     ).preprocessing
     assert not [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: column")]
@@ -96,11 +96,11 @@ def test_a_row_number_column_is_left_out_and_measured_whole_numbers_stay(capsys)
     with pytest.raises(
         HousePriceError, match=r"every feature column was left out \(\['address', 'Id'\]: see the warnings\)"
     ):
-        HousingDataModule.from_frame(frame[["address", "Id", "price"]], target="price").preprocessing
+        plain_datamodule(frame[["address", "Id", "price"]], target="price").preprocessing
 
 
 def test_dates_written_month_first_or_day_first_read_as_the_iso_ones():
-    iso = HousingDataModule.from_frame(sales(), target="price", drop_columns="address")
+    iso = plain_datamodule(sales(), target="price", drop_columns="address")
     days = pd.to_datetime(sales()["sold_on"])
     for form in (
         "%m/%d/%Y",
@@ -108,13 +108,13 @@ def test_dates_written_month_first_or_day_first_read_as_the_iso_ones():
         "%d.%m.%Y",
         "%Y%m%dT%H%M%S",
     ):  # the last: "20210503T000000", as King County writes
-        written = HousingDataModule.from_frame(
+        written = plain_datamodule(
             sales().assign(sold_on=days.dt.strftime(form)), target="price", drop_columns="address"
         )
         assert written.preprocessing["date_formats"] == [form]
         assert np.array_equal(written.tensors("train")[0].numpy(), iso.tensors("train")[0].numpy())
     house = pd.DataFrame({"area": [100.0], "sold_on": ["05/03/2021"], "zone": ["a"]})
-    month_first = HousingDataModule.from_frame(
+    month_first = plain_datamodule(
         sales().assign(sold_on=days.dt.strftime("%m/%d/%Y")), target="price", drop_columns="address"
     )
     assert month_first.preprocessor.raw_numeric(house).numpy()[0].tolist() == [100.0, 18750.0, 5.0]  # May 3rd, 2021
@@ -124,15 +124,13 @@ def test_dates_written_month_first_or_day_first_read_as_the_iso_ones():
         match=r"column 'sold_on' holds dates such as '0\d/0\d/2020' that read both as %m/%d/%Y and as "
         r"%d/%m/%Y \(no day is past the 12th\); write them as YYYY-MM-DD",
     ):
-        HousingDataModule.from_frame(early, target="price", drop_columns="address").preprocessing
+        plain_datamodule(early, target="price", drop_columns="address").preprocessing
 
 
 def test_a_month_written_year_first_is_a_date_read_as_its_first_day():
     """ "2021-05" (a month of sale) is a date, not a category of 50 levels; a new file's full ISO date reads too."""
     days = pd.to_datetime(sales()["sold_on"])
-    months = HousingDataModule.from_frame(
-        sales().assign(sold_on=days.dt.strftime("%Y-%m")), target="price", drop_columns="address"
-    )
+    months = plain_datamodule(sales().assign(sold_on=days.dt.strftime("%Y-%m")), target="price", drop_columns="address")
     assert months.preprocessing["dates"] == ["sold_on"] and months.preprocessing["date_formats"] == ["%Y-%m"]
     assert months.preprocessing["categorical"] == ["zone"]
     houses = pd.DataFrame({"area": [100.0] * 3, "sold_on": ["2021-05", "2021-05-03", "2021-13"], "zone": ["a"] * 3})
@@ -152,7 +150,7 @@ def test_dates_not_written_as_in_training_are_named_when_priced(tmp_path, capsys
     from house_price.prediction import predict_file
 
     days = pd.to_datetime(sales()["sold_on"])
-    state = HousingDataModule.from_frame(
+    state = plain_datamodule(
         sales().assign(sold_on=days.dt.strftime("%m/%d/%Y")), target="price", drop_columns="address"
     ).preprocessing
     model = PriceModel(preprocessing=state, hidden_sizes=[8], ensemble_size=2)
@@ -183,8 +181,8 @@ def test_dates_not_written_as_in_training_are_named_when_priced(tmp_path, capsys
 def test_datetime_columns_of_a_data_frame_are_dates_too():
     frame = sales()
     frame["sold_on"] = pd.to_datetime(frame["sold_on"])
-    plain = HousingDataModule.from_frame(sales(), target="price", drop_columns="address").tensors("train")[0]
-    typed = HousingDataModule.from_frame(frame, target="price", drop_columns="address").tensors("train")[0]
+    plain = plain_datamodule(sales(), target="price", drop_columns="address").tensors("train")[0]
+    typed = plain_datamodule(frame, target="price", drop_columns="address").tensors("train")[0]
     assert np.array_equal(plain.numpy(), typed.numpy())
 
 
@@ -280,7 +278,7 @@ def test_a_table_of_categories_only_trains_prices_and_exports(tmp_path):
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"zone": rng.choice(["a", "b", "c"], 600), "view": rng.choice(["sea", "park", None], 600)})
     frame["price"] = frame["zone"].map({"a": 100.0, "b": 200.0, "c": 300.0}) + rng.normal(0, 10, 600)
-    datamodule = HousingDataModule.from_frame(frame, target="price")
+    datamodule = plain_datamodule(frame, target="price")
     assert datamodule.preprocessing["numeric"] == [] and datamodule.preprocessing["quantiles"] == []
     model = HousePriceRegressor(
         preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, learning_rate=0.01
@@ -338,7 +336,7 @@ def test_categories_written_as_numbers_stay_categories_in_new_files(tmp_path, ca
     frame = pd.DataFrame({"beds": beds, "area": rng.normal(100, 20, 600)})
     frame["price"] = frame["area"] + pd.Series(beds).map({"2": 0, "3": 20, "4": 40, "5+": 60}).to_numpy()
     model = HousePriceRegressor(
-        preprocessing=HousingDataModule.from_frame(frame, target="price").preprocessing,
+        preprocessing=plain_datamodule(frame, target="price").preprocessing,
         hidden_sizes=[8],
         ensemble_size=2,
     )
@@ -376,7 +374,7 @@ def test_codes_written_as_numbers_are_categories_where_declared_from_a_file_a_fr
     numbers = frame.assign(
         zone=frame["zone"].replace("3A", "4").astype(int), zip=frame["zip"].astype(int)
     )  # 01234 is 1234 here
-    from_frame = HousingDataModule.from_frame(numbers, target="price", categorical_columns=["zone"])
+    from_frame = plain_datamodule(numbers, target="price", categorical_columns=["zone"])
     assert from_frame.preprocessing["categorical"] == ["zone"] and from_frame.preprocessing["vocabularies"][0] == [
         "1",
         "2",
@@ -396,9 +394,9 @@ def test_codes_written_as_numbers_are_categories_where_declared_from_a_file_a_fr
     )  # a code arriving as a number
     assert torch.equal(as_numbers, codes)
     with pytest.raises(HousePriceError, match=r"categorical column 'zipp' is not in the data; did you mean \['zip'\]"):
-        HousingDataModule.from_frame(frame, target="price", categorical_columns="zipp").splits
+        plain_datamodule(frame, target="price", categorical_columns="zipp").splits
     with pytest.raises(HousePriceError, match="categorical column 'price' is the target"):
-        HousingDataModule.from_frame(frame, target="price", categorical_columns="zone,price").splits
+        plain_datamodule(frame, target="price", categorical_columns="zone,price").splits
 
 
 def test_a_log_price_model_reports_its_metrics_in_price_units():
@@ -408,7 +406,7 @@ def test_a_log_price_model_reports_its_metrics_in_price_units():
 
     from house_price.models import HousePriceRegressor
 
-    datamodule = HousingDataModule.from_frame(sales(300), target="price", log_target=True)
+    datamodule = plain_datamodule(sales(300), target="price", log_target=True)
     model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[32], ensemble_size=2)
     trainer = L.Trainer(
         max_epochs=3,

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import ROOT, run_script, train
+from conftest import ROOT, priced_frame, run_script, train
 
 from house_price.datamodules import HousingDataModule
 
@@ -153,3 +153,44 @@ def test_fit_without_a_logger_writes_its_files_under_the_root_folder_and_no_curv
     }
     assert json.loads((root / "test_metrics.json").read_text())["n"] == 60
     assert "learning curve: none" in result.stdout
+
+
+def test_a_plain_trainer_fit_trains_the_recipe_the_cli_trains(tmp_path):
+    """One recipe: the data module's and the model's defaults are the CLI's, so `Trainer.fit` of
+    `HousingDataModule(path=..., target=...)` and `HousePriceRegressor(preprocessing=datamodule.preprocessing)`, as in
+    a notebook, stores the preprocessing (folds, scaling and location price decided alike) and the hyperparameters
+    that `train.py fit` with nothing else set stores, each member its own batches and the intervals calibrated."""
+    import lightning as L
+
+    from house_price.models import HousePriceRegressor
+    from house_price.models.checkpoint import model_options, read_checkpoint
+
+    rng = np.random.default_rng(1)
+    frame = priced_frame(400).assign(latitude=37 + rng.uniform(0, 1, 400), longitude=-122 + rng.uniform(0, 1, 400))
+    frame.to_csv(tmp_path / "sales.csv", index=False)
+    (tmp_path / "cli").mkdir()
+    options = ("--model.hidden_sizes=[16]", "--model.ensemble_size=2", "--trainer.max_epochs=1")
+    result = run_script(
+        "train.py",
+        "fit",
+        f"--data.path={tmp_path / 'sales.csv'}",
+        "--data.target=price",
+        *options,
+        cwd=tmp_path / "cli",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (cli_best,) = (tmp_path / "cli").rglob("best.ckpt")
+
+    datamodule = HousingDataModule(path=str(tmp_path / "sales.csv"), target="price")
+    model = HousePriceRegressor(preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2)
+    trainer = L.Trainer(
+        max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path / "notebook", accelerator="cpu"
+    )
+    trainer.fit(model, datamodule=datamodule)
+    cli, notebook = read_checkpoint(cli_best), read_checkpoint(trainer.checkpoint_callback.best_model_path)
+    assert model_options(notebook) == model_options(cli)
+    state = notebook["hyper_parameters"]["preprocessing"]
+    assert len(state["fold_bin_edges"]) == datamodule.folds == model.folds == 5, "a small table is cross-fitted"
+    assert state["scaling"] == "standard" and not state.get("location"), "auto: standard scaling, no location price"
+    assert datamodule._member_batches() == 2 * 5, "each member of each fold's network its own batches"
+    assert "conformal_calibration" in cli and "conformal_calibration" in notebook

@@ -14,10 +14,9 @@ import lightning as L
 import pandas as pd
 import pytest
 import torch
-from conftest import priced_frame
+from conftest import plain_datamodule, priced_frame
 from torch._dynamo.utils import counters
 
-from house_price.datamodules import HousingDataModule
 from house_price.datamodules.batches import TensorBatches
 from house_price.hardware import compile_mode
 from house_price.models import HousePriceRegressor
@@ -49,7 +48,7 @@ def fit(
     frame: pd.DataFrame, *, compile: bool, accelerator: str, callbacks: tuple[L.Callback, ...] = ()
 ) -> tuple[HousePriceRegressor, dict[str, float]]:
     L.seed_everything(0)
-    datamodule = HousingDataModule.from_frame(frame, target="price", batch_size=100, member_batches=4)
+    datamodule = plain_datamodule(frame, target="price", batch_size=100, member_batches=4)
     datamodule.setup("fit")
     # No dropout: inductor draws its own random masks, so only a dropout-free step can equal the eager one.
     model = HousePriceRegressor(
@@ -126,7 +125,7 @@ def test_under_cuda_graphs_gradients_stay_the_parameters_own_memory_from_first_s
     monkeypatch.setattr("house_price.models.regressor.compile_mode", lambda *args: "reduce-overhead")
     torch._dynamo.reset()
     memory = GradientMemory()
-    datamodule = HousingDataModule.from_frame(priced_frame(300), target="price", batch_size=100, batches_per_call=1)
+    datamodule = plain_datamodule(priced_frame(300), target="price", batch_size=100, batches_per_call=1)
     model = HousePriceRegressor(
         preprocessing=datamodule.preprocessing, hidden_sizes=[8], ensemble_size=2, dropout=0.0, compile=True
     )
@@ -138,7 +137,7 @@ def test_under_cuda_graphs_gradients_stay_the_parameters_own_memory_from_first_s
 
 def test_each_batch_of_a_group_is_one_optimizer_step_exactly_as_a_plain_loop():
     L.seed_everything(0)
-    datamodule = HousingDataModule.from_frame(
+    datamodule = plain_datamodule(
         priced_frame(800), target="price", batch_size=50, member_batches=4, batches_per_call=3
     )
     datamodule.setup("fit")
@@ -196,7 +195,7 @@ def small_fit(
     *, max_epochs: int = 1, max_steps: int = -1, callbacks: tuple[L.Callback, ...] = (), **model_options
 ) -> L.Trainer:
     """600 rows: 384 for training, 8 batches of 50 (the last 34), 3 per call."""
-    datamodule = HousingDataModule.from_frame(priced_frame(600), target="price", batch_size=50, batches_per_call=3)
+    datamodule = plain_datamodule(priced_frame(600), target="price", batch_size=50, batches_per_call=3)
     datamodule.setup("fit")
     model = HousePriceRegressor(
         preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, **model_options
@@ -226,7 +225,7 @@ def test_gradient_clip_works_under_bf16_mixed_with_a_fused_optimizer():
     # Lightning's AMP plugin refuses to clip for a fused optimizer ("performs unscaling of gradients internally"), as
     # a GPU's bf16-mixed run did; bfloat16 scales no loss, so the model clips the true gradients itself.
     seen = GradientNorms()
-    datamodule = HousingDataModule.from_frame(priced_frame(600), target="price", batch_size=50, batches_per_call=3)
+    datamodule = plain_datamodule(priced_frame(600), target="price", batch_size=50, batches_per_call=3)
     model = HousePriceRegressor(
         preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, gradient_clip=0.01
     )

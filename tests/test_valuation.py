@@ -10,13 +10,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from house_price.datamodules import HousingDataModule
 from house_price.datamodules.sources import date_feature_names
 from house_price.errors import HousePriceError
 from house_price.models.as_of import as_of_date, priced_as_of
 from house_price.models.checkpoint import load_model, training_split
 from house_price.ratio_study import ratio_study
-from tests.conftest import ROOT, assert_clean_failure, run_in_process, run_script
+from tests.conftest import ROOT, assert_clean_failure, plain_datamodule, run_in_process, run_script
 
 
 def dated_sales(n: int = 600, seed: int = 0) -> pd.DataFrame:
@@ -40,7 +39,7 @@ def dated_sales(n: int = 600, seed: int = 0) -> pd.DataFrame:
 def test_a_time_split_tests_on_the_latest_sales_and_validates_on_the_latest_before_them(caplog):
     frame = dated_sales()
     frame.loc[3, "sale_date"] = None  # an undated sale: only ever a training sale
-    data = HousingDataModule.from_frame(frame, "price", split="time", folds="auto")
+    data = plain_datamodule(frame, "price", split="time", folds="auto")
     splits = data.splits
     assert [len(splits[name]) for name in ("train", "val", "test")] == [384, 96, 120]
     assert data.folds == 1 and data.hparams.date_column == "sale_date" and 3 in splits["train"].index
@@ -60,19 +59,17 @@ def test_a_time_split_tests_on_the_latest_sales_and_validates_on_the_latest_befo
 def test_a_time_split_refuses_tables_without_one_date_and_cross_fitting():
     frame = dated_sales(50)
     with pytest.raises(HousePriceError, match=r"no column of dates; give --data.date_column"):
-        _ = HousingDataModule.from_frame(frame.drop(columns="sale_date"), "price", split="time").splits
+        _ = plain_datamodule(frame.drop(columns="sale_date"), "price", split="time").splits
     with pytest.raises(HousePriceError, match=r"the date columns \['sale_date', 'listed'\]; give --data.date_column"):
-        _ = HousingDataModule.from_frame(frame.assign(listed=frame.sale_date), "price", split="time").splits
-    both = HousingDataModule.from_frame(
-        frame.assign(listed=frame.sale_date), "price", split="time", date_column="listed"
-    )
+        _ = plain_datamodule(frame.assign(listed=frame.sale_date), "price", split="time").splits
+    both = plain_datamodule(frame.assign(listed=frame.sale_date), "price", split="time", date_column="listed")
     assert len(both.splits["test"]) == 10
     with pytest.raises(HousePriceError, match="'area' does not hold dates"):
-        _ = HousingDataModule.from_frame(frame, "price", split="time", date_column="area").splits
+        _ = plain_datamodule(frame, "price", split="time", date_column="area").splits
     with pytest.raises(HousePriceError, match="does not cross-fit"):
-        HousingDataModule.from_frame(frame, "price", split="time", folds=5)
+        plain_datamodule(frame, "price", split="time", folds=5)
     with pytest.raises(HousePriceError, match="give random or time"):
-        HousingDataModule.from_frame(frame, "price", split="latest")
+        plain_datamodule(frame, "price", split="latest")
 
 
 def test_as_of_takes_iso_dates_only():

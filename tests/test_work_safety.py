@@ -17,9 +17,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import HOUSING_CSV, ROOT, TRAIN, assert_clean_failure, priced_frame, run_script, train_command, wait_for
+from conftest import (
+    HOUSING_CSV,
+    ROOT,
+    TRAIN,
+    assert_clean_failure,
+    plain_datamodule,
+    priced_frame,
+    run_script,
+    train_command,
+    wait_for,
+)
 
-from house_price.datamodules import HousingDataModule
 from house_price.errors import HousePriceError
 from house_price.models import HousePriceRegressor
 from house_price.training.checkpointing import AtomicCheckpointIO, EpochCheckpoint
@@ -506,7 +515,7 @@ def test_last_ckpt_written_at_the_step_of_a_best_ckpt_is_that_file_and_resumes(t
 
     def fit(epochs: int, ckpt_path: str | None = None) -> None:
         torch.manual_seed(0)
-        datamodule = HousingDataModule.from_frame(priced_frame(150), target="price")
+        datamodule = plain_datamodule(priced_frame(150), target="price")
         model = HousePriceRegressor(
             preprocessing=datamodule.preprocessing, hidden_sizes=[16], ensemble_size=2, scheduler="none"
         )

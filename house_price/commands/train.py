@@ -47,18 +47,8 @@ class HousePriceCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         # The model is built around the data's fitted preprocessing, which then travels in its checkpoints.
         parser.link_arguments("data.preprocessing", "model.preprocessing", apply_on="instantiate")
-        # The data module cuts the folds (deciding "auto" from the table); the model holds a network per fold.
-        parser.link_arguments("data.folds", "model.folds", apply_on="instantiate")
-        # TabM trains each member on its own order of the rows unless batches are shared.
-        parser.link_arguments(
-            ("model.ensemble_size", "model.share_training_batches"),
-            "data.member_batches",
-            compute_fn=member_batches,
-            apply_on="parse",
-        )
-        parser.set_defaults(
-            {"data.folds": "auto", "data.scaling": "auto", "data.location_price": "auto"}
-        )  # decided by the table, then printed
+        # The data module cuts the folds (deciding "auto" from the table); the model, a network per fold, takes as
+        # many as the preprocessing was fitted for (model.folds: None).
         parser.add_lightning_class_args(EpochCheckpoint, "checkpoint")
         parser.set_defaults(
             {
@@ -198,10 +188,6 @@ def refuse_automatic_optimization_options(config: Any) -> None:
             "--checkpoint.every_n_train_steps needs --data.batches_per_call 1: Lightning counts steps between calls, "
             "and a call of several steps would skip the count; or checkpoint by epoch"
         )
-
-
-def member_batches(ensemble_size: int, share_training_batches: bool) -> int:
-    return 1 if share_training_batches else ensemble_size
 
 
 def resume_in_latest_run(logger: Any) -> None:
