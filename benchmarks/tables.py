@@ -233,7 +233,8 @@ def main() -> None:
             )
             for name, overrides in variants.items():
                 results.setdefault(name, []).append(package(path, target, seed, overrides))
-            splits = HousingDataModule(path=str(path), target=target, split_seed=seed).splits
+            # The peers' own validation split (folds 1), which they early-stop on, whatever the recipe cross-fits.
+            splits = HousingDataModule(path=str(path), target=target, split_seed=seed, folds=1).splits
             for name, run in boosting(splits, target, seed, row_folds).items():
                 results.setdefault(name, []).append(run)
         rows = sum(len(frame) for frame in splits.values())

@@ -47,8 +47,8 @@ LEVEL = 0.9
 
 def split_of(path: Path, target: str, split: str, seed: int) -> dict[str, pd.DataFrame]:
     return HousingDataModule(
-        path=str(path), target=target, split=split, split_seed=seed if split == "random" else 0
-    ).splits
+        path=str(path), target=target, split=split, split_seed=seed if split == "random" else 0, folds=1
+    ).splits  # the peers' validation split (folds 1), whatever the recipe cross-fits
 
 
 def peers(splits: dict[str, pd.DataFrame], target: str, seed: int) -> dict[str, dict]:
