@@ -92,18 +92,18 @@ def price_ascent(
     if len(house) != 1:
         raise ValueError("price_ascent takes a frame of exactly one house")
     state = model.preprocessor.state
-    low, high = (torch.tensor(state[key], dtype=torch.float64) for key in ("minimum", "maximum"))
+    low, high = (torch.tensor(values, dtype=torch.float64) for values in (state.minimum, state.maximum))
     width = (high - low).clamp_min(1e-12)
     start = model.preprocessor.raw_numeric(house)[0]
-    start = torch.where(torch.isnan(start), torch.tensor(state["medians"], dtype=torch.float64), start)
+    start = torch.where(torch.isnan(start), torch.tensor(state.medians, dtype=torch.float64), start)
     price = price_function(model, house)
 
     def standardized_price(u: torch.Tensor) -> torch.Tensor:
-        return price((low + u * width).unsqueeze(0))[0] / state["target_std"]
+        return price((low + u * width).unsqueeze(0))[0] / state.target_std
 
     u0 = ((start - low) / width).clamp(0, 1)
     trajectory = gradient_ascent(standardized_price, u0, step, max_steps=max_steps, lower=0.0, upper=1.0)
     raw = low + trajectory.x * width
     steps = pd.DataFrame(raw.numpy(), columns=model.preprocessor.numeric)
-    steps[f"{model.target}_prediction"] = trajectory.f.numpy() * state["target_std"]
+    steps[f"{model.target}_prediction"] = trajectory.f.numpy() * state.target_std
     return steps, trajectory

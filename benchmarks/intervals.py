@@ -50,7 +50,7 @@ def section(run: Path) -> str:
     model = model_from_checkpoint(checkpoint)
     test = training_split(checkpoint, "test")
     report = interval_report(model, test)
-    unit = model.preprocessor.state["target_unit"]
+    unit = model.preprocessor.state.target_unit
     source = checkpoint.get("datamodule_hyper_parameters", {}).get("path") or "California (scikit-learn)"
     lines = [
         f"## {Path(source).name}",

@@ -94,7 +94,7 @@ def main() -> None:
                     )  # nn.Embedding's N(0, 1) initialization
                     draws.append(rmse(unseen))
                 embedding[0] = 0
-            vocabulary = len(model.preprocessor.state["vocabularies"][index])
+            vocabulary = len(model.preprocessor.state.vocabularies[index])
             print(
                 f"| {column} | {vocabulary} | {rmse(test):,.0f} | {zeros:,.0f} | {np.mean(draws):,.0f} (from {min(draws):,.0f} to {max(draws):,.0f}) |"
             )

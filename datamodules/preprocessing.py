@@ -10,8 +10,6 @@ objects and loads with `torch.load(..., weights_only=True)`.
 from __future__ import annotations
 
 import functools
-import itertools
-import math
 import sys
 from typing import Any, Literal, NamedTuple, Protocol
 
@@ -41,10 +39,10 @@ from house_price.datamodules.sources import (
     with_date_features,
 )
 from house_price.datamodules.sources import date_formats as find_date_formats
+from house_price.datamodules.state import STATE_VERSION, PreprocessingState
 from house_price.errors import HousePriceError
 
 Scaling = Literal["standard", "quantile"]
-STATE_VERSION = 3
 UNKNOWN = 0  # category code for values never seen in training (and for missing ones, if training had none)
 MISSING = 1  # category code for a missing value, in columns that had missing values in training
 
@@ -371,26 +369,20 @@ class Report(Protocol):
 class Preprocessor:
     """Applies a fitted `state` to raw frames: numeric features, category codes and the target."""
 
-    def __init__(self, state: dict[str, Any]) -> None:
-        if state.get("version") != STATE_VERSION:
-            raise HousePriceError(
-                f"preprocessing state version {state.get('version')} is not supported; retrain the model"
-            )
-        check_state(state)
-        self.state = state
-        self.target: str = state["target"]
-        self.numeric: list[str] = state["numeric"]
-        self.categorical: list[str] = state["categorical"]
-        self.binary: list[str] = state["binary"]
+    def __init__(self, state: dict[str, Any] | PreprocessingState) -> None:
+        """`state`: as `fit_statistics` writes it (a checkpoint's dict, checked here) or already read."""
+        self.state = state = state if isinstance(state, PreprocessingState) else PreprocessingState.from_dict(state)
+        self.target: str = state.target
+        self.numeric: list[str] = state.numeric
+        self.categorical: list[str] = state.categorical
+        self.binary: list[str] = state.binary
         self.continuous: list[str] = [name for name in self.numeric if name not in self.binary]
-        self.dates: list[str] = state.get("dates", [])
-        self.date_formats: dict[str, str] = dict(
-            zip(self.dates, state.get("date_formats") or ["ISO8601"] * len(self.dates))
-        )
+        self.dates: list[str] = state.dates
+        self.date_formats: dict[str, str] = dict(zip(self.dates, state.date_formats or ["ISO8601"] * len(self.dates)))
         self._date_of = {
             name: column for column in self.dates for name in date_feature_names(column)
         }  # derived input -> date
-        self.location: dict[str, Any] | None = state.get("location")
+        self.location: dict[str, Any] | None = state.location
         self.derived: list[str] = (
             [LOCATION_PRICE] if self.location else []
         )  # inputs computed from other columns, not read
@@ -400,7 +392,7 @@ class Preprocessor:
         """Per categorical column, its training values as an index (a value's code is its position + MISSING + 1),
         looked up a whole column at a time; built on first use, so a model's shapes are checked against its weights
         before a vocabulary of any size is read."""
-        indexes = [pd.Index(vocab, dtype=object) for vocab in self.state["vocabularies"]]
+        indexes = [pd.Index(vocab, dtype=object) for vocab in self.state.vocabularies]
         for column, index in zip(self.categorical, indexes):
             if not index.is_unique:
                 raise HousePriceError(
@@ -414,7 +406,8 @@ class Preprocessor:
         """The state's per-column numbers as float64 tensors, converted once: pricing one house otherwise spends
         most of its time turning lists of thousands of quantiles into tensors."""
         keys = ("medians", "mean", "scale", "quantiles", "references", "minimum", "maximum")
-        return {key: torch.tensor(self.state[key], dtype=torch.float64) for key in keys if key in self.state}
+        values = {key: getattr(self.state, key) for key in keys}
+        return {key: torch.tensor(value, dtype=torch.float64) for key, value in values.items() if value is not None}
 
     def _positions(self, column: int, text: pd.Series) -> np.ndarray:
         """Each value's position in the column's vocabulary, -1 where training never saw it (or it is missing)."""
@@ -428,7 +421,7 @@ class Preprocessor:
     @property
     def n_numeric_inputs(self) -> int:
         """Scaled numeric features plus one missing-indicator per column that had gaps in training."""
-        return len(self.numeric) + len(self.state["indicators"])
+        return len(self.numeric) + len(self.state.indicators)
 
     @property
     def n_continuous(self) -> int:
@@ -438,19 +431,19 @@ class Preprocessor:
     @property
     def cardinalities(self) -> list[int]:
         """Embedding table size per categorical column, the unknown and missing slots included."""
-        return [len(vocab) + 2 for vocab in self.state["vocabularies"]]
+        return [len(vocab) + 2 for vocab in self.state.vocabularies]
 
     @property
     def input_columns(self) -> list[str]:
         """The raw column behind each numeric input, in input order [continuous..., binary..., indicators...]; both
         numbers of a date name the date column; the location price names itself."""
-        return [self._date_of.get(name, name) for name in self.continuous + self.binary + self.state["indicators"]]
+        return [self._date_of.get(name, name) for name in self.continuous + self.binary + self.state.indicators]
 
     def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference house: raw numeric inputs at their training medians, float64 [1, n_numeric] (no gaps), and
         each categorical column's most frequent training category, int64 [1, n_categorical]."""
-        medians = torch.tensor([self.state["medians"]], dtype=torch.float64).reshape(1, len(self.numeric))
-        modes = self.state.get("modes", [None] * len(self.categorical))
+        medians = torch.tensor([self.state.medians], dtype=torch.float64).reshape(1, len(self.numeric))
+        modes = self.state.modes or [None] * len(self.categorical)
         positions = [self._positions(j, pd.Series([mode], dtype=object))[0] for j, mode in enumerate(modes)]
         codes = [position + MISSING + 1 if position >= 0 else UNKNOWN for position in positions]
         return medians, torch.tensor([codes], dtype=torch.int64).reshape(1, len(self.categorical))
@@ -608,7 +601,7 @@ class Preprocessor:
         raw = raw.double()
         gaps = torch.isnan(raw)
         filled = torch.where(gaps, numbers["medians"], raw)
-        if self.state["scaling"] == "standard":
+        if self.state.scaling == "standard":
             scaled = (filled - numbers["mean"]) / numbers["scale"]
         elif self.numeric:  # quantiles [n_numeric, n_quantiles]
             scaled = _quantile_normal(filled.T, numbers["quantiles"], numbers["references"]).T
@@ -618,7 +611,7 @@ class Preprocessor:
         binary = [self.numeric.index(name) for name in self.binary]
         low, high = numbers["minimum"][binary], numbers["maximum"][binary]
         flags = (filled[:, binary] - low) / torch.where(high > low, high - low, 1.0)
-        indicators = [self.numeric.index(name) for name in self.state["indicators"]]
+        indicators = [self.numeric.index(name) for name in self.state.indicators]
         return torch.cat([scaled[:, continuous], flags, gaps[:, indicators].double()], dim=1)
 
     def read_categories(self, frame: pd.DataFrame) -> list[CategoryRead]:
@@ -634,7 +627,7 @@ class Preprocessor:
         codes = np.zeros((len(frame), len(self.categorical)), dtype=np.int64)
         categories = self.read_categories(frame) if categories is None else categories
         for j, (column, (text, found)) in enumerate(zip(self.categorical, categories)):
-            missing = MISSING if column in self.state["category_gaps"] else UNKNOWN
+            missing = MISSING if column in self.state.category_gaps else UNKNOWN
             codes[:, j] = np.where(found >= 0, found + MISSING + 1, np.where(text.isna(), missing, UNKNOWN))
         return torch.from_numpy(codes)
 
@@ -655,9 +648,9 @@ class Preprocessor:
         """'low to high', the values a numeric column (or the dates of a date column) held in training."""
         if column in self.dates:
             index = self.numeric.index(date_feature_names(column)[0])
-            return f"{_day_text(self.state['minimum'][index])} to {_day_text(self.state['maximum'][index])}"
+            return f"{_day_text(self.state.minimum[index])} to {_day_text(self.state.maximum[index])}"
         index = self.numeric.index(column)
-        return f"{self.state['minimum'][index]:g} to {self.state['maximum'][index]:g}"
+        return f"{self.state.minimum[index]:g} to {self.state.maximum[index]:g}"
 
     def out_of_range(
         self, frame: pd.DataFrame, examples: int = 3, read: torch.Tensor | None = None
@@ -675,7 +668,7 @@ class Preprocessor:
         if not checked:
             return report
         raw = (self._read_numeric(frame) if read is None else read).numpy()[:, checked]
-        low, high = np.array(self.state["minimum"])[checked], np.array(self.state["maximum"])[checked]
+        low, high = np.array(self.state.minimum)[checked], np.array(self.state.maximum)[checked]
         outside = (raw < low) | (raw > high)  # NaN (missing) compares false: imputed, not extrapolated
         for j in np.flatnonzero(outside.any(axis=0)):
             name, values = names[checked[j]], raw[outside[:, j], j]
@@ -721,91 +714,13 @@ class Preprocessor:
 
     def encode_target(self, values: np.ndarray | pd.Series) -> torch.Tensor:
         """Target in its own units -> standardized float32 (after log if `log_target`)."""
-        values = _target_space(np.asarray(values, dtype=np.float64), self.state["log_target"])
-        return torch.from_numpy(((values - self.state["target_mean"]) / self.state["target_std"]).astype(np.float32))
+        values = _target_space(np.asarray(values, dtype=np.float64), self.state.log_target)
+        return torch.from_numpy(((values - self.state.target_mean) / self.state.target_std).astype(np.float32))
 
     def decode_target(self, standardized: torch.Tensor) -> torch.Tensor:
         """Standardized predictions -> the target's own units (dollars, $100k, ...); works under autograd."""
-        values = standardized * self.state["target_std"] + self.state["target_mean"]
-        return torch.exp(values) if self.state["log_target"] else values
-
-
-def check_state(state: dict[str, Any]) -> None:
-    """Refuse a preprocessing state that is not what `fit_statistics` writes, in one line naming the field: a checkpoint
-    edited or damaged so that its numbers, not its code, are wrong (weights_only loading stops only code).
-
-    Lengths agree with the columns, every statistic is finite, scales are positive, quantile knots and bin edges
-    never decrease, and the target's scale is positive: anything else would price silently wrong.
-    """
-
-    def refuse(field: str, why: str) -> None:
-        raise HousePriceError(
-            f"checkpoint preprocessing field '{field}' {why}; the file is damaged or was edited: use another checkpoint"
-        )
-
-    def numbers(field: str, values: Any, length: int | None, positive: bool = False, increasing: bool = False) -> None:
-        if not isinstance(values, list) or (length is not None and len(values) != length):
-            refuse(field, f"should hold {length} numbers, one per column")
-        if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in values):
-            refuse(field, "holds a value that is not a finite number")
-        if positive and not all(value > 0 for value in values):
-            refuse(field, "holds a value that is not positive")
-        if increasing and any(later < earlier for earlier, later in itertools.pairwise(values)):
-            refuse(field, "decreases somewhere; its values must never decrease")
-
-    numeric, categorical = state.get("numeric"), state.get("categorical")
-    for field, names in (("numeric", numeric), ("categorical", categorical), ("dates", state.get("dates", []))):
-        if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
-            refuse(field, "should be a list of column names")
-    for field in ("binary", "indicators"):
-        if not set(state.get(field, [])) <= set(numeric):
-            refuse(field, "names columns that are not numeric inputs")
-    for field in ("medians", "minimum", "maximum"):
-        numbers(field, state.get(field), len(numeric))
-    if state.get("scaling") == "standard":
-        numbers("mean", state.get("mean"), len(numeric))
-        numbers("scale", state.get("scale"), len(numeric), positive=True)
-    elif state.get("scaling") == "quantile":
-        references = state.get("references")
-        numbers("references", references, None, increasing=True)
-        quantiles = state.get("quantiles")
-        if not isinstance(quantiles, list) or len(quantiles) != len(numeric):
-            refuse("quantiles", f"should hold one list of knots per numeric column ({len(numeric)})")
-        for knots in quantiles:
-            numbers("quantiles", knots, len(references), increasing=True)
-    else:
-        refuse("scaling", f"is {state.get('scaling')!r}, not 'standard' or 'quantile'")
-    for field, length in (
-        ("vocabularies", len(categorical)),
-        ("modes", len(categorical)),
-        ("date_formats", len(state.get("dates", []))),
-    ):
-        if field in state and (not isinstance(state[field], list) or len(state[field]) != length):
-            refuse(field, f"should hold {length} entries, one per column")
-    numbers("target_mean", [state.get("target_mean")], 1)
-    numbers("target_std", [state.get("target_std")], 1, positive=True)
-    location = state.get("location")
-    if location is not None:
-        if (
-            not isinstance(location, dict)
-            or not isinstance(location.get("columns"), list)
-            or not set(location["columns"]) <= set(numeric)
-        ):
-            refuse("location", "should name two numeric columns, latitude and longitude")
-        sales = location.get("prices")
-        for field in ("latitude", "longitude", "prices"):
-            numbers(f"location.{field}", location.get(field), len(sales) if isinstance(sales, list) else None)
-        if not isinstance(location.get("neighbours"), int) or not 1 <= location["neighbours"] <= len(sales):
-            refuse("location.neighbours", f"should be a count of sales from 1 to {len(sales)}")
-    continuous = len([name for name in numeric if name not in state["binary"]])
-    for field, edges in [
-        ("bin_edges", state.get("bin_edges")),
-        *(("fold_bin_edges", fold) for fold in state.get("fold_bin_edges") or []),
-    ]:
-        if not isinstance(edges, list) or (edges and len(edges) != continuous):
-            refuse(field, "should hold a list of edges per continuous input")
-        for column_edges in edges:
-            numbers(field, column_edges, None, increasing=True)
+        values = standardized * self.state.target_std + self.state.target_mean
+        return torch.exp(values) if self.state.log_target else values
 
 
 def _day_text(days: float) -> str:

@@ -93,30 +93,30 @@ class ExportedPreprocessing(nn.Module):
         super().__init__()
         state = preprocessor.state
         numeric, n_read = preprocessor.numeric, len(preprocessor.numeric_read)  # the derived inputs come last
-        medians = torch.tensor(state["medians"], dtype=torch.float64).reshape(len(numeric))
+        medians = torch.tensor(state.medians, dtype=torch.float64).reshape(len(numeric))
         self.register_buffer("medians", medians[:n_read].float())
         self.register_buffer("derived_medians", medians[n_read:])
         self.continuous = [numeric.index(name) for name in preprocessor.continuous]
         self.binary = [numeric.index(name) for name in preprocessor.binary]
-        self.indicators = [numeric.index(name) for name in state["indicators"]]
+        self.indicators = [numeric.index(name) for name in state.indicators]
         low, high = (
-            torch.tensor(state[key], dtype=torch.float64).reshape(len(numeric)) for key in ("minimum", "maximum")
+            torch.tensor(values, dtype=torch.float64).reshape(len(numeric)) for values in (state.minimum, state.maximum)
         )
         self.register_buffer("low", low[self.binary])
         self.register_buffer("span", torch.where(high > low, high - low, 1.0)[self.binary])
-        self.scaling = state["scaling"] if self.continuous else "none"  # "none": no continuous column to scale
+        self.scaling = state.scaling if self.continuous else "none"  # "none": no continuous column to scale
         if self.scaling == "standard":
-            self.register_buffer("mean", torch.tensor(state["mean"], dtype=torch.float64)[self.continuous])
-            self.register_buffer("scale", torch.tensor(state["scale"], dtype=torch.float64)[self.continuous])
+            self.register_buffer("mean", torch.tensor(state.mean, dtype=torch.float64)[self.continuous])
+            self.register_buffer("scale", torch.tensor(state.scale, dtype=torch.float64)[self.continuous])
         elif self.scaling == "quantile":
             # Per continuous column: knots q, the rise of each linear piece, and the step at each tie.
             # Knots of a column read from the table as float32 values (the inputs are float32): a value sent as float32
             # then sits on the same side of each knot, and of each tie's step, as the float64 value does in Preprocessor.
             # A derived input is computed in float64 here as there, and keeps its knots whole.
-            quantiles = np.array(state["quantiles"], dtype=np.float64)
+            quantiles = np.array(state.quantiles, dtype=np.float64)
             quantiles[:n_read] = quantiles[:n_read].astype(np.float32)
             quantiles = quantiles[self.continuous]  # [n_continuous, n_quantiles]
-            references = np.array(state["references"], dtype=np.float64)
+            references = np.array(state.references, dtype=np.float64)
             gaps = np.diff(quantiles, axis=1)
             rises = np.broadcast_to(np.diff(references), gaps.shape)
             ties = gaps <= 0
@@ -183,9 +183,9 @@ class ExportedModel(nn.Module):
         self.network = model.network
         state = preprocessor.state
         self.target_mean, self.target_std, self.log_target = (
-            state["target_mean"],
-            state["target_std"],
-            state["log_target"],
+            state.target_mean,
+            state.target_std,
+            state.log_target,
         )
         self.n_numeric = len(preprocessor.numeric_read)
         self.location = ExportedLocation(preprocessor) if preprocessor.location else None
@@ -258,8 +258,8 @@ def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
     del graph.input[:]
     graph.input.extend(kept)
     encoders = []
-    for column, vocabulary in zip(categorical, preprocessor.state["vocabularies"]):
-        missing = MISSING if column in preprocessor.state["category_gaps"] else UNKNOWN
+    for column, vocabulary in zip(categorical, preprocessor.state.vocabularies):
+        missing = MISSING if column in preprocessor.state.category_gaps else UNKNOWN
         keys = ["", *vocabulary]
         values = [missing, *range(MISSING + 1, MISSING + 1 + len(vocabulary))]
         graph.input.append(helper.make_tensor_value_info(column, TensorProto.STRING, ["N", 1]))
@@ -280,7 +280,7 @@ def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
     graph.node.extend(nodes)
     if categorical:
         graph_model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 2))
-    graph_model.doc_string = f"house-price model: raw columns in, {output} ({preprocessor.state['target_unit']}) out"
+    graph_model.doc_string = f"house-price model: raw columns in, {output} ({preprocessor.state.target_unit}) out"
     onnx.checker.check_model(graph_model)
     return write_atomic(path, lambda temporary_path: onnx.save(graph_model, temporary_path))
 

@@ -113,7 +113,7 @@ class PriceModel(nn.Module):
             n_frequencies=n_frequencies,
             frequency_scale=frequency_scale,
             category_dim=category_dim,
-            bin_edges=self.preprocessor.state["bin_edges"],
+            bin_edges=self.preprocessor.state.bin_edges,
         )
         if architecture == "comparables":
             self.network: TabularMLP | ComparablesNetwork | FoldEnsemble = ComparablesNetwork(
@@ -127,7 +127,7 @@ class PriceModel(nn.Module):
             )
         else:
             # Cross-fitted, network f embeds its inputs over bins fitted on the rows it learns from (`fold_bin_edges`).
-            edges = self.preprocessor.state.get("fold_bin_edges") or [inputs.pop("bin_edges")] * folds
+            edges = self.preprocessor.state.fold_bin_edges or [inputs.pop("bin_edges")] * folds
             inputs.pop("bin_edges", None)
             if len(edges) != folds:
                 raise HousePriceError(
@@ -294,7 +294,7 @@ class PriceModel(nn.Module):
         """(lower, upper) in target units for standardized member statistics, from the stored calibration."""
         self.check_interval(level)
         lower, upper = self.calibration.bounds(mean, spread, level, method, decode=self.preprocessor.decode_target)
-        if self.preprocessor.state.get("target_minimum", -math.inf) > 0:  # prices: never a bound below zero
+        if (self.preprocessor.state.target_minimum or -math.inf) > 0:  # prices: never a bound below zero
             lower = lower.clamp_min(0.0)
         return lower, upper
 

@@ -219,8 +219,8 @@ def test_price_ascent_raises_the_price_within_the_training_range(small_model):
     assert price.iloc[-1] > price.iloc[0]
     state = model.preprocessor.state
     features = steps[model.preprocessor.numeric]
-    assert (features >= np.array(state["minimum"]) - 1e-9).all().all() and (
-        features <= np.array(state["maximum"]) + 1e-9
+    assert (features >= np.array(state.minimum) - 1e-9).all().all() and (
+        features <= np.array(state.maximum) + 1e-9
     ).all().all()
 
 

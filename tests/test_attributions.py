@@ -50,14 +50,14 @@ def test_attributions_add_up_and_find_the_two_drivers(two_driver_model):
     assert model.training, "handed back in the mode it came in (priced in eval mode: the sums below hold)"
     model.eval()
     gap = attributions["prediction"] - attributions["baseline"] - features_of(attributions).sum(axis=1)
-    scale = model.preprocessor.state["target_std"]
+    scale = model.preprocessor.state.target_std
     assert gap.abs().max() < 1e-3 * scale
     np.testing.assert_allclose(attributions["prediction"], model.predict(frame), atol=1e-4 * scale)
     importance = features_of(attributions).abs().mean()
     assert set(importance.nlargest(2).index) == {"a", "b"}
     assert importance["c"] < 0.05 * importance["a"] and importance["zone"] < 0.05 * importance["a"]
     # The a-term is additive: its share is 3 (a - reference a), up to what the network learned (worst at the tails).
-    reference_a = model.preprocessor.state["medians"][model.preprocessor.numeric.index("a")]
+    reference_a = model.preprocessor.state.medians[model.preprocessor.numeric.index("a")]
     expected = 3 * (frame["a"] - reference_a)
     assert (
         np.corrcoef(attributions["a"], expected)[0, 1] > 0.99
@@ -70,7 +70,7 @@ def test_sampled_orders_add_up_exactly_and_approach_the_exact_values(two_driver_
     exact = shapley_values(model, frame.head(30))
     monkeypatch.setattr(attributions_module, "EXACT_UP_TO", 2)  # 4 columns: sample orders instead
     sampled = shapley_values(model, frame.head(30), permutations=64)
-    scale = model.preprocessor.state["target_std"]
+    scale = model.preprocessor.state.target_std
     gap = sampled["prediction"] - sampled["baseline"] - features_of(sampled).sum(axis=1)
     assert gap.abs().max() < 1e-3 * scale
     np.testing.assert_allclose(features_of(sampled), features_of(exact), atol=0.05 * scale)
@@ -114,7 +114,7 @@ def test_explain_script_writes_the_csv_and_charts(housing_run, housing_csv, tmp_
     ]  # housing.csv has coordinates: the derived input is a player
     assert list(written.columns) == ["row", *players, "baseline", "prediction"] and written["row"].tolist() == [0, 7]
     gap = written["prediction"] - written["baseline"] - written[players].sum(axis=1)
-    assert gap.abs().max() < 1e-3 * model.preprocessor.state["target_std"]
+    assert gap.abs().max() < 1e-3 * model.preprocessor.state.target_std
     np.testing.assert_allclose(written["prediction"], model.predict(frame.iloc[[0, 7]]).to_numpy(), rtol=1e-5)
     assert {path.name for path in (tmp_path / "explain").iterdir()} == {
         "attributions.csv",

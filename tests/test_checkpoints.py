@@ -260,6 +260,7 @@ EDITS = {
         "latitude"
     ].pop(),  # housing.csv's run reads the location price
     "location.neighbours": lambda c: preprocessing(c)["location"].update(neighbours=0),
+    "category_gaps": lambda c: preprocessing(c).pop("category_gaps"),  # a field the typed state needs
     "method": lambda c: c["conformal_calibration"].update(method="bogus"),
     "eps": lambda c: c["conformal_calibration"].update(eps=-5.0),
     "scores": lambda c: c["conformal_calibration"]["scores"]["constant"].reverse(),

@@ -232,6 +232,6 @@ def test_attributions_give_the_location_price_its_own_share_and_still_add_up():
     shares = attributions.drop(columns=["baseline", "prediction"])
     assert list(shares.columns) == ["Latitude", "Longitude", "sqft", LOCATION_PRICE]
     gap = attributions["prediction"] - attributions["baseline"] - shares.sum(axis=1)
-    assert gap.abs().max() < 1e-3 * model.preprocessor.state["target_std"]
+    assert gap.abs().max() < 1e-3 * model.preprocessor.state.target_std
     np.testing.assert_allclose(attributions["prediction"], model.predict(houses), rtol=1e-5)
     assert shares[LOCATION_PRICE].abs().sum() > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -12,6 +13,8 @@ from sklearn.preprocessing import QuantileTransformer
 
 from house_price.datamodules import HousingDataModule, Preprocessor, fit_statistics
 from house_price.datamodules.preprocessing import UNKNOWN, tree_bin_edges
+from house_price.datamodules.state import PreprocessingState
+from house_price.errors import HousePriceError
 
 
 def small_frame(n: int = 200, seed: int = 0) -> pd.DataFrame:
@@ -131,6 +134,18 @@ def test_state_is_plain_data_that_torch_loads_safely(tmp_path):
     state = fit_statistics(small_frame(), "price", scaling="quantile")
     torch.save({"state": state}, tmp_path / "state.pt")
     assert torch.load(tmp_path / "state.pt", weights_only=True)["state"] == state
+
+
+def test_the_typed_state_reads_and_writes_the_plain_dict_a_checkpoint_holds():
+    for scaling in ("quantile", "standard"):
+        state = fit_statistics(small_frame(), "price", scaling=scaling)
+        typed = PreprocessingState.from_dict(state)
+        assert typed.to_dict() == state and typed.scaling == scaling and typed.categorical == ["city"]
+        assert Preprocessor(typed).state is typed and Preprocessor(state).state == typed
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        typed.target = "rooms"
+    with pytest.raises(HousePriceError, match="preprocessing state version 2 is not supported; retrain the model"):
+        PreprocessingState.from_dict({**state, "version": 2})
 
 
 def test_tree_bins_put_an_edge_where_the_target_steps():

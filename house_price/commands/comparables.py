@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> None:
     table = pd.concat([table, sales.loc[table["train_row"]].reset_index(drop=True)], axis=1)
     csv = write_atomic(folder / "comparables.csv", lambda temporary: table.to_csv(temporary, index=False))
     prices = model.predict(houses).to_numpy()
-    unit, target = model.preprocessor.state["target_unit"], model.target
+    unit, target = model.preprocessor.state.target_unit, model.target
     for position, row in enumerate(rows[:5]):
         own = table[table["row"] == row]
         print(f"Row {row}: priced {amount(prices[position])} {unit} from its comparable sales:")

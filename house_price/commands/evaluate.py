@@ -114,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
             file=sys.stderr,
         )
     metrics = evaluate(model, frame, own_sales=own_sales)
-    unit = model.preprocessor.state["target_unit"]
+    unit = model.preprocessor.state.target_unit
     # One pricing pass for the plots: with a calibration, the kept interval at CHOICE_LEVEL comes with the prices.
     plotted = model.calibration is not None and model.calibration.reaches(CHOICE_LEVEL)
     unseen = UnseenValues(model.preprocessor)

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> None:
     attributions = shapley_values(model, frame.iloc[rows].reset_index(drop=True))
     attributions.insert(0, "row", rows)
     csv = write_atomic(folder / "attributions.csv", lambda temporary: attributions.to_csv(temporary, index=False))
-    unit = model.preprocessor.state["target_unit"]
+    unit = model.preprocessor.state.target_unit
     drawn = arguments.rows if arguments.rows is not None else rows[:1]
     charts = [
         plot_waterfall(

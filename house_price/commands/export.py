@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         model.preprocessor.numeric_read + [f"{column} (string)" for column in model.preprocessor.categorical]
     )
     print(
-        f"Wrote {output}: inputs {inputs}; output {model.target}_prediction ({model.preprocessor.state['target_unit']})"
+        f"Wrote {output}: inputs {inputs}; output {model.target}_prediction ({model.preprocessor.state.target_unit})"
     )
     if check:
         print(

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     output = output_folder(arguments.output)
 
-    unit = model.preprocessor.state["target_unit"]
+    unit = model.preprocessor.state.target_unit
     table = sensitivity_table(model, frame)
     with pd.option_context("display.width", 140, "display.max_columns", None, "display.float_format", "{:.6g}".format):
         print(

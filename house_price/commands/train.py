@@ -116,7 +116,7 @@ class HousePriceCLI(LightningCLI):
         if not trainer.is_global_zero:
             return
         model, test = self.model, self.datamodule.splits["test"]
-        unit = model.preprocessor.state["target_unit"]
+        unit = model.preprocessor.state.target_unit
         metrics = stage_metrics(logged, "test")
         # Only the CSV logger writes metrics.csv (--trainer.logger false, or another logger, leaves none to plot).
         history = run / "metrics.csv"

@@ -201,7 +201,7 @@ class Pricer:
             "checkpoint": self.name,
             "sha256": self.sha256,
             "target": self.model.target,
-            "unit": state["target_unit"],
+            "unit": state.target_unit,
             "architecture": "comparables" if self.model.network.retrieves else "mlp",
             "intervals": self.model.calibration is not None,
         }
@@ -218,21 +218,21 @@ class Pricer:
             entry = {
                 "name": column,
                 "type": "number",
-                "min": state["minimum"][index],
-                "max": state["maximum"][index],
-                "default": state["medians"][index],
+                "min": state.minimum[index],
+                "max": state.maximum[index],
+                "default": state.medians[index],
             }
             if column in preprocessor.binary:
-                entry["values"] = sorted({state["minimum"][index], state["maximum"][index]})
+                entry["values"] = sorted({state.minimum[index], state.maximum[index]})
             columns.append(entry)
         for column, form in preprocessor.date_formats.items():
             columns.append({"name": column, "type": "date", "format": form.split("|")[0]})  # the layout the page writes
-        modes = state.get("modes") or [None] * len(preprocessor.categorical)
-        for column, vocabulary, mode in zip(preprocessor.categorical, state["vocabularies"], modes):
+        modes = state.modes or [None] * len(preprocessor.categorical)
+        for column, vocabulary, mode in zip(preprocessor.categorical, state.vocabularies, modes):
             columns.append({"name": column, "type": "category", "categories": vocabulary, "default": mode})
         return {
             "target": self.model.target,
-            "unit": state["target_unit"],
+            "unit": state.target_unit,
             "columns": columns,
             "max_rows": limits.max_rows,
             "intervals": self.model.calibration is not None,
