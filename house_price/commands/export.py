@@ -61,9 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     inputs = ", ".join(
         model.preprocessor.numeric_read + [f"{column} (string)" for column in model.preprocessor.categorical]
     )
-    print(
-        f"Wrote {output}: inputs {inputs}; output {model.target}_prediction ({model.preprocessor.state.target_unit})"
-    )
+    print(f"Wrote {output}: inputs {inputs}; output {model.target}_prediction ({model.preprocessor.state.target_unit})")
     if check:
         print(
             f"onnxruntime vs the checkpoint on {check['rows']} test rows: largest difference {check['max_abs_difference']:.3g} "
