@@ -83,48 +83,12 @@ def fit_statistics(
     coordinates and prices, and each training row's value comes from the rows outside its fold; with `row_folds` too,
     those must be its folds, and network f's bins are fitted on its own location prices (`Preprocessor.fold_numeric`).
     """
-    from sklearn.impute import SimpleImputer
-    from sklearn.preprocessing import QuantileTransformer, StandardScaler
-
-    numeric, categorical = numeric_and_categorical(train, target)
-    declared = date_formats or {}
-    for column in declared:
-        if column not in categorical or column in categorical_columns:
-            kind = (
-                "not in the data"
-                if column not in train.columns
-                else "declared a category"
-                if column in categorical_columns
-                else "the target"
-                if column == target
-                else "a column of numbers, not text"
-            )
-            raise HousePriceError(
-                f"data.date_formats names '{column}', which is {kind}; name text columns of dates only"
-            )
-    formats = find_date_formats(
-        train, [column for column in categorical if column not in categorical_columns], declared
-    )
+    numeric, categorical, formats, ignored = _feature_columns(train, target, categorical_columns, date_formats or {})
     dates = list(formats)
-    text = [column for column in categorical if column not in dates]
-    ignored = id_like_columns(train, text=text, numeric=numeric)
-    ignored |= constant_columns(train, [column for column in numeric + text if column not in ignored])
-    for column, why in ignored.items():
-        print(
-            f"warning: column '{column}' {why}; it is left out: name it in --data.drop_columns to drop it yourself",
-            file=sys.stderr,
-        )
-    numeric = [column for column in numeric if column not in ignored]
-    categorical = [column for column in text if column not in ignored]
-    if not numeric and not categorical and not dates:
-        raise HousePriceError(
-            f"every feature column was left out ({list(ignored)}: see the warnings); there is nothing to learn the "
-            f"price '{target}' from: add columns that describe the houses"
-        )
     warn_about_the_target(train, target, numeric)
     train = with_date_features(train, formats)
     numeric += [name for column in dates for name in date_feature_names(column)]
-    location = None
+    location = own = None
     if location_folds is not None:
         if row_folds is not None and not np.array_equal(row_folds, location_folds):
             raise ValueError("cross-fitted, the location price's folds must be the networks' (row_folds)")
@@ -145,21 +109,74 @@ def fit_statistics(
     }
     if location is not None:
         state["location"] = location
+    state.update(_numeric_statistics(train[numeric].to_numpy(dtype=np.float64), numeric, scaling, n_quantiles, seed))
+    state.update(_category_statistics(train, categorical))
+    state.update(_target_statistics(train[target], log_target))
+    state.update(_fitted_bins(state, train, own, row_folds, n_bins, seed))
+    return state
 
-    values = train[numeric].to_numpy(dtype=np.float64)
+
+def _feature_columns(
+    train: pd.DataFrame, target: str, categorical_columns: list[str], declared: dict[str, str]
+) -> tuple[list[str], list[str], dict[str, str], dict[str, str]]:
+    """`fit_statistics`' columns: (numeric, categorical, each date column's format, each left-out column's reason),
+    each left-out column warned about on stderr; `declared`: `date_formats` as given, each checked to name text."""
+    numeric, categorical = numeric_and_categorical(train, target)
+    for column in declared:
+        if column not in categorical or column in categorical_columns:
+            kind = (
+                "not in the data"
+                if column not in train.columns
+                else "declared a category"
+                if column in categorical_columns
+                else "the target"
+                if column == target
+                else "a column of numbers, not text"
+            )
+            raise HousePriceError(
+                f"data.date_formats names '{column}', which is {kind}; name text columns of dates only"
+            )
+    formats = find_date_formats(
+        train, [column for column in categorical if column not in categorical_columns], declared
+    )
+    text = [column for column in categorical if column not in formats]
+    ignored = id_like_columns(train, text=text, numeric=numeric)
+    ignored |= constant_columns(train, [column for column in numeric + text if column not in ignored])
+    for column, why in ignored.items():
+        print(
+            f"warning: column '{column}' {why}; it is left out: name it in --data.drop_columns to drop it yourself",
+            file=sys.stderr,
+        )
+    numeric = [column for column in numeric if column not in ignored]
+    categorical = [column for column in text if column not in ignored]
+    if not numeric and not categorical and not formats:
+        raise HousePriceError(
+            f"every feature column was left out ({list(ignored)}: see the warnings); there is nothing to learn the "
+            f"price '{target}' from: add columns that describe the houses"
+        )
+    return numeric, categorical, formats, ignored
+
+
+def _numeric_statistics(
+    values: np.ndarray, numeric: list[str], scaling: Scaling, n_quantiles: int, seed: int
+) -> dict[str, Any]:
+    """The numeric inputs' statistics from their training values [n, len(numeric)]: medians, indicators, binary
+    columns, the training range, and the scaling's numbers."""
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import QuantileTransformer, StandardScaler
+
     has_gaps = np.isnan(values).any(axis=0)
     imputed = SimpleImputer(strategy="median", keep_empty_features=True).fit(values) if numeric else None
-    state["medians"] = imputed.statistics_.tolist() if imputed else []
-    state["indicators"] = [name for name, gap in zip(numeric, has_gaps) if gap]
-    # Columns with two values (0/1 flags) enter the network as 0/1 rather than embedded or quantile-scaled.
-    state["binary"] = [
-        name for name, column in zip(numeric, values.T) if len(np.unique(column[~np.isnan(column)])) <= 2
-    ]
-    # The training range bounds the model's "what if" analyses (analysis.sensitivity).
-    state["minimum"] = np.nanmin(values, axis=0).tolist() if numeric else []
-    state["maximum"] = np.nanmax(values, axis=0).tolist() if numeric else []
+    state: dict[str, Any] = {
+        "medians": imputed.statistics_.tolist() if imputed else [],
+        "indicators": [name for name, gap in zip(numeric, has_gaps) if gap],
+        # Columns with two values (0/1 flags) enter the network as 0/1 rather than embedded or quantile-scaled.
+        "binary": [name for name, column in zip(numeric, values.T) if len(np.unique(column[~np.isnan(column)])) <= 2],
+        # The training range bounds the model's "what if" analyses (analysis.sensitivity).
+        "minimum": np.nanmin(values, axis=0).tolist() if numeric else [],
+        "maximum": np.nanmax(values, axis=0).tolist() if numeric else [],
+    }
     filled = imputed.transform(values) if imputed else values
-
     if scaling not in ("standard", "quantile"):
         raise HousePriceError(f"unknown scaling '{scaling}'; use 'standard' or 'quantile'")
     if not numeric:  # categories only: nothing to scale (scikit-learn's scalers refuse zero columns)
@@ -170,52 +187,72 @@ def fit_statistics(
         state["scale"] = scaler.scale_.tolist()
     else:
         scaler = QuantileTransformer(
-            n_quantiles=min(n_quantiles, len(train)),
+            n_quantiles=min(n_quantiles, len(values)),
             output_distribution="normal",
-            subsample=len(train),
+            subsample=len(values),
             random_state=seed,
         ).fit(filled)
         state["quantiles"] = [
             snap_to_values(q, column).tolist() for q, column in zip(scaler.quantiles_.T, filled.T)
         ]  # one list per feature
         state["references"] = scaler.references_.tolist()
+    return state
 
-    state["vocabularies"] = [sorted(category_text(train[column]).dropna().unique().tolist()) for column in categorical]
-    state["category_gaps"] = [column for column in categorical if train[column].isna().any()]
-    # The most frequent category per column: the reference house of attributions (analysis.attributions).
-    state["modes"] = [
-        category_text(train[column]).mode().iloc[0] if train[column].notna().any() else None for column in categorical
-    ]
 
-    target_values = _target_space(train[target].to_numpy(dtype=np.float64), log_target)
-    state["target_mean"] = float(target_values.mean())
-    state["target_std"] = float(target_values.std()) or 1.0
-    state["target_minimum"] = float(
-        train[target].min()
-    )  # a target positive in every training row gets no negative bound
+def _category_statistics(train: pd.DataFrame, categorical: list[str]) -> dict[str, Any]:
+    """Each categorical column's vocabulary (its training values as text), whether it had gaps, and its mode."""
+    return {
+        "vocabularies": [sorted(category_text(train[column]).dropna().unique().tolist()) for column in categorical],
+        "category_gaps": [column for column in categorical if train[column].isna().any()],
+        # The most frequent category per column: the reference house of attributions (analysis.attributions).
+        "modes": [
+            category_text(train[column]).mode().iloc[0] if train[column].notna().any() else None
+            for column in categorical
+        ],
+    }
 
+
+def _target_statistics(prices: pd.Series, log_target: bool) -> dict[str, Any]:
+    """The (log) target's mean and standard deviation, which standardize it, and the lowest training price."""
+    target_values = _target_space(prices.to_numpy(dtype=np.float64), log_target)
+    return {
+        "target_mean": float(target_values.mean()),
+        "target_std": float(target_values.std()) or 1.0,
+        "target_minimum": float(prices.min()),  # a target positive in every training row gets no negative bound
+    }
+
+
+def _fitted_bins(
+    state: dict[str, Any],
+    train: pd.DataFrame,
+    own: torch.Tensor | None,
+    row_folds: np.ndarray | None,
+    n_bins: int,
+    seed: int,
+) -> dict[str, Any]:
+    """`bin_edges` of the scaled training inputs (and per fold, cross-fitted, `fold_bin_edges`); `own`: the training
+    rows' own location prices, just fitted (no second search), or None without the location price."""
     preprocessor = Preprocessor({**state, "bin_edges": []})  # to scale the inputs the bins are fitted on
-    # The training rows' own location prices are those just fitted: no second search.
     raw = (
         preprocessor.raw_numeric(train)
-        if location is None
+        if own is None
         else torch.cat([preprocessor._read_numeric(train), own[:, None]], dim=1)
     )
     inputs = preprocessor.scale_numeric(raw)[:, : preprocessor.n_continuous].numpy()
-    values = preprocessor.encode_target(train[target]).numpy()
-    state["bin_edges"] = tree_bin_edges(inputs, values, n_bins, seed)
+    values = preprocessor.encode_target(train[state["target"]]).numpy()
+    bins: dict[str, Any] = {"bin_edges": tree_bin_edges(inputs, values, n_bins, seed)}
     if row_folds is not None:
         learned = [row_folds != fold for fold in range(int(row_folds.max()) + 1)]
         # With the location price, network f's bins are fitted on its own inputs (`Preprocessor.fold_numeric`).
         fold_inputs = (
             [inputs] * len(learned)
-            if location is None
+            if own is None
             else preprocessor.fold_numeric(train, torch.as_tensor(row_folds))[..., : preprocessor.n_continuous].numpy()
         )
-        state["fold_bin_edges"] = [
+        bins["fold_bin_edges"] = [
             tree_bin_edges(network[rows], values[rows], n_bins, seed) for network, rows in zip(fold_inputs, learned)
         ]
-    return state
+    return bins
 
 
 def warn_about_the_target(train: pd.DataFrame, target: str, numeric: list[str]) -> None:
