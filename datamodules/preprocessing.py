@@ -17,6 +17,17 @@ import numpy as np
 import pandas as pd
 import torch
 
+from house_price.datamodules.columns import (
+    check_numeric_columns,
+    check_target_values,
+    constant_columns,
+    find_column,
+    id_like_columns,
+    numeric_and_categorical,
+    refuse_infinite,
+)
+from house_price.datamodules.dates import date_feature_names, read_dates, with_date_features
+from house_price.datamodules.dates import date_formats as find_date_formats
 from house_price.datamodules.location import (
     LOCATION_PRICE,
     NEIGHBOURS,
@@ -26,19 +37,6 @@ from house_price.datamodules.location import (
     out_of_fold_prices,
     positions,
 )
-from house_price.datamodules.sources import (
-    check_numeric_columns,
-    check_target_values,
-    constant_columns,
-    date_feature_names,
-    find_column,
-    id_like_columns,
-    numeric_and_categorical,
-    read_dates,
-    refuse_infinite,
-    with_date_features,
-)
-from house_price.datamodules.sources import date_formats as find_date_formats
 from house_price.datamodules.state import STATE_VERSION, PreprocessingState
 from house_price.errors import HousePriceError
 

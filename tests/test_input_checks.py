@@ -15,7 +15,7 @@ import torch
 from conftest import ROOT, assert_clean_failure, plain_datamodule, run_in_process
 from test_tables import sales
 
-from house_price.datamodules.sources import date_formats, read_dates
+from house_price.datamodules.dates import date_formats, read_dates
 from house_price.errors import HousePriceError
 
 

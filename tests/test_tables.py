@@ -14,7 +14,8 @@ import torch
 from conftest import ROOT, plain_datamodule, run_script
 
 from house_price.datamodules import HousingDataModule
-from house_price.datamodules.sources import constant_columns, read_table
+from house_price.datamodules.columns import constant_columns
+from house_price.datamodules.sources import read_table
 from house_price.errors import HousePriceError
 
 

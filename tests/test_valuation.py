@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from house_price.datamodules.sources import date_feature_names
+from house_price.datamodules.dates import date_feature_names
 from house_price.errors import HousePriceError
 from house_price.models.as_of import as_of_date, priced_as_of
 from house_price.models.checkpoint import load_model, training_split

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from house_price.datamodules.sources import chosen_rows, read_table
+from house_price.datamodules.columns import chosen_rows
+from house_price.datamodules.sources import read_table
 from house_price.errors import exit_cleanly_on_error
 from house_price.files import output_folder, write_atomic
 from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, training_split

@@ -22,7 +22,7 @@ import pandas as pd
 
 from house_price.commands.arguments import whole_number
 from house_price.datamodules.batches import TensorBatches
-from house_price.datamodules.sources import find_column
+from house_price.datamodules.columns import find_column
 from house_price.errors import HousePriceError, exit_cleanly_on_error, stop_on_sigterm
 from house_price.files import output_folder
 from house_price.models.checkpoint import houses, model_from_checkpoint, read_checkpoint

@@ -19,7 +19,8 @@ import pandas as pd
 
 from house_price.analysis.attributions import shapley_values
 from house_price.analysis.plots import plot_importance, plot_waterfall
-from house_price.datamodules.sources import chosen_rows, read_table
+from house_price.datamodules.columns import chosen_rows
+from house_price.datamodules.sources import read_table
 from house_price.errors import exit_cleanly_on_error
 from house_price.files import output_folder, write_atomic
 from house_price.models.checkpoint import load_model
