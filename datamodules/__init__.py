@@ -6,7 +6,7 @@ import importlib
 _EXPORTS = {
     "HousingDataModule": ".housing",
     "Preprocessor": ".preprocessing",
-    "fit_statistics": ".preprocessing",
+    "fit_statistics": ".fitting",
 }
 __all__ = list(_EXPORTS)
 

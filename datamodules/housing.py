@@ -18,8 +18,9 @@ from sklearn.model_selection import KFold, train_test_split
 from house_price.datamodules.batches import TensorBatches
 from house_price.datamodules.columns import check_table, column_names, find_column, numeric_and_categorical
 from house_price.datamodules.dates import date_formats, read_dates
+from house_price.datamodules.fitting import fit_statistics
 from house_price.datamodules.location import LOCATION_PRICE, coordinate_columns
-from house_price.datamodules.preprocessing import Preprocessor, Scaling, category_text, fit_statistics
+from house_price.datamodules.preprocessing import Preprocessor, Scaling, category_text
 from house_price.datamodules.sources import CALIFORNIA_TARGET, CALIFORNIA_UNIT, load_california, read_table
 from house_price.errors import HousePriceError
 

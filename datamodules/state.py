@@ -1,4 +1,4 @@
-"""The fitted preprocessing as one typed value: what `preprocessing.fit_statistics` learns from the training rows.
+"""The fitted preprocessing as one typed value: what `fitting.fit_statistics` learns from the training rows.
 
 A checkpoint holds it as a plain dict (`to_dict`, weights-only loading reads nothing else); `from_dict` reads such a
 dict back and refuses, in one line naming the field, one that is not what `fit_statistics` writes: a checkpoint

@@ -62,7 +62,7 @@ class PiecewiseLinearEmbedding(nn.Module):
 
     x_f -> w_f x_f + b_f + V_f ramps_f(x_f), no activation. ramps_f(x)[t] is 0 below bin t of feature f, 1 above it
     and rises linearly across it (the first and last bins extend beyond the training range). V starts at zero, so
-    the embedding starts linear and learns its bends. With tree-fitted bins (`preprocessing.tree_bin_edges`) the
+    the embedding starts linear and learns its bends. With tree-fitted bins (`fitting.tree_bin_edges`) the
     edges sit where the price changes with the feature. [..., n_features] -> [..., n_features * dim].
     """
 

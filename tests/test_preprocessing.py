@@ -12,7 +12,8 @@ import torch
 from sklearn.preprocessing import QuantileTransformer
 
 from house_price.datamodules import HousingDataModule, Preprocessor, fit_statistics
-from house_price.datamodules.preprocessing import UNKNOWN, tree_bin_edges
+from house_price.datamodules.fitting import tree_bin_edges
+from house_price.datamodules.preprocessing import UNKNOWN
 from house_price.datamodules.state import PreprocessingState
 from house_price.errors import HousePriceError
 

@@ -185,7 +185,8 @@ def test_unseen_categories_are_reported_and_whitespace_is_trimmed(housing_run, h
 
 
 def test_a_missing_category_gets_its_own_slot_when_training_had_missing_values():
-    from house_price.datamodules.preprocessing import MISSING, UNKNOWN, Preprocessor, fit_statistics
+    from house_price.datamodules.fitting import fit_statistics
+    from house_price.datamodules.preprocessing import MISSING, UNKNOWN, Preprocessor
 
     rng = np.random.default_rng(0)
     train = pd.DataFrame(
