@@ -131,8 +131,9 @@ class PriceModel(nn.Module):
             inputs.pop("bin_edges", None)
             if len(edges) != folds:
                 raise HousePriceError(
-                    f"preprocessing field 'fold_bin_edges' holds {len(edges)} folds, and model.folds is {folds}; the "
-                    "checkpoint is damaged or was edited: use another one"
+                    f"preprocessing field 'fold_bin_edges' holds {len(edges)} folds, and model.folds is {folds}: leave "
+                    "model.folds out (it takes the preprocessing's), or, loading a checkpoint, the file is damaged or "
+                    "was edited: use another one"
                 )
             networks = [
                 TabularMLP(

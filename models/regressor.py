@@ -253,8 +253,8 @@ class HousePriceRegressor(PriceModel, L.LightningModule):
         if getattr(datamodule, "folds", folds) != folds:
             raise HousePriceError(
                 f"the model has {folds} fold{'s' if folds > 1 else ''} and the data module {datamodule.folds}; build "
-                "the model with the data module's: HousePriceRegressor(preprocessing=dm.preprocessing, folds=dm.folds) "
-                "(the training CLI passes --data.folds on to the model)"
+                "the model from this data module's preprocessing, HousePriceRegressor(preprocessing=dm.preprocessing), "
+                "which takes its folds"
             )
         if isinstance(self.network, FoldEnsemble):
             self.network.assign_folds(datamodule.row_folds(), datamodule.fold_numeric())

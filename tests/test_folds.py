@@ -216,3 +216,15 @@ def test_a_small_table_is_cross_fitted_by_default_and_reloads_exactly(tmp_path):
     )
     exported = run_script("export.py", str(best), "--output", str(tmp_path / "model.onnx"), "--verify", cwd=ROOT)
     assert exported.returncode == 0, exported.stderr[-3000:]
+
+
+def test_a_model_takes_the_folds_of_its_preprocessing_and_a_fit_on_other_folds_is_refused(tmp_path):
+    crossed = plain_datamodule(priced_frame(150), target="price", folds=3)
+    assert HousePriceRegressor(preprocessing=crossed.preprocessing, hidden_sizes=[8]).folds == 3
+    with pytest.raises(HousePriceError, match="holds 3 folds, and model.folds is 1: leave model.folds out"):
+        HousePriceRegressor(preprocessing=crossed.preprocessing, hidden_sizes=[8], folds=1)
+    plain = plain_datamodule(priced_frame(150), target="price")
+    model = HousePriceRegressor(preprocessing=crossed.preprocessing, hidden_sizes=[8], ensemble_size=2)
+    trainer = L.Trainer(max_epochs=1, logger=False, enable_progress_bar=False, default_root_dir=tmp_path)
+    with pytest.raises(HousePriceError, match="the model has 3 folds and the data module 1; build the model from this"):
+        trainer.fit(model, datamodule=plain)
