@@ -241,14 +241,15 @@ except ImportError:  # the LitServe row is left out
 if litserve is not None:
 
     class PriceAPI(litserve.LitAPI):
-        """The same pricing (house_price.serving.service.Pricer) behind LitServe: predict prices a request's houses."""
+        """The same pricing (house_price.serving.pricer.Pricer) behind LitServe: predict prices a request's houses."""
 
         def __init__(self, checkpoint: str) -> None:
             super().__init__()
             self.checkpoint = checkpoint
 
         def setup(self, device) -> None:
-            from house_price.serving.service import Limits, Pricer
+            from house_price.serving.limits import Limits
+            from house_price.serving.pricer import Pricer
 
             self.pricer, self.limits = Pricer(self.checkpoint), Limits()
 
@@ -327,7 +328,8 @@ def main() -> None:
 
     from house_price.hardware import keep_freed_memory
     from house_price.onnx import export_onnx, onnx_inputs
-    from house_price.serving.service import Limits, Pricer
+    from house_price.serving.limits import Limits
+    from house_price.serving.pricer import Pricer
 
     keep_freed_memory()  # as the server does
     with tempfile.TemporaryDirectory() as temporary:

@@ -66,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
     import uvicorn  # after the arguments: --help answers at once
 
     from house_price.hardware import cores
-    from house_price.serving.service import IdleTimeoutProtocol, Limits, create_app
+    from house_price.serving.limits import Limits
+    from house_price.serving.service import IdleTimeoutProtocol, create_app
 
     port = whole_number(arguments.port, "--port", 1, 65_535)
     workers = whole_number(arguments.workers, "--workers", 1)
@@ -125,7 +126,8 @@ def app_from_settings():
     """A worker's app, from the settings its parent left in the environment (uvicorn starts workers by import)."""
     import torch
 
-    from house_price.serving.service import Limits, create_app
+    from house_price.serving.limits import Limits
+    from house_price.serving.service import create_app
 
     settings = json.loads(os.environ[SETTINGS])
     torch.set_num_threads(settings["torch_threads"])
