@@ -34,8 +34,8 @@ SEARCH_CHUNK = 2**19
 # Sales beyond the neighbours whose distances are computed for each house, found through a k-d tree: a house whose
 # candidates cannot be shown to hold its nearest sales is searched over every sale.
 CANDIDATES = 16
-# Houses from which the k-d tree is searched on every core (scipy's `workers=-1`: the same answers, sooner); fewer
-# spend more on starting the threads than they save.
+# Houses from which the k-d tree is searched on as many threads as torch uses (scipy's `workers`: the same answers,
+# sooner; one in a server whose pricing threads take a core each); fewer spend more on starting threads than they save.
 PARALLEL_SEARCH = 4096
 
 
@@ -110,7 +110,7 @@ def location_prices(
         from scipy.spatial import cKDTree
 
         tree = tree if tree is not None else cKDTree(sales.numpy())
-        workers = -1 if len(known) >= PARALLEL_SEARCH else 1
+        workers = torch.get_num_threads() if len(known) >= PARALLEL_SEARCH else 1
         found, indices = tree.query(queries[known].numpy(), k=count, workers=workers)
         candidates = torch.from_numpy(indices).long()  # [m, count], nearest first
         distances = sum((queries[known, None, axis] - sales[candidates, axis]).square() for axis in range(3))
