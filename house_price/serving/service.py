@@ -127,9 +127,10 @@ def create_app(checkpoint_path: str | Path, limits: Limits | None = None) -> Fas
     )
 
     async def priced(request: Request, work: Callable[[Any], Any]) -> Response:
-        """`work(body)` on the pool, the body parsed there too, its bytes held in the budget until it is answered."""
+        """`work(body)` on the pool, the body parsed and the answer written there too (a large one's JSON is work the
+        event loop would otherwise wait on), its bytes held in the budget until it is answered."""
         async with budget.reading(request) as body:
-            return answer(await asyncio.get_running_loop().run_in_executor(pool, lambda: work(parse_json(body))))
+            return await asyncio.get_running_loop().run_in_executor(pool, lambda: answer(work(parse_json(body))))
 
     @app.exception_handler(HousePriceError)
     async def bad_input(request: Request, error: HousePriceError) -> Response:
