@@ -12,6 +12,7 @@ PyTorch processes on two cores slow each other several times over.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import os
 import statistics
@@ -28,6 +29,7 @@ from benchmarks.serve import HOUSING_CSV, ROOT, commit, train_small_model
 from house_price.files import write_text_atomic
 from house_price.hardware import machine_line
 from house_price.models.checkpoint import load_model
+from house_price.models.kernels import torch_kernels
 from house_price.models.pricing import PREDICT_BATCH
 
 ROUNDS = 3
@@ -59,17 +61,24 @@ def timed_predict(checkpoint: Path, source: Path, output: Path, threads: int | N
     return time.perf_counter() - start
 
 
-def network_seconds(model, frame: pd.DataFrame) -> float:
+def network_seconds(model, frame: pd.DataFrame) -> dict[str, float]:
     """Seconds of the network alone (torch's default threads) over the frame's rows, in the command's batches, their
-    inputs read beforehand; the best of ROUNDS."""
+    inputs read beforehand, with the kernels pricing uses (oneDNN's linear: `models.kernels`) and with F.linear's;
+    the best of ROUNDS each, round robin."""
     numeric, codes = model.preprocessor.transform(frame)
-    network, best = model.network.eval(), math.inf
+    network = model.network.eval()
+    kernels = {
+        "oneDNN's linear (pricing's default)": contextlib.nullcontext,
+        "F.linear (torch_kernels())": torch_kernels,
+    }
+    best = dict.fromkeys(kernels, math.inf)
     for _ in range(ROUNDS):
-        start = time.perf_counter()
-        with torch.no_grad():
-            for begin in range(0, len(frame), PREDICT_BATCH):
-                network.member_outputs(numeric[begin : begin + PREDICT_BATCH], codes[begin : begin + PREDICT_BATCH])
-        best = min(best, time.perf_counter() - start)
+        for label, choice in kernels.items():
+            start = time.perf_counter()
+            with torch.no_grad(), choice():
+                for begin in range(0, len(frame), PREDICT_BATCH):
+                    network.member_outputs(numeric[begin : begin + PREDICT_BATCH], codes[begin : begin + PREDICT_BATCH])
+            best[label] = min(best[label], time.perf_counter() - start)
     return best
 
 
@@ -114,7 +123,10 @@ def main() -> None:
         "| threads | seconds | rows/s |",
         "|---|---|---|",
         *(f"| {label} | {seconds:.1f} | {rows / seconds:,.0f} |" for label, seconds in results.items()),
-        f"| the network alone, torch's default threads | {network:.1f} | {rows / network:,.0f} |",
+        *(
+            f"| the network alone, torch's default threads, {label} | {seconds:.1f} | {rows / seconds:,.0f} |"
+            for label, seconds in network.items()
+        ),
         "",
     ]
     report = "\n".join(lines)

@@ -45,8 +45,9 @@ def keep_freed_memory(*, any_size: bool = False) -> None:
     page by page, which costs more than the arithmetic on it (benchmarks/SERVE.md). Training allocates the same
     tensors at every step, some over glibc's 32 MiB limit for the threshold (the comparables network embeds every
     candidate at every step), so training keeps every size: faulting them in again was most of such a run's system
-    time (benchmarks/COMPARABLES.md). Freed memory stays with the process, up to 256 MiB at the heap's top. Only
-    where the C library is glibc (Linux); elsewhere nothing changes. The numbers computed are the same either way.
+    time (benchmarks/COMPARABLES.md). `predict` keeps every size too: each chunk of a file allocates the same tensors
+    again. Freed memory stays with the process, up to 256 MiB at the heap's top. Only where the C library is glibc
+    (Linux); elsewhere nothing changes. The numbers computed are the same either way.
     """
     if not sys.platform.startswith("linux"):
         return

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from house_price.models.kernels import Linear
 from house_price.models.network import _ACTIVATIONS, Activation, ByteDropout, EmbeddedInputs
 
 # Distances computed at once in `nearest`, at most: queries x candidates (4 bytes each: 64 MiB).
@@ -111,30 +112,30 @@ class ComparablesNetwork(EmbeddedInputs):
             raise ValueError(f"{context_size=} and {d_main=} must be positive, {predictor_blocks=} non-negative")
         d_block = int(d_main * d_multiplier)
         self.context_size = context_size
-        self.linear = nn.Linear(self.width, d_main)
-        self.key = nn.Linear(d_main, d_main)  # TabR's K
-        self.label_encoder = nn.Linear(1, d_main)
+        self.linear = Linear(self.width, d_main)
+        self.key = Linear(d_main, d_main)  # TabR's K
+        self.label_encoder = Linear(1, d_main)
         nn.init.uniform_(self.label_encoder.weight, -(2**-0.5), 2**-0.5)  # TabR's initialisation (fan-in 2)
         nn.init.uniform_(self.label_encoder.bias, -(2**-0.5), 2**-0.5)
         # TabR's T(k - k_i) = W2 dropout(act(W1 (k - k_i) + b1)), what the key difference adds to a comparable's
         # price. Computed as W1 k + b1 - W1 k_i (W1 applied once per house and once per candidate, not per pair), and
         # W2, linear without bias, after the weighted sum over the context: the same values, without the
         # [B, m, d_block] x [d_block, d] product that dominated a step on a CPU.
-        self.difference_in = nn.Linear(d_main, d_block)
+        self.difference_in = Linear(d_main, d_block)
         self.difference_activation = nn.Sequential(_ACTIVATIONS[activation](), ByteDropout(dropout))
-        self.difference_out = nn.Linear(d_block, d_main, bias=False)
+        self.difference_out = Linear(d_block, d_main, bias=False)
         self.context_dropout = ByteDropout(context_dropout)
         self.blocks = nn.ModuleList(
             nn.Sequential(
                 nn.LayerNorm(d_main),
-                nn.Linear(d_main, d_block),
+                Linear(d_main, d_block),
                 _ACTIVATIONS[activation](),
                 ByteDropout(dropout),
-                nn.Linear(d_block, d_main),
+                Linear(d_block, d_main),
             )
             for _ in range(predictor_blocks)
         )
-        self.head = nn.Sequential(nn.LayerNorm(d_main), _ACTIVATIONS[activation](), nn.Linear(d_main, 1))
+        self.head = nn.Sequential(nn.LayerNorm(d_main), _ACTIVATIONS[activation](), Linear(d_main, 1))
         n_numeric, n_categorical = inputs["n_numeric"], len(inputs["cardinalities"])
         self.register_buffer("candidate_numeric", torch.zeros(0, n_numeric))
         self.register_buffer("candidate_codes", torch.zeros(0, n_categorical, dtype=torch.int64))

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from house_price.datamodules.preprocessing import UNKNOWN
+from house_price.models.kernels import Linear, linear
 
 Activation = Literal["relu", "gelu", "silu"]
 Normalization = Literal["none", "batch", "layer"]
@@ -115,7 +116,7 @@ class GroupedLinear(nn.Module):
             return torch.baddbmm(self.bias, x, self.weight)
         k, d_in, d_out = self.weight.shape
         side_by_side = self.weight.permute(1, 0, 2).reshape(d_in, k * d_out)
-        return torch.addmm(self.bias.flatten(), x, side_by_side).view(len(x), k, d_out).transpose(0, 1)
+        return linear(x, side_by_side.t(), self.bias.flatten()).view(len(x), k, d_out).transpose(0, 1)
 
 
 class BatchEnsembleLinear(nn.Module):
@@ -139,7 +140,7 @@ class BatchEnsembleLinear(nn.Module):
             _init_chunks_(self.r, first_chunks, "normal" if embedded else "random-signs")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.bias, (x * self.r) @ self.weight, self.s)
+        return torch.addcmul(self.bias, linear(x * self.r, self.weight.t()), self.s)
 
 
 class MiniEnsembleAdapter(nn.Module):
@@ -336,7 +337,7 @@ class TabularMLP(EmbeddedInputs):
             elif ensemble == "tabm":
                 layers.append(BatchEnsembleLinear(k, width, size, chunks if index == 0 else None, embedded))
             else:
-                layers.append(nn.Linear(width, size))  # one layer every member applies
+                layers.append(Linear(width, size))  # one layer every member applies
             layers += [MemberNorm(normalization, k, size), _ACTIVATIONS[activation]()]
             if dropout:
                 layers.append(ByteDropout(dropout))

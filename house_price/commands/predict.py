@@ -18,6 +18,7 @@ from pathlib import Path
 
 from house_price.errors import exit_cleanly_on_error, stop_on_sigterm
 from house_price.files import check_output
+from house_price.hardware import keep_freed_memory
 from house_price.models.as_of import as_of_date, sale_date_column
 from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint
 from house_price.prediction import predict_file
@@ -47,6 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output file")
     arguments = parser.parse_args(argv)
     stop_on_sigterm()
+    keep_freed_memory(any_size=True)  # every chunk allocates the same large tensors again
 
     date = as_of_date(arguments.as_of) if arguments.as_of is not None else None
     output = check_output(arguments.output, arguments.overwrite)
