@@ -271,10 +271,11 @@ def fit_location(
 ) -> tuple[dict[str, Any], torch.Tensor]:
     """The location price's state (the training sales with both coordinates: latitude, longitude and price, in the
     model's price space) and each training row's own value [n], from the rows outside its fold."""
-    coordinates = coordinate_columns(numeric)
+    coordinates = coordinate_columns(train, numeric)
     if coordinates is None:
         raise HousePriceError(
-            f"the location price needs latitude and longitude columns (named latitude or lat, longitude, lon or lng); "
+            f"the location price needs latitude and longitude columns (named latitude or lat, longitude, lon or lng, or "
+            "a name beginning so, whose values are degrees); "
             f"the numeric columns are {numeric}: give --data.location_price false"
         )
     if LOCATION_PRICE in train.columns:

@@ -376,7 +376,7 @@ class HousingDataModule(L.LightningDataModule):
         """Resolve `location_price: auto` for this table (after `folds`), say so, and keep the answer."""
         if self.hparams.location_price != "auto":
             return
-        coordinates = coordinate_columns([str(column) for column in frame.columns if column != self.target])
+        coordinates = coordinate_columns(frame, [str(column) for column in frame.columns if column != self.target])
         one_place = coordinates is not None and all(frame[column].nunique() <= 1 for column in coordinates)
         self.hparams.location_price = (
             coordinates is not None

@@ -16,8 +16,10 @@ training order (`TIE_BREAK`) in every runtime; a house without both coordinates 
 from __future__ import annotations
 
 import math
+import re
 from typing import Any
 
+import pandas as pd
 import torch
 
 LOCATION_PRICE = "location price"  # the derived input's name
@@ -39,12 +41,33 @@ CANDIDATES = 16
 PARALLEL_SEARCH = 4096
 
 
-def coordinate_columns(columns: list[str]) -> tuple[str, str] | None:
-    """(latitude, longitude) among `columns` by name, case aside (latitude/lat, longitude/lon/lng/long), or None."""
+def coordinate_columns(frame: pd.DataFrame, columns: list[str]) -> tuple[str, str] | None:
+    """(latitude, longitude) among `columns` of `frame`, or None: by name, case aside (latitude/lat,
+    longitude/lon/lng/long); else by a word of the name that begins like one (`Lattitude`, `Longtitude`,
+    `latitude_deg`, `geo.lon`) where every value of the column is a number in degrees (-90..90, -180..180: a name
+    alone might mean something else). The first such column of each, in the frame's order."""
     by_name = {column.strip().lower(): column for column in columns}
     latitude = next((by_name[name] for name in LATITUDE_NAMES if name in by_name), None)
     longitude = next((by_name[name] for name in LONGITUDE_NAMES if name in by_name), None)
+    if latitude is None:
+        latitude = _named_like(frame, columns, ("lat",), 90.0)
+    if longitude is None:
+        longitude = _named_like(frame, columns, ("lon", "lng"), 180.0)
     return (latitude, longitude) if latitude is not None and longitude is not None else None
+
+
+def _named_like(frame: pd.DataFrame, columns: list[str], beginnings: tuple[str, ...], bound: float) -> str | None:
+    """The first of `columns` with a word beginning with one of `beginnings` whose values are all numbers within
+    +-bound (missing ones aside, some present), or None."""
+    for column in columns:
+        words = re.findall(r"[a-z]+", re.sub(r"([a-z])([A-Z])", r"\1 \2", column).lower())
+        if not any(word.startswith(beginnings) for word in words):
+            continue
+        values = pd.to_numeric(frame[column], errors="coerce")
+        given = frame[column].notna()
+        if given.any() and values[given].notna().all() and bool((values[given].abs() <= bound).all()):
+            return column
+    return None
 
 
 def positions(latitude: torch.Tensor, longitude: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from house_price.datamodules import Preprocessor
 from house_price.datamodules.housing import AUTO_FOLDS
 from house_price.datamodules.location import (
     LOCATION_PRICE,
+    coordinate_columns,
     fold_prices,
     location_prices,
     neighbour_mean,
@@ -221,6 +222,25 @@ def test_auto_decides_by_coordinates_and_folds_says_so_and_can_be_overridden(cap
         plain_datamodule(frame.drop(columns=["Longitude"]), target="price", location_price=True).preprocessing
     with pytest.raises(HousePriceError, match="data.location_price is 'yes'"):
         plain_datamodule(frame, target="price", location_price="yes")
+
+
+def test_coordinates_under_other_names_are_found_by_name_and_degrees_and_said(caplog):
+    """A table's coordinates named `Lattitude` and `Longtitude` (a real table's spelling) went unused: the location
+    price was off, "the table has no latitude and longitude columns"."""
+    frame = sales_frame(3200).rename(columns={"Latitude": "Lattitude", "Longitude": "Longtitude"})
+    decided = plain_datamodule(frame, target="price", location_price="auto")
+    assert decided.location_price is True
+    assert decided.preprocessing["location"]["columns"] == ["Lattitude", "Longtitude"]
+    assert "data.location_price auto: true, from ['Lattitude', 'Longtitude']" in caplog.text
+    other = {"Lattitude": "latitude_deg", "Longtitude": "geoLon"}
+    assert coordinate_columns(frame.rename(columns=other), ["sqft", "latitude_deg", "geoLon"]) == (
+        "latitude_deg",
+        "geoLon",
+    )
+    # A name alone is no proof: a "Longtitude" whose values no longitude can hold is not taken.
+    not_degrees = frame.assign(Longtitude=frame["sqft"] + 1000.0)
+    assert coordinate_columns(not_degrees, list(not_degrees.columns)) is None
+    assert plain_datamodule(not_degrees, target="price", location_price="auto").location_price is False
 
 
 def test_attributions_give_the_location_price_its_own_share_and_still_add_up():
