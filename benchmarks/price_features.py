@@ -36,7 +36,7 @@ import pandas as pd
 
 from benchmarks.tables import TABLES, package, package_folds
 from house_price.datamodules import HousingDataModule
-from house_price.datamodules.housing import fold_of_rows
+from house_price.datamodules.splits import fold_of_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 EARTH_RADIUS_KM = 6371.0

@@ -9,74 +9,18 @@ from pathlib import Path
 from typing import Any, Literal
 
 import lightning as L
-import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from sklearn.model_selection import KFold, train_test_split
 
 from house_price.datamodules.batches import TensorBatches
-from house_price.datamodules.columns import check_table, column_names, find_column, numeric_and_categorical
-from house_price.datamodules.dates import date_formats, read_dates
+from house_price.datamodules.columns import check_table, column_names, find_column
 from house_price.datamodules.fitting import fit_statistics
 from house_price.datamodules.location import LOCATION_PRICE, coordinate_columns
 from house_price.datamodules.preprocessing import Preprocessor, Scaling, category_text
 from house_price.datamodules.sources import CALIFORNIA_TARGET, CALIFORNIA_UNIT, load_california, read_table
+from house_price.datamodules.splits import AUTO_FOLDS, auto_folds, fingerprint, fold_of_rows, split_frame
 from house_price.errors import HousePriceError
-
-SPLITS = ("train", "val", "test")
-# `folds: auto`: cross-fit where a validation split would be a few hundred rows, and K fits of every row cost seconds.
-AUTO_FOLDS = 5
-AUTO_FOLDS_BELOW = 2_500  # rows left after the test split
-
-
-def fold_of_rows(n: int, k: int, seed: int) -> torch.Tensor:
-    """The fold (0 .. k-1) of each of `n` rows, int64 [n]: scikit-learn's KFold, shuffled with `seed`."""
-    folds = torch.empty(n, dtype=torch.int64)
-    for fold, (_, rows) in enumerate(KFold(k, shuffle=True, random_state=seed).split(range(n))):
-        folds[rows] = fold
-    return folds
-
-
-def sale_dates(frame: pd.DataFrame, target: str, column: str | None, declared: dict[str, str]) -> tuple[str, pd.Series]:
-    """The sale-date column (`column`, or the table's one date column) and its dates in UTC, NaT where unreadable; one
-    line where the named column holds no dates, or the table has no date column or several."""
-    if column is None:
-        _, text = numeric_and_categorical(frame, target)
-        formats = date_formats(frame, text, declared, warn=False)  # preprocessing warns about near-dates itself
-        if len(formats) != 1:
-            have = f"the date columns {list(formats)}" if formats else "no column of dates"
-            raise HousePriceError(
-                f"data.split time orders the sales by their sale date, and the table has {have}; "
-                "give --data.date_column NAME" + ("" if formats else " (a column of dates), or --data.split random")
-            )
-        (column,) = formats
-    else:
-        find_column(
-            frame,
-            column,
-            "date",
-            fix="name the sale-date column, or leave out --data.date_column where the table has one",
-        )
-        formats = date_formats(frame, [column], declared, warn=False)
-        if column not in formats:
-            raise HousePriceError(
-                f"data.date_column '{column}' does not hold dates (such as {frame[column].dropna().iloc[:1].tolist()}); "
-                "name the sale-date column, or give its format in --data.date_formats"
-            )
-    return column, read_dates(frame[column], formats[column]).reset_index(drop=True)
-
-
-def _span(dates: pd.Series) -> str:
-    dates = dates.dropna()
-    return f"{dates.min():%Y-%m-%d} to {dates.max():%Y-%m-%d}" if len(dates) else "no dates"
-
-
-def fingerprint(frame: pd.DataFrame) -> dict[str, Any]:
-    """{"rows", "sha256"} of a frame's column names and values, in row order; the index is ignored."""
-    digest = hashlib.sha256(json.dumps([str(column) for column in frame.columns]).encode())
-    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
-    return {"rows": len(frame), "sha256": digest.hexdigest()}
 
 
 class HousingDataModule(L.LightningDataModule):
@@ -256,61 +200,23 @@ class HousingDataModule(L.LightningDataModule):
         return frame
 
     def split(self, frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-        """Train / val / test frames: test first with `split_seed`, then validation with `split_seed + 1`; with
-        `folds`, train and val are both the rows left after the test split (see `row_folds`)."""
+        """Train / val / test frames (`splits.split_frame`); a time split's sale-date column is kept (the checkpoint,
+        `predict --as-of`)."""
         hp = self.hparams
-        rows = list(range(len(frame)))
-        n_test = self._test_rows(len(rows))
-        n_val = (
-            int(-(-(len(rows) - n_test) * hp.val_fraction // 1))
-            if hp.folds == 1
-            else -(-(len(rows) - n_test) // hp.folds)
+        splits, column = split_frame(
+            frame,
+            self.target,
+            test_fraction=hp.test_fraction,
+            val_fraction=hp.val_fraction,
+            folds=hp.folds,
+            split=hp.split,
+            split_seed=hp.split_seed,
+            date_column=hp.date_column,
+            declared_formats=hp.date_formats or {},
         )
-        validation = (
-            f"a {hp.val_fraction:.0%} validation split" if hp.folds == 1 else f"{hp.folds} folds"
-        )  # n_val: a fold
-        if hp.folds > len(rows) - n_test:
-            raise HousePriceError(
-                f"the data has {len(rows)} rows, {len(rows) - n_test} after the test split: too few for {hp.folds} folds; "
-                f"give --data.folds {len(rows) - n_test} or fewer, or 1 for a validation split"
-            )
-        if len(rows) - n_test - n_val < 2 or n_test < 1 or n_val < 1:
-            raise HousePriceError(
-                f"the data has {len(rows)} rows, too few for a {hp.test_fraction:.0%} test split, {validation} and at least "
-                "2 training rows; add rows or change the fractions"
-            )
-        if hp.split == "time":
-            return self._time_split(frame, n_test, n_val)
-        rest, test = train_test_split(rows, test_size=hp.test_fraction, random_state=hp.split_seed)
-        if hp.folds > 1:
-            return {"train": frame.iloc[rest], "val": frame.iloc[rest], "test": frame.iloc[test]}
-        train, val = train_test_split(rest, test_size=hp.val_fraction, random_state=hp.split_seed + 1)
-        return {"train": frame.iloc[train], "val": frame.iloc[val], "test": frame.iloc[test]}
-
-    def _time_split(self, frame: pd.DataFrame, n_test: int, n_val: int) -> dict[str, pd.DataFrame]:
-        """The latest `n_test` sales by date as test, the `n_val` before them as validation, the rest as training."""
-        column, dates = sale_dates(frame, self.target, self.hparams.date_column, self.hparams.date_formats or {})
-        self.hparams.date_column = self._hparams_initial.date_column = (
-            column  # kept (the checkpoint, `predict --as-of`)
-        )
-        undated = int(dates.isna().sum())
-        # Undated rows first, so they only ever train; equal dates keep row order.
-        seconds = (dates - pd.Timestamp(0, tz="UTC")).dt.total_seconds()
-        order = np.lexsort((np.arange(len(frame)), seconds.fillna(0).to_numpy(), seconds.notna().to_numpy()))
-        n_train = len(order) - n_test - n_val
-        parts = {"train": order[:n_train], "val": order[n_train : n_train + n_val], "test": order[n_train + n_val :]}
-        splits = {name: frame.iloc[np.sort(rows)] for name, rows in parts.items()}
-        spans = ", ".join(f"{name} {len(rows):,} rows ({_span(dates.iloc[rows])})" for name, rows in parts.items())
-        extra = (
-            f"; {undated:,} sale{'s' * (undated > 1)} without a readable date {'are training sales' if undated > 1 else 'is a training sale'}"
-            if undated
-            else ""
-        )
-        rank_zero_info(f"data.split time by '{column}': {spans}{extra}")
+        if column is not None:
+            hp.date_column = self._hparams_initial.date_column = column
         return splits
-
-    def _test_rows(self, rows: int) -> int:
-        return int(-(-rows * self.hparams.test_fraction // 1))
 
     @property
     def splits(self) -> dict[str, pd.DataFrame]:
@@ -330,24 +236,16 @@ class HousingDataModule(L.LightningDataModule):
         return self.hparams.folds
 
     def _decide_folds(self, rows: int) -> None:
-        """Resolve `folds: auto` for a table of `rows` rows, say so, and keep the number (hyperparameters, checkpoint)."""
+        """Resolve `folds: auto` for a table of `rows` rows (`splits.auto_folds`), say so, and keep the number
+        (hyperparameters, checkpoint)."""
         if self.hparams.folds != "auto":
             return
-        left = rows - self._test_rows(rows)
-        cross_fit = AUTO_FOLDS <= left < AUTO_FOLDS_BELOW and self.hparams.split == "random"
-        self.hparams.folds = AUTO_FOLDS if cross_fit else 1
+        self.hparams.folds, decided = auto_folds(
+            rows, test_fraction=self.hparams.test_fraction, split=self.hparams.split
+        )
         # Lightning logs the hyperparameters as first given, and refuses a key the model holds with another value.
         self._hparams_initial.folds = self.hparams.folds
-        if self.hparams.split == "time":
-            rank_zero_info(
-                "data.folds auto: 1 (a validation split of the latest sales before the test split), as the split is by time"
-            )
-            return
-        way = f"{AUTO_FOLDS} folds (cross-fitting)" if self.hparams.folds > 1 else "1 (a validation split)"
-        rank_zero_info(
-            f"data.folds auto: {way}, as {left:,} rows are left after the test split (cross-fitting from {AUTO_FOLDS} "
-            f"to {AUTO_FOLDS_BELOW - 1:,}); --data.folds N decides instead"
-        )
+        rank_zero_info(decided)
 
     def _decide_scaling(self) -> None:
         """Resolve `scaling: auto` for this table (after `folds`), say so, and keep the answer."""

@@ -185,10 +185,9 @@ def training_split(checkpoint: dict[str, Any], split: str = "test") -> pd.DataFr
     The rebuilt split must hash to the fingerprint stored at training time: a data file that changed since
     (rows appended, edited, reordered) would otherwise give a different "test split", holding training rows.
     """
-    from house_price.datamodules.housing import (  # Lightning: imported only to rebuild a split
-        HousingDataModule,
-        fingerprint,
-    )
+    # Lightning: imported only to rebuild a split
+    from house_price.datamodules.housing import HousingDataModule
+    from house_price.datamodules.splits import fingerprint
 
     arguments = {
         key: value

@@ -11,7 +11,6 @@ import torch
 
 from house_price.analysis.attributions import shapley_values
 from house_price.datamodules import Preprocessor
-from house_price.datamodules.housing import AUTO_FOLDS
 from house_price.datamodules.location import (
     LOCATION_PRICE,
     coordinate_columns,
@@ -21,6 +20,7 @@ from house_price.datamodules.location import (
     out_of_fold_prices,
     positions,
 )
+from house_price.datamodules.splits import AUTO_FOLDS
 from house_price.errors import HousePriceError
 from house_price.models import HousePriceRegressor
 from tests.conftest import plain_datamodule
