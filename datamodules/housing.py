@@ -13,13 +13,13 @@ import pandas as pd
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
+from house_price.datamodules.auto import AUTO_FOLDS, auto_folds, auto_location, auto_scaling
 from house_price.datamodules.batches import TensorBatches
 from house_price.datamodules.columns import check_table, column_names, find_column
 from house_price.datamodules.fitting import fit_statistics
-from house_price.datamodules.location import LOCATION_PRICE, coordinate_columns
 from house_price.datamodules.preprocessing import Preprocessor, Scaling, category_text
 from house_price.datamodules.sources import CALIFORNIA_TARGET, CALIFORNIA_UNIT, load_california, read_table
-from house_price.datamodules.splits import AUTO_FOLDS, auto_folds, fingerprint, fold_of_rows, split_frame
+from house_price.datamodules.splits import fingerprint, fold_of_rows, split_frame
 from house_price.errors import HousePriceError
 
 
@@ -222,11 +222,25 @@ class HousingDataModule(L.LightningDataModule):
     def splits(self) -> dict[str, pd.DataFrame]:
         if self._splits is None:
             frame = self.load_frame()
-            self._decide_folds(len(frame))
-            self._decide_scaling()
-            self._decide_location(frame)
+            self._decide(frame)
             self._splits = self.split(frame)
         return self._splits
+
+    def _decide(self, frame: pd.DataFrame) -> None:
+        """Resolve every `auto` option for this table (`datamodules.auto`: folds first), say so, and keep the answers
+        (hyperparameters, checkpoint)."""
+        hp = self.hparams
+        decisions = {
+            "folds": lambda: auto_folds(len(frame), test_fraction=hp.test_fraction, split=hp.split),
+            "scaling": lambda: auto_scaling(hp.folds),
+            "location_price": lambda: auto_location(frame, self.target, hp.folds),
+        }
+        for name, decide in decisions.items():
+            if hp[name] == "auto":
+                hp[name], decided = decide()
+                # Lightning logs the hyperparameters as first given, and refuses a key the model holds with another value.
+                self._hparams_initial[name] = hp[name]
+                rank_zero_info(decided)
 
     @property
     def folds(self) -> int:
@@ -235,68 +249,12 @@ class HousingDataModule(L.LightningDataModule):
             self.splits  # noqa: B018 - reads the table, which decides
         return self.hparams.folds
 
-    def _decide_folds(self, rows: int) -> None:
-        """Resolve `folds: auto` for a table of `rows` rows (`splits.auto_folds`), say so, and keep the number
-        (hyperparameters, checkpoint)."""
-        if self.hparams.folds != "auto":
-            return
-        self.hparams.folds, decided = auto_folds(
-            rows, test_fraction=self.hparams.test_fraction, split=self.hparams.split
-        )
-        # Lightning logs the hyperparameters as first given, and refuses a key the model holds with another value.
-        self._hparams_initial.folds = self.hparams.folds
-        rank_zero_info(decided)
-
-    def _decide_scaling(self) -> None:
-        """Resolve `scaling: auto` for this table (after `folds`), say so, and keep the answer."""
-        if self.hparams.scaling != "auto":
-            return
-        # Chosen on validation (RESULTS.md, "Small real tables"): on tables small enough to cross-fit, mean and scale
-        # price better than a quantile map drawn from a few hundred rows; larger tables keep the quantile map.
-        self.hparams.scaling = self._hparams_initial.scaling = "standard" if self.hparams.folds > 1 else "quantile"
-        why = (
-            "the training rows are cross-fitted (folds > 1)"
-            if self.hparams.folds > 1
-            else "a validation split (folds 1)"
-        )
-        rank_zero_info(
-            f"data.scaling auto: {self.hparams.scaling}, {why}; --data.scaling standard|quantile decides instead"
-        )
-
     @property
     def scaling(self) -> Scaling:
         """How numeric features are scaled: `scaling` as given, or as "auto" decided for this table."""
         if self.hparams.scaling == "auto":
             self.splits  # noqa: B018 - reads the table, which decides
         return self.hparams.scaling
-
-    def _decide_location(self, frame: pd.DataFrame) -> None:
-        """Resolve `location_price: auto` for this table (after `folds`), say so, and keep the answer."""
-        if self.hparams.location_price != "auto":
-            return
-        coordinates = coordinate_columns(frame, [str(column) for column in frame.columns if column != self.target])
-        one_place = coordinates is not None and all(frame[column].nunique() <= 1 for column in coordinates)
-        self.hparams.location_price = (
-            coordinates is not None
-            and not one_place
-            and self.hparams.folds == 1
-            and LOCATION_PRICE not in frame.columns
-        )
-        self._hparams_initial.location_price = self.hparams.location_price
-        if coordinates is None:
-            why = "the table has no latitude and longitude columns"
-        elif one_place:
-            why = f"{list(coordinates)} hold one position for every sale"
-        else:
-            why = (
-                f"from {list(coordinates)}"
-                if self.hparams.location_price
-                else "the training rows are cross-fitted (folds > 1)"
-            )
-        rank_zero_info(
-            f"data.location_price auto: {str(self.hparams.location_price).lower()}, {why}; --data.location_price true|false "
-            "decides instead"
-        )
 
     @property
     def location_price(self) -> bool:

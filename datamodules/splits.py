@@ -20,9 +20,6 @@ from house_price.datamodules.dates import date_formats, read_dates
 from house_price.errors import HousePriceError
 
 SPLITS = ("train", "val", "test")
-# `folds: auto`: cross-fit where a validation split would be a few hundred rows, and K fits of every row cost seconds.
-AUTO_FOLDS = 5
-AUTO_FOLDS_BELOW = 2_500  # rows left after the test split
 
 
 def fold_of_rows(n: int, k: int, seed: int) -> torch.Tensor:
@@ -36,23 +33,6 @@ def fold_of_rows(n: int, k: int, seed: int) -> torch.Tensor:
 def test_rows(rows: int, test_fraction: float) -> int:
     """The test split's rows of a table of `rows` rows."""
     return int(-(-rows * test_fraction // 1))
-
-
-def auto_folds(rows: int, *, test_fraction: float, split: Literal["random", "time"]) -> tuple[int, str]:
-    """`folds: auto` for a table of `rows` rows: (AUTO_FOLDS where AUTO_FOLDS to AUTO_FOLDS_BELOW - 1 rows are left
-    after the test split of a random split, else 1; the line that says so)."""
-    left = rows - test_rows(rows, test_fraction)
-    if split == "time":
-        return (
-            1,
-            "data.folds auto: 1 (a validation split of the latest sales before the test split), as the split is by time",
-        )
-    folds = AUTO_FOLDS if AUTO_FOLDS <= left < AUTO_FOLDS_BELOW else 1
-    way = f"{AUTO_FOLDS} folds (cross-fitting)" if folds > 1 else "1 (a validation split)"
-    return folds, (
-        f"data.folds auto: {way}, as {left:,} rows are left after the test split (cross-fitting from {AUTO_FOLDS} "
-        f"to {AUTO_FOLDS_BELOW - 1:,}); --data.folds N decides instead"
-    )
 
 
 def split_frame(

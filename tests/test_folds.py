@@ -11,8 +11,8 @@ import torch
 from conftest import ROOT, SHARED_DATA, plain_datamodule, priced_frame, run_script
 
 from house_price.datamodules import HousingDataModule
+from house_price.datamodules.auto import AUTO_FOLDS, AUTO_FOLDS_BELOW
 from house_price.datamodules.preprocessing import UNKNOWN
-from house_price.datamodules.splits import AUTO_FOLDS, AUTO_FOLDS_BELOW
 from house_price.errors import HousePriceError
 from house_price.models import HousePriceRegressor, load_model
 from house_price.models.checkpoint import read_checkpoint

@@ -11,6 +11,7 @@ import torch
 
 from house_price.analysis.attributions import shapley_values
 from house_price.datamodules import Preprocessor
+from house_price.datamodules.auto import AUTO_FOLDS
 from house_price.datamodules.location import (
     LOCATION_PRICE,
     coordinate_columns,
@@ -20,7 +21,6 @@ from house_price.datamodules.location import (
     out_of_fold_prices,
     positions,
 )
-from house_price.datamodules.splits import AUTO_FOLDS
 from house_price.errors import HousePriceError
 from house_price.models import HousePriceRegressor
 from tests.conftest import plain_datamodule
