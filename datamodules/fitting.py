@@ -216,7 +216,7 @@ def _fitted_bins(
     raw = (
         preprocessor.raw_numeric(train)
         if own is None
-        else torch.cat([preprocessor._read_numeric(train), own[:, None]], dim=1)
+        else torch.cat([preprocessor.read_numeric(train), own[:, None]], dim=1)
     )
     inputs = preprocessor.scale_numeric(raw)[:, : preprocessor.n_continuous].numpy()
     values = preprocessor.encode_target(train[state["target"]]).numpy()

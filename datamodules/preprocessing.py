@@ -21,7 +21,7 @@ from house_price.datamodules.columns import (
     find_column,
     refuse_infinite,
 )
-from house_price.datamodules.dates import date_feature_names, read_dates, with_date_features
+from house_price.datamodules.dates import date_feature_names, with_date_features
 from house_price.datamodules.location import (
     LOCATION_PRICE,
     fold_prices,
@@ -80,7 +80,7 @@ class CategoryRead(NamedTuple):
 
 
 class Report(Protocol):
-    """What `Preprocessor.transform` tells of a frame it read (`models.prediction.UnseenValues`)."""
+    """What `Preprocessor.transform` tells of a frame it read (`datamodules.unseen.UnseenValues`)."""
 
     def add(
         self, frame: pd.DataFrame, read: torch.Tensor | None = None, categories: list[CategoryRead] | None = None
@@ -100,7 +100,7 @@ class Preprocessor:
         self.continuous: list[str] = [name for name in self.numeric if name not in self.binary]
         self.dates: list[str] = state.dates
         self.date_formats: dict[str, str] = dict(zip(self.dates, state.date_formats or ["ISO8601"] * len(self.dates)))
-        self._date_of = {
+        self.date_of = {
             name: column for column in self.dates for name in date_feature_names(column)
         }  # derived input -> date
         self.location: dict[str, Any] | None = state.location
@@ -137,7 +137,7 @@ class Preprocessor:
     @property
     def features(self) -> list[str]:
         """The raw columns a frame must have, in training order: numeric, date, categorical."""
-        return [name for name in self.numeric_read if name not in self._date_of] + self.dates + self.categorical
+        return [name for name in self.numeric_read if name not in self.date_of] + self.dates + self.categorical
 
     @property
     def n_numeric_inputs(self) -> int:
@@ -158,7 +158,7 @@ class Preprocessor:
     def input_columns(self) -> list[str]:
         """The raw column behind each numeric input, in input order [continuous..., binary..., indicators...]; both
         numbers of a date name the date column; the location price names itself."""
-        return [self._date_of.get(name, name) for name in self.continuous + self.binary + self.state.indicators]
+        return [self.date_of.get(name, name) for name in self.continuous + self.binary + self.state.indicators]
 
     def reference(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The reference house: raw numeric inputs at their training medians, float64 [1, n_numeric] (no gaps), and
@@ -188,7 +188,7 @@ class Preprocessor:
         """Raw frame -> (numeric float32 [n, n_numeric_inputs], standardized; category codes int64 [n, n_cat]).
 
         Columns are matched by name, so their order does not matter and extra columns are ignored. `folds` and
-        `own_sales`: see `raw_numeric`. `report` (`models.prediction.UnseenValues`) is given the frame with the
+        `own_sales`: see `raw_numeric`. `report` (`datamodules.unseen.UnseenValues`) is given the frame with the
         numbers read from it, so counting its unseen and out-of-range values reads them once.
         """
         self.check_columns(frame)
@@ -204,12 +204,12 @@ class Preprocessor:
         the location price). `folds` [n] marks `frame` as the training sales themselves, with the target: each row's
         location price then comes from the rows of the other folds, as in training, not from every training sale.
         `own_sales` (evaluating rows that may be training sales): see `location_price`."""
-        raw = self._read_numeric(frame)
+        raw = self.read_numeric(frame)
         if self.location:
             raw = torch.cat([raw, self.location_price(frame, folds, own_sales=own_sales, read=raw)[:, None]], dim=1)
         return raw
 
-    def _read_numeric(self, frame: pd.DataFrame) -> torch.Tensor:
+    def read_numeric(self, frame: pd.DataFrame) -> torch.Tensor:
         """The numeric inputs read from the frame, float64 [n, len(numeric_read)]: `raw_numeric` without the search."""
         frame = with_date_features(frame, self.date_formats)
         read = self.numeric_read
@@ -241,7 +241,7 @@ class Preprocessor:
         """Each row's location price [n], float64: from every training sale, or with `folds` from the rows of `frame`
         (the training sales, their target known) outside the row's fold. `own_sales`: a row that is a training sale
         (the same coordinates and price: `training_sales`) leaves its own price out, as it did in training. `read`:
-        the frame's numbers as `_read_numeric` read them, where already read (the coordinates taken from them)."""
+        the frame's numbers as `read_numeric` read them, where already read (the coordinates taken from them)."""
         if folds is not None:
             return out_of_fold_prices(*self._own_sales(frame), folds, self.location["neighbours"])
         sales, prices = self.sales
@@ -289,7 +289,7 @@ class Preprocessor:
         """Cross-fitting with the location price: each network's numeric inputs of the training sales `frame` (folds
         [n] in 0..K-1), scaled, float64 [K, n, n_numeric_inputs]: `transform`'s with `folds`, but network f's location
         prices come from the sales it learns only (`location.fold_prices`)."""
-        read = self._read_numeric(frame)
+        read = self.read_numeric(frame)
         prices = fold_prices(*self._own_sales(frame), folds, self.location["neighbours"])
         return torch.stack([self.scale_numeric(torch.cat([read, column[:, None]], dim=1)) for column in prices])
 
@@ -352,79 +352,6 @@ class Preprocessor:
             codes[:, j] = np.where(found >= 0, found + MISSING + 1, np.where(text.isna(), missing, UNKNOWN))
         return torch.from_numpy(codes)
 
-    def unseen_categories(
-        self, frame: pd.DataFrame, examples: int = 3, categories: list[CategoryRead] | None = None
-    ) -> dict[str, dict[str, Any]]:
-        """Per categorical column, the rows whose (present) value training never saw: {"rows", "examples"}.
-        `categories`: as `encode_categories`'."""
-        report = {}
-        categories = self.read_categories(frame) if categories is None else categories
-        for column, (text, found) in zip(self.categorical, categories):
-            unseen = text[(found < 0) & text.notna().to_numpy()]
-            if len(unseen):
-                report[column] = {"rows": len(unseen), "examples": unseen.unique()[:examples].tolist()}
-        return report
-
-    def training_range(self, column: str) -> str:
-        """'low to high', the values a numeric column (or the dates of a date column) held in training."""
-        if column in self.dates:
-            index = self.numeric.index(date_feature_names(column)[0])
-            return f"{_day_text(self.state.minimum[index])} to {_day_text(self.state.maximum[index])}"
-        index = self.numeric.index(column)
-        return f"{self.state.minimum[index]:g} to {self.state.maximum[index]:g}"
-
-    def out_of_range(
-        self, frame: pd.DataFrame, examples: int = 3, read: torch.Tensor | None = None
-    ) -> dict[str, dict[str, Any]]:
-        """Per numeric column (a date column by its dates), the rows whose value lies outside the training range:
-        {"rows", "examples"}. `read`: the frame's numbers as `_read_numeric` reads them, where already read."""
-        report = {}
-        names = self.numeric_read
-        # A date column by its days (its month has no range to leave), the other numbers as read.
-        checked = [
-            j
-            for j, name in enumerate(names)
-            if name not in self._date_of or name == date_feature_names(self._date_of[name])[0]
-        ]
-        if not checked:
-            return report
-        raw = (self._read_numeric(frame) if read is None else read).numpy()[:, checked]
-        low, high = np.array(self.state.minimum)[checked], np.array(self.state.maximum)[checked]
-        outside = (raw < low) | (raw > high)  # NaN (missing) compares false: imputed, not extrapolated
-        for j in np.flatnonzero(outside.any(axis=0)):
-            name, values = names[checked[j]], raw[outside[:, j], j]
-            column = self._date_of.get(name, name)
-            shown = [
-                _day_text(value) if name in self._date_of else float(value) for value in dict.fromkeys(values.tolist())
-            ][:examples]
-            report[column] = {"rows": int(outside[:, j].sum()), "examples": shown}
-        return report
-
-    def unreadable_dates(
-        self, frame: pd.DataFrame, examples: int = 3, read: torch.Tensor | None = None
-    ) -> dict[str, dict[str, Any]]:
-        """Per date column, the rows whose (present) value does not read as a date in the training's format: they
-        are priced as missing dates. {"rows", "examples"}. `read`: as `out_of_range`'s (a date that does not read
-        is a missing day there)."""
-        report = {}
-        for column, form in self.date_formats.items():
-            values = frame[column].dropna()
-            if read is None:
-                unread = read_dates(values, form).isna().to_numpy()
-            else:
-                unread = np.isnan(
-                    read[:, self.numeric_read.index(date_feature_names(column)[0])].numpy()[
-                        frame[column].notna().to_numpy()
-                    ]
-                )
-            unreadable = values[unread]
-            if len(unreadable):
-                report[column] = {
-                    "rows": len(unreadable),
-                    "examples": unreadable.astype(str).unique()[:examples].tolist(),
-                }
-        return report
-
     def tensors(
         self, frame: pd.DataFrame, folds: torch.Tensor | None = None, *, own_sales: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -442,11 +369,6 @@ class Preprocessor:
         """Standardized predictions -> the target's own units (dollars, $100k, ...); works under autograd."""
         values = standardized * self.state.target_std + self.state.target_mean
         return torch.exp(values) if self.state.log_target else values
-
-
-def _day_text(days: float) -> str:
-    """Days since 1970-01-01 as the date, YYYY-MM-DD."""
-    return (pd.Timestamp("1970-01-01") + pd.Timedelta(days=days)).strftime("%Y-%m-%d")
 
 
 def target_space(values: np.ndarray, log_target: bool) -> np.ndarray:

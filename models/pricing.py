@@ -235,7 +235,7 @@ class PriceModel(nn.Module):
         `<target>_prediction` and `<target>_upper`, a conformal interval holding the true price with that
         probability (see models.intervals). `own_sales`, for rows with their price that may have been trained on
         (`house-price evaluate --data`): a row that is a training sale leaves its own price out of its location price.
-        `report` (`models.prediction.UnseenValues`): counts the frame's unseen and out-of-range values from the numbers
+        `report` (`datamodules.unseen.UnseenValues`): counts the frame's unseen and out-of-range values from the numbers
         read to price it.
         """
         mean, spread = self.member_statistics(frame, own_sales=own_sales, report=report)

@@ -16,6 +16,7 @@ from conftest import ROOT, assert_clean_failure, plain_datamodule, run_in_proces
 from test_tables import sales
 
 from house_price.datamodules.dates import date_formats, read_dates
+from house_price.datamodules.unseen import out_of_range, training_range
 from house_price.errors import HousePriceError
 
 
@@ -117,9 +118,9 @@ def test_infinite_numbers_and_dates_past_training_when_priced(capsys):
     houses = sales(3).drop(columns="price")
     with pytest.raises(HousePriceError, match=r"column 'area' holds an infinite value \(data row 2\)"):
         model.predict(houses.assign(area=[100.0, np.inf, 90.0]))
-    late = model.preprocessor.out_of_range(houses.assign(sold_on=["2030-01-01", "2019-05-01", "2030-01-01"]))
+    late = out_of_range(model.preprocessor, houses.assign(sold_on=["2030-01-01", "2019-05-01", "2030-01-01"]))
     assert late == {"sold_on": {"rows": 2, "examples": ["2030-01-01"]}}
-    assert model.preprocessor.training_range("sold_on").startswith("2019-01-")
+    assert training_range(model.preprocessor, "sold_on").startswith("2019-01-")
 
 
 def test_a_nan_weight_is_refused_by_every_command_and_export_leaves_no_file(housing_run, housing_csv, tmp_path, capsys):
@@ -205,8 +206,8 @@ def test_evaluating_training_sales_leaves_their_own_price_out_and_says_so(housin
 
 
 def test_the_unseen_report_from_the_numbers_read_to_price_equals_one_read_again():
+    from house_price.datamodules.unseen import UnseenValues
     from house_price.models.pricing import PriceModel
-    from house_price.prediction import UnseenValues
 
     state = plain_datamodule(
         sales().assign(sold_on=lambda f: f["sold_on"].where(f.index % 7 > 0, None)),

@@ -15,6 +15,7 @@ from house_price.datamodules import HousingDataModule, Preprocessor, fit_statist
 from house_price.datamodules.fitting import tree_bin_edges
 from house_price.datamodules.preprocessing import UNKNOWN
 from house_price.datamodules.state import PreprocessingState
+from house_price.datamodules.unseen import unseen_categories
 from house_price.errors import HousePriceError
 
 
@@ -110,7 +111,7 @@ def test_unseen_categories_go_to_the_unknown_slot_and_missing_ones_too_if_traini
     new = pd.DataFrame({"city": ["Oslo", "Stavanger", None, " Oslo "], "rooms": 2.0, "area sq ft": 900.0})
     _, codes = preprocessor.transform(new)
     assert codes[:, 0].tolist() == [3, UNKNOWN, UNKNOWN, 3]
-    assert preprocessor.unseen_categories(new) == {"city": {"rows": 1, "examples": ["Stavanger"]}}
+    assert unseen_categories(preprocessor, new) == {"city": {"rows": 1, "examples": ["Stavanger"]}}
 
 
 def test_columns_are_matched_by_name_not_position():

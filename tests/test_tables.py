@@ -16,6 +16,7 @@ from conftest import ROOT, plain_datamodule, run_script
 from house_price.datamodules import HousingDataModule
 from house_price.datamodules.columns import constant_columns
 from house_price.datamodules.sources import read_table
+from house_price.datamodules.unseen import unreadable_dates, unseen_categories
 from house_price.errors import HousePriceError
 
 
@@ -141,7 +142,7 @@ def test_a_month_written_year_first_is_a_date_read_as_its_first_day():
         18750.0,
         5.0,
     ]  # May 1st; May 3rd, 2021
-    assert np.isnan(raw[2, 1:]).all() and months.preprocessor.unreadable_dates(houses)["sold_on"]["examples"] == [
+    assert np.isnan(raw[2, 1:]).all() and unreadable_dates(months.preprocessor, houses)["sold_on"]["examples"] == [
         "2021-13"
     ]
 
@@ -346,7 +347,7 @@ def test_categories_written_as_numbers_stay_categories_in_new_files(tmp_path, ca
     expected = prices_of_a_file_of(new, model, tmp_path, capsys)
     as_floats = new.assign(beds=[np.nan, 4.0, 3.0, 2.0])  # a DataFrame or Parquet column of codes with a gap
     assert model.predict(as_floats).tolist() == expected.tolist()
-    assert model.preprocessor.unseen_categories(as_floats) == {}
+    assert unseen_categories(model.preprocessor, as_floats) == {}
 
 
 def test_codes_written_as_numbers_are_categories_where_declared_from_a_file_a_frame_and_at_prediction(tmp_path, capsys):

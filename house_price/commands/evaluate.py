@@ -23,12 +23,12 @@ import pandas as pd
 from house_price.commands.arguments import whole_number
 from house_price.datamodules.batches import TensorBatches
 from house_price.datamodules.columns import find_column
+from house_price.datamodules.unseen import UnseenValues
 from house_price.errors import HousePriceError, exit_cleanly_on_error, stop_on_sigterm
 from house_price.files import output_folder
 from house_price.models.checkpoint import houses, model_from_checkpoint, read_checkpoint
 from house_price.models.intervals import CHOICE_LEVEL
 from house_price.models.regressor import HousePriceRegressor, quiet_lightning
-from house_price.prediction import UnseenValues
 from house_price.ratio_study import priced_study, study_text
 from house_price.reports import (
     METRIC_KEYS,

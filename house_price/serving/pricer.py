@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 
 from house_price.analysis.attributions import shapley_values
+from house_price.datamodules.unseen import UnseenValues
 from house_price.errors import HousePriceError
 from house_price.models.as_of import as_of_date, priced_as_of, sale_date_column
 from house_price.models.checkpoint import model_from_checkpoint, read_checkpoint, training_split
 from house_price.models.pricing import PriceModel
-from house_price.prediction import UnseenValues
 from house_price.serving.limits import Limits
 
 COMPARABLES_SHOWN = 5
