@@ -31,6 +31,8 @@ def _onednn_linear() -> object | None:
 
 
 def _prices_on_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
+    if torch.compiler.is_compiling():  # first: the compiler then traces nothing else here (no graph breaks)
+        return False
     return (
         not _torch_kernels.get()
         and x.device.type == "cpu"
@@ -39,7 +41,6 @@ def _prices_on_onednn(x: torch.Tensor, weight: torch.Tensor) -> bool:
         and not torch.is_grad_enabled()
         and not torch.is_autocast_enabled("cpu")
         and not torch.jit.is_tracing()
-        and not torch.compiler.is_compiling()
         and not torch.onnx.is_in_onnx_export()
         and _onednn_linear() is not None
     )
