@@ -27,8 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from house_price.models.embeddings import EmbeddedInputs
 from house_price.models.kernels import Linear
-from house_price.models.network import _ACTIVATIONS, Activation, ByteDropout, EmbeddedInputs
+from house_price.models.layers import _ACTIVATIONS, Activation, ByteDropout
 
 # Distances computed at once in `nearest`, at most: queries x candidates (4 bytes each: 64 MiB).
 SEARCH_CHUNK = 2**24

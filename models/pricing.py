@@ -19,9 +19,11 @@ from torch import nn
 from house_price.datamodules.preprocessing import Preprocessor, Report
 from house_price.errors import HousePriceError
 from house_price.models.comparables import ComparablesNetwork
+from house_price.models.embeddings import NumericEmbedding
 from house_price.models.folds import FoldEnsemble
 from house_price.models.intervals import Calibration, calibrate, rows_needed
-from house_price.models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
+from house_price.models.layers import Activation, Ensemble, Normalization
+from house_price.models.network import TabularMLP
 
 Architecture = Literal["mlp", "comparables"]
 PREDICT_BATCH = 2048

@@ -24,8 +24,10 @@ from torchmetrics import (
 from house_price.errors import HousePriceError
 from house_price.hardware import compile_mode
 from house_price.models.calibration import IntervalCalibration
+from house_price.models.embeddings import NumericEmbedding
 from house_price.models.folds import FoldEnsemble
-from house_price.models.network import Activation, Ensemble, Normalization, NumericEmbedding, TabularMLP
+from house_price.models.layers import Activation, Ensemble, Normalization
+from house_price.models.network import TabularMLP
 from house_price.models.pricing import Architecture, PriceModel
 
 Scheduler = Literal["onecycle", "cosine", "none"]

@@ -6,15 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from house_price.models.network import (
-    BatchEnsembleLinear,
-    ByteDropout,
-    GroupedLinear,
-    MemberNorm,
-    MiniEnsembleAdapter,
-    PiecewiseLinearEmbedding,
-    TabularMLP,
-)
+from house_price.models.embeddings import PiecewiseLinearEmbedding
+from house_price.models.layers import BatchEnsembleLinear, ByteDropout, GroupedLinear, MemberNorm, MiniEnsembleAdapter
+from house_price.models.network import TabularMLP
 
 
 def network(ensemble: str, k: int = 4, **options) -> TabularMLP:
