@@ -241,9 +241,10 @@ def test_each_network_is_tuned_over_its_own_options_by_default(configs):
     import torch
 
     from house_price.commands.train import bundled_config
-    from house_price.commands.tune import bundled_space, load_space, merged_config, suggest
+    from house_price.commands.tune import bundled_space
     from house_price.datamodules import HousingDataModule
     from house_price.models.pricing import PriceModel
+    from house_price.training.search_space import load_space, merged_config, suggest
 
     config = merged_config([bundled_config(name) for name in configs], {})
     space = load_space(bundled_space(config))
