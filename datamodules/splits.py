@@ -19,8 +19,6 @@ from house_price.datamodules.columns import find_column, numeric_and_categorical
 from house_price.datamodules.dates import date_formats, read_dates
 from house_price.errors import HousePriceError
 
-SPLITS = ("train", "val", "test")
-
 
 def fold_of_rows(n: int, k: int, seed: int) -> torch.Tensor:
     """The fold (0 .. k-1) of each of `n` rows, int64 [n]: scikit-learn's KFold, shuffled with `seed`."""

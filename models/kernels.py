@@ -1,10 +1,10 @@
 """Which kernel computes a linear layer: oneDNN's where a model prices on the CPU, torch's own everywhere else.
 
 torch's CPU builds compute a float32 `F.linear` with MKL, whose matrix products run slower than oneDNN's on some
-processors (AMD's among them: benchmarks/PREDICT.md measures both). Pricing (no gradient, float32
-on the CPU, eager) therefore goes through oneDNN (`torch.ops.mkldnn._linear_pointwise`, the kernel inductor's CPU code
-calls). Training, gradients, autocast, GPUs, tracing and ONNX export keep `F.linear`. The two kernels add the products
-in other orders, so a price may differ in its last float32 bits from one computed by `F.linear` (or by an earlier
+processors (AMD's among them: benchmarks/PREDICT.md measures both). Pricing (no gradient, float32 on the CPU, eager)
+therefore goes through oneDNN (`torch.ops.mkldnn._linear_pointwise`, the kernel inductor's CPU code calls).
+Training, gradients, autocast, GPUs, tracing and ONNX export keep `F.linear`. The two kernels add the products in
+other orders, so a price may differ in its last float32 bits from one computed by `F.linear` (or by an earlier
 version, which priced with it); `torch_kernels()` prices as those did. Either kernel gives the same bits for the
 same rows in the same batches.
 """
