@@ -23,6 +23,57 @@ from house_price.datamodules.splits import fingerprint, fold_of_rows, split_fram
 from house_price.errors import HousePriceError
 
 
+def check_options(
+    *,
+    test_fraction: float,
+    val_fraction: float,
+    sizes: dict[str, int],
+    folds: int | str,
+    split: str,
+    scaling: str,
+    location_price: bool | str,
+    date_formats: dict[str, str] | None,
+    path: str | None,
+    target: str | None,
+) -> None:
+    """Refuse, in one line naming the option and the fix, a data module option no table could train with (`sizes`:
+    the options that must be positive integers, by name)."""
+    for name, fraction in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
+        if not 0 < fraction < 1:
+            raise HousePriceError(f"data.{name} is {fraction}; it must lie strictly between 0 and 1")
+    for name, size in sizes.items():
+        if size < 1:
+            raise HousePriceError(f"data.{name} is {size}; it must be a positive integer")
+    if folds != "auto" and not (isinstance(folds, int) and folds >= 1):
+        raise HousePriceError(
+            f"data.folds is {folds}; give 1 (a validation split), K >= 2 (k-fold cross-fitting) or auto"
+        )
+    if split not in ("random", "time"):
+        raise HousePriceError(
+            f"data.split is {split!r}; give random or time (the latest sales held out, with --data.date_column)"
+        )
+    if split == "time" and folds not in ("auto", 1):
+        raise HousePriceError(
+            f"data.folds is {folds} with data.split time; a time split validates on the latest sales and does not "
+            "cross-fit: leave out --data.folds (or give 1)"
+        )
+    if scaling not in ("standard", "quantile", "auto"):
+        raise HousePriceError(f"data.scaling is {scaling!r}; give standard, quantile or auto")
+    if location_price not in (True, False, "auto"):
+        raise HousePriceError(f"data.location_price is {location_price!r}; give true, false or auto")
+    if date_formats is not None and not (
+        isinstance(date_formats, dict)
+        and all(
+            isinstance(key, str) and isinstance(value, str) and value.strip() for key, value in date_formats.items()
+        )
+    ):
+        raise HousePriceError(
+            f"data.date_formats is {date_formats!r}; give column: format pairs, such as \"{{sold: '%d/%m/%Y'}}\""
+        )
+    if path is not None and target is None:
+        raise HousePriceError("a CSV needs its target column: pass --data.target NAME (or target: in the config)")
+
+
 class HousingDataModule(L.LightningDataModule):
     """Housing data for `HousePriceRegressor`.
 
@@ -105,48 +156,25 @@ class HousingDataModule(L.LightningDataModule):
         batches_per_call: int = 16,
     ) -> None:
         super().__init__()
-        for name, fraction in (("test_fraction", test_fraction), ("val_fraction", val_fraction)):
-            if not 0 < fraction < 1:
-                raise HousePriceError(f"data.{name} is {fraction}; it must lie strictly between 0 and 1")
-        sizes = (
-            ("batch_size", batch_size),
-            ("eval_batch_size", eval_batch_size),
-            ("n_quantiles", n_quantiles),
-            ("n_bins", n_bins),
-            ("member_batches", 1 if member_batches == "auto" else member_batches),
-            ("batches_per_call", batches_per_call),
+        check_options(
+            test_fraction=test_fraction,
+            val_fraction=val_fraction,
+            sizes={
+                "batch_size": batch_size,
+                "eval_batch_size": eval_batch_size,
+                "n_quantiles": n_quantiles,
+                "n_bins": n_bins,
+                "member_batches": 1 if member_batches == "auto" else member_batches,
+                "batches_per_call": batches_per_call,
+            },
+            folds=folds,
+            split=split,
+            scaling=scaling,
+            location_price=location_price,
+            date_formats=date_formats,
+            path=path,
+            target=target,
         )
-        for name, size in sizes:
-            if size < 1:
-                raise HousePriceError(f"data.{name} is {size}; it must be a positive integer")
-        if folds != "auto" and not (isinstance(folds, int) and folds >= 1):
-            raise HousePriceError(
-                f"data.folds is {folds}; give 1 (a validation split), K >= 2 (k-fold cross-fitting) or auto"
-            )
-        if split not in ("random", "time"):
-            raise HousePriceError(
-                f"data.split is {split!r}; give random or time (the latest sales held out, with --data.date_column)"
-            )
-        if split == "time" and folds not in ("auto", 1):
-            raise HousePriceError(
-                f"data.folds is {folds} with data.split time; a time split validates on the latest sales and does not "
-                "cross-fit: leave out --data.folds (or give 1)"
-            )
-        if scaling not in ("standard", "quantile", "auto"):
-            raise HousePriceError(f"data.scaling is {scaling!r}; give standard, quantile or auto")
-        if location_price not in (True, False, "auto"):
-            raise HousePriceError(f"data.location_price is {location_price!r}; give true, false or auto")
-        if date_formats is not None and not (
-            isinstance(date_formats, dict)
-            and all(
-                isinstance(key, str) and isinstance(value, str) and value.strip() for key, value in date_formats.items()
-            )
-        ):
-            raise HousePriceError(
-                f"data.date_formats is {date_formats!r}; give column: format pairs, such as \"{{sold: '%d/%m/%Y'}}\""
-            )
-        if path is not None and target is None:
-            raise HousePriceError("a CSV needs its target column: pass --data.target NAME (or target: in the config)")
         self.save_hyperparameters()
         # LightningCLI hands save_hyperparameters the arguments as given: store the parsed lists.
         self.hparams.drop_columns = column_names(drop_columns)

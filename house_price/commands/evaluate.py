@@ -62,7 +62,7 @@ def report_folder(checkpoint: Path, output: str | None, overwrite: bool) -> Path
     return output_folder(folder)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a .ckpt written by scripts/train.py")
     parser.add_argument(
@@ -79,32 +79,13 @@ def main(argv: list[str] | None = None) -> None:
         metavar="N",
         help="with --by, the fewest sales a group needs for its row (default 20); smaller groups are counted",
     )
-    arguments = parser.parse_args(argv)
-    min_sales = whole_number(arguments.min_sales, "--min-sales", 1)
-    stop_on_sigterm()
+    return parser.parse_args(argv)
 
-    checkpoint = read_checkpoint(arguments.checkpoint)
-    model = model_from_checkpoint(checkpoint, HousePriceRegressor)
-    frame = houses(checkpoint, model, arguments.data)
-    find_column(
-        frame,
-        model.target,
-        "target",
-        fix=f"evaluating needs the true prices; to price houses without them run "
-        f"house-price predict {arguments.checkpoint} --input {arguments.data} --output priced.csv",
-    )
-    groups = (
-        frame[
-            find_column(frame, arguments.by, "--by", fix="name a column of the evaluated table, such as its zip code")
-        ]
-        if arguments.by
-        else None
-    )
-    folder = report_folder(arguments.checkpoint, arguments.output, arguments.overwrite)
-    # A file may hold the training sales themselves: each leaves its own price out of its location price, as in
-    # training, and the report says how many there are (the network learned them: their errors flatter it).
-    own_sales = arguments.data is not None
-    sales = model.preprocessor.training_sales(frame) if own_sales else None
+
+def warn_of_training_sales(model: HousePriceRegressor, frame: pd.DataFrame) -> None:
+    """One line where rows of an evaluated file are the model's own training sales: each leaves its own price out of
+    its location price, as in training, but the network learned them, so their errors flatter it."""
+    sales = model.preprocessor.training_sales(frame)
     trained_on = int((sales >= 0).sum()) if sales is not None else 0
     if trained_on:
         print(
@@ -113,7 +94,23 @@ def main(argv: list[str] | None = None) -> None:
             "overstate its accuracy; evaluate on sales it never saw",
             file=sys.stderr,
         )
-    metrics = evaluate(model, frame, own_sales=own_sales)
+
+
+def write_report(
+    model: HousePriceRegressor,
+    frame: pd.DataFrame,
+    metrics: dict[str, float],
+    folder: Path,
+    *,
+    own_sales: bool,
+    groups: pd.Series | None,
+    by: str | None,
+    min_sales: int,
+    checkpoint: Path,
+    source: str,
+) -> None:
+    """The report of an evaluated frame in `folder`: its prices plotted, its intervals, the ratio study (a row per
+    value of `groups`, the column `by`, with `min_sales` or more sales) and metrics.json, each printed as written."""
     unit = model.preprocessor.state.target_unit
     # One pricing pass for the plots: with a calibration, the kept interval at CHOICE_LEVEL comes with the prices.
     plotted = model.calibration is not None and model.calibration.reaches(CHOICE_LEVEL)
@@ -145,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     if groups is not None:
         left = study["by"]["left_out"]
         print(
-            f"  by {arguments.by}: {study['by']['groups']} groups with {study['by']['min_sales']} or more sales in ratio_study.csv; "
+            f"  by {by}: {study['by']['groups']} groups with {study['by']['min_sales']} or more sales in ratio_study.csv; "
             f"{left['groups']} groups ({left['sales']} sales) have fewer and are left out"
         )
     write_metrics(
@@ -157,10 +154,52 @@ def main(argv: list[str] | None = None) -> None:
         intervals=intervals,
         ratio_study=study,
     )
-    source = arguments.data or "the training run's test split"
-    print(f"{arguments.checkpoint} on {source} ({model.target}, {unit}):\n{metrics_table(metrics, unit)}")
+    print(f"{checkpoint} on {source} ({model.target}, {unit}):\n{metrics_table(metrics, unit)}")
     print(
         f"Report: {folder / 'metrics.json'} ({', '.join(METRIC_KEYS)}, intervals, ratio_study), {', '.join(plot.name for plot in plots)}"
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = parse_arguments(argv)
+    min_sales = whole_number(arguments.min_sales, "--min-sales", 1)
+    stop_on_sigterm()
+
+    checkpoint = read_checkpoint(arguments.checkpoint)
+    model = model_from_checkpoint(checkpoint, HousePriceRegressor)
+    frame = houses(checkpoint, model, arguments.data)
+    find_column(
+        frame,
+        model.target,
+        "target",
+        fix=f"evaluating needs the true prices; to price houses without them run "
+        f"house-price predict {arguments.checkpoint} --input {arguments.data} --output priced.csv",
+    )
+    groups = (
+        frame[
+            find_column(frame, arguments.by, "--by", fix="name a column of the evaluated table, such as its zip code")
+        ]
+        if arguments.by
+        else None
+    )
+    folder = report_folder(arguments.checkpoint, arguments.output, arguments.overwrite)
+    # A file may hold the training sales themselves: each leaves its own price out of its location price, as in
+    # training, and the report says how many there are (the network learned them: their errors flatter it).
+    own_sales = arguments.data is not None
+    if own_sales:
+        warn_of_training_sales(model, frame)
+    metrics = evaluate(model, frame, own_sales=own_sales)
+    write_report(
+        model,
+        frame,
+        metrics,
+        folder,
+        own_sales=own_sales,
+        groups=groups,
+        by=arguments.by,
+        min_sales=min_sales,
+        checkpoint=arguments.checkpoint,
+        source=arguments.data or "the training run's test split",
     )
 
 
