@@ -19,14 +19,18 @@ import os
 import socket
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from house_price.commands.arguments import mebibytes, positive, whole_number
 from house_price.errors import HousePriceError, exit_cleanly_on_error
 
+if TYPE_CHECKING:  # imported where used: --help answers at once
+    from house_price.serving.limits import Limits
+
 SETTINGS = "HOUSE_PRICE_SERVE"  # what a worker process of `--workers N` reads: the checkpoint and the limits, as JSON
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", type=Path, help="a .ckpt written by scripts/train.py")
     parser.add_argument(
@@ -60,14 +64,14 @@ def main(argv: list[str] | None = None) -> None:
         help="torch threads each pricing thread uses (default 1: benchmarks/SERVE.md measures 1 against 2)",
     )
     parser.add_argument("--access-log", action="store_true", help="log every request (off: it costs time per request)")
-    arguments = parser.parse_args(argv)
+    return parser.parse_args(argv)
 
-    import torch
-    import uvicorn  # after the arguments: --help answers at once
 
+def read_limits(arguments: argparse.Namespace) -> tuple[int, int, Limits]:
+    """(port, workers, the service's limits) from the arguments, each refused in one line where it is no number the
+    option takes."""
     from house_price.hardware import cores
     from house_price.serving.limits import Limits
-    from house_price.serving.service import IdleTimeoutProtocol, create_app
 
     port = whole_number(arguments.port, "--port", 1, 65_535)
     workers = whole_number(arguments.workers, "--workers", 1)
@@ -81,6 +85,19 @@ def main(argv: list[str] | None = None) -> None:
         threads=threads,
     )
 
+    return port, workers, limits
+
+
+def main(argv: list[str] | None = None) -> None:
+    arguments = parse_arguments(argv)
+
+    import torch
+    import uvicorn  # after the arguments: --help answers at once
+
+    from house_price.serving.service import IdleTimeoutProtocol, create_app
+
+    port, workers, limits = read_limits(arguments)
+    threads = limits.threads
     # Each pricing thread runs torch on one core: two threads of one request would wait for each other whenever a
     # second request (or anything else) holds a core (benchmarks/SERVE.md measures both).
     torch_threads = whole_number(arguments.torch_threads, "--torch-threads", 1)
