@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import hashlib
 import json
 import logging
@@ -146,9 +147,9 @@ def first_difference(before: Any, now: Any, name: str = "") -> str:
     return f"{name}: {before!r} then, {now!r} now"
 
 
-def main(argv: list[str] | None = None) -> None:
-    import optuna
-
+def parse_arguments(argv: list[str] | None) -> tuple[argparse.Namespace, list[str], list[str]]:
+    """(tune's own arguments, the train options passed on to every trial, the configs as files), each refused in one
+    line where it cannot run."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument(
         "--config", action="append", required=True, help="a train config (a bundled name or a path); repeatable"
@@ -173,6 +174,65 @@ def main(argv: list[str] | None = None) -> None:
                 f"config '{config}' is not a file or a bundled config name; give a path or one of "
                 f"{sorted(path.stem for path in configs_folder().glob('*.yaml'))}"
             )
+    return arguments, train_options, configs
+
+
+def run_trial(
+    trial: Any,
+    *,
+    study: Any,
+    trials: int,
+    started: datetime.datetime,
+    space: dict[str, dict[str, Any]],
+    configs: list[str],
+    train_options: list[str],
+    folder: Path,
+    gate: InterruptGate,
+    interrupt: InterruptExit,
+) -> float:
+    """One trial: `house-price train` with the trial's values from the space, pruned on validation; its best
+    validation RMSE. A trial past the study's `trials` (finished or running, between every process) is not run."""
+    import optuna
+
+    if is_surplus(study, trial, trials, started):
+        study.stop()
+        trial.set_user_attr("surplus", True)
+        raise SurplusTrial(f"trial {trial.number} not run: the study has its {trials} trials, finished or running")
+    values = suggest(trial, space)
+    pruning = PruneOnValidation(trial, gate, monitor=MONITOR)
+    quiet = [
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]  # the user's options may turn them on
+    args = [
+        "fit",
+        *[f"--config={config}" for config in configs],
+        *quiet,
+        *train_options,
+        *(as_option(k, v) for k, v in values.items()),
+        f"--trainer.logger.init_args.save_dir={folder}",
+        f"--trainer.logger.init_args.name=trial_{trial.number}",
+    ]
+    try:
+        with gate.opened():
+            cli = run_cli(args, interrupt, cli=TrialCLI, callbacks=(pruning,))
+    except SystemExit:  # how Lightning ends a fit stopped by Ctrl-C or SIGTERM
+        if interrupt.exit_code is None:
+            raise
+    if interrupt.exit_code is not None:
+        raise KeyboardInterrupt  # Optuna records the trial as failed (not finished): a rerun measures it again
+    score = cli.trainer.checkpoint_callback.best_model_score
+    if score is None:
+        raise HousePriceError(f"trial {trial.number} logged no {MONITOR}; check the train options")
+    if pruning.pruned:
+        raise optuna.TrialPruned()
+    return float(score)
+
+
+def main(argv: list[str] | None = None) -> None:
+    import optuna
+
+    arguments, train_options, configs = parse_arguments(argv)
     passed_on = dotted_options(train_options)
     setup = merged_config(configs, passed_on)  # what the trials train with, before the space's values
     space_path = arguments.space or bundled_space(setup)
@@ -196,43 +256,18 @@ def main(argv: list[str] | None = None) -> None:
     interrupt, gate = InterruptExit(), InterruptGate()
     started = datetime.datetime.now()  # as Optuna stamps a trial's start
 
-    def objective(trial: optuna.Trial) -> float:
-        if is_surplus(study, trial, arguments.trials, started):
-            study.stop()
-            trial.set_user_attr("surplus", True)
-            raise SurplusTrial(
-                f"trial {trial.number} not run: the study has its {arguments.trials} trials, finished or running"
-            )
-        values = suggest(trial, space)
-        pruning = PruneOnValidation(trial, gate, monitor=MONITOR)
-        quiet = [
-            "--trainer.enable_progress_bar=false",
-            "--trainer.enable_model_summary=false",
-        ]  # the user's options may turn them on
-        args = [
-            "fit",
-            *[f"--config={config}" for config in configs],
-            *quiet,
-            *train_options,
-            *(as_option(k, v) for k, v in values.items()),
-            f"--trainer.logger.init_args.save_dir={folder}",
-            f"--trainer.logger.init_args.name=trial_{trial.number}",
-        ]
-        try:
-            with gate.opened():
-                cli = run_cli(args, interrupt, cli=TrialCLI, callbacks=(pruning,))
-        except SystemExit:  # how Lightning ends a fit stopped by Ctrl-C or SIGTERM
-            if interrupt.exit_code is None:
-                raise
-        if interrupt.exit_code is not None:
-            raise KeyboardInterrupt  # Optuna records the trial as failed (not finished): a rerun measures it again
-        score = cli.trainer.checkpoint_callback.best_model_score
-        if score is None:
-            raise HousePriceError(f"trial {trial.number} logged no {MONITOR}; check the train options")
-        if pruning.pruned:
-            raise optuna.TrialPruned()
-        return float(score)
-
+    objective = functools.partial(
+        run_trial,
+        study=study,
+        trials=arguments.trials,
+        started=started,
+        space=space,
+        configs=configs,
+        train_options=train_options,
+        folder=folder,
+        gate=gate,
+        interrupt=interrupt,
+    )
     done = len(study.get_trials(deepcopy=False, states=finished))
     try:
         with gate.installed():
