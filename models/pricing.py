@@ -56,6 +56,28 @@ def fitted_folds(preprocessing: dict[str, Any]) -> int:
     return len(preprocessing.get("fold_bin_edges") or [None])
 
 
+def check_model_options(
+    *, hidden_sizes: list[int], dropout: float, ensemble_size: int, architecture: str, folds: int
+) -> None:
+    """Refuse, in one line naming the option and the fix, model options no network can be built with."""
+    if not hidden_sizes or min(hidden_sizes) < 1:
+        raise HousePriceError(f"model.hidden_sizes is {hidden_sizes}; give one or more positive layer widths")
+    if not 0 <= dropout < 1:
+        raise HousePriceError(f"model.dropout is {dropout}; it must lie in [0, 1)")
+    if ensemble_size < 1:
+        raise HousePriceError(f"model.ensemble_size is {ensemble_size}; it must be 1 or more")
+    if architecture == "comparables" and ensemble_size != 1:
+        raise HousePriceError(
+            f"model.ensemble_size is {ensemble_size}, but the comparables network is one model; give --model.ensemble_size 1 "
+            "(configs/comparables.yaml does)"
+        )
+    if folds < 1 or (folds > 1 and architecture != "mlp"):
+        raise HousePriceError(
+            f"model.folds is {folds} with the {architecture} architecture; cross-fitting (folds >= 2) trains MLPs only, "
+            "give --data.folds 1 or leave out the comparables config"
+        )
+
+
 class PriceModel(nn.Module):
     """Raw houses (a DataFrame) -> prices in the target's own units, and conformal intervals around them.
 
@@ -89,22 +111,13 @@ class PriceModel(nn.Module):
                 f"{type(self).__name__} needs the fitted preprocessing: {type(self).__name__}(preprocessing=datamodule.preprocessing)"
             )
         self.folds = folds = fitted_folds(preprocessing) if folds is None else folds
-        if not hidden_sizes or min(hidden_sizes) < 1:
-            raise HousePriceError(f"model.hidden_sizes is {hidden_sizes}; give one or more positive layer widths")
-        if not 0 <= dropout < 1:
-            raise HousePriceError(f"model.dropout is {dropout}; it must lie in [0, 1)")
-        if ensemble_size < 1:
-            raise HousePriceError(f"model.ensemble_size is {ensemble_size}; it must be 1 or more")
-        if architecture == "comparables" and ensemble_size != 1:
-            raise HousePriceError(
-                f"model.ensemble_size is {ensemble_size}, but the comparables network is one model; give --model.ensemble_size 1 "
-                "(configs/comparables.yaml does)"
-            )
-        if folds < 1 or (folds > 1 and architecture != "mlp"):
-            raise HousePriceError(
-                f"model.folds is {folds} with the {architecture} architecture; cross-fitting (folds >= 2) trains MLPs only, "
-                "give --data.folds 1 or leave out the comparables config"
-            )
+        check_model_options(
+            hidden_sizes=hidden_sizes,
+            dropout=dropout,
+            ensemble_size=ensemble_size,
+            architecture=architecture,
+            folds=folds,
+        )
         self.preprocessor = Preprocessor(preprocessing)
         inputs = dict(
             n_numeric=self.preprocessor.n_numeric_inputs,
