@@ -22,6 +22,7 @@ import copy
 import os
 import warnings
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -215,7 +216,6 @@ class ExportedModel(nn.Module):
 def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
     """Write `model` with its preprocessing as one ONNX file at `path` (see the module's description)."""
     import onnx
-    from onnx import TensorProto, helper
 
     preprocessor = model.preprocessor
     if preprocessor.dates:
@@ -224,6 +224,21 @@ def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
         )
     if not preprocessor.features:
         raise HousePriceError("this model has no feature columns to export")
+    path = Path(path)
+    graph_model = _traced(model, path.with_name(f".{path.name}.torch.onnx"))
+    _encode_categories(graph_model, preprocessor)
+    output = f"{model.target}_prediction"
+    graph_model.doc_string = f"house-price model: raw columns in, {output} ({preprocessor.state.target_unit}) out"
+    onnx.checker.check_model(graph_model)
+    return write_atomic(path, lambda temporary_path: onnx.save(graph_model, temporary_path))
+
+
+def _traced(model: PriceModel, temporary: Path) -> Any:
+    """The model traced by torch.onnx (through `temporary`, removed after) into an ONNX ModelProto whose inputs are
+    the numeric columns and each categorical column's codes, [N, 1] each."""
+    import onnx
+
+    preprocessor = model.preprocessor
     exported = ExportedModel(copy.deepcopy(model).float().eval()).eval()
     numeric, categorical = preprocessor.numeric_read, preprocessor.categorical
     examples = tuple(torch.zeros(2, 1) for _ in numeric) + tuple(
@@ -231,8 +246,6 @@ def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
     )
     names = [*numeric, *(f"{column}{_CODE_SUFFIX}" for column in categorical)]
     output = f"{model.target}_prediction"
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.torch.onnx")
     try:
         with warnings.catch_warnings():
             # The comparables' search decides on the candidates' count, which the graph holds as constants: its
@@ -248,11 +261,17 @@ def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
                 dynamic_axes={name: {0: "N"} for name in [*names, output]},
                 dynamo=False,
             )
-        graph_model = onnx.load(str(temporary))
+        return onnx.load(str(temporary))
     finally:
         temporary.unlink(missing_ok=True)
-    graph = graph_model.graph
-    # Category strings -> codes: an ONNX-ML LabelEncoder per column, feeding the code input the network expects.
+
+
+def _encode_categories(graph_model: Any, preprocessor: Preprocessor) -> None:
+    """Category strings -> codes inside the graph: an ONNX-ML LabelEncoder per column in place of its code input,
+    feeding the code the network expects."""
+    from onnx import TensorProto, helper
+
+    graph, categorical = graph_model.graph, preprocessor.categorical
     code_inputs = {f"{column}{_CODE_SUFFIX}" for column in categorical}
     kept = [graph_input for graph_input in graph.input if graph_input.name not in code_inputs]
     del graph.input[:]
@@ -280,9 +299,6 @@ def export_onnx(model: PriceModel, path: str | os.PathLike) -> Path:
     graph.node.extend(nodes)
     if categorical:
         graph_model.opset_import.append(helper.make_opsetid("ai.onnx.ml", 2))
-    graph_model.doc_string = f"house-price model: raw columns in, {output} ({preprocessor.state.target_unit}) out"
-    onnx.checker.check_model(graph_model)
-    return write_atomic(path, lambda temporary_path: onnx.save(graph_model, temporary_path))
 
 
 def onnx_inputs(frame: pd.DataFrame, preprocessor: Preprocessor) -> dict[str, np.ndarray]:
